@@ -1,0 +1,1 @@
+"""speclearn's learning side: compile feedback into new spec versions."""

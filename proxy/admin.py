@@ -1,0 +1,96 @@
+"""Spec writes and exports over HTTP, behind the admin key (never the client keys)."""
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from .bodies import read_json_object
+from .errors import InvalidRequest, ProxyError
+from .registry import SpecState
+from .responses import error_response, json_response
+from .state import ProxyState
+
+
+def describe(state: SpecState) -> dict[str, Any]:
+    return {
+        "name": state.name,
+        "labels": state.labels,
+        "versions": sorted(state.versions),
+        "latest": max(state.versions) if state.versions else None,
+        "instruction": state.instruction,
+    }
+
+
+def _admin(request: Request) -> ProxyState:
+    state: ProxyState = request.app.state.proxy
+    state.check_admin(request.headers.get("authorization"))
+    return state
+
+
+async def list_specs(request: Request) -> Response:
+    try:
+        state = _admin(request)
+    except ProxyError as exc:
+        return error_response(exc)
+    return json_response({"data": [describe(s) for s in state.registry.snapshot.specs.values()]})
+
+
+async def get_version(request: Request) -> Response:
+    try:
+        state = _admin(request)
+        spec = state.registry.snapshot.resolve(request.path_params["name"], request.path_params.get("ref"))
+    except ProxyError as exc:
+        return error_response(exc)
+    return json_response({"name": spec.name, "version": spec.version, "text": spec.text, "meta": spec.meta})
+
+
+async def publish(request: Request) -> Response:
+    try:
+        state = _admin(request)
+        body = await read_json_object(request, state.settings.max_body_bytes)
+        text, labels, meta = body.get("text"), body.get("labels", []), body.get("meta", {})
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidRequest("'text' must be a non-empty string", param="text")
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise InvalidRequest("'labels' must be an array of strings", param="labels")
+        if not isinstance(meta, dict):
+            raise InvalidRequest("'meta' must be an object", param="meta")
+        spec = await state.registry.publish(request.path_params["name"], text, meta=meta, labels=labels)
+    except ProxyError as exc:
+        return error_response(exc)
+    return json_response({"name": spec.name, "version": spec.version, "sha256": spec.sha256}, status=201)
+
+
+async def set_label(request: Request) -> Response:
+    try:
+        state = _admin(request)
+        body = await read_json_object(request, 4096)
+        version = body.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise InvalidRequest("'version' must be an integer", param="version")
+        await state.registry.set_label(request.path_params["name"], request.path_params["label"], version)
+    except ProxyError as exc:
+        return error_response(exc)
+    return json_response(describe(state.registry.snapshot.get(request.path_params["name"])))
+
+
+async def export_feedback(request: Request) -> Response:
+    """JSONL, one feedback event joined to its inference per line."""
+    try:
+        state = _admin(request)
+        spec = request.query_params.get("spec")
+        since = request.query_params.get("since")
+        events = await state.ledger.feedback_events(spec=spec, since=float(since) if since else None)
+    except ValueError:
+        return error_response(InvalidRequest("'since' must be a Unix timestamp", param="since"))
+    except ProxyError as exc:
+        return error_response(exc)
+
+    async def lines() -> AsyncIterator[bytes]:
+        for event in events:
+            yield orjson.dumps(event.to_dict()) + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

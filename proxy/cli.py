@@ -1,0 +1,50 @@
+"""The `speclearn` command. Each sub-command lives in its own module, imported only when used,
+so `speclearn specs list` never loads the server and the proxy never imports the compiler."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module with configure(parser) and run(args), one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("proxy.commands.serve", "run the OpenAI-compatible proxy"),
+    "specs": ("proxy.commands.specs", "list, show, diff, publish and label spec versions"),
+    "feedback": ("proxy.commands.feedback", "export feedback joined to inferences as JSONL"),
+    "local-model": ("proxy.commands.local_model", "serve the embedded local model on loopback"),
+    "compile": ("compiler.commands.compile", "compile a new spec version from feedback (one round)"),
+    "compiler": ("compiler.commands.sidecar", "run the compiler sidecar loop"),
+    "demo": ("compiler.commands.demo", "the whole learning loop on the local model, before/after"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: speclearn COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "speclearn COMMAND --help for the options of one command"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"speclearn: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, help_ = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        print(f"speclearn {name}: not available ({exc})", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog=f"speclearn {name}", description=help_)
+    module.configure(parser)
+    args = parser.parse_args(rest)
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

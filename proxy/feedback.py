@@ -1,0 +1,121 @@
+"""`POST /v1/feedback`: thumbs, scores and pairwise judgments on logged inferences.
+
+The judgment is stored durably before the answer; an inference still in the write queue (or in
+another worker's) counts as known, so feedback may race ahead of its inference and still join.
+"""
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from . import metrics
+from .bodies import read_json_object
+from .errors import InvalidRequest, NotFound, ProxyError
+from .ledger import PAIR, SCORE, THUMB, FeedbackRecord, InferenceRecord
+from .responses import error_response, json_response
+from .routing import version_label
+from .state import ProxyState
+
+MAX_FEEDBACK_BYTES = 64 * 1024
+MAX_COMMENT = 8_000
+MAX_TAGS = 32
+
+
+def parse_value(value: Any) -> tuple[str, float]:
+    """`up`/`down`, booleans and ±1 are thumbs; any other finite number is a score."""
+    if isinstance(value, bool):
+        return THUMB, 1.0 if value else -1.0
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("up", "down"):
+            return THUMB, 1.0 if lowered == "up" else -1.0
+        raise InvalidRequest(f"'value' must be \"up\", \"down\", a boolean or a number, not {value!r}", param="value")
+    if isinstance(value, int) and value in (1, -1):
+        return THUMB, float(value)
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return SCORE, float(value)
+    raise InvalidRequest("'value' must be \"up\", \"down\", a boolean or a finite number", param="value")
+
+
+def _string(body: dict[str, Any], field: str, limit: int = 128) -> str | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise InvalidRequest(f"'{field}' must be a non-empty string of at most {limit} characters", param=field)
+    return value
+
+
+def _tags(body: dict[str, Any]) -> dict[str, str] | None:
+    tags = body.get("tags")
+    if tags is None:
+        return None
+    if (
+        not isinstance(tags, dict)
+        or len(tags) > MAX_TAGS
+        or not all(isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 256 for k, v in tags.items())
+    ):
+        raise InvalidRequest(
+            f"'tags' must be an object of at most {MAX_TAGS} string values (keys ≤64, values ≤256 chars)", param="tags"
+        )
+    return tags
+
+
+def parse_feedback(body: dict[str, Any]) -> FeedbackRecord:
+    known = {"inference_id", "value", "comment", "tags", "feedback_id", "chosen_id", "rejected_id"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}", param=unknown[0])
+    feedback_id = _string(body, "feedback_id") or "fb-" + uuid.uuid4().hex
+    comment = _string(body, "comment", MAX_COMMENT)
+    tags = _tags(body)
+    now = time.time()
+    if "chosen_id" in body or "rejected_id" in body:
+        chosen, rejected = _string(body, "chosen_id"), _string(body, "rejected_id")
+        if chosen is None or rejected is None:
+            raise InvalidRequest("a pairwise judgment needs both 'chosen_id' and 'rejected_id'")
+        if chosen == rejected:
+            raise InvalidRequest("'chosen_id' and 'rejected_id' must differ", param="rejected_id")
+        if "inference_id" in body or "value" in body:
+            raise InvalidRequest("send either a pair (chosen_id, rejected_id) or a rating (inference_id, value)")
+        return FeedbackRecord(feedback_id, chosen, PAIR, 1.0, now, comment, tags, rejected)
+    inference_id = _string(body, "inference_id")
+    if inference_id is None:
+        raise InvalidRequest("'inference_id' is required", param="inference_id")
+    if "value" not in body:
+        raise InvalidRequest("'value' is required", param="value")
+    kind, value = parse_value(body["value"])
+    return FeedbackRecord(feedback_id, inference_id, kind, value, now, comment, tags)
+
+
+async def _known(state: ProxyState, inference_id: str, field: str) -> InferenceRecord:
+    found = await state.ledger.wait_for_inference(inference_id, state.settings.feedback_wait_seconds)
+    if found is None:
+        raise NotFound(f"no inference with id {inference_id!r}", param=field, code="inference_not_found")
+    return found
+
+
+async def post_feedback(request: Request) -> Response:
+    state: ProxyState = request.app.state.proxy
+    try:
+        state.check_client(request.headers.get("authorization"))
+        body = await read_json_object(request, min(MAX_FEEDBACK_BYTES, state.settings.max_body_bytes))
+        feedback = parse_feedback(body)
+        inference = await _known(state, feedback.inference_id, "chosen_id" if feedback.rejected_id else "inference_id")
+        if feedback.rejected_id:
+            await _known(state, feedback.rejected_id, "rejected_id")
+        stored, created = await state.ledger.add_feedback(feedback)
+    except ProxyError as exc:
+        metrics.observe_request("feedback", "none", "none", exc.status, 0.0, 0.0)
+        return error_response(exc)
+    if created:
+        value = {PAIR: "pair", SCORE: "score"}.get(stored.kind) or ("up" if stored.value > 0 else "down")
+        version = version_label(state.registry.snapshot, inference.spec_name, inference.spec_version)
+        metrics.count_feedback(inference.spec_name or "none", version, stored.kind, value)
+    metrics.observe_request("feedback", "none", "none", 200, 0.0, 0.0)
+    return json_response({"feedback_id": stored.id, "status": "created" if created else "duplicate"})

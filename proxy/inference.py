@@ -1,0 +1,320 @@
+"""One inference through the proxy: authenticate, route, inject, forward, relay, then record.
+
+The three spec-aware OpenAI endpoints differ only in the `Endpoint` facts below; everything else
+(timing, ledger row, metrics, failure mapping) is shared so they cannot drift apart.
+"""
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import httpx
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from . import metrics, routing, sse
+from .routing import version_label
+from .bodies import ClientGone, read_json_object, validate_chat, validate_completions, validate_responses
+from .errors import InvalidRequest, ProxyError, ServiceUnavailable
+from .injection import inject_chat, inject_responses
+from .ledger import InferenceRecord
+from .registry import SpecVersion
+from .responses import RelayResponse, error_response, unless_disconnected
+from .state import ProxyState
+from .upstream import classify, response_headers
+
+perf = time.perf_counter
+CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+CLIENT_GONE = 499  # nginx's convention: the client closed the request
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    route: str  # metric label
+    path: str  # upstream path after /v1
+    validate: Callable[[dict[str, Any]], None]
+    inject: Callable[[dict[str, Any], str, Any], None] | None
+    id_prefix: str
+    rewrite_id: bool  # the answer's `id` becomes the inference id
+
+
+CHAT = Endpoint("chat", "/chat/completions", validate_chat, inject_chat, "chatcmpl-", True)
+RESPONSES = Endpoint("responses", "/responses", validate_responses, inject_responses, "inf-", False)
+COMPLETIONS = Endpoint("completions", "/completions", validate_completions, None, "cmpl-", True)
+
+
+class Call:
+    """An inference in flight: collects what the ledger row and the metrics need."""
+
+    __slots__ = (
+        "state", "endpoint", "id", "started", "created_at", "spec", "version", "model", "request",
+        "metadata", "upstream_started", "upstream_seconds", "headers", "finished",
+    )  # fmt: skip
+
+    def __init__(self, state: ProxyState, endpoint: Endpoint, inference_id: str, started: float) -> None:
+        self.state = state
+        self.endpoint = endpoint
+        self.id = inference_id
+        self.started = started
+        self.created_at = time.time()
+        self.spec: SpecVersion | None = None
+        self.version = "none"
+        self.model: str | None = None
+        self.request: dict[str, Any] = {}
+        self.metadata: dict[str, Any] = {}
+        self.upstream_started = 0.0
+        self.upstream_seconds = 0.0
+        self.headers = {"x-inference-id": inference_id, "x-spec-version": "none"}
+        self.finished = False
+
+    @property
+    def spec_name(self) -> str:
+        return self.spec.name if self.spec else "none"
+
+    def overhead_header(self) -> tuple[bytes, bytes]:
+        overhead = perf() - self.started - self.upstream_seconds
+        return b"x-speclearn-overhead-ms", f"{overhead * 1000:.3f}".encode()
+
+    def finish(
+        self,
+        status: str,
+        http_status: int,
+        *,
+        text: str | None = None,
+        tool_calls: list[Any] | None = None,
+        usage: dict[str, Any] | None = None,
+        error: str | None = None,
+        ttft: float | None = None,
+        model: str | None = None,
+    ) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        total = perf() - self.started
+        route = self.endpoint.route
+        metrics.observe_request(route, self.spec_name, self.version, http_status, total, self.upstream_seconds)
+        if ttft is not None:
+            metrics.observe_ttft(route, self.spec_name, self.version, ttft - self.started)
+        if usage:
+            metrics.count_tokens(usage, self.spec_name, self.version, model or self.model)
+        spec = self.spec
+        self.state.ledger.record(
+            InferenceRecord(
+                id=self.id,
+                created_at=self.created_at,
+                route=route,
+                model=model or self.model,
+                spec_name=spec.name if spec else None,
+                spec_version=spec.version if spec else None,
+                spec_hash=spec.sha256 if spec else None,
+                request=self.request,
+                response_text=text,
+                tool_calls=tool_calls,
+                usage=usage,
+                latency_ms=total * 1000,
+                ttft_ms=(ttft - self.started) * 1000 if ttft is not None else None,
+                status=status,
+                http_status=http_status,
+                error=error,
+                metadata=self.metadata,
+            )
+        )
+
+
+def _client_metadata(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    user = body.get("user") or request.headers.get("x-user-id")
+    if isinstance(user, str):
+        meta["user"] = user
+    session = request.headers.get("x-session-id")
+    if session:
+        meta["session"] = session
+    if isinstance(body.get("metadata"), dict):
+        meta["metadata"] = body["metadata"]
+    return meta
+
+
+async def handle(request: Request, endpoint: Endpoint) -> Response:
+    started = perf()
+    state: ProxyState = request.app.state.proxy
+    client_id = request.headers.get("x-inference-id")
+    inference_id = client_id or endpoint.id_prefix + uuid.uuid4().hex
+    call = Call(state, endpoint, inference_id, started)
+    try:
+        if client_id is not None and not CLIENT_ID_RE.match(client_id):
+            raise InvalidRequest("X-Inference-Id must be 1-128 of A-Z a-z 0-9 _ . : -", param="X-Inference-Id")
+        if state.upstream is None:
+            raise ServiceUnavailable("no upstream is configured")
+        forward_auth = state.check_client(request.headers.get("authorization"))
+        body = await read_json_object(request, state.settings.max_body_bytes)
+        endpoint.validate(body)
+        snapshot = state.registry.snapshot
+        target = routing.resolve(
+            snapshot, state.settings, request.headers.get("x-spec"), request.path_params.get("spec"), body.get("model")
+        )
+    except ProxyError as exc:
+        metrics.observe_request(endpoint.route, "none", "none", exc.status, perf() - started, 0.0)
+        return error_response(exc, call.headers)
+    except ClientGone:
+        return Response(status_code=CLIENT_GONE)
+
+    call.spec = target.spec
+    call.version = version_label(snapshot, target.spec.name, target.spec.version) if target.spec else "none"
+    call.headers["x-spec-version"] = target.version_header
+    call.request = dict(body)
+    call.metadata = _client_metadata(request, body)
+    if target.upstream_model:
+        body["model"] = target.upstream_model
+    call.model = body.get("model")
+    if target.spec is not None and endpoint.inject is not None:
+        endpoint.inject(body, target.spec.text, target.injection)
+    headers = state.upstream.headers(request.headers.raw, forward_auth)
+    return await _forward(request, call, body, headers)
+
+
+async def _forward(request: Request, call: Call, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> Response:
+    state = call.state
+    assert state.upstream is not None
+    streaming = body.get("stream") is True
+    call.upstream_started = perf()
+    upstream: httpx.Response | None = None
+    relayed = False
+    try:
+        upstream = await unless_disconnected(
+            request.receive, state.upstream.send("POST", call.endpoint.path, headers, orjson.dumps(body))
+        )
+        is_sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
+        if streaming and upstream.status_code == 200 and is_sse:
+            relayed = True
+            return _relay_stream(call, upstream)
+        data = await unless_disconnected(request.receive, upstream.aread())
+    except ClientGone:
+        call.upstream_seconds = perf() - call.upstream_started
+        call.finish("cancelled", CLIENT_GONE, error="client disconnected")
+        return Response(status_code=CLIENT_GONE)
+    except Exception as exc:
+        call.upstream_seconds = perf() - call.upstream_started
+        error, kind = classify(exc)
+        metrics.count_upstream_error(call.endpoint.route, kind)
+        call.finish("error", error.status, error=error.message)
+        return error_response(error, call.headers)
+    finally:
+        if upstream is not None and not relayed:
+            await upstream.aclose()
+    call.upstream_seconds = perf() - call.upstream_started
+    return _complete(call, upstream, data)
+
+
+def _complete(call: Call, upstream: httpx.Response, data: bytes) -> Response:
+    """A whole (non-streamed) answer: record it and pass it on, with our id in it."""
+    status = upstream.status_code
+    text = tool_calls = usage = model = None
+    parsed: Any = None
+    if upstream.headers.get("content-type", "").startswith("application/json"):
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            parsed = None
+    if status >= 400:
+        metrics.count_upstream_error(call.endpoint.route, "status_5xx" if status >= 500 else "status_4xx")
+        message = _error_message(parsed) or data[:500].decode("utf-8", "replace")
+        call.finish("error", status, error=message)
+    else:
+        if isinstance(parsed, dict):
+            text, tool_calls = _answer_of(parsed)
+            usage = parsed.get("usage") if isinstance(parsed.get("usage"), dict) else None
+            model = parsed.get("model") if isinstance(parsed.get("model"), str) else None
+            if call.endpoint.rewrite_id and "id" in parsed:
+                parsed["id"] = call.id
+                data = orjson.dumps(parsed)
+        call.finish("ok", status, text=text, tool_calls=tool_calls, usage=usage, model=model)
+    response = Response(data, status)
+    response.raw_headers.extend(response_headers(upstream))
+    response.raw_headers.extend((k.encode(), v.encode()) for k, v in call.headers.items())
+    response.raw_headers.append(call.overhead_header())
+    return response
+
+
+def _error_message(parsed: Any) -> str | None:
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        message = parsed["error"].get("message")
+        return message if isinstance(message, str) else None
+    return None
+
+
+def _answer_of(parsed: dict[str, Any]) -> tuple[str | None, list[Any] | None]:
+    """The first choice's text and tool calls (chat, completions) or the output text (responses)."""
+    choices = parsed.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        first = choices[0]
+        message = first.get("message")
+        if isinstance(message, dict):
+            return message.get("content"), message.get("tool_calls")
+        return first.get("text"), None
+    output = parsed.get("output")
+    if isinstance(output, list):
+        parts = [
+            part.get("text", "")
+            for item in output
+            if isinstance(item, dict) and item.get("type") == "message"
+            for part in item.get("content") or ()
+            if isinstance(part, dict) and part.get("type") == "output_text"
+        ]
+        return "".join(parts), None
+    return None, None
+
+
+def _relay_stream(call: Call, upstream: httpx.Response) -> Response:
+    capture = sse.StreamCapture()
+    if call.endpoint.route == "responses":
+        events = sse.relay_responses(upstream.aiter_raw(), capture)
+    else:
+        our_id = b'"' + call.id.encode() + b'"' if call.endpoint.rewrite_id else None
+        events = sse.relay_chat(upstream.aiter_raw(), capture, our_id)
+    failure: list[tuple[str, str]] = []
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        try:
+            async for event in events:
+                yield event
+        finally:
+            call.upstream_seconds = perf() - call.upstream_started
+            await upstream.aclose()
+
+    def on_error(exc: BaseException) -> bytes:
+        if isinstance(exc, sse.BrokenStream):
+            kind, message = exc.kind, str(exc)
+        else:
+            error, kind = classify(exc)
+            message = f"the stream broke: {error.message}"
+        failure.append((kind, message))
+        metrics.count_upstream_error(call.endpoint.route, "broken_stream")
+        return sse.error_event(message, kind)
+
+    def finish(outcome: str) -> None:
+        if failure:
+            status, error = "incomplete", failure[0][1]
+        elif outcome == "cancelled":
+            status, error = "cancelled", "client disconnected"
+        elif outcome == "error" or not capture.finished:
+            status, error = "incomplete", "stream did not complete"
+        else:
+            status, error = ("error" if capture.upstream_error else "ok"), None
+        call.finish(
+            status,
+            CLIENT_GONE if outcome == "cancelled" else 200,
+            text=capture.text,
+            tool_calls=capture.tool_call_list(),
+            usage=capture.usage,
+            error=error,
+            ttft=capture.first_token_at,
+        )
+
+    headers = response_headers(upstream)
+    headers.extend((k.encode(), v.encode()) for k, v in call.headers.items())
+    headers.append(call.overhead_header())
+    return RelayResponse(200, headers, chunks(), finish, on_error)

@@ -1,0 +1,33 @@
+"""The inference and feedback ledger behind one interface."""
+from __future__ import annotations
+
+from ..settings import Settings
+from .base import Ledger
+from .records import PAIR, SCORE, THUMB, FeedbackEvent, FeedbackRecord, InferenceRecord
+
+__all__ = [
+    "PAIR",
+    "SCORE",
+    "THUMB",
+    "FeedbackEvent",
+    "FeedbackRecord",
+    "InferenceRecord",
+    "Ledger",
+    "open_ledger",
+]
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    """PostgreSQL when a database URL is set, else SQLite under `data_dir`."""
+    batching = dict(
+        queue_size=settings.ledger_queue_size,
+        batch_size=settings.ledger_batch_size,
+        flush_interval=settings.ledger_flush_interval,
+    )
+    if settings.database_url:
+        from .postgres import PostgresLedger  # optional extra
+
+        return PostgresLedger(settings.database_url, **batching)
+    from .sqlite import SqliteLedger
+
+    return SqliteLedger(settings.ledger_path, **batching)

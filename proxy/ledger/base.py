@@ -1,0 +1,132 @@
+"""The ledger interface plus the batching every backend shares.
+
+Inference rows go through a bounded in-memory queue written in batches by one background task,
+so the response never waits on storage; when the queue is full the row is dropped and counted.
+Feedback is written before it is acknowledged.
+"""
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+
+from .. import metrics
+from .records import FeedbackEvent, FeedbackRecord, InferenceRecord
+
+log = logging.getLogger(__name__)
+
+
+class Ledger(abc.ABC):
+    def __init__(self, queue_size: int = 10_000, batch_size: int = 512, flush_interval: float = 0.05) -> None:
+        self._queue: asyncio.Queue[InferenceRecord] | None = None
+        self._queue_size = queue_size
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._pending: dict[str, InferenceRecord] = {}  # queued or being written, by id
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._open()
+        self._queue = asyncio.Queue(self._queue_size)
+        self._writer = asyncio.create_task(self._write_loop())
+
+    async def close(self) -> None:
+        """Flush what is queued, then release the storage."""
+        if self._writer is not None:
+            assert self._queue is not None
+            await self._queue.join()
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        await self._close()
+
+    # -- inference rows (hot path) ------------------------------------------------------------
+    def record(self, rec: InferenceRecord) -> bool:
+        """Queue a row without waiting; False (and counted) when the queue is full."""
+        assert self._queue is not None, "ledger not started"
+        try:
+            self._queue.put_nowait(rec)
+        except asyncio.QueueFull:
+            metrics.LEDGER_DROPPED.inc()
+            return False
+        self._pending[rec.id] = rec
+        return True
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize() if self._queue else 0
+
+    def is_pending(self, inference_id: str) -> bool:
+        return inference_id in self._pending
+
+    async def _write_loop(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            if self._flush_interval and queue.qsize() < self._batch_size:
+                await asyncio.sleep(self._flush_interval)  # let a batch gather
+            while len(batch) < self._batch_size and not queue.empty():
+                batch.append(queue.get_nowait())
+            metrics.LEDGER_QUEUE_DEPTH.set(queue.qsize())
+            try:
+                await self._write_inferences(batch)
+                metrics.LEDGER_WRITTEN.inc(len(batch))
+            except Exception:
+                log.exception("ledger write of %d inference rows failed", len(batch))
+                metrics.LEDGER_DROPPED.inc(len(batch))
+            finally:
+                for rec in batch:
+                    if self._pending.get(rec.id) is rec:
+                        del self._pending[rec.id]
+                    queue.task_done()
+
+    # -- feedback ---------------------------------------------------------------------------
+    async def lookup(self, inference_id: str) -> InferenceRecord | None:
+        """The inference, whether still queued here or already stored."""
+        return self._pending.get(inference_id) or await self.get_inference(inference_id)
+
+    async def wait_for_inference(self, inference_id: str, timeout: float) -> InferenceRecord | None:
+        """The inference once it is queued here or stored; polls storage for other workers' rows,
+        since feedback may race ahead of the batch that writes its inference."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.02
+        while True:
+            found = await self.lookup(inference_id)
+            if found is not None:
+                return found
+            if loop.time() >= deadline:
+                return None
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 2, 0.25)
+
+    # -- backend ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def _open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _write_inferences(self, batch: list[InferenceRecord]) -> None: ...
+
+    @abc.abstractmethod
+    async def inference_exists(self, inference_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def get_inference(self, inference_id: str) -> InferenceRecord | None: ...
+
+    @abc.abstractmethod
+    async def add_feedback(self, fb: FeedbackRecord) -> tuple[FeedbackRecord, bool]:
+        """Store durably; returns (stored record, created). Same id + same judgment = no-op;
+        same id + different judgment raises `Conflict`."""
+
+    @abc.abstractmethod
+    async def feedback_events(
+        self, spec: str | None = None, since: float | None = None, until: float | None = None
+    ) -> list[FeedbackEvent]:
+        """Feedback joined to its inferences, oldest first; rows whose inference is not stored yet wait."""

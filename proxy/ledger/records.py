@@ -1,0 +1,76 @@
+"""Rows of the ledger: one inference, one feedback event, and the two joined."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+THUMB, SCORE, PAIR = "thumb", "score", "pair"
+
+
+@dataclass(slots=True)
+class InferenceRecord:
+    """One proxied call. `request` is the client's body as sent, without the injected spec."""
+
+    id: str
+    created_at: float
+    route: str
+    model: str | None
+    spec_name: str | None
+    spec_version: int | None
+    spec_hash: str | None
+    request: dict[str, Any]
+    response_text: str | None = None
+    tool_calls: list[Any] | None = None
+    usage: dict[str, Any] | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    status: str = "ok"  # ok | error | incomplete
+    http_status: int = 200
+    error: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class FeedbackRecord:
+    """A judgment on an inference: thumb (+1/-1), score (a float), or pair (inference preferred over rejected)."""
+
+    id: str
+    inference_id: str
+    kind: str
+    value: float
+    created_at: float
+    comment: str | None = None
+    tags: dict[str, str] | None = None
+    rejected_id: str | None = None
+
+    def same_judgment(self, other: "FeedbackRecord") -> bool:
+        """Equal apart from arrival time: a retry of the same feedback."""
+        return (
+            self.inference_id == other.inference_id
+            and self.kind == other.kind
+            and self.value == other.value
+            and self.comment == other.comment
+            and (self.tags or None) == (other.tags or None)
+            and self.rejected_id == other.rejected_id
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class FeedbackEvent:
+    """Feedback joined to the inference it judges (and, for a pair, the rejected one)."""
+
+    feedback: FeedbackRecord
+    inference: InferenceRecord
+    rejected: InferenceRecord | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.feedback.to_dict()
+        out["inference"] = self.inference.to_dict()
+        out["rejected_inference"] = self.rejected.to_dict() if self.rejected else None
+        return out

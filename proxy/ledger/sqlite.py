@@ -1,0 +1,216 @@
+"""The embedded ledger: SQLite in WAL mode, one file under the data dir.
+
+Two connections: one for batched inference rows (synchronous=NORMAL: a killed process keeps them,
+only a power cut can cost the last batch) and one for feedback and reads (synchronous=FULL: an
+acknowledged judgment is on disk). Each is used from worker threads under its own lock.
+"""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import orjson
+
+from ..errors import Conflict
+from .base import Ledger
+from .records import FeedbackEvent, FeedbackRecord, InferenceRecord
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inferences (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    route TEXT NOT NULL,
+    model TEXT,
+    spec_name TEXT,
+    spec_version INTEGER,
+    spec_hash TEXT,
+    request TEXT NOT NULL,
+    response_text TEXT,
+    tool_calls TEXT,
+    usage TEXT,
+    latency_ms REAL,
+    ttft_ms REAL,
+    status TEXT NOT NULL,
+    http_status INTEGER NOT NULL,
+    error TEXT,
+    metadata TEXT
+);
+CREATE INDEX IF NOT EXISTS inferences_by_spec ON inferences (spec_name, created_at);
+CREATE TABLE IF NOT EXISTS feedback (
+    id TEXT PRIMARY KEY,
+    inference_id TEXT NOT NULL,
+    rejected_id TEXT,
+    kind TEXT NOT NULL,
+    value REAL NOT NULL,
+    comment TEXT,
+    tags TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_by_inference ON feedback (inference_id);
+CREATE INDEX IF NOT EXISTS feedback_by_time ON feedback (created_at);
+"""
+
+INFERENCE_COLUMNS = (
+    "id, created_at, route, model, spec_name, spec_version, spec_hash, request, response_text, "
+    "tool_calls, usage, latency_ms, ttft_ms, status, http_status, error, metadata"
+)
+FEEDBACK_COLUMNS = "id, inference_id, kind, value, created_at, comment, tags, rejected_id"
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _unjson(value: str | None) -> Any:
+    return None if value is None else orjson.loads(value)
+
+
+def inference_row(rec: InferenceRecord) -> tuple[Any, ...]:
+    return (
+        rec.id, rec.created_at, rec.route, rec.model, rec.spec_name, rec.spec_version, rec.spec_hash,
+        _json(rec.request), rec.response_text, _json(rec.tool_calls), _json(rec.usage),
+        rec.latency_ms, rec.ttft_ms, rec.status, rec.http_status, rec.error, _json(rec.metadata),
+    )  # fmt: skip
+
+
+def inference_from_row(row: tuple[Any, ...]) -> InferenceRecord:
+    (id_, created_at, route, model, spec_name, spec_version, spec_hash, request, response_text,
+     tool_calls, usage, latency_ms, ttft_ms, status, http_status, error, metadata) = row  # fmt: skip
+    return InferenceRecord(
+        id_, created_at, route, model, spec_name, spec_version, spec_hash, _unjson(request),
+        response_text, _unjson(tool_calls), _unjson(usage), latency_ms, ttft_ms, status,
+        http_status, error, _unjson(metadata) or {},
+    )  # fmt: skip
+
+
+def feedback_from_row(row: tuple[Any, ...]) -> FeedbackRecord:
+    id_, inference_id, kind, value, created_at, comment, tags, rejected_id = row
+    return FeedbackRecord(id_, inference_id, kind, value, created_at, comment, _unjson(tags), rejected_id)
+
+
+class _Connection:
+    """A sqlite3 connection used from worker threads, one statement group at a time."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(f"PRAGMA synchronous={synchronous}")
+        self.lock = threading.Lock()
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def locked() -> T:
+            with self.lock:
+                return fn(self.conn)
+
+        return await asyncio.to_thread(locked)
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+
+class SqliteLedger(Ledger):
+    def __init__(self, path: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = Path(path)
+        self._writer_conn: _Connection | None = None
+        self._conn: _Connection | None = None
+
+    async def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = _Connection(self.path, "FULL")
+        await self._conn.run(lambda c: c.executescript(SCHEMA))
+        self._writer_conn = _Connection(self.path, "NORMAL")
+
+    async def _close(self) -> None:
+        for conn in (self._writer_conn, self._conn):
+            if conn is not None:
+                conn.close()
+
+    @property
+    def _db(self) -> _Connection:
+        assert self._conn is not None, "ledger not started"
+        return self._conn
+
+    async def _write_inferences(self, batch: list[InferenceRecord]) -> None:
+        rows = [inference_row(r) for r in batch]
+        placeholders = ",".join("?" * 17)
+
+        def write(c: sqlite3.Connection) -> None:
+            with c:
+                c.execute("BEGIN")
+                c.executemany(f"INSERT OR REPLACE INTO inferences ({INFERENCE_COLUMNS}) VALUES ({placeholders})", rows)
+
+        assert self._writer_conn is not None
+        await self._writer_conn.run(write)
+
+    async def inference_exists(self, inference_id: str) -> bool:
+        row = await self._db.run(
+            lambda c: c.execute("SELECT 1 FROM inferences WHERE id = ?", (inference_id,)).fetchone()
+        )
+        return row is not None
+
+    async def get_inference(self, inference_id: str) -> InferenceRecord | None:
+        row = await self._db.run(
+            lambda c: c.execute(
+                f"SELECT {INFERENCE_COLUMNS} FROM inferences WHERE id = ?", (inference_id,)
+            ).fetchone()
+        )
+        return inference_from_row(row) if row else None
+
+    async def add_feedback(self, fb: FeedbackRecord) -> tuple[FeedbackRecord, bool]:
+        def insert(c: sqlite3.Connection) -> tuple[FeedbackRecord, bool]:
+            with c:
+                c.execute("BEGIN IMMEDIATE")
+                row = c.execute(f"SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE id = ?", (fb.id,)).fetchone()
+                if row is not None:
+                    return feedback_from_row(row), False
+                c.execute(
+                    f"INSERT INTO feedback ({FEEDBACK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (fb.id, fb.inference_id, fb.kind, fb.value, fb.created_at, fb.comment,
+                     _json(fb.tags), fb.rejected_id),
+                )  # fmt: skip
+                return fb, True
+
+        stored, created = await self._db.run(insert)
+        if not created and not stored.same_judgment(fb):
+            raise Conflict(
+                f"feedback_id {fb.id!r} was already used for a different judgment", param="feedback_id"
+            )
+        return stored, created
+
+    async def feedback_events(
+        self, spec: str | None = None, since: float | None = None, until: float | None = None
+    ) -> list[FeedbackEvent]:
+        icols = ", ".join(f"i.{c.strip()}" for c in INFERENCE_COLUMNS.split(","))
+        rcols = ", ".join(f"r.{c.strip()}" for c in INFERENCE_COLUMNS.split(","))
+        fcols = ", ".join(f"f.{c.strip()}" for c in FEEDBACK_COLUMNS.split(","))
+        sql = (
+            f"SELECT {fcols}, {icols}, {rcols} FROM feedback f "
+            "JOIN inferences i ON i.id = f.inference_id "
+            "LEFT JOIN inferences r ON r.id = f.rejected_id WHERE 1=1"
+        )
+        args: list[Any] = []
+        if spec is not None:
+            sql += " AND i.spec_name = ?"
+            args.append(spec)
+        if since is not None:
+            sql += " AND f.created_at >= ?"
+            args.append(since)
+        if until is not None:
+            sql += " AND f.created_at < ?"
+            args.append(until)
+        sql += " ORDER BY f.created_at, f.id"
+        rows = await self._db.run(lambda c: c.execute(sql, args).fetchall())
+        events = []
+        for row in rows:
+            rejected = inference_from_row(row[25:42]) if row[25] is not None else None
+            if row[7] is not None and rejected is None:
+                continue  # a pair whose rejected side is not stored yet
+            events.append(FeedbackEvent(feedback_from_row(row[:8]), inference_from_row(row[8:25]), rejected))
+        return events

@@ -1,0 +1,92 @@
+"""Endpoints the proxy forwards without a spec: `/v1/models` (plus route aliases), embeddings and
+any other `/v1/*` path, relayed as bytes in both directions."""
+from __future__ import annotations
+
+import time
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from . import metrics
+from .bodies import ClientGone, read_body
+from .errors import ProxyError, ServiceUnavailable
+from .responses import RelayResponse, error_response, json_response, unless_disconnected
+from .state import ProxyState
+from .upstream import classify, response_headers
+
+perf = time.perf_counter
+
+
+async def relay(request: Request, path: str, route: str) -> Response:
+    started = perf()
+    state: ProxyState = request.app.state.proxy
+    try:
+        if state.upstream is None:
+            raise ServiceUnavailable("no upstream is configured")
+        forward_auth = state.check_client(request.headers.get("authorization"))
+        body = await read_body(request, state.settings.max_body_bytes)
+        headers = state.upstream.headers(request.headers.raw, forward_auth)
+        upstream = await unless_disconnected(
+            request.receive,
+            state.upstream.send(request.method, path, headers, body or None, request.scope.get("query_string", b"")),
+        )
+    except ProxyError as exc:
+        metrics.observe_request(route, "none", "none", exc.status, perf() - started, 0.0)
+        return error_response(exc)
+    except ClientGone:
+        return Response(status_code=499)
+    except Exception as exc:
+        error, kind = classify(exc)
+        metrics.count_upstream_error(route, kind)
+        metrics.observe_request(route, "none", "none", error.status, perf() - started, 0.0)
+        return error_response(error)
+    upstream_started = perf()
+    status = upstream.status_code
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        finally:
+            await upstream.aclose()
+
+    def finish(outcome: str) -> None:
+        total = perf() - started
+        metrics.observe_request(route, "none", "none", status if outcome != "cancelled" else 499, total, perf() - upstream_started)
+
+    def on_error(exc: BaseException) -> None:
+        metrics.count_upstream_error(route, classify(exc)[1])
+
+    return RelayResponse(status, response_headers(upstream), chunks(), finish, on_error)
+
+
+async def models(request: Request) -> Response:
+    """The upstream's model list plus the configured aliases, so clients can discover both."""
+    state: ProxyState = request.app.state.proxy
+    try:
+        if state.upstream is None:
+            raise ServiceUnavailable("no upstream is configured")
+        forward_auth = state.check_client(request.headers.get("authorization"))
+        headers = state.upstream.headers(request.headers.raw, forward_auth)
+        upstream = await unless_disconnected(request.receive, state.upstream.send("GET", "/models", headers, None))
+        data = await upstream.aread()
+    except ProxyError as exc:
+        return error_response(exc)
+    except ClientGone:
+        return Response(status_code=499)
+    except Exception as exc:
+        error, kind = classify(exc)
+        metrics.count_upstream_error("models", kind)
+        return error_response(error)
+    metrics.observe_request("models", "none", "none", upstream.status_code, 0.0, 0.0)
+    if upstream.status_code != 200:
+        return Response(data, upstream.status_code, media_type=upstream.headers.get("content-type"))
+    try:
+        listing = orjson.loads(data)
+        entries = listing["data"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return Response(data, 200, media_type=upstream.headers.get("content-type"))
+    for alias, route in state.settings.routes.items():
+        entries.append({"id": alias, "object": "model", "created": 0, "owned_by": "speclearn", "root": route.model})
+    return json_response(listing)

@@ -1,0 +1,257 @@
+"""The embedded registry: one folder per spec under `specs/`, plain files a person can read and diff.
+
+specs/NAME/instruction.md, specs/NAME/versions/0001.md (immutable), specs/NAME/labels.json.
+Every write is temp file + fsync + rename (versions: link, so two publishers never share a number),
+so a reader or a killed writer never sees half a file.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import orjson
+
+from ..errors import NotFound
+from . import specfile
+from .base import (
+    Registry,
+    SpecState,
+    SpecVersion,
+    check_label,
+    check_name,
+)
+
+log = logging.getLogger(__name__)
+
+Signature = tuple[tuple[str, int, int, int, int], ...]
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` whole: readers see the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
+class FileRegistry(Registry):
+    def __init__(self, root: Path, poll_interval: float = 0.5) -> None:
+        self.root = Path(root)
+        self.poll_interval = poll_interval
+        self.listeners = []
+        self._signature: Signature | None = None
+        self._parsed: dict[Path, tuple[int, SpecVersion | None]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # -- reading -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.refresh()
+        if self.poll_interval > 0:
+            self._watcher = asyncio.create_task(self._watch())
+
+    async def close(self) -> None:
+        if self._watcher:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self.refresh()
+            except Exception:  # a bad file must not stop hot reload for the others
+                log.exception("spec registry reload failed")
+
+    async def refresh(self) -> bool:
+        async with self._lock:
+            return await asyncio.to_thread(self._refresh_sync)
+
+    def refresh_sync(self) -> bool:
+        """For command-line use, where no event loop runs."""
+        return self._refresh_sync()
+
+    def _spec_dirs(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def _scan_signature(self, dirs: list[Path]) -> Signature:
+        return tuple(
+            (
+                d.name,
+                _mtime(d / "labels.json"),
+                _mtime(d / "versions"),
+                _mtime(d / "instruction.md"),
+                len(os.listdir(d / "versions")) if (d / "versions").is_dir() else 0,
+            )
+            for d in dirs
+        )
+
+    def _refresh_sync(self) -> bool:
+        dirs = self._spec_dirs()
+        signature = self._scan_signature(dirs)
+        if signature == self._signature:
+            return False
+        specs = {d.name: self._load_spec(d) for d in dirs}
+        self._swap(specs)
+        self._signature = signature
+        return True
+
+    def _load_spec(self, folder: Path) -> SpecState:
+        versions: dict[int, SpecVersion] = {}
+        vdir = folder / "versions"
+        if vdir.is_dir():
+            for path in vdir.glob("[0-9]*.md"):
+                spec = self._load_version(folder.name, path)
+                if spec is not None:
+                    versions[spec.version] = spec
+        labels: dict[str, int] = {}
+        try:
+            raw = orjson.loads((folder / "labels.json").read_bytes())
+            labels = {k: int(v) for k, v in raw.items() if int(v) in versions}
+        except FileNotFoundError:
+            pass
+        except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
+            log.error("ignoring unreadable %s", folder / "labels.json")
+        instruction_path = folder / "instruction.md"
+        instruction = instruction_path.read_text("utf-8") if instruction_path.exists() else None
+        return SpecState(folder.name, versions, labels, instruction)
+
+    def _load_version(self, name: str, path: Path) -> SpecVersion | None:
+        """Parse once per file; versions are immutable, so a cached parse stays right."""
+        mtime = _mtime(path)
+        cached = self._parsed.get(path)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        spec: SpecVersion | None = None
+        try:
+            meta, text = specfile.parse(path.read_text("utf-8"))
+            number = int(path.stem)
+            spec = SpecVersion(name, number, text, specfile.body_sha256(text), meta)
+        except (specfile.SpecFileError, ValueError, UnicodeDecodeError) as exc:
+            log.error("not serving %s: %s", path, exc)
+        self._parsed[path] = (mtime, spec)
+        return spec
+
+    # -- writing -------------------------------------------------------------------------
+    async def publish(
+        self,
+        name: str,
+        text: str,
+        *,
+        meta: dict[str, Any] | None = None,
+        author: str = "human",
+        parent: int | None = None,
+        labels: Iterable[str] = (),
+    ) -> SpecVersion:
+        spec = await asyncio.to_thread(self.publish_sync, name, text, meta, author, parent, list(labels))
+        await self.refresh()
+        return spec
+
+    def publish_sync(
+        self,
+        name: str,
+        text: str,
+        meta: dict[str, Any] | None = None,
+        author: str = "human",
+        parent: int | None = None,
+        labels: list[str] | None = None,
+    ) -> SpecVersion:
+        check_name(name)
+        for label in labels or ():
+            check_label(label)
+        text = text if text.endswith("\n") else text + "\n"
+        vdir = self.root / name / "versions"
+        vdir.mkdir(parents=True, exist_ok=True)
+        existing = [int(p.stem) for p in vdir.glob("[0-9]*.md") if p.stem.isdigit()]
+        number = max(existing, default=0) + 1
+        if parent is None and existing:
+            parent = max(existing)
+        while True:
+            record = {
+                "version": number,
+                "parent": parent,
+                "sha256": specfile.body_sha256(text),
+                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "author": author,
+                **(meta or {}),
+            }
+            if self._link_new(vdir / f"{number:04d}.md", specfile.render(record, text).encode()):
+                break
+            number += 1  # another publisher took this number first
+        for label in labels or ():
+            self._set_label_sync(name, label, number)
+        return SpecVersion(name, number, text, record["sha256"], record)
+
+    @staticmethod
+    def _link_new(final: Path, data: bytes) -> bool:
+        """Create `final` complete or not at all, failing if it already exists."""
+        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".new.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.link(tmp, final)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        _fsync_dir(final.parent)
+        return True
+
+    async def set_label(self, name: str, label: str, version: int) -> None:
+        await asyncio.to_thread(self._set_label_sync, name, label, version)
+        await self.refresh()
+
+    def _set_label_sync(self, name: str, label: str, version: int) -> None:
+        check_name(name)
+        check_label(label)
+        folder = self.root / name
+        if not (folder / "versions" / f"{version:04d}.md").exists():
+            raise NotFound(f"spec {name!r} has no version {version}", param="version")
+        labels_path = folder / "labels.json"
+        try:
+            labels = orjson.loads(labels_path.read_bytes())
+        except FileNotFoundError:
+            labels = {}
+        labels[label] = version
+        write_atomic(labels_path, orjson.dumps(labels, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+
+    async def set_instruction(self, name: str, text: str) -> None:
+        check_name(name)
+        await asyncio.to_thread(write_atomic, self.root / name / "instruction.md", text.encode("utf-8"))
+        await self.refresh()

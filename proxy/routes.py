@@ -1,0 +1,55 @@
+"""Every public path and its handler, and nothing else."""
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from . import admin, feedback, inference, ops, passthrough
+
+SPEC_PREFIX = "/specs/{spec}"
+
+
+def _with_spec_prefix(path: str, endpoint, methods: list[str]) -> list[Route]:  # type: ignore[no-untyped-def]
+    return [Route(path, endpoint, methods=methods), Route(SPEC_PREFIX + path, endpoint, methods=methods)]
+
+
+async def chat_completions(request: Request) -> Response:
+    return await inference.handle(request, inference.CHAT)
+
+
+async def responses(request: Request) -> Response:
+    return await inference.handle(request, inference.RESPONSES)
+
+
+async def completions(request: Request) -> Response:
+    return await inference.handle(request, inference.COMPLETIONS)
+
+
+async def embeddings(request: Request) -> Response:
+    return await passthrough.relay(request, "/embeddings", "embeddings")
+
+
+async def other_v1(request: Request) -> Response:
+    return await passthrough.relay(request, "/" + request.path_params["path"], "passthrough")
+
+
+ANY = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+ROUTES: list[BaseRoute] = [
+    *_with_spec_prefix("/v1/chat/completions", chat_completions, ["POST"]),
+    *_with_spec_prefix("/v1/responses", responses, ["POST"]),
+    *_with_spec_prefix("/v1/completions", completions, ["POST"]),
+    *_with_spec_prefix("/v1/embeddings", embeddings, ["POST"]),
+    *_with_spec_prefix("/v1/models", passthrough.models, ["GET"]),
+    Route("/v1/feedback", feedback.post_feedback, methods=["POST"]),
+    Route("/healthz", ops.healthz, methods=["GET"]),
+    Route("/readyz", ops.readyz, methods=["GET"]),
+    Route("/metrics", ops.prometheus, methods=["GET"]),
+    Route("/admin/specs", admin.list_specs, methods=["GET"]),
+    Route("/admin/specs/{name}/versions", admin.publish, methods=["POST"]),
+    Route("/admin/specs/{name}/versions/{ref}", admin.get_version, methods=["GET"]),
+    Route("/admin/specs/{name}/labels/{label}", admin.set_label, methods=["PUT"]),
+    Route("/admin/feedback/export", admin.export_feedback, methods=["GET"]),
+    *_with_spec_prefix("/v1/{path:path}", other_v1, ANY),
+]

@@ -1,0 +1,94 @@
+"""All configuration in one place: env vars `SPECLEARN_*`, then an optional TOML file.
+
+Read once at start-up and passed down; nothing deeper reads the environment.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+InjectionMode = Literal["prepend", "append", "replace"]
+
+
+class Route(BaseModel):
+    """A model alias: clients ask for `alias`, the upstream gets `model` and the request gets `spec`."""
+
+    model: str
+    spec: str | None = None
+    injection: InjectionMode | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPECLEARN_", extra="ignore")
+
+    upstream_url: str | None = Field(None, description="Upstream base URL ending in /v1")
+    upstream_api_key: SecretStr | None = None
+    specs_dir: Path = Path("./specs")
+    data_dir: Path = Path("./data")
+    database_url: str | None = Field(None, description="postgresql://... for the shared backend")
+
+    default_spec: str = "default"
+    injection: InjectionMode = "prepend"
+    routes: dict[str, Route] = {}
+
+    api_keys: Annotated[list[str], NoDecode] = Field([], description="Client keys, comma-separated; empty = open proxy")
+    admin_key: SecretStr | None = None
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_upstream_connections: int = 1000
+
+    ledger_queue_size: int = 10_000
+    ledger_batch_size: int = 512
+    ledger_flush_interval: float = 0.05
+    feedback_wait_seconds: float = 2.0
+    registry_poll_interval: float = 0.5
+
+    local_model: str = "qwen2.5-coder-0.5b"
+    local_model_port: int = 0
+    local_model_threads: int = 2
+    local_model_ctx: int = 8192
+    local_model_parallel: int = 4
+    model_cache_dir: Path = Path.home() / ".cache" / "speclearn" / "models"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("SPECLEARN_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.data_dir / "ledger.sqlite3"

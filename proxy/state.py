@@ -1,0 +1,48 @@
+"""What every handler needs, built once per worker at start-up."""
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from .errors import Forbidden, Unauthorized
+from .ledger import Ledger
+from .registry import Registry
+from .settings import Settings
+from .upstream import Upstream
+
+
+@dataclass(slots=True)
+class ProxyState:
+    settings: Settings
+    registry: Registry
+    ledger: Ledger
+    upstream: Upstream | None
+    ready: bool = False
+
+    def check_client(self, authorization: str | None) -> bool:
+        """Authenticate a client; True when its Authorization header may go upstream.
+
+        With proxy keys configured, the client's key is ours and is never forwarded.
+        """
+        keys = self.settings.api_keys
+        if not keys:
+            return True
+        token = _bearer(authorization)
+        if token is None or not any(hmac.compare_digest(token, k) for k in keys):
+            raise Unauthorized("missing or invalid API key for this proxy")
+        return False
+
+    def check_admin(self, authorization: str | None) -> None:
+        admin = self.settings.admin_key
+        if admin is None:
+            raise Forbidden("the admin API is disabled: set SPECLEARN_ADMIN_KEY to enable it")
+        token = _bearer(authorization)
+        if token is None or not hmac.compare_digest(token, admin.get_secret_value()):
+            raise Unauthorized("missing or invalid admin key", code="invalid_admin_key")
+
+
+def _bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
