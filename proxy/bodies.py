@@ -2,12 +2,17 @@
 that say exactly what is wrong."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
 from .errors import InvalidRequest, PayloadTooLarge
+
+
+ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")  # inference and feedback ids, client-chosen or ours
+ID_RULE = "1-128 of A-Z a-z 0-9 _ . : -"
 
 
 class ClientGone(Exception):

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import metrics
-from .bodies import read_json_object
+from .bodies import ID_RE, ID_RULE, read_json_object
 from .errors import InvalidRequest, NotFound, ProxyError
 from .ledger import PAIR, SCORE, THUMB, FeedbackRecord, InferenceRecord
 from .responses import error_response, json_response
@@ -42,12 +42,21 @@ def parse_value(value: Any) -> tuple[str, float]:
     raise InvalidRequest("'value' must be \"up\", \"down\", a boolean or a finite number", param="value")
 
 
-def _string(body: dict[str, Any], field: str, limit: int = 128) -> str | None:
+def _id(body: dict[str, Any], field: str) -> str | None:
     value = body.get(field)
     if value is None:
         return None
-    if not isinstance(value, str) or not value or len(value) > limit:
-        raise InvalidRequest(f"'{field}' must be a non-empty string of at most {limit} characters", param=field)
+    if not isinstance(value, str) or not ID_RE.match(value):
+        raise InvalidRequest(f"'{field}' must be a string of {ID_RULE}", param=field)
+    return value
+
+
+def _comment(body: dict[str, Any]) -> str | None:
+    value = body.get("comment")
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest("'comment' must be a string", param="comment")
+    if value is not None and len(value) > MAX_COMMENT:
+        raise InvalidRequest(f"'comment' is longer than {MAX_COMMENT} characters", param="comment")
     return value
 
 
@@ -71,12 +80,12 @@ def parse_feedback(body: dict[str, Any]) -> FeedbackRecord:
     unknown = sorted(set(body) - known)
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}", param=unknown[0])
-    feedback_id = _string(body, "feedback_id") or "fb-" + uuid.uuid4().hex
-    comment = _string(body, "comment", MAX_COMMENT)
+    feedback_id = _id(body, "feedback_id") or "fb-" + uuid.uuid4().hex
+    comment = _comment(body)
     tags = _tags(body)
     now = time.time()
     if "chosen_id" in body or "rejected_id" in body:
-        chosen, rejected = _string(body, "chosen_id"), _string(body, "rejected_id")
+        chosen, rejected = _id(body, "chosen_id"), _id(body, "rejected_id")
         if chosen is None or rejected is None:
             raise InvalidRequest("a pairwise judgment needs both 'chosen_id' and 'rejected_id'")
         if chosen == rejected:
@@ -84,7 +93,7 @@ def parse_feedback(body: dict[str, Any]) -> FeedbackRecord:
         if "inference_id" in body or "value" in body:
             raise InvalidRequest("send either a pair (chosen_id, rejected_id) or a rating (inference_id, value)")
         return FeedbackRecord(feedback_id, chosen, PAIR, 1.0, now, comment, tags, rejected)
-    inference_id = _string(body, "inference_id")
+    inference_id = _id(body, "inference_id")
     if inference_id is None:
         raise InvalidRequest("'inference_id' is required", param="inference_id")
     if "value" not in body:

@@ -5,7 +5,6 @@ The three spec-aware OpenAI endpoints differ only in the `Endpoint` facts below;
 """
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from starlette.responses import Response
 
 from . import metrics, routing, sse
 from .routing import version_label
-from .bodies import ClientGone, read_json_object, validate_chat, validate_completions, validate_responses
+from .bodies import ID_RE, ID_RULE, ClientGone, read_json_object, validate_chat, validate_completions, validate_responses
 from .errors import InvalidRequest, ProxyError, ServiceUnavailable
 from .injection import inject_chat, inject_responses
 from .ledger import InferenceRecord
@@ -28,7 +27,6 @@ from .state import ProxyState
 from .upstream import classify, response_headers
 
 perf = time.perf_counter
-CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 CLIENT_GONE = 499  # nginx's convention: the client closed the request
 
 
@@ -145,8 +143,8 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
     inference_id = client_id or endpoint.id_prefix + uuid.uuid4().hex
     call = Call(state, endpoint, inference_id, started)
     try:
-        if client_id is not None and not CLIENT_ID_RE.match(client_id):
-            raise InvalidRequest("X-Inference-Id must be 1-128 of A-Z a-z 0-9 _ . : -", param="X-Inference-Id")
+        if client_id is not None and not ID_RE.match(client_id):
+            raise InvalidRequest(f"X-Inference-Id must be {ID_RULE}", param="X-Inference-Id")
         if state.upstream is None:
             raise ServiceUnavailable("no upstream is configured")
         forward_auth = state.check_client(request.headers.get("authorization"))

@@ -1,0 +1,191 @@
+"""The shared ledger: PostgreSQL, for several replicas writing one history.
+
+Same tables and semantics as the SQLite ledger. An inference batch is one transaction of
+pipelined `INSERT ... ON CONFLICT (id) DO UPDATE` (last write wins, as INSERT OR REPLACE),
+committed with `synchronous_commit = off`: a killed replica loses nothing already sent, only a
+database crash can cost the last fraction of a second of rows (like SQLite's synchronous=NORMAL).
+Feedback commits with `synchronous_commit = on` whatever the server default, so an acknowledged
+judgment is on disk.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+
+from .. import pg
+from ..errors import Conflict, InvalidRequest
+from .base import Ledger
+from .records import FeedbackEvent, FeedbackRecord, InferenceRecord
+
+INFERENCE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("id", "text"),
+    ("created_at", "float8"),
+    ("route", "text"),
+    ("model", "text"),
+    ("spec_name", "text"),
+    ("spec_version", "int4"),
+    ("spec_hash", "text"),
+    ("request", "json"),
+    ("response_text", "text"),
+    ("tool_calls", "json"),
+    ("usage", "json"),
+    ("latency_ms", "float8"),
+    ("ttft_ms", "float8"),
+    ("status", "text"),
+    ("http_status", "int4"),
+    ("error", "text"),
+    ("metadata", "json"),
+)
+INFERENCE_COLUMNS = ", ".join(name for name, _ in INFERENCE_FIELDS)
+FEEDBACK_COLUMNS = "id, inference_id, kind, value, created_at, comment, tags, rejected_id"
+_TEXT_FIELDS = {i for i, (_, kind) in enumerate(INFERENCE_FIELDS) if kind == "text"}
+
+# executemany pipelines the batch's rows on one connection in one transaction: measured as fast as
+# a single unnest() statement here (~20k rows/s either way), with plainer SQL.
+_UPSERT_INFERENCES = (
+    f"INSERT INTO inferences ({INFERENCE_COLUMNS}) VALUES ("
+    + ", ".join(f"${i + 1}" for i in range(len(INFERENCE_FIELDS)))
+    + ") ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{name} = EXCLUDED.{name}" for name, _ in INFERENCE_FIELDS[1:])
+)
+
+
+def _no_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL; one such row must not sink the whole batch."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) and "\x00" in value else value
+
+
+def inference_row(rec: InferenceRecord) -> tuple[Any, ...]:
+    row = (
+        rec.id, rec.created_at, rec.route, rec.model, rec.spec_name, rec.spec_version, rec.spec_hash,
+        rec.request, rec.response_text, rec.tool_calls, rec.usage, rec.latency_ms, rec.ttft_ms,
+        rec.status, rec.http_status, rec.error, rec.metadata,
+    )  # fmt: skip
+    return tuple(_no_nul(v) if i in _TEXT_FIELDS else v for i, v in enumerate(row))
+
+
+def inference_from_row(row: asyncpg.Record | tuple[Any, ...]) -> InferenceRecord:
+    values = list(row)
+    values[-1] = values[-1] or {}
+    return InferenceRecord(*values)
+
+
+def feedback_from_row(row: asyncpg.Record | tuple[Any, ...]) -> FeedbackRecord:
+    return FeedbackRecord(*row)
+
+
+class PostgresLedger(Ledger):
+    # Per worker process: the writer task holds one connection, feedback and reads share the rest
+    # (a feedback commit holds one ~2 ms). Small on purpose: replicas x workers x (this + the
+    # registry's 2 + its LISTEN connection) must stay under the server's max_connections (100).
+    pool_min_size = 1
+    pool_max_size = 4
+
+    def __init__(self, database_url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.database_url = database_url
+        self._pool: asyncpg.Pool | None = None
+
+    async def _open(self) -> None:
+        self._pool = await pg.create_pool(self.database_url, min_size=self.pool_min_size, max_size=self.pool_max_size)
+
+    async def _close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "ledger not started"
+        return self._pool
+
+    async def _write_inferences(self, batch: list[InferenceRecord]) -> None:
+        rows = [inference_row(rec) for rec in batch]  # in order: a later record of an id wins
+
+        async def write(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                await conn.executemany(_UPSERT_INFERENCES, rows)
+
+        await pg.with_retry(self.pool, write, "writing inferences")  # an upsert: safe to repeat
+
+    async def inference_exists(self, inference_id: str) -> bool:
+        sql = "SELECT EXISTS (SELECT 1 FROM inferences WHERE id = $1)"
+        return bool(await pg.with_retry(self.pool, lambda c: c.fetchval(sql, inference_id), "reading an inference"))
+
+    async def get_inference(self, inference_id: str) -> InferenceRecord | None:
+        sql = f"SELECT {INFERENCE_COLUMNS} FROM inferences WHERE id = $1"
+        row = await pg.with_retry(self.pool, lambda c: c.fetchrow(sql, inference_id), "reading an inference")
+        return inference_from_row(row) if row else None
+
+    async def add_feedback(self, fb: FeedbackRecord) -> tuple[FeedbackRecord, bool]:
+        if any("\x00" in (v or "") for v in (fb.id, fb.inference_id, fb.rejected_id)):
+            raise InvalidRequest("ids must not contain NUL characters", param="feedback_id")
+        if fb.comment and "\x00" in fb.comment:
+            fb = dataclasses.replace(fb, comment=_no_nul(fb.comment))  # as stored, so a retry matches
+
+        async def insert(conn: asyncpg.Connection) -> tuple[FeedbackRecord, bool]:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL synchronous_commit = on")
+                # ON CONFLICT waits for a concurrent insert of the same id to commit or roll back,
+                # and the SELECT after it (a new snapshot under READ COMMITTED) sees the winner.
+                inserted = await conn.fetchval(
+                    f"INSERT INTO feedback ({FEEDBACK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                    "ON CONFLICT (id) DO NOTHING RETURNING true",
+                    fb.id, fb.inference_id, fb.kind, fb.value, fb.created_at, fb.comment,
+                    fb.tags, fb.rejected_id,
+                )  # fmt: skip
+                if inserted:
+                    return fb, True
+                row = await conn.fetchrow(f"SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE id = $1", fb.id)
+                return feedback_from_row(row), False
+
+        # Idempotent by id: if the connection died after the commit, the retry finds the row.
+        stored, created = await pg.with_retry(self.pool, insert, "storing feedback")
+        if not created and not stored.same_judgment(fb):
+            raise Conflict(
+                f"feedback_id {fb.id!r} was already used for a different judgment", param="feedback_id"
+            )
+        return stored, created
+
+    async def feedback_events(
+        self, spec: str | None = None, since: float | None = None, until: float | None = None
+    ) -> list[FeedbackEvent]:
+        names = [name for name, _ in INFERENCE_FIELDS]
+        fcols = ", ".join(f"f.{c.strip()}" for c in FEEDBACK_COLUMNS.split(","))
+        icols = ", ".join(f"i.{c}" for c in names)
+        rcols = ", ".join(f"r.{c}" for c in names)
+        sql = (
+            f"SELECT {fcols}, {icols}, {rcols} FROM feedback f "
+            "JOIN inferences i ON i.id = f.inference_id "
+            "LEFT JOIN inferences r ON r.id = f.rejected_id "
+            # a pair whose rejected side is not stored yet waits, as in the SQLite ledger
+            "WHERE (f.rejected_id IS NULL OR r.id IS NOT NULL)"
+        )
+        args: list[Any] = []
+        if spec is not None:
+            args.append(spec)
+            sql += f" AND i.spec_name = ${len(args)}"
+        if since is not None:
+            args.append(since)
+            sql += f" AND f.created_at >= ${len(args)}"
+        if until is not None:
+            args.append(until)
+            sql += f" AND f.created_at < ${len(args)}"
+        sql += ' ORDER BY f.created_at, f.id COLLATE "C"'  # byte order, as SQLite sorts
+        rows = await pg.with_retry(self.pool, lambda c: c.fetch(sql, *args), "reading feedback events")
+        n = len(names)
+        events = []
+        for row in rows:
+            values = tuple(row)
+            rejected = values[8 + n : 8 + 2 * n]
+            events.append(
+                FeedbackEvent(
+                    feedback_from_row(values[:8]),
+                    inference_from_row(values[8 : 8 + n]),
+                    inference_from_row(rejected) if rejected[0] is not None else None,
+                )
+            )
+        return events

@@ -1,0 +1,265 @@
+"""What the PostgreSQL ledger and registry share: connecting, and the one versioned schema.
+
+Every replica (and every uvicorn worker) runs `migrate` on start-up. The migrations run inside
+one transaction holding a transaction-scoped advisory lock, so when ten replicas start at once one
+applies the missing steps and the others wait, then find them applied. DDL in PostgreSQL is
+transactional: a replica killed mid-migration leaves nothing half-applied.
+
+The schema lives in the first schema of the connection's `search_path`, so several deployments
+(or test runs) can share one database: `with_search_path(dsn, "team_a")`.
+"""
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+
+from .errors import ServiceUnavailable
+
+try:
+    import asyncpg  # type: ignore[import-untyped]
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "the PostgreSQL backend needs asyncpg: pip install 'speclearn[postgres]'"
+    ) from exc
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Notified (payload: the schema name) whenever a registry table changes.
+REGISTRY_CHANNEL = "speclearn_registry"
+
+# (version, name, SQL). Append only: a released step is never edited, a fix is a new step.
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "ledger",
+        # `json`, not `jsonb`: it keeps the client's body byte-for-byte (key order, \u0000 escapes,
+        # which jsonb rejects), matching the SQLite ledger; `::jsonb` works in ad-hoc queries.
+        """
+        CREATE TABLE inferences (
+            id TEXT PRIMARY KEY,
+            created_at DOUBLE PRECISION NOT NULL,
+            route TEXT NOT NULL,
+            model TEXT,
+            spec_name TEXT,
+            spec_version INTEGER,
+            spec_hash TEXT,
+            request JSON NOT NULL,
+            response_text TEXT,
+            tool_calls JSON,
+            usage JSON,
+            latency_ms DOUBLE PRECISION,
+            ttft_ms DOUBLE PRECISION,
+            status TEXT NOT NULL,
+            http_status INTEGER NOT NULL,
+            error TEXT,
+            metadata JSON
+        );
+        CREATE INDEX inferences_by_spec ON inferences (spec_name, created_at);
+        CREATE TABLE feedback (
+            id TEXT PRIMARY KEY,
+            inference_id TEXT NOT NULL,
+            rejected_id TEXT,
+            kind TEXT NOT NULL,
+            value DOUBLE PRECISION NOT NULL,
+            comment TEXT,
+            tags JSON,
+            created_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX feedback_by_inference ON feedback (inference_id);
+        CREATE INDEX feedback_by_time ON feedback (created_at);
+        """,
+    ),
+    (
+        2,
+        "registry",
+        """
+        CREATE TABLE specs (
+            name TEXT PRIMARY KEY,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE spec_versions (
+            name TEXT NOT NULL REFERENCES specs (name),
+            version INTEGER NOT NULL CHECK (version > 0),
+            text TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            meta JSONB NOT NULL DEFAULT '{}',
+            author TEXT NOT NULL,
+            parent INTEGER,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (name, version)
+        );
+        CREATE TABLE spec_labels (
+            name TEXT NOT NULL,
+            label TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (name, label),
+            FOREIGN KEY (name, version) REFERENCES spec_versions (name, version)
+        );
+        CREATE TABLE spec_instructions (
+            name TEXT PRIMARY KEY REFERENCES specs (name),
+            text TEXT NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        -- One row whose counter moves on every registry change: replicas poll it cheaply.
+        CREATE TABLE registry_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            generation BIGINT NOT NULL
+        );
+        INSERT INTO registry_state VALUES (1, 0);
+
+        -- Versions are immutable; the database enforces it, not only the code.
+        CREATE FUNCTION spec_versions_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'spec versions are immutable: publish a new version instead';
+        END $$;
+        CREATE TRIGGER spec_versions_no_update BEFORE UPDATE ON spec_versions
+            FOR EACH ROW EXECUTE FUNCTION spec_versions_immutable();
+
+        -- Any change, by speclearn or by hand in psql, bumps the generation and wakes listeners;
+        -- the NOTIFY is delivered at commit, so a woken replica reads the committed state.
+        CREATE FUNCTION registry_touch() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            EXECUTE format('UPDATE %I.registry_state SET generation = generation + 1', TG_TABLE_SCHEMA);
+            PERFORM pg_notify('speclearn_registry', TG_TABLE_SCHEMA);
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER specs_touch AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON specs
+            FOR EACH STATEMENT EXECUTE FUNCTION registry_touch();
+        CREATE TRIGGER spec_versions_touch AFTER INSERT OR DELETE OR TRUNCATE ON spec_versions
+            FOR EACH STATEMENT EXECUTE FUNCTION registry_touch();
+        CREATE TRIGGER spec_labels_touch AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON spec_labels
+            FOR EACH STATEMENT EXECUTE FUNCTION registry_touch();
+        CREATE TRIGGER spec_instructions_touch
+            AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON spec_instructions
+            FOR EACH STATEMENT EXECUTE FUNCTION registry_touch();
+        """,
+    ),
+]
+
+
+def normalize_dsn(dsn: str) -> str:
+    """Accept the spellings people paste: `postgres://` and SQLAlchemy's `postgresql+asyncpg://`."""
+    scheme, sep, rest = dsn.partition("://")
+    if sep and (scheme == "postgres" or scheme.startswith(("postgresql+", "postgres+"))):
+        return f"postgresql://{rest}"
+    return dsn
+
+
+def with_search_path(dsn: str, schema: str) -> str:
+    """The DSN with `schema` first on the search path, in the libpq form psql understands too."""
+    parts = urllib.parse.urlsplit(normalize_dsn(dsn))
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "options"]
+    query.append(("options", f"-csearch_path={schema}"))
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+#: The server went away (restart, failover, killed backend): worth one retry on a fresh connection.
+#: asyncpg reports a connection killed while idle in the pool as an Interface/InternalClientError
+#: on its next use, depending on when the news arrives.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
+
+async def with_retry(pool: asyncpg.Pool, op: Callable[[asyncpg.Connection], Awaitable[T]], what: str) -> T:
+    """Run an idempotent `op` on a pooled connection, once more if the connection was lost.
+
+    After a database restart every pooled connection is dead; without the retry the first
+    request on each would fail. A second failure means the database is really away: the client
+    gets a retryable 503 (`ServiceUnavailable`), not a 500.
+    """
+    for attempt in (1, 2):
+        try:
+            async with pool.acquire() as conn:
+                try:
+                    return await op(conn)
+                except CONNECTION_ERRORS:
+                    conn.terminate()  # the pool opens a fresh one instead of reusing this
+                    raise
+        except CONNECTION_ERRORS as exc:
+            if attempt == 2:
+                raise ServiceUnavailable(f"the database is unavailable ({what})") from exc
+            log.warning("database connection lost during %s (%r); retrying once", what, exc)
+    raise AssertionError("unreachable")
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    """json/jsonb columns in and out as Python values, through orjson."""
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(type_name, encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    """One connection outside any pool (the registry's LISTEN connection)."""
+    conn = await asyncpg.connect(normalize_dsn(dsn))
+    await _init_connection(conn)
+    return conn
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
+    """A pool with the JSON codecs, after bringing the schema up to date."""
+    try:
+        pool = await asyncpg.create_pool(
+            normalize_dsn(dsn), min_size=min_size, max_size=max_size, init=_init_connection
+        )
+    except CONNECTION_ERRORS as exc:
+        raise ServiceUnavailable(f"cannot reach the database at {describe(dsn)}: {exc}") from exc
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
+
+
+def describe(dsn: str) -> str:
+    """host:port/database of a DSN, for messages: never the password."""
+    parts = urllib.parse.urlsplit(normalize_dsn(dsn))
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
+
+
+async def migrate(conn: asyncpg.Connection) -> list[int]:
+    """Apply missing migrations under an advisory lock; returns the versions applied here."""
+    applied_now: list[int] = []
+    async with conn.transaction():
+        schema = await conn.fetchval("SELECT current_schema()")
+        if schema is None:
+            raise RuntimeError("no schema on the search_path exists: create it or fix the DSN's search_path")
+        # One lock per schema: deployments in other schemas do not wait on each other.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('speclearn.migrate.' || $1, 0))", schema)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS speclearn_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM speclearn_migrations")}
+        newest = max(v for v, _, _ in MIGRATIONS)
+        if done and max(done) > newest:
+            log.warning("database schema is at version %d, newer than this code (%d)", max(done), newest)
+        for version, name, sql in MIGRATIONS:
+            if version in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO speclearn_migrations (version, name) VALUES ($1, $2)", version, name)
+            applied_now.append(version)
+    if applied_now:
+        log.info("applied database migrations %s in schema %s", applied_now, schema)
+    return applied_now
