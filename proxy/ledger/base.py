@@ -15,6 +15,7 @@ from .. import metrics
 from .records import FeedbackEvent, FeedbackRecord, InferenceRecord
 
 log = logging.getLogger(__name__)
+RETRY_PAUSES = (0.1, 0.5, 2.0, 0.0)  # pause after each failed attempt; the last attempt gives up
 
 
 class Ledger(abc.ABC):
@@ -73,16 +74,28 @@ class Ledger(abc.ABC):
                 batch.append(queue.get_nowait())
             metrics.LEDGER_QUEUE_DEPTH.set(queue.qsize())
             try:
-                await self._write_inferences(batch)
-                metrics.LEDGER_WRITTEN.inc(len(batch))
-            except Exception:
-                log.exception("ledger write of %d inference rows failed", len(batch))
-                metrics.LEDGER_DROPPED.inc(len(batch))
+                await self._write_with_retries(batch)
             finally:
                 for rec in batch:
                     if self._pending.get(rec.id) is rec:
                         del self._pending[rec.id]
                     queue.task_done()
+
+    async def _write_with_retries(self, batch: list[InferenceRecord]) -> None:
+        """Ride out a short storage outage (a restarting database); rows keep arriving in the
+        queue meanwhile, and only its bound decides what is dropped."""
+        for attempt, pause in enumerate(RETRY_PAUSES):
+            try:
+                await self._write_inferences(batch)
+                metrics.LEDGER_WRITTEN.inc(len(batch))
+                return
+            except Exception:
+                if attempt == len(RETRY_PAUSES) - 1:
+                    log.exception("ledger write of %d inference rows failed; dropping them", len(batch))
+                    metrics.LEDGER_DROPPED.inc(len(batch))
+                    return
+                log.warning("ledger write failed; retrying in %.1f s", pause, exc_info=True)
+                await asyncio.sleep(pause)
 
     # -- feedback ---------------------------------------------------------------------------
     async def lookup(self, inference_id: str) -> InferenceRecord | None:
