@@ -10,7 +10,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import httpx
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,7 +23,7 @@ from .ledger import InferenceRecord
 from .registry import SpecVersion
 from .responses import RelayResponse, error_response, unless_disconnected
 from .state import ProxyState
-from .upstream import classify, response_headers
+from .upstream import UpstreamResponse, classify
 
 perf = time.perf_counter
 CLIENT_GONE = 499  # nginx's convention: the client closed the request
@@ -174,22 +173,24 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
     return await _forward(request, call, body, headers)
 
 
-async def _forward(request: Request, call: Call, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> Response:
-    state = call.state
-    assert state.upstream is not None
+async def _forward(request: Request, call: Call, body: dict[str, Any], headers: list[tuple[str, str]]) -> Response:
+    upstream_client = call.state.upstream
+    assert upstream_client is not None
     streaming = body.get("stream") is True
+
+    async def exchange() -> tuple[UpstreamResponse, bytes | None]:
+        """Send, and read the whole answer unless it is a stream to relay (None)."""
+        upstream = await upstream_client.send("POST", call.endpoint.path, headers, orjson.dumps(body))
+        if streaming and upstream.status == 200 and upstream.content_type.startswith("text/event-stream"):
+            return upstream, None
+        try:
+            return upstream, await upstream.read()
+        finally:
+            upstream.close()
+
     call.upstream_started = perf()
-    upstream: httpx.Response | None = None
-    relayed = False
     try:
-        upstream = await unless_disconnected(
-            request.receive, state.upstream.send("POST", call.endpoint.path, headers, orjson.dumps(body))
-        )
-        is_sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
-        if streaming and upstream.status_code == 200 and is_sse:
-            relayed = True
-            return _relay_stream(call, upstream)
-        data = await unless_disconnected(request.receive, upstream.aread())
+        upstream, data = await unless_disconnected(request.receive, exchange())
     except ClientGone:
         call.upstream_seconds = perf() - call.upstream_started
         call.finish("cancelled", CLIENT_GONE, error="client disconnected")
@@ -200,19 +201,18 @@ async def _forward(request: Request, call: Call, body: dict[str, Any], headers: 
         metrics.count_upstream_error(call.endpoint.route, kind)
         call.finish("error", error.status, error=error.message)
         return error_response(error, call.headers)
-    finally:
-        if upstream is not None and not relayed:
-            await upstream.aclose()
+    if data is None:
+        return _relay_stream(call, upstream)
     call.upstream_seconds = perf() - call.upstream_started
     return _complete(call, upstream, data)
 
 
-def _complete(call: Call, upstream: httpx.Response, data: bytes) -> Response:
+def _complete(call: Call, upstream: UpstreamResponse, data: bytes) -> Response:
     """A whole (non-streamed) answer: record it and pass it on, with our id in it."""
-    status = upstream.status_code
+    status = upstream.status
     text = tool_calls = usage = model = None
     parsed: Any = None
-    if upstream.headers.get("content-type", "").startswith("application/json"):
+    if upstream.content_type.startswith("application/json"):
         try:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -231,7 +231,7 @@ def _complete(call: Call, upstream: httpx.Response, data: bytes) -> Response:
                 data = orjson.dumps(parsed)
         call.finish("ok", status, text=text, tool_calls=tool_calls, usage=usage, model=model)
     response = Response(data, status)
-    response.raw_headers.extend(response_headers(upstream))
+    response.raw_headers.extend(upstream.headers_for_client())
     response.raw_headers.extend((k.encode(), v.encode()) for k, v in call.headers.items())
     response.raw_headers.append(call.overhead_header())
     return response
@@ -266,13 +266,13 @@ def _answer_of(parsed: dict[str, Any]) -> tuple[str | None, list[Any] | None]:
     return None, None
 
 
-def _relay_stream(call: Call, upstream: httpx.Response) -> Response:
+def _relay_stream(call: Call, upstream: UpstreamResponse) -> Response:
     capture = sse.StreamCapture()
     if call.endpoint.route == "responses":
-        events = sse.relay_responses(upstream.aiter_raw(), capture)
+        events = sse.relay_responses(upstream.chunks(), capture)
     else:
         our_id = b'"' + call.id.encode() + b'"' if call.endpoint.rewrite_id else None
-        events = sse.relay_chat(upstream.aiter_raw(), capture, our_id)
+        events = sse.relay_chat(upstream.chunks(), capture, our_id)
     failure: list[tuple[str, str]] = []
 
     async def chunks():  # type: ignore[no-untyped-def]
@@ -281,7 +281,7 @@ def _relay_stream(call: Call, upstream: httpx.Response) -> Response:
                 yield event
         finally:
             call.upstream_seconds = perf() - call.upstream_started
-            await upstream.aclose()
+            upstream.close()
 
     def on_error(exc: BaseException) -> bytes:
         if isinstance(exc, sse.BrokenStream):
@@ -312,7 +312,7 @@ def _relay_stream(call: Call, upstream: httpx.Response) -> Response:
             ttft=capture.first_token_at,
         )
 
-    headers = response_headers(upstream)
+    headers = upstream.headers_for_client()
     headers.extend((k.encode(), v.encode()) for k, v in call.headers.items())
     headers.append(call.overhead_header())
     return RelayResponse(200, headers, chunks(), finish, on_error)

@@ -13,7 +13,7 @@ from .bodies import ClientGone, read_body
 from .errors import ProxyError, ServiceUnavailable
 from .responses import RelayResponse, error_response, json_response, unless_disconnected
 from .state import ProxyState
-from .upstream import classify, response_headers
+from .upstream import classify
 
 perf = time.perf_counter
 
@@ -42,14 +42,14 @@ async def relay(request: Request, path: str, route: str) -> Response:
         metrics.observe_request(route, "none", "none", error.status, perf() - started, 0.0)
         return error_response(error)
     upstream_started = perf()
-    status = upstream.status_code
+    status = upstream.status
 
     async def chunks():  # type: ignore[no-untyped-def]
         try:
-            async for chunk in upstream.aiter_raw():
+            async for chunk in upstream.chunks():
                 yield chunk
         finally:
-            await upstream.aclose()
+            upstream.close()
 
     def finish(outcome: str) -> None:
         total = perf() - started
@@ -58,7 +58,7 @@ async def relay(request: Request, path: str, route: str) -> Response:
     def on_error(exc: BaseException) -> None:
         metrics.count_upstream_error(route, classify(exc)[1])
 
-    return RelayResponse(status, response_headers(upstream), chunks(), finish, on_error)
+    return RelayResponse(status, upstream.headers_for_client(), chunks(), finish, on_error)
 
 
 async def models(request: Request) -> Response:
@@ -70,7 +70,10 @@ async def models(request: Request) -> Response:
         forward_auth = state.check_client(request.headers.get("authorization"))
         headers = state.upstream.headers(request.headers.raw, forward_auth)
         upstream = await unless_disconnected(request.receive, state.upstream.send("GET", "/models", headers, None))
-        data = await upstream.aread()
+        try:
+            data = await upstream.read()
+        finally:
+            upstream.close()
     except ProxyError as exc:
         return error_response(exc)
     except ClientGone:
@@ -79,14 +82,14 @@ async def models(request: Request) -> Response:
         error, kind = classify(exc)
         metrics.count_upstream_error("models", kind)
         return error_response(error)
-    metrics.observe_request("models", "none", "none", upstream.status_code, 0.0, 0.0)
-    if upstream.status_code != 200:
-        return Response(data, upstream.status_code, media_type=upstream.headers.get("content-type"))
+    metrics.observe_request("models", "none", "none", upstream.status, 0.0, 0.0)
+    if upstream.status != 200:
+        return Response(data, upstream.status, media_type=upstream.content_type)
     try:
         listing = orjson.loads(data)
         entries = listing["data"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        return Response(data, 200, media_type=upstream.headers.get("content-type"))
+        return Response(data, 200, media_type=upstream.content_type)
     for alias, route in state.settings.routes.items():
         entries.append({"id": alias, "object": "model", "created": 0, "owned_by": "speclearn", "root": route.model})
     return json_response(listing)

@@ -1,0 +1,63 @@
+"""Smoke test of the overhead benchmark: it runs end to end and every request succeeds.
+
+Why no timing assertions: CI machines are shared and noisy; a latency threshold here would only
+flake. The benchmark's numbers are read by people (bench/README.md); this test guards that the
+harness itself works — mock, load generator, speclearn start-up, spec injection, JSON shape.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+POINT_KEYS = {
+    "target", "stream", "mode", "offered_rps", "concurrency", "duration_s", "sent", "ok", "errors",
+    "error_kinds", "achieved_rps", "latency_ms", "ttft_ms", "inter_chunk_ms", "cpu_ms_per_req",
+    "rss_peak_mb", "spec_injected_fraction", "saturated",
+}
+
+
+@pytest.mark.timeout(240)
+def test_quick_overhead_run(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.overhead", "--quick", "--skip-litellm", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=220,
+    )
+    assert proc.returncode == 0, f"bench failed:\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-4000:]}"
+    result = json.loads((out / "overhead.json").read_text())
+
+    assert {"meta", "targets", "mock", "peak_rss_mb", "headline", "points"} <= result.keys()
+    assert result["targets"]["speclearn"]["status"] == "ok"
+    assert "litellm" not in result["targets"]
+
+    points = result["points"]
+    for target in ("direct", "speclearn"):
+        mine = [p for p in points if p["target"] == target]
+        # 2 rates + 1 saturation run, for JSON and for SSE
+        assert len(mine) == 6, [(p["stream"], p["mode"], p["offered_rps"]) for p in mine]
+        assert {p["stream"] for p in mine} == {False, True}
+        assert {p["mode"] for p in mine} == {"open", "saturation"}
+        for p in mine:
+            assert POINT_KEYS <= p.keys()
+            assert p["errors"] == 0, (target, p["stream"], p["offered_rps"], p["error_kinds"])
+            assert p["ok"] > 0 and p["ok"] == p["sent"]
+            assert set(p["latency_ms"]) >= {"p50", "p90", "p99"}
+            if p["stream"]:
+                assert p["ttft_ms"] is not None and p["inter_chunk_ms"] is not None
+    for p in points:
+        if p["target"] == "speclearn":
+            assert p["added_latency_ms"] is not None and set(p["added_latency_ms"]) == {"p50", "p90", "p99"}
+            # Every upstream request carried the bench spec: injection is really on the path.
+            assert p["spec_injected_fraction"] == 1.0
+            assert p["rss_peak_mb"] and p["rss_peak_mb"] > 0
+        else:
+            assert p["spec_injected_fraction"] == 0.0
