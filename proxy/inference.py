@@ -5,8 +5,8 @@ The three spec-aware OpenAI endpoints differ only in the `Endpoint` facts below;
 """
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -139,7 +139,7 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
     started = perf()
     state: ProxyState = request.app.state.proxy
     client_id = request.headers.get("x-inference-id")
-    inference_id = client_id or endpoint.id_prefix + uuid.uuid4().hex
+    inference_id = client_id or endpoint.id_prefix + os.urandom(16).hex()
     call = Call(state, endpoint, inference_id, started)
     try:
         if client_id is not None and not ID_RE.match(client_id):
