@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     specs_dir: Path = Path("./specs")
     data_dir: Path = Path("./data")
     database_url: str | None = Field(None, description="postgresql://... for the shared backend")
+    database_pool_size: int = Field(4, ge=2, description="ledger connections per worker (PostgreSQL)")
 
     default_spec: str = "default"
     injection: InjectionMode = "prepend"

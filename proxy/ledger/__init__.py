@@ -27,7 +27,7 @@ def open_ledger(settings: Settings) -> Ledger:
     if settings.database_url:
         from .postgres import PostgresLedger  # optional extra
 
-        return PostgresLedger(settings.database_url, **batching)
+        return PostgresLedger(settings.database_url, pool_size=settings.database_pool_size, **batching)
     from .sqlite import SqliteLedger
 
     return SqliteLedger(settings.ledger_path, **batching)

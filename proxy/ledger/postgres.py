@@ -80,12 +80,10 @@ class PostgresLedger(Ledger):
     # Per worker process: the writer task holds one connection, feedback and reads share the rest
     # (a feedback commit holds one ~2 ms). Small on purpose: replicas x workers x (this + the
     # registry's 2 + its LISTEN connection) must stay under the server's max_connections (100).
-    pool_min_size = 1
-    pool_max_size = 4
-
-    def __init__(self, database_url: str, **kwargs: Any) -> None:
+    def __init__(self, database_url: str, pool_size: int = 4, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.database_url = database_url
+        self.pool_min_size, self.pool_max_size = 1, max(2, pool_size)
         self._pool: asyncpg.Pool | None = None
 
     async def _open(self) -> None:
