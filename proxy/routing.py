@@ -6,13 +6,15 @@ unknown spec is an error, not a silent fallback: the client asked for something 
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
-from .registry import RegistrySnapshot, SpecVersion
+from .registry import RegistrySnapshot, SpecState, SpecVersion
 from .registry.base import check_name
 from .settings import InjectionMode, Settings
 
 NONE = "none"
+CANDIDATE = "candidate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +52,21 @@ def resolve(
         if chosen.strip().lower() == NONE:
             return Target(None, upstream_model, injection)
         name, ref = parse_ref(chosen)
-        return Target(snapshot.resolve(name, ref), upstream_model, injection)
+        state = snapshot.get(name)
+        return Target(_pick(state, ref, settings.canary_fraction), upstream_model, injection)
 
     default = snapshot.specs.get(settings.default_spec)
     spec = None
     if default is not None and default.versions:
-        spec = default.resolve(None)
+        spec = _pick(default, None, settings.canary_fraction)
     return Target(spec, upstream_model, injection)
+
+
+def _pick(state: SpecState, ref: str | None, canary_fraction: float) -> SpecVersion:
+    """A request that names no version gets `candidate` with the canary share, else production."""
+    if ref is None and canary_fraction > 0 and CANDIDATE in state.labels and random.random() < canary_fraction:
+        return state.resolve(CANDIDATE)
+    return state.resolve(ref)
 
 
 def version_label(snapshot: RegistrySnapshot, name: str | None, version: int | None) -> str:
