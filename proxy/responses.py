@@ -40,8 +40,14 @@ async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     """
     task = asyncio.current_task()
     assert task is not None
+    watching = [True]  # cleared on exit: a disconnect seen after `work` ends must cancel nothing
+
+    def on_disconnect(watcher: asyncio.Future[None]) -> None:
+        if watching[0] and not watcher.cancelled():
+            task.cancel()
+
     watcher = asyncio.ensure_future(_wait_disconnect(receive))
-    watcher.add_done_callback(lambda w: None if w.cancelled() else task.cancel())
+    watcher.add_done_callback(on_disconnect)
     try:
         return await work
     except asyncio.CancelledError:
@@ -50,6 +56,7 @@ async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
             raise ClientGone() from None
         raise
     finally:
+        watching[0] = False
         watcher.cancel()
 
 
@@ -78,9 +85,9 @@ class RelayResponse(Response):
             await unless_disconnected(receive, self._stream(send))
         except ClientGone:
             outcome = "cancelled"
-        except BaseException as exc:  # noqa: BLE001 - reported through finish, then re-raised
+        except BaseException:
             outcome = "error"
-            raise exc
+            raise
         finally:
             aclose = getattr(self._chunks, "aclose", None)
             if aclose is not None:
@@ -92,8 +99,6 @@ class RelayResponse(Response):
         try:
             async for chunk in self._chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             tail = self._on_error(exc)
             if tail:
