@@ -59,8 +59,10 @@ class Settings(BaseSettings):
 
     local_model: str = "qwen2.5-coder-0.5b"
     local_model_port: int = 0
-    local_model_threads: int = 2
-    local_model_ctx: int = 8192
+    # llama.cpp's threads wait on each other: on a busy 2-core machine 2 threads fall to ~2 tok/s
+    # where 1 keeps ~12, hence cores - 1 by default (0 = auto).
+    local_model_threads: int = Field(0, description="0 = cores - 1")
+    local_model_ctx: int = 16384  # one pool shared by the parallel slots (unified KV cache)
     local_model_parallel: int = 4
     model_cache_dir: Path = Path.home() / ".cache" / "speclearn" / "models"
 

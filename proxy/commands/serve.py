@@ -26,7 +26,7 @@ def _start_local_model(settings: Settings):  # type: ignore[no-untyped-def]
     """With no upstream configured, the embedded model (the `local` extra) is the upstream."""
     if importlib.util.find_spec("xllamacpp") is None:
         return None
-    from ..local_model import LocalModelSupervisor
+    from ..local_model import LocalModelError, LocalModelSupervisor
 
     supervisor = LocalModelSupervisor(
         model=settings.local_model,
@@ -37,7 +37,11 @@ def _start_local_model(settings: Settings):  # type: ignore[no-untyped-def]
         parallel=settings.local_model_parallel,
     )
     print("speclearn: no SPECLEARN_UPSTREAM_URL set; starting the embedded local model ...", file=sys.stderr)
-    url = supervisor.start()
+    try:
+        url = supervisor.start()
+    except LocalModelError as exc:
+        print(f"speclearn serve: local model: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     atexit.register(supervisor.stop)
     print(f"speclearn: local model ready at {url}", file=sys.stderr)
     return url
