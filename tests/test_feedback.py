@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from helpers import REPO, FakeUpstream, ProxyProcess, start_proxy
-from ledger_reader import feedback_rows
+from ledger_reader import feedback_rows, inference_row
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -55,6 +55,7 @@ def test_feedback_before_inference_is_flushed_is_accepted_and_joined(proxy: Prox
     inference_id = chat(proxy)  # still in the write queue (flush interval 0.5 s)
     r = feedback(proxy, {"inference_id": inference_id, "value": "up", "comment": "great", "tags": {"app": "t"}})
     assert r.status_code == 200
+    inference_row(proxy.data_dir, inference_id)  # joined once the batch lands
     export = subprocess.run(
         [sys.executable, "-m", "proxy.cli", "feedback", "export"], env=proxy.env, cwd=REPO,
         capture_output=True, check=True,
