@@ -269,10 +269,10 @@ def _answer_of(parsed: dict[str, Any]) -> tuple[str | None, list[Any] | None]:
 def _relay_stream(call: Call, upstream: UpstreamResponse) -> Response:
     capture = sse.StreamCapture()
     if call.endpoint.route == "responses":
-        events = sse.relay_responses(upstream.chunks(), capture)
+        handler = sse.responses_events(capture)
     else:
-        our_id = b'"' + call.id.encode() + b'"' if call.endpoint.rewrite_id else None
-        events = sse.relay_chat(upstream.chunks(), capture, our_id)
+        handler = sse.chat_events(capture, b'"' + call.id.encode() + b'"' if call.endpoint.rewrite_id else None)
+    events = sse.relay(upstream.chunks(), capture, handler)
     failure: list[tuple[str, str]] = []
 
     async def chunks():  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import orjson
 
@@ -118,56 +118,22 @@ def capture_responses_event(capture: StreamCapture, event: dict[str, Any]) -> No
         capture.upstream_error = event
 
 
-async def relay_chat(
-    chunks: AsyncIterator[bytes], capture: StreamCapture, our_id: bytes | None
-) -> AsyncIterator[bytes]:
-    """Yield chat/completions events, the upstream id replaced by `our_id` (a quoted JSON string)
-    when given; raise BrokenStream on a bad ending. Events that arrived in one read leave in one
-    write: no added delay, and one ASGI send instead of several."""
+EventHandler = Callable[[bytes, dict[str, Any]], bytes]
+
+
+async def relay(chunks: AsyncIterator[bytes], capture: StreamCapture, handle: EventHandler) -> AsyncIterator[bytes]:
+    """Yield the upstream's events, each JSON payload shown to `handle` (which may rewrite the
+    event); raise BrokenStream on a chunk that is not JSON or an ending without the terminal event.
+    Events that arrived in one read leave in one write: no added delay, one ASGI send."""
     buffer = bytearray()
-    id_from: bytes | None = None
     async for data in chunks:
         buffer += data.replace(b"\r\n", b"\n") if b"\r" in data else data
         out: list[bytes] = []
         for event in split_events(buffer):
             payload = data_of(event)
-            if payload is None:
-                out.append(event)
-                continue
             if payload == DONE:
                 capture.finished = True
-                out.append(event)
-                continue
-            try:
-                chunk = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                if out:
-                    yield b"".join(out)
-                raise BrokenStream("the upstream sent a stream chunk that is not JSON", "malformed_chunk") from None
-            if isinstance(chunk, dict):
-                capture_chat_chunk(capture, chunk)
-                if id_from is None and isinstance(chunk.get("id"), str):
-                    id_from = b'"' + chunk["id"].encode() + b'"'
-            if id_from is not None and our_id is not None:
-                event = event.replace(id_from, our_id, 1)
-            out.append(event)
-        if out:
-            yield out[0] if len(out) == 1 else b"".join(out)
-    if buffer.strip():
-        raise BrokenStream("the upstream stream ended inside an event", "broken_stream")
-    if not capture.finished:
-        raise BrokenStream("the upstream stream ended before [DONE]", "broken_stream")
-
-
-async def relay_responses(chunks: AsyncIterator[bytes], capture: StreamCapture) -> AsyncIterator[bytes]:
-    """Yield Responses API events unchanged; raise BrokenStream if no terminal event came."""
-    buffer = bytearray()
-    async for data in chunks:
-        buffer += data.replace(b"\r\n", b"\n") if b"\r" in data else data
-        out: list[bytes] = []
-        for event in split_events(buffer):
-            payload = data_of(event)
-            if payload is not None and payload != DONE:
+            elif payload is not None:
                 try:
                     parsed = orjson.loads(payload)
                 except orjson.JSONDecodeError:
@@ -175,9 +141,38 @@ async def relay_responses(chunks: AsyncIterator[bytes], capture: StreamCapture) 
                         yield b"".join(out)
                     raise BrokenStream("the upstream sent a stream event that is not JSON", "malformed_chunk") from None
                 if isinstance(parsed, dict):
-                    capture_responses_event(capture, parsed)
+                    event = handle(event, parsed)
             out.append(event)
         if out:
-            yield b"".join(out)
+            yield out[0] if len(out) == 1 else b"".join(out)
+    if buffer.strip():
+        raise BrokenStream("the upstream stream ended inside an event", "broken_stream")
     if not capture.finished:
-        raise BrokenStream("the upstream stream ended before the response completed", "broken_stream")
+        raise BrokenStream("the upstream stream ended before it completed", "broken_stream")
+
+
+def chat_events(capture: StreamCapture, our_id: bytes | None) -> EventHandler:
+    """Chat/completions chunks: captured, and the upstream id replaced by `our_id` (a quoted JSON
+    string) when given, as bytes so the rest of the event stays exactly as sent."""
+    id_from: bytes | None = None
+
+    def handle(event: bytes, chunk: dict[str, Any]) -> bytes:
+        nonlocal id_from
+        capture_chat_chunk(capture, chunk)
+        if id_from is None and isinstance(chunk.get("id"), str):
+            id_from = b'"' + chunk["id"].encode() + b'"'
+        if id_from is not None and our_id is not None:
+            return event.replace(id_from, our_id, 1)
+        return event
+
+    return handle
+
+
+def responses_events(capture: StreamCapture) -> EventHandler:
+    """Responses API events: captured, relayed unchanged; a terminal event ends the stream."""
+
+    def handle(event: bytes, parsed: dict[str, Any]) -> bytes:
+        capture_responses_event(capture, parsed)
+        return event
+
+    return handle

@@ -12,6 +12,7 @@ import contextlib
 import logging
 
 from .. import metrics
+from ..errors import Conflict
 from .records import FeedbackEvent, FeedbackRecord, InferenceRecord
 
 log = logging.getLogger(__name__)
@@ -133,10 +134,22 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     async def get_inference(self, inference_id: str) -> InferenceRecord | None: ...
 
-    @abc.abstractmethod
     async def add_feedback(self, fb: FeedbackRecord) -> tuple[FeedbackRecord, bool]:
-        """Store durably; returns (stored record, created). Same id + same judgment = no-op;
-        same id + different judgment raises `Conflict`."""
+        """Store durably; returns (stored record, created). The same id with the same judgment is
+        a retry (no-op); the same id with a different judgment is a client bug: `Conflict`."""
+        fb = self._normalize(fb)
+        stored, created = await self._insert_feedback(fb)
+        if not created and not stored.same_judgment(fb):
+            raise Conflict(f"feedback_id {fb.id!r} was already used for a different judgment", param="feedback_id")
+        return stored, created
+
+    def _normalize(self, fb: FeedbackRecord) -> FeedbackRecord:
+        """The record as this backend will store it, so a retry compares equal to the stored row."""
+        return fb
+
+    @abc.abstractmethod
+    async def _insert_feedback(self, fb: FeedbackRecord) -> tuple[FeedbackRecord, bool]:
+        """Insert unless the id exists, committed before returning; (row as stored, inserted?)."""
 
     @abc.abstractmethod
     async def feedback_events(

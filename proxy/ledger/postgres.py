@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from .. import pg
-from ..errors import Conflict, InvalidRequest
+from ..errors import InvalidRequest
 from .base import Ledger
 from .records import FeedbackEvent, FeedbackRecord, InferenceRecord
 
@@ -118,11 +118,15 @@ class PostgresLedger(Ledger):
         row = await pg.with_retry(self.pool, lambda c: c.fetchrow(sql, inference_id), "reading an inference")
         return inference_from_row(row) if row else None
 
-    async def add_feedback(self, fb: FeedbackRecord) -> tuple[FeedbackRecord, bool]:
+    def _normalize(self, fb: FeedbackRecord) -> FeedbackRecord:
+        """PostgreSQL text cannot hold NUL: the comment is stored with U+FFFD instead."""
         if any("\x00" in (v or "") for v in (fb.id, fb.inference_id, fb.rejected_id)):
             raise InvalidRequest("ids must not contain NUL characters", param="feedback_id")
         if fb.comment and "\x00" in fb.comment:
-            fb = dataclasses.replace(fb, comment=_no_nul(fb.comment))  # as stored, so a retry matches
+            return dataclasses.replace(fb, comment=_no_nul(fb.comment))
+        return fb
+
+    async def _insert_feedback(self, fb: FeedbackRecord) -> tuple[FeedbackRecord, bool]:
 
         async def insert(conn: asyncpg.Connection) -> tuple[FeedbackRecord, bool]:
             async with conn.transaction():
@@ -142,10 +146,6 @@ class PostgresLedger(Ledger):
 
         # Idempotent by id: if the connection died after the commit, the retry finds the row.
         stored, created = await pg.with_retry(self.pool, insert, "storing feedback")
-        if not created and not stored.same_judgment(fb):
-            raise Conflict(
-                f"feedback_id {fb.id!r} was already used for a different judgment", param="feedback_id"
-            )
         return stored, created
 
     async def feedback_events(

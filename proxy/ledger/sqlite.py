@@ -14,7 +14,6 @@ from typing import Any, Callable, TypeVar
 
 import orjson
 
-from ..errors import Conflict
 from .base import Ledger
 from .records import FeedbackEvent, FeedbackRecord, InferenceRecord
 
@@ -163,7 +162,7 @@ class SqliteLedger(Ledger):
         )
         return inference_from_row(row) if row else None
 
-    async def add_feedback(self, fb: FeedbackRecord) -> tuple[FeedbackRecord, bool]:
+    async def _insert_feedback(self, fb: FeedbackRecord) -> tuple[FeedbackRecord, bool]:
         def insert(c: sqlite3.Connection) -> tuple[FeedbackRecord, bool]:
             with c:
                 c.execute("BEGIN IMMEDIATE")
@@ -178,10 +177,6 @@ class SqliteLedger(Ledger):
                 return fb, True
 
         stored, created = await self._db.run(insert)
-        if not created and not stored.same_judgment(fb):
-            raise Conflict(
-                f"feedback_id {fb.id!r} was already used for a different judgment", param="feedback_id"
-            )
         return stored, created
 
     async def feedback_events(

@@ -32,15 +32,25 @@ log = logging.getLogger(__name__)
 Signature = tuple[tuple[str, int, int, int, int], ...]
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` whole: readers see the old file or the new one, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write_temp(folder: Path, data: bytes) -> str:
+    """A complete, fsynced temp file in `folder`, ready to be renamed or linked into place."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".new.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` whole: readers see the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _write_temp(path.parent, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -219,12 +229,8 @@ class FileRegistry(Registry):
     @staticmethod
     def _link_new(final: Path, data: bytes) -> bool:
         """Create `final` complete or not at all, failing if it already exists."""
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".new.", suffix=".tmp")
+        tmp = _write_temp(final.parent, data)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
             os.link(tmp, final)
         except FileExistsError:
             return False
