@@ -1,1 +1,20 @@
-"""speclearn's learning side: compile feedback into new spec versions."""
+"""speclearn's learning side: compile feedback into a new spec version.
+
+The stages follow the spec-learning method (propose -> compress -> validate -> synthesize),
+adapted to production thumbs, then a gate and a publish step:
+
+    dataset     feedback joined to inferences -> examples, pairs, a held-out split
+    pairs_file  or: preference pairs from a CSV/JSONL file (--pairs)
+    evidence    measured properties that separate preferred from rejected answers
+    propose     candidate principles (from the current spec, the evidence and an LLM)
+    compress    merge near-duplicates
+    validate    measure each principle on held-out pairs (checks, or a calibrated judge); top K
+    synthesize  write the spec (a second-person persona paragraph)
+    gate        is the candidate better than the current version on held-out feedback?
+    publish     a new version with its evidence in the front matter
+
+Around them: `llm` (client, cache, budget), `judge`, `prompts`, `principle` (rules and their
+checks), `pipeline` (one round), `runner` (lock + state + metrics around a round), `sidecar`
+(the loop), `promote` (canary promotion from live thumbs), `simulate` (simulated users for the
+demo and the quality benchmark), `report` (the printout), `commands/` (the CLI).
+"""

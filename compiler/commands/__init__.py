@@ -1,0 +1,1 @@
+"""`speclearn compile`, `speclearn compiler` and `speclearn demo`, loaded lazily by proxy/cli.py."""

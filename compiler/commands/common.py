@@ -1,0 +1,107 @@
+"""Options and set-up shared by the compiler's commands."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from proxy.ledger import open_ledger
+from proxy.registry import open_registry
+from proxy.settings import Settings
+
+from ..runner import Context
+from ..settings import CompilerSettings
+
+
+def add_llm_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("compiler LLM and budget")
+    g.add_argument("--base-url", help="OpenAI-compatible base URL (…/v1); default: the upstream")
+    g.add_argument("--model", help="model name sent to that endpoint")
+    g.add_argument("--api-key", help="API key for that endpoint")
+    g.add_argument("--local-model", action="store_true", help="start the embedded local model and use it")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--max-calls", type=int, dest="max_llm_calls", help="LLM call budget of one round")
+    g.add_argument("--max-tokens", type=int, help="token budget of one round")
+    g.add_argument("--label", dest="publish_label", choices=["candidate", "production"])
+    g.add_argument("--gate-margin", type=float)
+    g.add_argument("--gate-regenerate", action="store_true", default=None,
+                   help="also regenerate held-out answers under both specs (Wilson bound)")  # fmt: skip
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--format", dest="spec_format", choices=["persona", "rules"])
+    g.add_argument("--passes", type=int, dest="proposal_passes")
+    g.add_argument("--validation-pairs", type=int)
+    g.add_argument("--gate-pairs", type=int)
+    g.add_argument("--no-cache", action="store_true", help="do not read or write the LLM response cache")
+    g.add_argument("--specs-dir", type=Path)
+    g.add_argument("--data-dir", type=Path)
+    g.add_argument("-v", "--verbose", action="store_true")
+
+
+OVERRIDES = ("base_url", "model", "seed", "max_llm_calls", "max_tokens", "publish_label", "gate_margin",
+             "gate_regenerate", "top_k", "spec_format", "proposal_passes", "validation_pairs", "gate_pairs")  # fmt: skip
+
+
+def build_settings(args: argparse.Namespace) -> tuple[Settings, CompilerSettings]:
+    base: dict[str, Any] = {}
+    if getattr(args, "specs_dir", None):
+        base["specs_dir"] = args.specs_dir
+    if getattr(args, "data_dir", None):
+        base["data_dir"] = args.data_dir
+    settings = Settings(**base)
+    update = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k, None) is not None}
+    if getattr(args, "api_key", None):
+        update["api_key"] = SecretStr(args.api_key)
+    compiler = CompilerSettings().model_copy(update=update)
+    return settings, compiler
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per LLM call is noise
+
+
+@contextlib.contextmanager
+def local_model(settings: Settings, compiler: CompilerSettings, enabled: bool) -> Iterator[CompilerSettings]:
+    """Start the embedded model for the duration of the command, if asked to."""
+    if not enabled:
+        yield compiler
+        return
+    from proxy.local_model import LocalModelSupervisor
+
+    supervisor = LocalModelSupervisor(
+        settings.local_model, settings.model_cache_dir, threads=settings.local_model_threads,
+        ctx=settings.local_model_ctx, parallel=settings.local_model_parallel,
+    )  # fmt: skip
+    base_url = supervisor.start()
+    try:
+        yield compiler.model_copy(update={"base_url": base_url, "model": settings.local_model})
+    finally:
+        supervisor.stop()
+
+
+@contextlib.asynccontextmanager
+async def context(settings: Settings, compiler: CompilerSettings, *, with_ledger: bool,
+                  use_cache: bool = True) -> AsyncIterator[Context]:  # fmt: skip
+    registry = open_registry(settings)
+    await registry.start()
+    ledger = open_ledger(settings) if with_ledger else None
+    try:
+        if ledger is not None:
+            await ledger.start()
+        yield Context(settings, compiler, registry, ledger, use_cache=use_cache)
+    finally:
+        if ledger is not None:
+            await ledger.close()
+        await registry.close()

@@ -1,0 +1,94 @@
+"""`speclearn compile NAME`: one compile round, printed as it goes.
+
+Prints the projected LLM calls and tokens first (`--dry-run` stops there), progress on stderr,
+then the principles with their evidence, the gate's numbers and the diff; publishes unless the
+gate fails (`--force` publishes anyway and says so in the front matter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import orjson
+
+from .. import report
+from ..errors import CompilerError, RoundBusy
+from ..pairs_file import dataset_from_pairs
+from ..pipeline import RoundResult
+from ..runner import compile_spec
+from .common import add_llm_options, build_settings, context, local_model, setup_logging
+
+EXIT = {"published": 0, "skipped": 0, "gate_failed": 3, "error": 1}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="spec name (a folder under specs/)")
+    parser.add_argument(
+        "--pairs", help="bootstrap from a pairs file (CSV text_a,text_b,preferred_text or JSONL prompt,chosen,rejected)"
+    )
+    parser.add_argument("--instruction", help="the person's instruction, stored if the spec has none yet")
+    parser.add_argument("--dry-run", action="store_true", help="print the projected cost and stop")
+    parser.add_argument("--force", action="store_true", help="publish even if the gate fails")
+    parser.add_argument("--no-publish", action="store_true", help="run the round, publish nothing")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    add_llm_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    try:
+        return asyncio.run(_run(args))
+    except RoundBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 75
+    except CompilerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _run(args: argparse.Namespace) -> int:
+    settings, compiler = build_settings(args)
+    with local_model(settings, compiler, args.local_model and not args.dry_run) as compiler:
+        async with context(settings, compiler, with_ledger=not args.pairs, use_cache=not args.no_cache) as ctx:
+            if args.instruction:
+                state = ctx.registry.snapshot.specs.get(args.name)
+                if state is None or not state.instruction:
+                    await ctx.registry.set_instruction(args.name, args.instruction.strip() + "\n")
+            dataset = dataset_from_pairs(args.pairs, compiler.holdout_fraction, compiler.seed) if args.pairs else None
+
+            def prepared(r: RoundResult) -> None:
+                out = sys.stderr if args.json else sys.stdout  # --json: stdout holds the JSON only
+                print(f"spec {args.name}: {r.dataset}", file=out, flush=True)
+                print(
+                    report.projection(r.projection, compiler.max_llm_calls, compiler.max_tokens), file=out, flush=True
+                )
+
+            result = await compile_spec(
+                ctx, args.name, dataset=dataset, dry_run=args.dry_run, force=args.force,
+                publish_result=not args.no_publish, progress=lambda m: print(m, file=sys.stderr, flush=True),
+                on_prepared=prepared, record_state=not args.pairs,
+            )  # fmt: skip
+    if args.json:
+        print(orjson.dumps(to_json(result), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(report.summary(result))
+    return EXIT.get(result.result, 1)
+
+
+def to_json(r: RoundResult) -> dict:
+    return {
+        "spec": r.spec,
+        "result": r.result,
+        "reason": r.reason,
+        "version": r.version.version if r.version else None,
+        "parent": r.current.version if r.current else None,
+        "projection": {"calls": r.projection.calls, "tokens": r.projection.tokens} if r.projection else None,
+        "principles": [p.to_meta() for p in r.candidates],
+        "gate": r.gate.to_meta() if r.gate else None,
+        "cost": r.cost,
+        "dataset": r.dataset,
+        "text": r.candidate_text,
+        "diff": r.diff,
+    }

@@ -1,0 +1,23 @@
+"""The compiler's exceptions, one hierarchy so callers catch by meaning."""
+
+from __future__ import annotations
+
+
+class CompilerError(Exception):
+    """Anything that ends a compile round without publishing."""
+
+
+class BudgetExceeded(CompilerError):
+    """The round's LLM call or token budget is spent; the round stops cleanly, nothing is published."""
+
+
+class LLMError(CompilerError):
+    """The compiler's LLM could not be reached or answered badly after retries."""
+
+
+class NotEnoughFeedback(CompilerError):
+    """Too little feedback (or held-out feedback) to learn or to judge anything."""
+
+
+class RoundBusy(CompilerError):
+    """Another round for the same spec holds the lock."""

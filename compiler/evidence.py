@@ -1,0 +1,289 @@
+"""Measured evidence: general properties that separate preferred from rejected answers.
+
+A small model is a weak proposer, so proposals are grounded in what can be counted: length,
+list format, language, a closing question, the words answers start with, phrases that appear
+only in rejected answers, and what down-vote comments complain about. Each property becomes a
+candidate principle with a `Check` only when it separates the training contrasts clearly; it
+then goes through the same held-out validation as every other principle.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .dataset import Example, Pair, Split, normalize
+from .principle import LANGUAGE_NAMES, STOPWORDS, Check, Principle, language, word_count
+
+ALL_STOPWORDS = frozenset().union(*STOPWORDS.values()) | frozenset(
+    "it's i'm you're we they he she my me our us so do if or but at by from was were will would could".split()
+)
+
+# what down-vote comments complain about -> a principle (with a check when one is measurable)
+COMMENT_THEMES: dict[str, tuple[tuple[str, ...], str]] = {
+    "length": (("long", "verbose", "wordy", "shorter", "concise", "rambl", "too much", "brief"), ""),
+    "language": (("english", "french", "german", "spanish", "italian", "portuguese", "language"), ""),
+    "tone": (
+        ("rude", "reluctant", "sarcas", "condescend", "impolite", "dismissive", "lazy", "unhelpful", "attitude"),
+        "Be warm, polite and willing to help; never sound reluctant or dismissive.",
+    ),
+    "accuracy": (
+        ("wrong", "incorrect", "false", "made up", "hallucinat", "not true", "inaccurate", "fake"),
+        "Answer accurately and factually; never invent facts.",
+    ),
+    "format": (("list", "bullet", "format", "markdown"), ""),
+}
+
+
+def measure(check: Check, contrasts: Sequence[Pair]) -> tuple[int, int]:
+    """(relevant, agree): pairs where the check passes one answer only, and of those, the
+    ones where it passes the preferred one."""
+    relevant = agree = 0
+    for p in contrasts:
+        a, b = check.test(p.chosen.response), check.test(p.rejected.response)
+        if a != b:
+            relevant += 1
+            agree += a
+    return relevant, agree
+
+
+def check_text(check: Check, display: str = "") -> str:
+    k, arg = check.kind, check.arg
+    if k == "max_words" and int(arg) <= 30:
+        # measured on the 0.5B model: "one short sentence" is obeyed 8/8, a bare word count 2/8
+        return f"Answer in one short sentence of at most {arg} words."
+    return {
+        "max_words": f"Keep every answer to at most {arg} words.",
+        "min_words": f"Give complete answers of at least {arg} words.",
+        "list": "Format answers as a bulleted list.",
+        "no_list": "Write every answer as one short paragraph, never as a list.",
+        "question": "End your answer with a question that invites the user to continue.",
+        "no_question": "Do not end your answer with a question.",
+        "language": f"Always answer in {LANGUAGE_NAMES.get(arg, arg)}.",
+        "forbid": f'Never use the phrase "{display or arg}".',
+        "starts_with": f'Begin your answer with "{display or arg}".',
+    }[k]
+
+
+_TEXT_CHECKS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], Check]], ...] = (
+    (re.compile(r"\b(?:at most|no more than|under|fewer than|maximum of)\s+(\d+)\s+words", re.I),
+     lambda m: Check("max_words", m.group(1))),
+    (re.compile(r"\bat least\s+(\d+)\s+words", re.I), lambda m: Check("min_words", m.group(1))),
+    (re.compile(r"\b(?:never|do not|don't|avoid)\b[^.\n\"]*?\"([^\"]+)\"", re.I),
+     lambda m: Check("forbid", normalize(m.group(1)))),
+    (re.compile(r"\b(?:begin|start)\w*\b[^.\n\"]*?with\s+\"([^\"]+)\"", re.I),
+     lambda m: Check("starts_with", normalize(m.group(1)))),
+    (re.compile(r"\bend\w*\b[^.\n]*?with a (?:follow-up )?question", re.I), lambda m: Check("question")),
+    (re.compile(r"\b(?:answer|respond|reply|write)\w*\s+(?:only\s+|always\s+)?in\s+(English|French|German|Spanish|Italian|Portuguese)\b", re.I),
+     lambda m: Check("language", {v: k for k, v in LANGUAGE_NAMES.items()}[m.group(1).capitalize()])),
+    (
+        re.compile(r"\bwithout (?:bullet(?:ed)? )?lists?\b|\bnever as a list\b|\b(?:no|avoid|never use|do not use|don't use) "
+                   r"(?:bullet(?:ed)?|numbered)? ?(?:points|lists?)\b", re.I),
+        lambda m: Check("no_list"),
+    ),  # fmt: skip
+    (re.compile(r"\b(?:as|use) a (?:bulleted|numbered) list\b", re.I), lambda m: Check("list")),
+)  # fmt: skip
+
+
+def checks_from_text(text: str) -> list[Check]:
+    """The checkable rules a spec states in words ("at most 40 words", never "X", ...), so any
+    spec — hand-written or compiled, paragraph or list — can be scored on held-out pairs."""
+    found: list[Check] = []
+    for pattern, make in _TEXT_CHECKS:
+        for m in pattern.finditer(text):
+            check = make(m)
+            if check.arg or check.kind in ("question", "no_list", "list"):
+                if check not in found:
+                    found.append(check)
+    return found
+
+
+def _ngrams(text: str, n_max: int = 3) -> set[str]:
+    words = normalize(text).split()
+    out = set()
+    for n in range(1, n_max + 1):
+        for i in range(len(words) - n + 1):
+            gram = words[i : i + n]
+            if all(w in ALL_STOPWORDS for w in gram) or (n == 1 and len(gram[0]) < 3):
+                continue
+            out.add(" ".join(gram))
+    return out
+
+
+def _display(phrase: str, examples: Sequence[Example]) -> str:
+    """The phrase as a user saw it (original casing), found in one of the answers."""
+    pattern = re.compile(r"\b" + r"\W+".join(map(re.escape, phrase.split())) + r"\b", re.I)
+    for e in examples:
+        if m := pattern.search(e.response):
+            return m.group(0)
+    return phrase
+
+
+def _length_checks(contrasts: Sequence[Pair]) -> list[Check]:
+    chosen = sorted(word_count(p.chosen.response) for p in contrasts)
+    rejected = sorted(word_count(p.rejected.response) for p in contrasts)
+    if not chosen:
+        return []
+
+    def quantile(xs: list[int], q: float) -> int:
+        return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+    step = 5 if quantile(chosen, 0.8) < 50 else 10
+    upper = math.ceil(quantile(chosen, 0.8) / step) * step
+    lower = max(step, (quantile(chosen, 0.2) // step) * step)
+    checks = [Check("max_words", str(max(upper, step)))]
+    if lower > quantile(rejected, 0.5):
+        checks.append(Check("min_words", str(lower)))
+    return checks
+
+
+def _phrase_checks(contrasts: Sequence[Pair], min_support: int, limit: int) -> list[tuple[Check, str]]:
+    """Phrases in at least `min_support` rejected answers and (almost) no preferred one."""
+    in_rejected: dict[str, set[str]] = defaultdict(set)
+    in_chosen: Counter[str] = Counter()
+    seen_chosen: set[str] = set()
+    seen_rejected: set[str] = set()
+    for p in contrasts:
+        if p.chosen.id not in seen_chosen:
+            seen_chosen.add(p.chosen.id)
+            in_chosen.update(_ngrams(p.chosen.response))
+        if p.rejected.id not in seen_rejected:
+            seen_rejected.add(p.rejected.id)
+            for g in _ngrams(p.rejected.response):
+                in_rejected[g].add(p.rejected.id)
+    ranked = sorted(
+        ((g, ids) for g, ids in in_rejected.items() if len(ids) >= min_support and in_chosen[g] * 5 <= len(ids)),
+        key=lambda t: (-len(t[1]), t[0].split()[-1] in ALL_STOPWORDS, {2: 0, 1: 1, 3: 2}[len(t[0].split())], t[0]),
+    )
+    rejected_examples = [p.rejected for p in contrasts]
+    picked: list[tuple[Check, str]] = []
+    covered: list[set[str]] = []
+    for g, ids in ranked:
+        if any(ids <= c for c in covered):
+            continue  # a sub- or super-phrase of one already picked, same answers
+        covered.append(ids)
+        picked.append((Check("forbid", g), _display(g, rejected_examples)))
+        if len(picked) >= limit:
+            break
+    return picked
+
+
+def _start_checks(contrasts: Sequence[Pair], min_support: int) -> list[tuple[Check, str]]:
+    starts: Counter[str] = Counter()
+    rejected_starts: Counter[str] = Counter()
+    for p in contrasts:
+        for n in (1, 2):
+            words = normalize(p.chosen.response).split()[:n]
+            if len(words) == n and not all(w in ALL_STOPWORDS for w in words):
+                starts[" ".join(words)] += 1
+            rwords = normalize(p.rejected.response).split()[:n]
+            rejected_starts[" ".join(rwords)] += 1
+    echoes = {normalize(p.chosen.prompt) for p in contrasts}
+    out: list[tuple[Check, str]] = []
+    for phrase, count in sorted(starts.items(), key=lambda t: (-t[1], len(t[0].split()), t[0]))[:3]:
+        if any(phrase.startswith(c.arg) or c.arg.startswith(phrase) for c, _ in out):
+            continue  # "sure" and "sure here": one opening, said once
+        words = [w for w in phrase.split() if w not in ALL_STOPWORDS]
+        if all(any(f" {w} " in f" {q} " for q in echoes) for w in words):
+            continue  # an echo of the question ("The capital ..."), not a way of answering
+        if count >= max(min_support, len(contrasts) // 4) and rejected_starts[phrase] * 5 <= count:
+            out.append((Check("starts_with", phrase), _display(phrase, [p.chosen for p in contrasts])))
+    return out
+
+
+def comment_themes(examples: Sequence[Example]) -> dict[str, list[str]]:
+    """Down-vote comments grouped by what they complain about."""
+    themes: dict[str, list[str]] = defaultdict(list)
+    for e in examples:
+        if e.up or not e.comment:
+            continue
+        low = e.comment.lower()
+        for theme, (keywords, _) in COMMENT_THEMES.items():
+            if any(k in low for k in keywords):
+                themes[theme].append(e.comment.strip())
+    return dict(themes)
+
+
+THEME_OF_CHECK = {"max_words": "length", "min_words": "length", "language": "language", "list": "format",
+                  "no_list": "format"}  # fmt: skip
+
+
+def _explain_away(
+    strong: list[tuple[Check, str, set[str], dict[str, Any]]], rows: dict[str, dict[str, Any]]
+) -> list[Principle]:
+    """Forward selection, general properties first, then the strongest: a property whose
+    agreeing pairs (90%+) the chosen ones already explain adds nothing but noise to the spec
+    ("never say 'help'" when the disliked answers are simply the long ones), so it is left out
+    and the report says why."""
+    chosen: list[Principle] = []
+    explained: set[str] = set()
+    phrase = {"forbid", "starts_with"}  # phrases are bound to topics; length, format are not
+    order = sorted(strong, key=lambda t: (t[0].kind in phrase, -len(t[2]), str(t[0])))
+    for check, display, agreeing, ev in order:
+        if chosen and agreeing and len(agreeing & explained) >= 0.9 * len(agreeing):
+            rows[str(check)]["candidate"] = False
+            rows[str(check)]["explained_by"] = [str(p.check) for p in chosen]
+            continue
+        explained |= agreeing
+        chosen.append(Principle(check_text(check, display), "evidence", check, evidence=ev))
+    return chosen
+
+
+def find_evidence(
+    split: Split, *, min_support: int = 3, min_accuracy: float = 0.75, max_phrases: int = 3
+) -> tuple[list[Principle], dict[str, Any]]:
+    """Candidate principles from measured properties of the training contrasts, and a report of
+    every property measured (kept or not) for the round's printout and front matter."""
+    contrasts = split.contrasts()
+    examples = split.examples
+    down_comments = comment_themes(examples)
+    candidates: list[tuple[Check, str]] = [(c, "") for c in _length_checks(contrasts)]
+    candidates += [(Check(k), "") for k in ("list", "no_list", "question", "no_question")]
+    languages = Counter(language(p.chosen.response) for p in contrasts)
+    languages.pop("unknown", None)
+    languages.pop("other", None)
+    if languages:
+        candidates.append((Check("language", languages.most_common(1)[0][0]), ""))
+    candidates += _start_checks(contrasts, min_support)
+    candidates += _phrase_checks(contrasts, min_support, max_phrases)
+
+    measured: list[dict[str, Any]] = []
+    strong: list[tuple[Check, str, set[str], dict[str, Any]]] = []
+    needed = max(min_support, math.ceil(0.1 * len(contrasts)))
+    for check, display in candidates:
+        agreeing = {p.id for p in contrasts if check.test(p.chosen.response) and not check.test(p.rejected.response)}
+        relevant, agree = measure(check, contrasts)
+        accuracy = agree / relevant if relevant else 0.0
+        theme = THEME_OF_CHECK.get(check.kind)
+        comments = down_comments.get(theme, []) if theme else []
+        row = {"check": str(check), "relevant": relevant, "agree": agree, "accuracy": round(accuracy, 3)}
+        # comments lower the bar: users said it in words, the numbers only need to agree
+        bar = max(2, min_support - 1) if comments else needed
+        row["candidate"] = relevant >= bar and accuracy >= min_accuracy
+        measured.append(row)
+        if row["candidate"]:
+            ev: dict[str, Any] = {"train_relevant": relevant, "train_agree": agree, "train_contrasts": len(contrasts)}
+            if comments:
+                ev["comments"] = list(dict.fromkeys(comments))[:3]
+            strong.append((check, display, agreeing, ev))
+    principles = _explain_away(strong, {row["check"]: row for row in measured})
+    for theme, comments in down_comments.items():
+        text = COMMENT_THEMES[theme][1]
+        if text and len(comments) >= 2:
+            principles.append(
+                Principle(
+                    text,
+                    "comment",
+                    None,
+                    evidence={"comments": list(dict.fromkeys(comments))[:3], "count": len(comments)},
+                )
+            )
+    report = {
+        "contrasts": len(contrasts),
+        "measured": measured,
+        "comment_themes": {k: len(v) for k, v in down_comments.items()},
+    }
+    return principles, report

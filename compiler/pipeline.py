@@ -1,0 +1,346 @@
+"""One compile round: collect -> evidence -> propose -> compress -> validate -> synthesize ->
+gate -> publish, within a budget projected (and printed) before the first LLM call.
+
+`Round.prepare()` does everything that costs nothing (dataset checks, evidence, the current
+spec's rules, the plan and its projected cost), so `--dry-run` stops there; `Round.run()` spends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from proxy.registry import Registry, SpecVersion
+
+from . import prompts
+from .compress import compress, shortlist
+from .dataset import Dataset, Pair
+from .errors import CompilerError, NotEnoughFeedback
+from .evidence import find_evidence
+from .gate import GateResult, run_gate
+from .judge import Judge, calibrate
+from .llm import LLMClient, estimate_tokens
+from .principle import Principle
+from .propose import current_principles, propose_llm, sample_pairs
+from .publish import build_meta, diff, publish
+from .settings import CompilerSettings
+from .synthesize import Synthesis, synthesize
+from .validate import Selection, calibration_items, select, validate
+
+log = logging.getLogger("speclearn.compiler")
+Progress = Callable[[str], None]
+SPEC_TOKENS = 450  # a 300-word spec, for projections
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of the method a round runs; shrunk to fit the budget."""
+
+    passes: int
+    sample: int
+    max_candidates: int
+    validation_pairs: int
+    gate_pairs: int
+
+    @classmethod
+    def from_settings(cls, s: CompilerSettings) -> Plan:
+        return cls(s.proposal_passes, s.proposal_sample, s.max_candidates, s.validation_pairs, s.gate_pairs)
+
+
+@dataclass
+class Projection:
+    calls: int
+    tokens: int
+    stages: dict[str, tuple[int, int]]
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{k} {c} calls/{t} tok" for k, (c, t) in self.stages.items() if c)
+        return f"at most {self.calls} LLM calls, ~{self.tokens} tokens ({parts or 'no LLM calls'})"
+
+
+@dataclass
+class RoundResult:
+    spec: str
+    result: str  # published | gate_failed | skipped | error
+    reason: str = ""
+    error: BaseException | None = None
+    current: SpecVersion | None = None
+    version: SpecVersion | None = None
+    candidate_text: str | None = None
+    candidates: list[Principle] = field(default_factory=list)
+    selection: Selection | None = None
+    synthesis: Synthesis | None = None
+    gate: GateResult | None = None
+    calibration: dict[str, Any] | None = None
+    diff: str = ""
+    projection: Projection | None = None
+    plan: Plan | None = None
+    cost: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, int] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    window: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def split_heldout(contrasts: list[Pair], min_each: int) -> tuple[list[Pair], list[Pair], bool]:
+    """Validation and gate pairs: disjoint halves when there are enough, so the gate does not
+    re-use the pairs that selected the principles; else both use all (and say so)."""
+    if len(contrasts) >= 4 * max(2, min_each):
+        return contrasts[0::2], contrasts[1::2], False
+    return contrasts, contrasts, True
+
+
+class Round:
+    def __init__(
+        self,
+        name: str,
+        dataset: Dataset,
+        *,
+        registry: Registry,
+        llm: LLMClient,
+        settings: CompilerSettings,
+        label: str | None = None,
+        instruction: str | None = None,
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> None:
+        self.name, self.dataset, self.registry, self.llm, self.s = name, dataset, registry, llm, settings
+        self.label = label or settings.publish_label
+        self.instruction_override = instruction
+        self.force = force
+        self.say: Progress = progress or (lambda msg: log.info("%s: %s", name, msg))
+        self.result = RoundResult(name, "skipped")
+        self.judge = Judge(llm, settings.judge_max_tokens)
+        self._started = time.monotonic()
+
+    # -- free: no LLM calls --------------------------------------------------------------------
+    async def prepare(self) -> RoundResult:
+        r = self.result
+        await self.registry.refresh()
+        state = self.registry.snapshot.specs.get(self.name)
+        self.instruction = (self.instruction_override or (state.instruction if state else None) or "").strip()
+        self.current = state.resolve(None) if state is not None and state.versions else None
+        r.current, r.window, r.dataset = self.current, self.dataset.window, self.dataset.summary()
+        self.train = self.dataset.train.contrasts()
+        held = self.dataset.heldout.contrasts()
+        if not self.train or len(held) < self.s.min_heldout_pairs:
+            raise NotEnoughFeedback(
+                f"need training pairs and >= {self.s.min_heldout_pairs} held-out pairs; "
+                f"have {len(self.train)} and {len(held)} (ups and downs pair up as contrasts)"
+            )
+        self.val_pairs, self.gate_pairs, overlap = split_heldout(held, self.s.min_heldout_pairs)
+        r.dataset["gate_overlaps_validation"] = int(overlap)
+        self.evidence_principles, r.evidence = find_evidence(self.dataset.train)
+        self.current_principles = current_principles(self.current, self.instruction)
+        self.complaints = [e.comment for e in self.dataset.train.examples if not e.up and e.comment]
+        self.plan = r.plan = self._fit(Plan.from_settings(self.s))
+        r.projection = self.project(self.plan)
+        return r
+
+    def project(self, plan: Plan) -> Projection:
+        """An upper bound of the round's LLM calls and tokens, stage by stage."""
+        s = self.s
+        stages: dict[str, tuple[int, int]] = {}
+        sample = sample_pairs(self.train, plan.sample, s.seed)
+        passes = min(plan.passes, len(sample))
+        if passes:
+            rules = [p.text for p in self.current_principles]
+            prompt = estimate_tokens(
+                prompts.propose(self.instruction, rules, sample, self.complaints[:5], 5)[0]["content"]
+            )
+            stages["propose"] = (passes, prompt + passes * (200 + s.propose_max_tokens))
+            stages["compress"] = (passes * 2, passes * 2 * 120)
+        pair = max(
+            (estimate_tokens(prompts.judge_rule("", p.chosen, p.rejected)[0]["content"]) for p in self.val_pairs),
+            default=200,
+        )
+        judge_call = pair + 30 + s.judge_max_tokens
+        n_cal = min(s.calibration_pairs, len(self.val_pairs) * 2)
+        stages["calibrate"] = (n_cal * 2, n_cal * 2 * judge_call)
+        judged = min(plan.max_candidates, len(self.current_principles) + 2 + passes * 5)
+        n_val = min(plan.validation_pairs, len(self.val_pairs))
+        stages["validate"] = (judged * n_val * 2, judged * n_val * 2 * judge_call)
+        if s.spec_format == "persona":
+            stages["synthesize"] = (1, 400 + s.synth_max_tokens)
+        n_gate = min(plan.gate_pairs, len(self.gate_pairs))
+        stages["gate"] = (n_gate * 4, n_gate * 4 * (judge_call + SPEC_TOKENS))
+        if s.gate_regenerate:
+            per_pair = 2 * (SPEC_TOKENS + s.answer_max_tokens) + 2 * (pair + 2 * s.answer_max_tokens)
+            stages["regenerate"] = (n_gate * 4, n_gate * per_pair)
+        return Projection(sum(c for c, _ in stages.values()), sum(t for _, t in stages.values()), stages)
+
+    def _fit(self, plan: Plan) -> Plan:
+        """Shrink validation, then the gate sample, then the candidate count, then the passes
+        until the projection fits the budget; the budget still stops the round if it was wrong."""
+        b = self.llm.budget
+        calls, tokens = b.max_calls - b.calls, b.max_tokens - b.tokens
+        for _ in range(200):
+            proj = self.project(plan)
+            if proj.calls <= calls and proj.tokens <= tokens:
+                break
+            if plan.validation_pairs > 4:
+                plan = replace(plan, validation_pairs=plan.validation_pairs - 1)
+            elif plan.gate_pairs > 4:
+                plan = replace(plan, gate_pairs=plan.gate_pairs - 1)
+            elif plan.max_candidates > 2:
+                plan = replace(plan, max_candidates=plan.max_candidates - 1)
+            elif plan.passes > 1:
+                plan = replace(plan, passes=plan.passes - 1)
+            else:
+                break
+        return plan
+
+    # -- spends the budget, one method per stage of the method ------------------------------------
+    async def run(self, *, publish_result: bool = True) -> RoundResult:
+        r = self.result
+        self.say(
+            f"evidence: {len(self.evidence_principles)} measured candidate(s) from {r.evidence['contrasts']} contrasts"
+        )
+        self.say(f"current spec: {len(self.current_principles)} rule(s)"
+                 + (f" from {self.current.ref}" if self.current else " (none yet)"))  # fmt: skip
+        candidates = await self.compress(await self.propose())
+        sel = r.selection = await self.validate(candidates)
+        if not sel.kept:
+            return self._finish("skipped", "no principle validated on held-out feedback")
+        if self.current is not None and not sel.dropped and all(p.source == "current" for p in sel.kept):
+            return self._finish("skipped", "held-out feedback supports the current rules; nothing new to publish")
+        text = await self.synthesize(sel.kept)
+        gate = await self.gate(text)
+        if not gate.passed and not self.force:
+            return self._finish("gate_failed", gate.reason)
+        if not publish_result:
+            return self._finish("skipped", "not published (--no-publish)")
+        await self.publish(text, sel, gate)
+        return self._finish("published", "forced past the gate" if not gate.passed else "")
+
+    async def propose(self) -> list[Principle]:
+        found = await propose_llm(
+            self.llm, self.instruction, self.current_principles, self.train, self.complaints,
+            passes=self.plan.passes, sample=self.plan.sample, max_tokens=self.s.propose_max_tokens,
+            temperature=self.s.propose_temperature, seed=self.s.seed,
+            on_pass=lambda i, n: self.say(f"propose: pass {i}/{n}"),
+        )  # fmt: skip
+        self.say(f"propose: {len(found)} rule(s) from the LLM")
+        return [*self.current_principles, *self.evidence_principles, *found]
+
+    async def compress(self, pool: list[Principle]) -> list[Principle]:
+        merged = await compress(pool, threshold=self.s.similarity, llm=self.llm)
+        candidates = self.result.candidates = shortlist(merged, self.plan.max_candidates)
+        self.say(f"compress: {len(pool)} -> {len(merged)} principle(s); validating {len(candidates)}")
+        return candidates
+
+    async def validate(self, candidates: list[Principle]) -> Selection:
+        done = 0
+
+        def report(p: Principle) -> None:
+            nonlocal done
+            done += 1
+            acc = "n/a" if p.accuracy is None else f"{p.accuracy:.2f}"
+            self.say(
+                f"validate {done}/{len(candidates)}: {p.text[:60]!r} ({p.method}) acc={acc} prev={p.prevalence:.2f}"
+            )
+
+        self.judge_ok = await self.calibrate(candidates)
+        await validate(candidates, self.val_pairs, self.judge, max_pairs=self.plan.validation_pairs,
+                       judge_ok=self.judge_ok, on_done=report)  # fmt: skip
+        s = self.s
+        return select(candidates, top_k=s.top_k, min_accuracy=s.min_accuracy, min_prevalence=s.min_prevalence)
+
+    async def calibrate(self, candidates: list[Principle]) -> bool:
+        """Trust the judge only if it agrees with checkable rules where the answer is known.
+        Without checkable rules there is nothing to calibrate against: trusted."""
+        items = calibration_items(candidates, self.val_pairs, self.s.calibration_pairs)
+        if not items or all(p.check is not None for p in candidates) or self.s.calibration_pairs <= 0:
+            return True
+        agree, n = await calibrate(self.judge, items)
+        ok = agree / n >= self.s.judge_min_agreement
+        self.result.calibration = {"agree": agree, "items": n, "trusted": ok}
+        verdict = "trusted" if ok else "NOT trusted: rules without a check stay unvalidated, the gate uses checks"
+        self.say(f"judge calibration: {agree}/{n} known answers right -> {verdict}")
+        return ok
+
+    async def synthesize(self, kept: list[Principle]) -> str:
+        r, s = self.result, self.s
+        synth = r.synthesis = await synthesize(self.instruction, kept, self.llm, fmt=s.spec_format,
+                                               max_tokens=s.synth_max_tokens)  # fmt: skip
+        r.candidate_text = synth.text
+        base = self.current.ref if self.current else "instruction"
+        r.diff = diff(self.current_text, synth.text, base, "candidate")
+        repairs = f", {len(synth.repairs)} repair(s)" if synth.repairs else ""
+        self.say(f"synthesize: {len(synth.text.split())} words ({synth.method}{repairs})")
+        return synth.text
+
+    @property
+    def current_text(self) -> str:
+        """What the candidate competes with: the current version, or the bare instruction."""
+        return self.current.text if self.current else self.instruction
+
+    async def gate(self, text: str) -> GateResult:
+        s = self.s
+        pairs = self.gate_pairs[: self.plan.gate_pairs]
+        self.say(
+            f"gate: {len(pairs)} held-out pair(s), candidate vs {self.current.ref if self.current else 'instruction'}"
+        )
+        gate = self.result.gate = await run_gate(
+            self.judge, text, self.current_text, pairs, margin=s.gate_margin, use_judge=self.judge_ok,
+            regenerate=s.gate_regenerate, answer_max_tokens=s.answer_max_tokens,
+        )  # fmt: skip
+        gate.judge_calibration = self.result.calibration
+        outcome = "pass" if gate.passed else "FAIL"
+        self.say(f"gate: candidate {gate.candidate_accuracy:.3f} vs current {gate.current_accuracy:.3f} -> {outcome}")
+        return gate
+
+    async def publish(self, text: str, sel: Selection, gate: GateResult) -> None:
+        r, s = self.result, self.s
+        r.cost = self.cost()
+        assert r.synthesis is not None
+        meta = build_meta(
+            principles=sel.kept, dropped=sel.dropped, window=r.window, dataset=r.dataset,
+            gate=gate.to_meta(), cost=r.cost, seed=s.seed, model=self.llm.model,
+            synthesis={"method": r.synthesis.method, "format": s.spec_format, "repairs": r.synthesis.repairs},
+            evidence={"contrasts": r.evidence.get("contrasts"), "comment_themes": r.evidence.get("comment_themes", {})},
+            forced=not gate.passed,
+        )  # fmt: skip
+        parent = self.current.version if self.current else None
+        r.version = await publish(self.registry, self.name, text, meta, parent=parent, label=self.label)
+        self.say(f"published {r.version.ref} as {self.label}")
+
+    # -- outcome ----------------------------------------------------------------------------------
+    def cost(self) -> dict[str, Any]:
+        return {**self.llm.budget.as_dict(), "seconds": round(time.monotonic() - self._started, 2)}
+
+    def finish_error(self, result: str, exc: BaseException) -> RoundResult:
+        self.result.error = exc
+        return self._finish(result, str(exc))
+
+    def _finish(self, result: str, reason: str) -> RoundResult:
+        self.result.result, self.result.reason = result, reason
+        self.result.cost = self.cost()
+        self.result.seconds = time.monotonic() - self._started
+        return self.result
+
+
+async def run_round(
+    round_: Round,
+    *,
+    dry_run: bool = False,
+    publish_result: bool = True,
+    on_prepared: Callable[[RoundResult], None] | None = None,
+) -> RoundResult:
+    """prepare (+ show the projection) + run, turning the round's expected failures into a
+    result instead of a crash: too little feedback -> skipped; budget spent or LLM down -> error
+    (nothing published)."""
+    try:
+        prepared = await round_.prepare()
+        if on_prepared is not None:
+            on_prepared(prepared)
+        if dry_run:
+            return round_._finish("skipped", "dry run")
+        return await round_.run(publish_result=publish_result)
+    except NotEnoughFeedback as exc:
+        return round_.finish_error("skipped", exc)
+    except CompilerError as exc:
+        return round_.finish_error("error", exc)

@@ -1,0 +1,110 @@
+"""Every prompt the compiler sends, in one place, short enough for a 0.5B model to follow.
+
+Each task starts with a distinctive first line, so a scripted fake LLM in the tests (and a
+person reading logs) can tell the tasks apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .dataset import Example, Pair
+
+ANSWER_CHARS = 500
+QUESTION_CHARS = 300
+Message = dict[str, str]
+
+
+def clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _qa(label: str, ex: Example) -> str:
+    return f"{label}: {clip(ex.response, ANSWER_CHARS)}"
+
+
+def _pair_block(a: Example, b: Example) -> str:
+    if a.prompt.strip() == b.prompt.strip():
+        return f"Question: {clip(a.prompt, QUESTION_CHARS)}\n{_qa('Answer A', a)}\n{_qa('Answer B', b)}"
+    return (
+        f"Question A: {clip(a.prompt, QUESTION_CHARS)}\n{_qa('Answer A', a)}\n"
+        f"Question B: {clip(b.prompt, QUESTION_CHARS)}\n{_qa('Answer B', b)}"
+    )
+
+
+def propose(
+    instruction: str, current: Sequence[str], pairs: Sequence[Pair], complaints: Sequence[str], n_rules: int
+) -> list[Message]:
+    lines = ["TASK: propose rules from user feedback.", f"The assistant's instruction: {instruction or '(none)'}"]
+    if current:
+        lines.append("Its current rules:\n" + "\n".join(f"- {r}" for r in current))
+    lines.append("\nUsers compared answers. For each question, the PREFERRED answer won over the REJECTED one.")
+    for i, p in enumerate(pairs, 1):
+        lines.append(
+            f"\n[{i}] Question: {clip(p.chosen.prompt, QUESTION_CHARS)}\n"
+            f"PREFERRED: {clip(p.chosen.response, ANSWER_CHARS)}\n"
+            f"REJECTED: {clip(p.rejected.response, ANSWER_CHARS)}"
+        )
+    if complaints:
+        lines.append(
+            "\nComplaints users wrote about rejected answers:\n" + "\n".join(f"- {clip(c, 200)}" for c in complaints)
+        )
+    lines.append(
+        f"\nWrite up to {n_rules} general rules that explain why the preferred answers won. "
+        'Each rule is one short imperative sentence for the assistant, like "Keep answers under 50 words." '
+        'Write one rule per line, starting with "- ". Write nothing else.'
+    )
+    return [{"role": "user", "content": "\n".join(lines)}]
+
+
+def merge(rules: Sequence[str]) -> list[Message]:
+    body = "\n".join(f"- {r}" for r in rules)
+    return [{"role": "user", "content": (
+        "TASK: merge rules.\nThese rules say nearly the same thing:\n"
+        f"{body}\nRewrite them as ONE short imperative rule. Reply with the rule only."
+    )}]  # fmt: skip
+
+
+def judge_rule(rule: str, a: Example, b: Example) -> list[Message]:
+    return [{"role": "user", "content": (
+        f"TASK: judge by a rule.\nRule: {rule}\n\n{_pair_block(a, b)}\n\n"
+        "Which answer follows the rule better? Reply with the single letter A or B."
+    )}]  # fmt: skip
+
+
+def judge_spec(spec: str, a: Example, b: Example) -> list[Message]:
+    guidelines = spec.strip() or "(no guidelines: use your own judgment of a good answer)"
+    return [{"role": "user", "content": (
+        f"TASK: judge by guidelines.\nGuidelines for the assistant:\n{guidelines}\n\n{_pair_block(a, b)}\n\n"
+        "Which answer follows the guidelines better? Reply with the single letter A or B."
+    )}]  # fmt: skip
+
+
+def judge_user(liked: Example, disliked: Example, a: str, b: str, question: str) -> list[Message]:
+    return [{"role": "user", "content": (
+        "TASK: predict the user's preference.\n"
+        f"Earlier this user LIKED: {clip(liked.response, ANSWER_CHARS)}\n"
+        f"and DISLIKED: {clip(disliked.response, ANSWER_CHARS)}\n\n"
+        f"Question: {clip(question, QUESTION_CHARS)}\nAnswer A: {clip(a, ANSWER_CHARS)}\n"
+        f"Answer B: {clip(b, ANSWER_CHARS)}\n\n"
+        "Which answer would this user prefer? Reply with the single letter A or B."
+    )}]  # fmt: skip
+
+
+def synthesize(instruction: str, rules: Sequence[str], min_words: int, max_words: int) -> list[Message]:
+    numbered = "\n".join(f"{i}. {r}" for i, r in enumerate(rules, 1))
+    return [{"role": "user", "content": (
+        "TASK: write a persona system prompt.\n"
+        f"Write the system prompt for an AI assistant as ONE paragraph of {min_words} to {max_words} "
+        'words, in the second person ("You are ... You ..."). '
+        f"It must keep this instruction from its owner:\n{instruction or '(none)'}\n\n"
+        f"It must include every one of these rules, most important first:\n{numbered}\n\n"
+        "Do not add rules that are not listed. Reply with the paragraph only."
+    )}]  # fmt: skip
+
+
+def answer(spec: str, question: str) -> list[Message]:
+    """Regenerate an answer under a spec, as the proxy would send it."""
+    msgs: list[Message] = [{"role": "system", "content": spec}] if spec.strip() else []
+    return [*msgs, {"role": "user", "content": question}]

@@ -1,0 +1,128 @@
+"""Propose: candidate principles from three sources, all validated the same way afterwards.
+
+1. the current spec — the starting point; its rules are kept unless held-out feedback
+   contradicts them;
+2. measured evidence (`evidence.py`) — checkable rules, the backbone when the LLM is small;
+3. an LLM that reads the instruction, the current rules and a sample of about 20 pairs over a
+   few passes (a different slice and seed each pass) and writes imperative rules; a rule that
+   states a checkable property carries that check.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Sequence
+
+from proxy.registry import SpecVersion
+
+from . import prompts
+from .dataset import Pair, normalize
+from .evidence import checks_from_text
+from .llm import LLMClient, run_all
+from .principle import Check, Principle
+
+_BULLET_RE = re.compile(r"^\s*(?:[-*•+]|\d+[.)]|rule\s*\d*:)\s*", re.I)
+_SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
+_JUNK = ("preferred", "rejected", "question:", "answer a", "answer b", "here are", "rules:")
+
+
+def parse_rules(text: str) -> list[str]:
+    """One rule per line; drop preambles, fragments and echoes of the prompt."""
+    rules: list[str] = []
+    for line in text.splitlines():
+        if not _BULLET_RE.match(line):
+            continue
+        rule = _BULLET_RE.sub("", line).strip().strip("*` ").strip()
+        if len(rule) > 1 and rule[0] == rule[-1] and rule[0] in "\"'":
+            rule = rule[1:-1].strip()  # the whole rule quoted, not a quoted phrase inside it
+        words = rule.split()
+        if not (3 <= len(words) <= 30) or any(j in rule.lower() for j in _JUNK):
+            continue
+        rule = rule[0].upper() + rule[1:]
+        if rule[-1] not in ".!?":
+            rule += "."
+        if normalize(rule) not in {normalize(r) for r in rules}:
+            rules.append(rule)
+    return rules
+
+
+def checkable(rule: str) -> Check | None:
+    """A proposed rule that states one checkable property ("under 50 words", never "X") is
+    measured like evidence, so even a weak judge's blind spots cost it nothing."""
+    checks = checks_from_text(rule)
+    return checks[0] if len(checks) == 1 else None
+
+
+def split_sentences(text: str) -> list[str]:
+    out = []
+    for block in text.splitlines():
+        block = _BULLET_RE.sub("", block).strip()
+        out += [s.strip() for s in _SENTENCE_RE.split(block) if s.strip()]
+    return out
+
+
+def current_principles(version: SpecVersion | None, instruction: str | None) -> list[Principle]:
+    """The current spec as principles: a compiled version lists them in its front matter; a
+    hand-written one is read sentence by sentence. Sentences of the instruction are left out:
+    the instruction is an invariant, kept verbatim, not a rule to validate."""
+    if version is None:
+        return []
+    listed = version.meta.get("principles")
+    if isinstance(listed, list) and listed:
+        return [
+            Principle.from_meta(m)
+            for m in listed
+            if isinstance(m, dict) and m.get("text") and m.get("status") != "dropped"
+        ]
+    instr = {normalize(s) for s in split_sentences(instruction or "")}
+    return [
+        Principle(s, "current")
+        for s in split_sentences(version.text)
+        if 3 <= len(s.split()) <= 40 and normalize(s) not in instr
+    ]
+
+
+def sample_pairs(contrasts: Sequence[Pair], k: int, seed: int) -> list[Pair]:
+    """Up to k pairs, real pairs (same prompt) before cross pairs, seeded."""
+    rng = random.Random(seed)
+    real = [p for p in contrasts if p.source != "cross"]
+    cross = [p for p in contrasts if p.source == "cross"]
+    rng.shuffle(real)
+    rng.shuffle(cross)
+    return (real + cross)[:k]
+
+
+async def propose_llm(
+    llm: LLMClient,
+    instruction: str,
+    current: Sequence[Principle],
+    contrasts: Sequence[Pair],
+    complaints: Sequence[str],
+    *,
+    passes: int,
+    sample: int,
+    max_tokens: int,
+    temperature: float,
+    seed: int,
+    on_pass: Callable[[int, int], None] | None = None,
+) -> list[Principle]:
+    pairs = sample_pairs(contrasts, sample, seed)
+    if not pairs or passes <= 0:
+        return []
+    passes = min(passes, len(pairs))
+    batches = [pairs[i::passes] for i in range(passes)]
+    current_texts = [p.text for p in current]
+    n_rules = 5
+
+    async def one(i: int, batch: list[Pair]) -> list[Principle]:
+        msgs = prompts.propose(instruction, current_texts, batch, complaints[:5], n_rules)
+        text = await llm.chat(msgs, max_tokens=max_tokens, temperature=temperature, seed=seed + i, stage="propose")
+        if on_pass:
+            on_pass(i + 1, passes)
+        return [
+            Principle(r, "llm", checkable(r), proposed_from=[p.id for p in batch]) for r in parse_rules(text)[:n_rules]
+        ]
+
+    found = await run_all(one(i, b) for i, b in enumerate(batches))
+    return [p for batch in found for p in batch]

@@ -1,0 +1,92 @@
+"""Publish: store the candidate as a new immutable version with its evidence, then move a label.
+
+The registry writes the version file whole (temp file + link) before it moves the label, so a
+crash in between leaves a complete, unlabelled version and the old label in place. The next
+round notices that orphan (same body, by the compiler, no label) and labels it instead of
+writing a duplicate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from collections.abc import Sequence
+from typing import Any
+
+from proxy.registry import Registry, SpecVersion
+from proxy.registry.specfile import body_sha256
+
+from .principle import Principle
+from .propose import split_sentences
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
+
+
+def build_meta(
+    *,
+    principles: Sequence[Principle],
+    dropped: Sequence[Principle],
+    window: dict[str, Any],
+    dataset: dict[str, int],
+    gate: dict[str, Any],
+    cost: dict[str, Any],
+    seed: int,
+    model: str,
+    synthesis: dict[str, Any],
+    evidence: dict[str, Any],
+    forced: bool = False,
+) -> dict[str, Any]:
+    feedback_window = dict(window)
+    for key in ("since", "until"):
+        if isinstance(feedback_window.get(key), (int, float)):
+            feedback_window[f"{key}_iso"] = _iso(feedback_window[key])
+    meta: dict[str, Any] = {
+        "compiler": {"model": model, "seed": seed, "synthesis": synthesis},
+        "feedback_window": feedback_window,
+        "dataset": dataset,
+        "principles": [p.to_meta() for p in principles],
+        "dropped_principles": [p.to_meta() for p in dropped],
+        "evidence": evidence,
+        "gate": gate,
+        "cost": cost,
+    }
+    if forced:
+        meta["forced"] = True
+    return meta
+
+
+def orphan(versions: dict[int, SpecVersion], labels: dict[str, int], text: str) -> SpecVersion | None:
+    """The latest version if it is an unlabelled compiler version with this exact body."""
+    if not versions:
+        return None
+    latest = versions[max(versions)]
+    body = text if text.endswith("\n") else text + "\n"
+    if latest.version in labels.values() or latest.meta.get("author") != "compiler":
+        return None
+    return latest if latest.sha256 == body_sha256(body) else None
+
+
+async def publish(
+    registry: Registry,
+    name: str,
+    text: str,
+    meta: dict[str, Any],
+    *,
+    parent: int | None,
+    label: str,
+) -> SpecVersion:
+    await registry.refresh()
+    state = registry.snapshot.specs.get(name)
+    if state is not None and (found := orphan(state.versions, state.labels, text)) is not None:
+        await registry.set_label(name, label, found.version)
+        return found
+    return await registry.publish(name, text, meta=meta, author="compiler", parent=parent, labels=[label])
+
+
+def diff(old: str, new: str, old_name: str = "current", new_name: str = "candidate") -> str:
+    """A sentence-per-line unified diff: specs are paragraphs, a line diff would show one line."""
+    a = [s + "\n" for s in split_sentences(old)]
+    b = [s + "\n" for s in split_sentences(new)]
+    return "".join(difflib.unified_diff(a, b, old_name, new_name, n=1))

@@ -1,0 +1,86 @@
+"""The human-readable account of a round: what was learned, from what evidence, what the gate
+said and how the spec changes."""
+
+from __future__ import annotations
+
+from .pipeline import Projection, RoundResult
+from .principle import Principle
+
+
+def projection(p: Projection | None, budget_calls: int, budget_tokens: int) -> str:
+    if p is None:
+        return "projection: unavailable"
+    warn = ""
+    if p.calls > budget_calls or p.tokens > budget_tokens:
+        warn = f"  (exceeds the budget of {budget_calls} calls / {budget_tokens} tokens: the round may stop early)"
+    return f"projected cost: {p.describe()}{warn}"
+
+
+def _numbers(p: Principle) -> str:
+    acc = "n/a" if p.accuracy is None else f"{p.accuracy:.2f}"
+    how = {"check": "measured", "judge": "judged", "none": "not validated"}.get(p.method, p.method or "-")
+    return f"support {p.support}/{p.relevant} of {p.n} held-out, accuracy {acc}, prevalence {p.prevalence:.2f}, {how}"
+
+
+def _evidence(p: Principle) -> str:
+    ev = p.evidence
+    parts = []
+    if "train_relevant" in ev:
+        parts.append(f"train {ev['train_agree']}/{ev['train_relevant']}")
+    if ev.get("proposed", 0) > 1:
+        parts.append(f"proposed {ev['proposed']}x")
+    if ev.get("comments"):
+        parts.append("comments: " + " | ".join(repr(c[:60]) for c in ev["comments"][:2]))
+    if p.check:
+        parts.append(f"check {p.check}")
+    return "; ".join(parts)
+
+
+def principles(result: RoundResult) -> str:
+    if not result.candidates:
+        return ""
+    lines = ["principles:"]
+    order = {"added": 0, "kept": 1, "dropped": 2, "rejected": 3}
+    for p in sorted(result.candidates, key=lambda p: (order.get(p.status, 4), -p.score)):
+        lines.append(f"  [{p.status or '?':8}] {p.text}")
+        lines.append(f"             {p.source}; {_numbers(p)}" + (f"; {_evidence(p)}" if _evidence(p) else ""))
+    return "\n".join(lines)
+
+
+def gate(result: RoundResult) -> str:
+    g = result.gate
+    if g is None:
+        return ""
+    what = "judge accuracy" if g.metric == "judge" else "accuracy of the specs' checkable rules"
+    text = (
+        f"gate: {'PASSED' if g.passed else 'FAILED'} - {what} on {g.pairs} held-out pair(s): "
+        f"candidate {g.candidate_accuracy:.3f} ({g.candidate_agree} agree) vs current "
+        f"{g.current_accuracy:.3f} ({g.current_agree} agree), margin {g.margin}"
+    )
+    if g.checks is not None and g.metric == "judge":
+        text += f"\n      checkable rules: candidate {g.checks['candidate']:.3f} vs current {g.checks['current']:.3f}"
+    if g.judge_calibration:
+        c = g.judge_calibration
+        text += f"\n      judge calibration: {c['agree']}/{c['items']} known answers right"
+    if g.win_rate is not None:
+        text += f"\n      regenerated: won {g.wins}, lost {g.losses}, Wilson 95% lower bound {g.wilson_lower:.3f}"
+    return text
+
+
+def summary(result: RoundResult) -> str:
+    parts = [principles(result), gate(result)]
+    if result.diff:
+        parts.append("diff:\n" + result.diff.rstrip())
+    elif result.candidate_text and result.current is None:
+        parts.append("candidate:\n" + result.candidate_text)
+    c = result.cost
+    if c:
+        parts.append(f"cost: {c.get('llm_calls', 0)} LLM calls, {c.get('tokens', 0)} tokens, "
+                     f"{c.get('cached_calls', 0)} cached, {result.seconds:.1f}s")  # fmt: skip
+    outcome = f"result: {result.result}"
+    if result.version is not None:
+        outcome += f" -> {result.version.ref}"
+    if result.reason:
+        outcome += f" ({result.reason})"
+    parts.append(outcome)
+    return "\n\n".join(p for p in parts if p)

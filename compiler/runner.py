@@ -1,0 +1,136 @@
+"""Run one round for one spec the way both the CLI and the sidecar do: take the spec's lock,
+collect the feedback window from the ledger (or take a pairs file), run the pipeline, then
+record the outcome (state file, metrics)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from proxy.ledger import Ledger
+from proxy.registry import Registry
+from proxy.settings import Settings
+
+from . import metrics
+from .dataset import Dataset, build_dataset
+from .errors import CompilerError
+from .llm import Budget, LLMClient
+from .pipeline import Round, RoundResult, run_round
+from .settings import CompilerSettings
+from .state import CompilerState, spec_lock
+
+DAY = 86400.0
+
+
+@dataclass
+class Context:
+    """Everything a round needs from outside, built once per process."""
+
+    settings: Settings
+    compiler: CompilerSettings
+    registry: Registry
+    ledger: Ledger | None = None
+    transport: httpx.AsyncBaseTransport | None = None  # tests: a fake LLM
+    use_cache: bool = True
+
+    @property
+    def state(self) -> CompilerState:
+        return CompilerState(self.compiler.state_dir(self.settings))
+
+    def llm(self, spec: str) -> LLMClient:
+        base_url = self.compiler.resolved_base_url(self.settings)
+        if not base_url:
+            raise CompilerError(
+                "no LLM for the compiler: set --base-url, SPECLEARN_COMPILER_BASE_URL or SPECLEARN_UPSTREAM_URL"
+            )
+        c = self.compiler
+        return LLMClient(
+            base_url, c.model, api_key=c.resolved_api_key(self.settings), seed=c.seed,
+            temperature=c.temperature, budget=Budget(c.max_llm_calls, c.max_tokens),
+            cache_dir=c.resolved_cache_dir(self.settings) if self.use_cache else None,
+            timeout=c.timeout, concurrency=c.concurrency, retries=c.retries,
+            transport=self.transport, on_call=metrics.on_call(spec),
+        )  # fmt: skip
+
+
+async def ledger_dataset(ctx: Context, name: str, now: float | None = None) -> Dataset:
+    assert ctx.ledger is not None
+    now = time.time() if now is None else now
+    since = now - ctx.compiler.window_days * DAY
+    events = await ctx.ledger.feedback_events(spec=name, since=since, until=now)
+    ds = build_dataset(events, holdout_fraction=ctx.compiler.holdout_fraction, max_per_user=ctx.compiler.max_per_user)
+    ds.window["window_start"] = since
+    return ds
+
+
+async def compile_spec(
+    ctx: Context,
+    name: str,
+    *,
+    dataset: Dataset | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    publish_result: bool = True,
+    label: str | None = None,
+    instruction: str | None = None,
+    progress: Callable[[str], None] | None = None,
+    on_prepared: Callable[[RoundResult], None] | None = None,
+    record_state: bool = True,
+) -> RoundResult:
+    """One locked round. Raises RoundBusy if another holds the spec's lock."""
+    started = time.monotonic()
+    with spec_lock(ctx.compiler.state_dir(ctx.settings), name):
+        ds = dataset if dataset is not None else await ledger_dataset(ctx, name)
+        llm = ctx.llm(name) if not dry_run else _offline_llm(ctx)
+        try:
+            round_ = Round(name, ds, registry=ctx.registry, llm=llm, settings=ctx.compiler, label=label,
+                           instruction=instruction, force=force, progress=progress)  # fmt: skip
+            result = await run_round(round_, dry_run=dry_run, publish_result=publish_result, on_prepared=on_prepared)
+        finally:
+            await llm.aclose()
+    if not dry_run:
+        metrics.record_round(name, result.result, time.monotonic() - started, time.time())
+        if result.version is not None:
+            metrics.PUBLISHES.labels(name, label or ctx.compiler.publish_label).inc()
+        if record_state:
+            _record(ctx, name, result)
+    return result
+
+
+def _offline_llm(ctx: Context) -> LLMClient:
+    """A dry run only projects: the real budget (so the plan is fitted as for real), and a
+    transport that refuses every call, so nothing can be spent by mistake."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("a dry run must not call the LLM")
+
+    c = ctx.compiler
+    budget = Budget(c.max_llm_calls, c.max_tokens)
+    return LLMClient("http://dry-run/v1", c.model, budget=budget, transport=httpx.MockTransport(refuse))
+
+
+def _record(ctx: Context, name: str, result: RoundResult) -> dict[str, Any]:
+    prev = ctx.state.get(name)
+    fields: dict[str, Any] = {
+        "last_round_at": time.time(),
+        "last_result": result.result,
+        "last_reason": result.reason[:500],
+    }
+    until = result.window.get("until")
+    if result.result == "error":
+        failures = int(prev.get("failures", 0)) + 1
+        backoff = min(ctx.compiler.interval * 2 ** (failures - 1), ctx.compiler.max_backoff)
+        fields.update(failures=failures, next_attempt=time.time() + backoff)
+    else:
+        fields.update(failures=0, next_attempt=0)
+        if isinstance(until, (int, float)):
+            fields["last_until"] = until
+    if result.gate is not None:
+        fields["last_gate"] = result.gate.to_meta()  # a failed gate publishes nothing: keep its numbers here
+    if result.version is not None:
+        fields["last_published"] = result.version.version
+    return ctx.state.update(name, **fields)

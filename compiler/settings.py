@@ -1,0 +1,88 @@
+"""Compiler configuration: env vars `SPECLEARN_COMPILER_*` (the shared ones come from `proxy.settings`).
+
+Read once at start-up and passed down as plain objects; the pipeline never reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from proxy.settings import Settings
+
+Label = Literal["candidate", "production"]
+SpecFormat = Literal["persona", "rules"]
+
+
+class CompilerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPECLEARN_COMPILER_", extra="ignore")
+
+    # the compiler's LLM: any OpenAI-compatible endpoint, by default the proxy's upstream
+    base_url: str | None = Field(None, description="Base URL ending in /v1; default: SPECLEARN_UPSTREAM_URL")
+    api_key: SecretStr | None = Field(None, description="Default: SPECLEARN_UPSTREAM_API_KEY")
+    model: str = "default"
+    seed: int = 0
+    temperature: float = 0.0
+    propose_temperature: float = 0.7  # diversity across proposal passes; seeded, so reproducible
+    timeout: float = 120.0
+    concurrency: int = 4
+    retries: int = 3
+
+    # budget of one round
+    max_llm_calls: int = 400
+    max_tokens: int = 400_000
+    judge_max_tokens: int = 4
+    propose_max_tokens: int = 256
+    synth_max_tokens: int = 512
+
+    # the method's sizes
+    proposal_passes: int = 3
+    proposal_sample: int = 20  # pairs shown to the proposer over all passes
+    max_candidates: int = 12  # principles that reach validation after compression
+    validation_pairs: int = 12  # held-out pairs each principle is judged on (x2 orders)
+    gate_pairs: int = 16  # held-out pairs the gate judges (x2 orders x2 specs)
+    top_k: int = 8
+    calibration_pairs: int = 6  # (rule, pair) items with a known answer the judge must get right
+    judge_min_agreement: float = 0.67  # below this the judge is not trusted (rules need a check)
+    min_accuracy: float = 0.55
+    min_prevalence: float = 0.1
+    spec_format: SpecFormat = "persona"
+    similarity: float = 0.6  # compress: token-Jaccard/difflib threshold for near-duplicates
+
+    # dataset
+    holdout_fraction: float = 0.3
+    max_per_user: int = 50
+    window_days: float = 30.0
+    min_heldout_pairs: int = 2
+
+    # gate and publish
+    gate_margin: float = 0.0
+    gate_regenerate: bool = False
+    answer_max_tokens: int = 256  # regenerated answers (gate_regenerate)
+    publish_label: Label = "candidate"
+    auto_promote: bool = False  # promote/roll back `candidate` from live thumbs (needs a canary share)
+    promote_min_feedback: int = 50  # thumbs on each of candidate and production before deciding
+
+    # sidecar
+    interval: float = 300.0
+    min_feedback: int = 20
+    max_backoff: float = 3600.0
+    metrics_port: int = 9101
+
+    cache_dir: Path | None = Field(None, description="Default: DATA_DIR/compiler/cache")
+
+    def resolved_base_url(self, settings: Settings) -> str | None:
+        return (self.base_url or settings.upstream_url or "").rstrip("/") or None
+
+    def resolved_api_key(self, settings: Settings) -> str | None:
+        key = self.api_key or settings.upstream_api_key
+        return key.get_secret_value() if key else None
+
+    def state_dir(self, settings: Settings) -> Path:
+        return settings.data_dir / "compiler"
+
+    def resolved_cache_dir(self, settings: Settings) -> Path:
+        return self.cache_dir or self.state_dir(settings) / "cache"

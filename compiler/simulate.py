@@ -1,0 +1,240 @@
+"""Simulated users for the closed learning loop (`speclearn demo`, bench/quality.py).
+
+Users with a hidden taste — checkable, e.g. "at most 25 words" — ask questions through the real
+proxy, rate each answer up or down by that taste (a down vote sometimes carries the complaint in
+words), and the compiler learns a new spec from their feedback. The measure of success is the
+thumbs-up rate on questions the compiler never saw, before and after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from .principle import Check
+
+PROMPTS = [
+    "Name a primary color.", "What is the capital of Italy?", "Explain how a bicycle works.",
+    "Give me tips for sleeping better.", "What is 7 times 8?", "Why do cats purr?",
+    "How do I make a cup of tea?", "What is the boiling point of water?", "Describe a rainbow.",
+    "How can I learn to cook?", "What is a noun?", "Suggest a weekend activity.",
+    "Why is exercise important?", "What is the largest ocean?", "How do airplanes fly?",
+    "Name a fruit that is yellow.", "How do I stay focused while studying?", "What is a planet?",
+    "Explain what a computer does.", "How should I prepare for a job interview?",
+    "What is the opposite of hot?", "Why do we have seasons?", "How do I write a good email?",
+    "What does a librarian do?", "How can I save money?", "What animal says moo?",
+    "Explain photosynthesis to a child.", "How do I plant a tree?", "What is a good habit?",
+    "Why is the ocean salty?", "What is the speed of light?", "How do I make friends in a new city?",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Taste:
+    """What every simulated user likes; `complaint` is what some of them write on a down vote."""
+
+    name: str
+    description: str
+    checks: tuple[Check, ...]
+    complaint: str
+
+    def likes(self, text: str) -> bool:
+        return all(c.test(text) for c in self.checks)
+
+
+TASTES = {
+    "short": Taste("short", "answers of at most 25 words", (Check("max_words", "25"),), "way too long, keep it short"),
+    "prose": Taste("prose", "plain prose without bullet or numbered lists", (Check("no_list"),), "no lists please"),
+    "question": Taste(
+        "question",
+        "answers that end with a question back to the user",
+        (Check("question"),),
+        "end by asking me something",
+    ),
+}
+
+
+@dataclass
+class Rated:
+    n: int = 0
+    ups: int = 0
+    versions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def up_rate(self) -> float:
+        return self.ups / self.n if self.n else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def proxy_process(upstream_url: str, specs_dir: Path, data_dir: Path, timeout: float = 60) -> Iterator[str]:
+    """`speclearn serve` in a child process against `upstream_url`; yields the proxy's base URL."""
+    port = free_port()
+    env = {**os.environ, "SPECLEARN_UPSTREAM_URL": upstream_url, "SPECLEARN_SPECS_DIR": str(specs_dir),
+           "SPECLEARN_DATA_DIR": str(data_dir), "SPECLEARN_REGISTRY_POLL_INTERVAL": "0.2"}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    root = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"proxy exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(root + "/readyz", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("proxy not ready in time")
+            time.sleep(0.2)
+        yield root
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+async def ask_and_rate(
+    client: httpx.AsyncClient,
+    proxy: str,
+    spec: str,
+    prompts: Sequence[str],
+    taste: Taste,
+    *,
+    samples: int = 1,
+    seed: int = 0,
+    max_tokens: int = 80,
+    temperature: float = 0.8,
+    complain_every: int = 3,
+) -> Rated:
+    """Each prompt `samples` times through the proxy (path form: /specs/NAME/v1), each answer
+    rated by the taste and the rating posted to /v1/feedback, as a production app would."""
+    rated = Rated()
+    for i, prompt in enumerate(prompts):
+        for s in range(samples):
+            resp = await client.post(
+                f"{proxy}/specs/{spec}/v1/chat/completions",
+                json={"model": "local", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+                      "temperature": temperature, "seed": seed + 1000 * s + i, "user": f"sim-{i % 6}"},
+            )  # fmt: skip
+            resp.raise_for_status()
+            text = resp.json()["choices"][0]["message"]["content"] or ""
+            inference_id = resp.headers["x-inference-id"]
+            version = resp.headers.get("x-spec-version", "none")
+            up = taste.likes(text)
+            body: dict[str, object] = {"inference_id": inference_id, "value": "up" if up else "down"}
+            if not up and complain_every and rated.n % complain_every == 0:
+                body["comment"] = taste.complaint
+            (await client.post(f"{proxy}/v1/feedback", json=body)).raise_for_status()
+            rated.n += 1
+            rated.ups += up
+            rated.versions[version] = rated.versions.get(version, 0) + 1
+    return rated
+
+
+@dataclass
+class LoopRound:
+    round: int
+    version: str
+    eval_up_rate: float
+    eval_n: int
+    train_up_rate: float | None = None
+    compile_result: str | None = None
+    compile_reason: str = ""
+    published: str | None = None
+    llm_calls: int = 0
+    tokens: int = 0
+    compile_seconds: float = 0.0
+    diff: str = ""
+
+
+async def closed_loop(
+    base_url: str,
+    workdir: Path,
+    taste: Taste,
+    *,
+    rounds: int = 1,
+    train_prompts: Sequence[str] = PROMPTS[:20],
+    eval_prompts: Sequence[str] = PROMPTS[20:],
+    samples: int = 2,
+    max_tokens: int = 80,
+    compiler_overrides: Mapping[str, object] | None = None,
+    instruction: str = "You are a helpful assistant.",
+    say: Callable[[str], None] = print,
+) -> list[LoopRound]:
+    """Serve -> rate -> compile (publishing to production) -> serve again, `rounds` times; the
+    thumbs-up rate on `eval_prompts` (never compiled from before it is measured) tells whether
+    the learned spec serves these users better."""
+    import asyncio
+
+    from proxy.registry import FileRegistry
+    from proxy.settings import Settings
+
+    from .runner import Context, compile_spec
+    from .settings import CompilerSettings
+
+    specs, data = workdir / "specs", workdir / "data"
+    registry = FileRegistry(specs, poll_interval=0)
+    await registry.set_instruction("demo", instruction + "\n")
+    await registry.publish("demo", instruction, labels=["production"])
+    settings = Settings(specs_dir=specs, data_dir=data, upstream_url=base_url)
+    overrides = {"base_url": base_url, "publish_label": "production", "min_feedback": 1, **(compiler_overrides or {})}
+    compiler = CompilerSettings(**overrides)  # type: ignore[arg-type]
+    out: list[LoopRound] = []
+    with proxy_process(base_url, specs, data) as proxy:
+        async with httpx.AsyncClient(timeout=180) as client:
+            for r in range(rounds + 1):
+                ev = await ask_and_rate(client, proxy, "demo", eval_prompts, taste, samples=1, temperature=0.0,
+                                        max_tokens=max_tokens, complain_every=0, seed=r)  # fmt: skip
+                version = ",".join(sorted(ev.versions))
+                say(f"round {r}: {version} thumbs-up rate on held-out questions {ev.up_rate:.2f} ({ev.ups}/{ev.n})")
+                row = LoopRound(r, version, ev.up_rate, ev.n)
+                out.append(row)
+                if r == rounds:
+                    break
+                tr = await ask_and_rate(client, proxy, "demo", train_prompts, taste, samples=samples,
+                                        max_tokens=max_tokens, seed=100 * r)  # fmt: skip
+                row.train_up_rate = tr.up_rate
+                say(f"round {r}: users rated {tr.n} answers, {tr.ups} up")
+                await asyncio.sleep(0.5)  # the proxy's ledger writes are batched
+                from proxy.ledger import open_ledger
+
+                ledger = open_ledger(settings)
+                await ledger.start()
+                try:
+                    ctx = Context(settings, compiler, registry, ledger)
+                    started = time.monotonic()
+                    result = await compile_spec(ctx, "demo", progress=lambda m: say(f"  compile: {m}"))
+                finally:
+                    await ledger.close()
+                row.compile_result, row.compile_reason = result.result, result.reason
+                row.llm_calls, row.tokens = int(result.cost.get("llm_calls", 0)), int(result.cost.get("tokens", 0))
+                row.compile_seconds = time.monotonic() - started
+                row.diff = result.diff
+                if result.version is not None:
+                    row.published = result.version.ref
+                    await asyncio.sleep(1.0)  # the proxy hot-reloads the registry
+                say(
+                    f"round {r}: compile {result.result}"
+                    + (f" -> {row.published}" if row.published else f" ({result.reason})")
+                )
+    return out

@@ -1,0 +1,118 @@
+"""Validate: measure every principle on held-out pairs; keep the top K.
+
+A checkable principle is measured by its predicate on every held-out pair; the others by the
+judge in both orders on a fixed sample. Either way: relevant = pairs where the rule takes a side,
+support = those where it sides with the user; ranked by prevalence x accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .dataset import Pair
+from .evidence import measure
+from .judge import Judge, verdict
+from .llm import run_all
+from .principle import Principle
+
+
+def spread(pairs: Sequence[Pair], k: int) -> list[Pair]:
+    """k pairs spread evenly over the list (deterministic, covers early and late feedback)."""
+    if len(pairs) <= k:
+        return list(pairs)
+    step = len(pairs) / k
+    return [pairs[int(i * step)] for i in range(k)]
+
+
+async def validate(
+    principles: Sequence[Principle],
+    heldout: Sequence[Pair],
+    judge: Judge | None,
+    *,
+    max_pairs: int,
+    judge_ok: bool = True,
+    on_done: Callable[[Principle], None] | None = None,
+) -> None:
+    """Fill in method/n/relevant/support of each principle. With `judge_ok` false (the judge
+    failed calibration) rules without a check stay unvalidated rather than judged by noise."""
+    sample = spread(heldout, max_pairs)
+
+    async def one(p: Principle) -> None:
+        if p.check is not None:
+            p.method, p.n = "check", len(heldout)
+            p.relevant, p.support = measure(p.check, heldout)
+        elif judge is None or not sample:
+            p.method, p.n = "none", 0
+        elif not judge_ok:
+            p.method, p.n = "uncalibrated", 0
+        else:
+            votes = [verdict(s) for s in await run_all(judge.by_rule(p.text, pair) for pair in sample)]
+            p.method, p.n = "judge", len(sample)
+            p.relevant = sum(v != 0 for v in votes)
+            p.support = sum(v > 0 for v in votes)
+        if on_done:
+            on_done(p)
+
+    await run_all(one(p) for p in principles)
+
+
+@dataclass
+class Selection:
+    kept: list[Principle]
+    dropped: list[Principle]  # current rules contradicted by held-out feedback
+    rejected: list[Principle]  # new candidates that did not validate
+
+
+def select(principles: Sequence[Principle], *, top_k: int, min_accuracy: float, min_prevalence: float) -> Selection:
+    """Top K by prevalence x accuracy among the principles that validate. A current rule is
+    kept unless the feedback contradicts it (it takes a side at least twice, mostly the wrong
+    one): no evidence either way is no reason to drop what a person or an earlier round wrote."""
+
+    def validated(p: Principle) -> bool:
+        acc = p.accuracy
+        return acc is not None and acc >= min_accuracy and p.prevalence >= min_prevalence
+
+    def contradicted(p: Principle) -> bool:
+        acc = p.accuracy
+        return acc is not None and p.relevant >= 2 and acc < 0.5
+
+    ranked = sorted((p for p in principles if validated(p)), key=lambda p: (-p.score, -(p.accuracy or 0), p.text))
+    kept = ranked[:top_k]
+    for p in principles:
+        if p.source == "current" and all(p is not q for q in kept) and not contradicted(p) and len(kept) < top_k:
+            kept.append(p)
+    kept_ids = {id(p) for p in kept}
+    dropped, rejected = [], []
+    for p in principles:
+        if id(p) in kept_ids:
+            p.status = "kept" if p.source == "current" else "added"
+        elif p.source == "current":
+            p.status = "dropped"
+            dropped.append(p)
+        else:
+            p.status = "rejected" if p.relevant or p.method == "check" else "unvalidated"
+            rejected.append(p)
+    return Selection(kept, dropped, rejected)
+
+
+def calibration_items(principles: Sequence[Principle], heldout: Sequence[Pair], k: int) -> list[tuple[str, Pair]]:
+    """Up to k (rule, pair) with a known answer: the rule's check passes the preferred answer
+    and fails the rejected one. Spread over the checkable rules, round robin."""
+    per_rule = [
+        [
+            (p.text, pair)
+            for pair in heldout
+            if p.check.test(pair.chosen.response) and not p.check.test(pair.rejected.response)
+        ]
+        for p in principles
+        if p.check is not None
+    ]
+    items: list[tuple[str, Pair]] = []
+    depth = 0
+    while len(items) < k and any(depth < len(r) for r in per_rule):
+        for r in per_rule:
+            if depth < len(r) and len(items) < k:
+                items.append(r[depth])
+        depth += 1
+    return items

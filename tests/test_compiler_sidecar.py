@@ -1,0 +1,166 @@
+"""The sidecar loop (due specs, backoff, the cross-process lock, metrics) and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from compiler.errors import RoundBusy
+from compiler.runner import compile_spec
+from compiler.sidecar import due, run_forever, tick
+from compiler.state import spec_lock
+from proxy.cli import main as cli
+from proxy.ledger import FeedbackRecord, InferenceRecord
+from proxy.ledger.sqlite import SqliteLedger
+from tests.fake_llm import FakeLLM, bad_answer, chat_request, good_answer
+from tests.test_compiler_pipeline import close, make_ctx
+
+ICAI = "/work/shared/data/icai-synthetic/synthetic_data_aligned_vqvtb.csv"
+
+
+async def add_feedback(path: Path, n: int, t0: float) -> None:
+    ledger = SqliteLedger(path)
+    await ledger.start()
+    for i in range(n):
+        q = f"Another question number {i}?"
+        ledger.record(
+            InferenceRecord(f"new-{t0}-{i}-u", t0 + i, "chat", "m", "support", 2, "h", chat_request(q), good_answer(q))
+        )
+        ledger.record(
+            InferenceRecord(f"new-{t0}-{i}-d", t0 + i, "chat", "m", "support", 2, "h", chat_request(q), bad_answer(q))
+        )
+    await ledger.close()
+    ledger = SqliteLedger(path)
+    await ledger.start()
+    for i in range(n):
+        await ledger.add_feedback(FeedbackRecord(f"nf-{t0}-{i}-u", f"new-{t0}-{i}-u", "thumb", 1, t0 + i + 1))
+        await ledger.add_feedback(FeedbackRecord(f"nf-{t0}-{i}-d", f"new-{t0}-{i}-d", "thumb", -1, t0 + i + 1))
+    await ledger.close()
+
+
+async def test_a_spec_is_due_after_enough_new_feedback(tmp_path: Path) -> None:
+    fake = FakeLLM()
+    ctx = await make_ctx(tmp_path, fake, min_feedback=20, interval=60)
+    assert (await due(ctx, "support", time.time()))[0]  # 40 events, never compiled
+    results = await tick(ctx)
+    assert [r.result for r in results] == ["published"]
+    go, why = await due(ctx, "support", time.time())
+    assert not go and why.startswith("0/20")
+    assert not await tick(ctx)  # nothing new: no round
+
+    await close(ctx)
+    await add_feedback(tmp_path / "l.db", 6, 1_700_100_000.0)  # 12 events: not yet
+    await ctx.ledger.start()  # type: ignore[union-attr]
+    assert (await due(ctx, "support", time.time()))[1].startswith("12/20")
+    await close(ctx)
+    await add_feedback(tmp_path / "l.db", 5, 1_700_200_000.0)  # 22 events: due
+    await ctx.ledger.start()  # type: ignore[union-attr]
+    assert (await due(ctx, "support", time.time()))[0]
+    await close(ctx)
+
+
+async def test_llm_errors_back_off_and_the_loop_survives(tmp_path: Path) -> None:
+    fake = FakeLLM(status=500)
+    ctx = await make_ctx(tmp_path, fake, min_feedback=1, interval=100, retries=0)
+    before = REGISTRY.get_sample_value("speclearn_compiler_rounds_total", {"spec": "support", "result": "error"}) or 0
+    results = await tick(ctx)
+    assert [r.result for r in results] == ["error"] and "failed after 1 attempts" in results[0].reason
+    state = ctx.state.get("support")
+    assert state["failures"] == 1 and state["next_attempt"] > time.time() + 50
+    go, why = await due(ctx, "support", time.time())
+    assert not go and "backing off" in why
+    assert not await tick(ctx)  # backing off: no second round
+    assert (
+        REGISTRY.get_sample_value("speclearn_compiler_rounds_total", {"spec": "support", "result": "error"})
+        == before + 1
+    )
+
+    fake.status = None  # the LLM is back; after the backoff the round runs
+    assert [r.result for r in await tick(ctx, now=time.time() + 101)] == ["published"]
+    assert ctx.state.get("support")["failures"] == 0
+    await close(ctx)
+
+
+async def test_lock_holds_across_processes(tmp_path: Path) -> None:
+    fake = FakeLLM()
+    ctx = await make_ctx(tmp_path, fake, min_feedback=1)
+    state_dir = ctx.compiler.state_dir(ctx.settings)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from compiler.state import spec_lock\n"
+         "with spec_lock(Path(sys.argv[1]), 'support'):\n    print('locked', flush=True); time.sleep(30)",
+         str(state_dir)],
+        stdout=subprocess.PIPE, cwd=os.getcwd(),
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"locked"
+        with pytest.raises(RoundBusy):
+            await compile_spec(ctx, "support")
+        assert await tick(ctx) == []  # the sidecar skips the busy spec, no crash
+        assert fake.calls == []
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    # the kernel released the dead holder's lock
+    with spec_lock(state_dir, "support"):
+        with pytest.raises(RoundBusy):  # and one process cannot take it twice either
+            with spec_lock(state_dir, "support"):
+                pass
+    await close(ctx)
+
+
+async def test_run_forever_stops_on_request(tmp_path: Path) -> None:
+    ctx = await make_ctx(tmp_path, FakeLLM(), min_feedback=10**6, interval=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_forever(ctx, stop))
+    await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    await close(ctx)
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+def test_cli_compile_from_a_pairs_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    fake = FakeLLM()
+    monkeypatch.setenv("SPECLEARN_COMPILER_MAX_LLM_CALLS", "500")
+    common = ["--specs-dir", str(tmp_path / "specs"), "--data-dir", str(tmp_path / "data"), "--seed", "5"]
+    with fake.serve() as base_url:
+        code = cli(["compile", "icai", "--pairs", ICAI, "--dry-run", "--base-url", base_url, *common])
+        out = capsys.readouterr()
+        assert code == 0 and "projected cost: at most" in out.out and fake.calls == []
+        code = cli(["compile", "icai", "--pairs", ICAI, "--base-url", base_url, "--instruction",
+                    "You are a helpful assistant.", "--label", "production", *common])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    stdout = out.out
+    assert (
+        stdout.index("projected cost")
+        < stdout.index("principles:")
+        < stdout.index("gate:")
+        < stdout.index("result: published")
+    )
+    assert "propose: pass 1/" in out.err and "validate" in out.err  # progress on stderr
+    assert (tmp_path / "specs/icai/instruction.md").read_text() == "You are a helpful assistant.\n"
+    assert (tmp_path / "specs/icai/labels.json").read_text().count('"production": 1') == 1
+    assert fake.calls
+
+
+def test_cli_reports_a_missing_llm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SPECLEARN_UPSTREAM_URL", raising=False)
+    monkeypatch.delenv("SPECLEARN_COMPILER_BASE_URL", raising=False)
+    code = cli(
+        ["compile", "icai", "--pairs", ICAI, "--specs-dir", str(tmp_path / "s"), "--data-dir", str(tmp_path / "d")]
+    )
+    assert code == 1 and "no LLM for the compiler" in capsys.readouterr().err

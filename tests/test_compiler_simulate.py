@@ -1,0 +1,38 @@
+"""The closed loop through the real proxy: simulated users, thumbs, a compile, a hot reload.
+
+The upstream is the fake LLM acting as a model that follows a word limit when its system
+message states one and otherwise rambles on every other seed, so the loop has something to learn.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from compiler.simulate import TASTES, closed_loop
+from tests.fake_llm import FakeLLM
+
+LONG = ("Well, this is a big topic and there is a lot to say about it, so let me walk you through the "
+        "background, the history and a few practical considerations before we get to the answer.")  # fmt: skip
+
+
+def obedient_model(body: dict[str, Any]) -> str:
+    system = " ".join(m["content"] for m in body["messages"] if m["role"] == "system")
+    if re.search(r"at most \d+ words", system):
+        return "Here is the short answer you need."
+    return "Here is the short answer you need." if body.get("seed", 0) % 2 else LONG
+
+
+async def test_the_loop_learns_what_users_like(tmp_path: Path) -> None:
+    fake = FakeLLM(answer=obedient_model)
+    with fake.serve() as base_url:
+        rows = await closed_loop(
+            base_url, tmp_path, TASTES["short"], rounds=1, samples=2,
+            compiler_overrides={"seed": 1}, say=lambda m: None,
+        )  # fmt: skip
+    before, after = rows
+    assert before.version == "demo@1" and after.version == "demo@2"
+    assert before.compile_result == "published" and before.published == "demo@2"
+    assert after.eval_up_rate == 1.0 > before.eval_up_rate
+    assert before.llm_calls > 0 and "words" in before.diff

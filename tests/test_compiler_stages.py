@@ -1,0 +1,255 @@
+"""Each stage of the method on its own, with the scripted fake LLM."""
+
+from __future__ import annotations
+
+import pytest
+
+from compiler.compress import compress, similarity
+from compiler.dataset import Example, Pair, Split
+from compiler.evidence import check_text, checks_from_text, find_evidence, measure
+from compiler.gate import check_accuracy, run_gate, wilson_lower
+from compiler.judge import Judge, calibrate
+from compiler.llm import LLMClient
+from compiler.principle import Check, Principle, language
+from compiler.propose import current_principles, parse_rules, propose_llm
+from compiler.synthesize import MIN_WORDS, synthesize
+from compiler.validate import calibration_items, select, validate
+from proxy.registry import SpecVersion
+from tests.fake_llm import QUESTIONS, FakeLLM, bad_answer, good_answer
+
+
+def pairs(n: int = 12, start: int = 0) -> list[Pair]:
+    out = []
+    for i, q in enumerate(QUESTIONS[start : start + n]):
+        c = Example(f"c{i + start}", q, good_answer(q), 1.0, float(i), comment=None)
+        r = Example(f"r{i + start}", q, bad_answer(q), -1.0, float(i), comment="too long" if i % 2 else None)
+        out.append(Pair(f"p{i + start}", c, r, "thumbs"))
+    return out
+
+
+def llm(fake: FakeLLM) -> LLMClient:
+    return LLMClient("http://fake/v1", "fake", transport=fake.transport)
+
+
+# -- evidence ------------------------------------------------------------------------------
+def test_evidence_finds_measured_properties_with_checks() -> None:
+    split = Split(pairs=pairs())
+    found, report = find_evidence(split)
+    checks = {str(p.check): p for p in found}
+    assert "max_words:20" in checks  # good answers are short
+    assert any(c.startswith("forbid:") for c in checks)  # a phrase only down-voted answers use
+    # every preferred answer starts with "Sure", but the two rules above already explain those pairs
+    sure = next(row for row in report["measured"] if row["check"] == "starts_with:sure")
+    assert not sure["candidate"] and sure["explained_by"][0] == "max_words:20"
+    assert all(p.source == "evidence" and p.evidence["train_relevant"] >= 3 for p in found)
+    assert report["contrasts"] == 12 and any(
+        row["check"] == "list" and not row["candidate"] for row in report["measured"]
+    )
+
+
+def test_a_phrase_not_explained_by_length_is_kept() -> None:
+    ps = pairs(10)
+    short_bad = [
+        Pair(f"s{i}", Example(f"sc{i}", q, "Happy to help with that right away.", 1.0),
+             Example(f"sr{i}", q, "Meh, whatever, I guess.", -1.0), "thumbs")
+        for i, q in enumerate(QUESTIONS[10:16])
+    ]  # fmt: skip
+    found, _ = find_evidence(Split(pairs=ps + short_bad))
+    assert {str(p.check) for p in found} == {"max_words:20", "forbid:i guess"}  # parsimony: not the openings
+
+
+def test_evidence_uses_down_vote_comments() -> None:
+    ps = pairs(8)
+    downs = [Example(f"d{i}", "q", "an answer", -1.0, comment="Rude and dismissive reply") for i in range(3)]
+    found, report = find_evidence(Split(pairs=ps, downs=downs, ups=[p.chosen for p in ps[:3]]))
+    assert report["comment_themes"]["tone"] == 3
+    assert any(p.source == "comment" and "polite" in p.text for p in found)
+
+
+def test_language_check() -> None:
+    assert language("Bonjour, je suis content de vous aider avec la question.") == "fr"
+    assert language("The answer is in the box and it is red.") == "en"
+    fr = Example("f", "q", "C'est une bonne question, et la réponse est dans le livre.", 1.0)
+    en = Example("e", "q", "That is a good question and the answer is in the book.", -1.0)
+    assert measure(Check("language", "fr"), [Pair("x", fr, en, "thumbs")]) == (1, 1)
+
+
+def test_checks_round_trip_through_text() -> None:
+    checks = [Check("max_words", "40"), Check("forbid", "i guess"), Check("starts_with", "of course"),
+              Check("question"), Check("language", "de"), Check("no_list")]  # fmt: skip
+    text = " ".join(
+        check_text(c, "I guess" if c.kind == "forbid" else "Of course" if c.kind == "starts_with" else "")
+        for c in checks
+    )
+    assert checks_from_text(text) == checks
+    assert checks_from_text("You are kind. You help.") == []
+
+
+# -- propose / compress -----------------------------------------------------------------------
+def test_parse_rules_drops_junk() -> None:
+    text = 'Here are the rules:\n- keep it short\n1. Never say "I guess"\n- ok\n- PREFERRED answers are better\n* Be kind to users'
+    assert parse_rules(text) == ["Keep it short.", 'Never say "I guess".', "Be kind to users."]
+
+
+def test_current_principles_from_front_matter_or_sentences() -> None:
+    compiled = SpecVersion("s", 2, "x", "h", {"principles": [
+        {"text": "Keep answers short: at most 30 words.", "check": "max_words:30", "status": "added"},
+        {"text": "Old rule.", "status": "dropped"},
+    ]})  # fmt: skip
+    got = current_principles(compiled, None)
+    assert [(p.text, str(p.check), p.source) for p in got] == [
+        ("Keep answers short: at most 30 words.", "max_words:30", "current")
+    ]
+    human = SpecVersion("s", 1, "You are the ACME helper. Always greet the user by name. Be brief.\n", "h", {})
+    got = current_principles(human, "You are the ACME helper.")
+    assert [p.text for p in got] == [
+        "Always greet the user by name."
+    ]  # the instruction is no rule; "Be brief." too short
+
+
+async def test_propose_runs_passes_with_their_own_seed() -> None:
+    fake = FakeLLM()
+    found = await propose_llm(
+        llm(fake), "Help.", [], pairs(), [], passes=3, sample=9, max_tokens=64, temperature=0.7, seed=7
+    )
+    assert fake.count("propose rules") == 3
+    assert sorted(c["seed"] for c in fake.calls) == [7, 8, 9]
+    assert all(len(c["messages"][0]["content"].split("PREFERRED:")) - 1 == 3 for c in fake.calls)
+    assert len(found) == 9 and all(p.source == "llm" and len(p.proposed_from) == 3 for p in found)
+
+
+async def test_compress_merges_near_duplicates_keeping_checks() -> None:
+    ps = [
+        Principle("Keep answers short.", "llm"),
+        Principle("Keep answers short: at most 20 words.", "evidence", Check("max_words", "20")),
+        Principle("Keep your answers short.", "llm"),
+        Principle('Never use the phrase "I guess".', "llm"),
+        Principle('Never use the phrase "a grain".', "evidence", Check("forbid", "a grain")),
+        Principle("Be friendly and enthusiastic.", "llm"),
+        Principle("Be enthusiastic and friendly!", "llm"),
+    ]
+    fake = FakeLLM()
+    out = await compress(ps, threshold=0.6, llm=llm(fake))
+    texts = [p.text for p in out]
+    assert texts[0] == "Keep answers short: at most 20 words." and out[0].evidence["proposed"] == 3
+    assert 'Never use the phrase "I guess".' in texts and 'Never use the phrase "a grain".' in texts
+    assert len(out) == 4 and fake.count("merge rules") == 1
+    assert similarity('Never say "x"', 'Never say "y"') == 0.0
+
+
+# -- validate ---------------------------------------------------------------------------------
+async def test_validate_measures_checks_and_judges_the_rest_in_both_orders() -> None:
+    held = pairs(6, start=12)
+    ps = [
+        Principle("Keep answers short: at most 20 words.", "evidence", Check("max_words", "20")),
+        Principle("Be thorough and give every detail.", "current"),  # the judge sees the opposite
+        Principle('Never use the phrase "I guess".', "llm"),
+        Principle("Be friendly and enthusiastic.", "llm"),  # the judge cannot tell: position bias
+    ]
+    fake = FakeLLM()
+    await validate(ps, held, Judge(llm(fake)), max_pairs=4)
+    short, thorough, guess, friendly = ps
+    assert (short.method, short.n, short.relevant, short.support) == ("check", 6, 6, 6)
+    assert (thorough.method, thorough.n, thorough.relevant, thorough.support) == ("judge", 4, 4, 0)
+    assert (guess.relevant, guess.support) == (4, 4)
+    assert friendly.relevant == 0  # always "A" in both orders = no opinion
+    assert fake.count("judge by a rule") == 3 * 4 * 2
+    orders = {c["messages"][0]["content"].split("Answer A: ")[1][:5] for c in fake.calls}
+    assert len(orders) == 2  # both presentation orders were asked
+
+    sel = select(ps, top_k=2, min_accuracy=0.6, min_prevalence=0.1)
+    assert [p.text for p in sel.kept] == [short.text, guess.text]
+    assert [p.text for p in sel.dropped] == [thorough.text]  # contradicted current rule
+    assert friendly.status == "unvalidated"
+
+
+async def test_calibration_rejects_a_judge_that_cannot_see_checks() -> None:
+    held = pairs(6)
+    ps = [Principle("Keep answers short: at most 20 words.", "evidence", Check("max_words", "20"))]
+    items = calibration_items(ps, held, 4)
+    assert len(items) == 4
+    assert await calibrate(Judge(llm(FakeLLM())), items) == (4, 4)
+    blind = FakeLLM(judge=lambda *a: None)  # a judge that always says "A"
+    assert await calibrate(Judge(llm(blind)), items) == (0, 4)
+
+
+# -- synthesize -------------------------------------------------------------------------------
+async def test_persona_paragraph_keeps_rules_and_instruction() -> None:
+    ps = [Principle("Keep answers short: at most 20 words.", "evidence", Check("max_words", "20")),
+          Principle('Never use the phrase "I guess".', "llm")]  # fmt: skip
+    out = await synthesize("You answer questions for ACME customers.", ps, llm(FakeLLM()))
+    assert out.method == "llm" and out.text.startswith("You answer questions for ACME customers.")
+    assert "20 words" in out.text and '"I guess"' in out.text and len(out.text.split()) >= MIN_WORDS
+    assert out.repairs == ["prepended the instruction"]
+
+
+async def test_persona_repairs_a_paragraph_that_lost_a_rule() -> None:
+    ps = [Principle("Keep answers short: at most 20 words.", "evidence", Check("max_words", "20"))]
+    sloppy = FakeLLM(persona=lambda rules: "You are helpful and kind. " * 20)
+    out = await synthesize("", ps, llm(sloppy))
+    assert out.text.endswith("Keep answers short: at most 20 words.") and out.repairs
+    junk = FakeLLM(persona=lambda rules: "Of course! How can I help?")
+    out = await synthesize("Help ACME users.", ps, llm(junk))
+    assert out.method == "template" and out.text == "Help ACME users. You keep answers short: at most 20 words."
+
+
+def test_second_person() -> None:
+    from compiler.synthesize import second_person
+
+    assert second_person("Be brief.") == "You are brief."
+    assert second_person('Never use the phrase "I guess".') == 'You never use the phrase "I guess".'
+    assert second_person("Do not end your answer with a question.") == "You do not end your answer with a question."
+
+
+async def test_rules_format_needs_no_llm() -> None:
+    ps = [Principle("Be brief.", "llm"), Principle("Be kind.", "llm")]
+    out = await synthesize("Help users.", ps, None, fmt="rules")
+    assert out.text == "Help users.\n\n1. Be brief.\n2. Be kind." and out.method == "rules"
+
+
+# -- gate ---------------------------------------------------------------------------------------
+async def test_gate_rejects_a_worse_spec_and_passes_a_better_one() -> None:
+    held = pairs(6, start=6)
+    good = 'You help. Keep answers short: at most 20 words. Never use the phrase "I guess".'
+    bad = "You help. Be thorough and give every detail."
+    judge = Judge(llm(FakeLLM()))
+    worse = await run_gate(judge, bad, good, held, margin=0.0)
+    assert not worse.passed and worse.candidate_accuracy < worse.current_accuracy and "does not beat" in worse.reason
+    better = await run_gate(judge, good, bad, held, margin=0.0)
+    assert better.passed and better.candidate_agree == 6 and better.current_agree == 0
+    same = await run_gate(judge, good, good, held, margin=0.0)
+    assert not same.passed  # "better" means strictly better
+    meta = better.to_meta()
+    assert meta["passed"] and meta["heldout_pairs"] == 6 and meta["checks"]["candidate"] == 1.0
+
+
+async def test_gate_without_a_trusted_judge_uses_the_specs_checkable_rules() -> None:
+    held = pairs(6)
+    fake = FakeLLM()
+    res = await run_gate(
+        Judge(llm(fake)), "Keep answers short: at most 20 words.", "You help.", held, margin=0.0, use_judge=False
+    )
+    assert res.passed and res.metric == "checks" and res.candidate_accuracy > 0.75 and res.current_accuracy == 0.5
+    assert fake.calls == []
+    assert check_accuracy("Be nice.", held) == (0.5, 0)
+
+
+async def test_gate_regeneration_win_rate_with_wilson_bound() -> None:
+    held = pairs(8)
+    fake = FakeLLM()
+    res = await run_gate(Judge(llm(fake)), "x", "y", held, margin=-1.0, regenerate=True)
+    # the fake answers the same under both specs: no wins, the bound fails the gate
+    assert res.wins == 0 and not res.passed and "Wilson" in res.reason
+    assert wilson_lower(8, 8) == pytest.approx(0.6756, abs=1e-3)
+    assert wilson_lower(5, 10) < 0.5 < wilson_lower(20, 22)
+    assert wilson_lower(0, 0) == 0.0
+
+
+def test_llm_rules_that_state_a_checkable_property_carry_the_check() -> None:
+    from compiler.propose import checkable
+
+    assert checkable("Keep answers under 50 words.") == Check("max_words", "50")
+    assert checkable('Never say "I guess".') == Check("forbid", "i guess")
+    assert checkable("Avoid bullet lists.") == Check("no_list")
+    assert checkable("Be kind.") is None
+    assert checkable('Never say "x" and keep it under 9 words.') is None  # two properties: judged as a whole
