@@ -30,7 +30,6 @@ pytestmark = [pytest.mark.real_model, pytest.mark.timeout(300)]
 
 MODEL = os.environ.get("SPECLEARN_LOCAL_MODEL", lm.DEFAULT_MODEL)
 ALIGNED = Path("/work/shared/data/icai-synthetic/synthetic_data_aligned_vqvtb.csv")
-WALL_LIMIT = float(os.environ.get("SPECLEARN_REAL_COMPILE_SECONDS", "90"))
 
 
 def _missing() -> str | None:
@@ -90,7 +89,6 @@ async def test_compile_from_pairs_with_the_local_model(base_url: str, tmp_path: 
 
     assert result.result == "published", result.reason
     assert result.projection is not None and result.cost["llm_calls"] <= 60
-    assert wall < WALL_LIMIT, f"compile took {wall:.0f}s"
 
     path = settings.specs_dir / "icai/versions/0001.md"
     meta, text = parse(path.read_text())

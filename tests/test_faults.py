@@ -176,8 +176,8 @@ def test_client_disconnect_while_waiting_cancels_upstream_request(proxy: ProxyPr
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(
             proxy.base_url + "/chat/completions", json={"model": "m", "messages": MESSAGES},
-            headers={"X-Fake": "stall=0.8", "X-Inference-Id": "gone-1"}, timeout=0.3,
+            headers={"X-Fake": "stall=3", "X-Inference-Id": "gone-1"}, timeout=0.3,
         )  # fmt: skip
     row = inference_row(proxy.data_dir, "gone-1")
     assert row["status"] == "cancelled"
-    assert row["latency_ms"] < 800  # recorded when the client left, not when the upstream answered
+    assert row["latency_ms"] < 3000  # recorded when the client left, not when the upstream answered
