@@ -108,10 +108,6 @@ class FileRegistry(Registry):
         async with self._lock:
             return await asyncio.to_thread(self._refresh_sync)
 
-    def refresh_sync(self) -> bool:
-        """For command-line use, where no event loop runs."""
-        return self._refresh_sync()
-
     def _spec_dirs(self) -> list[Path]:
         try:
             return sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
