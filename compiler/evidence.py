@@ -18,6 +18,7 @@ from typing import Any
 from .dataset import Example, Pair, Split, normalize
 from .principle import LANGUAGE_NAMES, STOPWORDS, Check, Principle, language, word_count
 
+
 ALL_STOPWORDS = frozenset().union(*STOPWORDS.values()) | frozenset(
     "it's i'm you're we they he she my me our us so do if or but at by from was were will would could".split()
 )
@@ -65,6 +66,8 @@ def check_text(check: Check, display: str = "") -> str:
         "language": f"Always answer in {LANGUAGE_NAMES.get(arg, arg)}.",
         "forbid": f'Never use the phrase "{display or arg}".',
         "starts_with": f'Begin your answer with "{display or arg}".',
+        "ends_with": f'End every answer with the line "{display or arg}".',
+        "in_language": f"Always answer in {LANGUAGE_NAMES.get(arg, arg)}.",
     }[k]
 
 
@@ -77,6 +80,8 @@ _TEXT_CHECKS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], Check]], ..
     (re.compile(r"\b(?:begin|start)\w*\b[^.\n\"]*?with\s+\"([^\"]+)\"", re.I),
      lambda m: Check("starts_with", normalize(m.group(1)))),
     (re.compile(r"\bend\w*\b[^.\n]*?with a (?:follow-up )?question", re.I), lambda m: Check("question")),
+    (re.compile(r"\b(?:end|close|finish)\w*\b[^.\n\"]*?with\b[^.\n\"]*?\"([^\"]+)\"", re.I),
+     lambda m: Check("ends_with", normalize(m.group(1)))),
     (re.compile(r"\b(?:answer|respond|reply|write)\w*\s+(?:only\s+|always\s+)?in\s+(English|French|German|Spanish|Italian|Portuguese)\b", re.I),
      lambda m: Check("language", {v: k for k, v in LANGUAGE_NAMES.items()}[m.group(1).capitalize()])),
     (
@@ -208,7 +213,67 @@ def comment_themes(examples: Sequence[Example]) -> dict[str, list[str]]:
 
 
 THEME_OF_CHECK = {"max_words": "length", "min_words": "length", "language": "language", "list": "format",
-                  "no_list": "format"}  # fmt: skip
+                  "no_list": "format", "in_language": "language"}  # fmt: skip
+
+_QUOTED = r"[\"'\u2018\u2019\u201c\u201d]([^\"\u2018\u2019\u201c\u201d]{2,60}?)[\"'\u2018\u2019\u201c\u201d](?=\W*(?:$|\s))"
+# what a down-vote comment asks for, in words -> a check (first match wins, in this order)
+_COMMENT_CHECKS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], Check]], ...] = (
+    (re.compile(r"\b(?:don'?t|do not|never|stop|no more|without)\b[^\"'\u2018\u201c]{0,30}?(?:say(?:ing)?|use|using|writ\w*|start\w*(?: with)?)\s+"
+                + _QUOTED, re.I), lambda m: Check("forbid", normalize(m.group(1)))),
+    (re.compile(r"\b(?:end|close|finish|sign off)\w*\b[^\"'\u2018\u201c]{0,30}?\b(?:with|by saying)\s+" + _QUOTED, re.I),
+     lambda m: Check("ends_with", normalize(m.group(1)))),
+    (re.compile(r"\b(?:begin|start)\w*\b[^\"'\u2018\u201c]{0,30}?\bwith\s+" + _QUOTED, re.I),
+     lambda m: Check("starts_with", normalize(m.group(1)))),
+    (re.compile(r"\b(English|French|German|Spanish|Italian|Portuguese)\b", re.I),
+     lambda m: Check("language", {v: k for k, v in LANGUAGE_NAMES.items()}[m.group(1).capitalize()])),
+    (re.compile(r"\b(?:under|at most|no more than|max(?:imum)?(?: of)?|fewer than|less than|within)\s+(\d+)\s+words\b", re.I),
+     lambda m: Check("max_words", m.group(1))),
+    (re.compile(r"\b(?:no|without|not as a|don'?t use|do not use|stop using|avoid)\s+(?:bullet(?:ed)?\s*(?:points?|lists?)?|lists?|numbered lists?)\b", re.I),
+     lambda m: Check("no_list")),
+    (re.compile(r"\bbullet(?:ed)?\s*(?:points?|lists?)?\b|\b(?:as|use|in) a (?:bulleted |numbered )?list\b|\blist (?:form|format)\b", re.I),
+     lambda m: Check("list")),
+    (re.compile(r"\bend\w*\b[^.]{0,30}?\b(?:question|asking me)\b", re.I), lambda m: Check("question")),
+)  # fmt: skip
+
+
+def check_of_comment(comment: str) -> tuple[Check, str] | None:
+    """The one checkable wish a down-vote comment names ("please answer in French", "end with
+    'Hope this helps!'", "don't say 'Certainly'", "use bullet points", "under 25 words"), with
+    the phrase as the user wrote it; None when it names nothing checkable ("too long" alone has
+    no number: the length evidence measures that one)."""
+    for pattern, make in _COMMENT_CHECKS:
+        if m := pattern.search(comment):
+            check = make(m)
+            if check.kind in ("forbid", "ends_with", "starts_with") and not check.arg:
+                continue
+            display = m.group(1).strip() if check.kind in ("forbid", "ends_with", "starts_with") else ""
+            return check, display
+    return None
+
+
+def comment_principles(examples: Sequence[Example], *, min_count: int = 2) -> tuple[list[Principle], dict[str, int]]:
+    """Recurring down-vote comments that name a checkable wish -> candidate principles with that
+    check, so validation measures them on held-out feedback like any other. When the answers
+    never satisfy a wish there are no ups to contrast with, and the comments are the only signal."""
+    found: dict[Check, list[str]] = defaultdict(list)
+    display: dict[Check, str] = {}
+    for e in examples:
+        if e.up or not e.comment:
+            continue
+        if hit := check_of_comment(e.comment):
+            found[hit[0]].append(e.comment.strip())
+            display.setdefault(hit[0], hit[1])
+    out: list[Principle] = []
+    counts = {str(c): len(v) for c, v in found.items()}
+    for check, comments in sorted(found.items(), key=lambda t: (-len(t[1]), str(t[0]))):
+        if len(comments) < min_count:
+            continue
+        downs = [e for e in examples if not e.up and e.comment and e.comment.strip() in comments]
+        failing = sum(not check.test(e.response) for e in downs)
+        evidence = {"comments": list(dict.fromkeys(comments))[:3], "count": len(comments),
+                    "commented_answers_failing_check": failing}  # fmt: skip
+        out.append(Principle(check_text(check, display[check]), "comment", check, evidence=evidence))
+    return out, counts
 
 
 def _explain_away(
@@ -270,6 +335,9 @@ def find_evidence(
                 ev["comments"] = list(dict.fromkeys(comments))[:3]
             strong.append((check, display, agreeing, ev))
     principles = _explain_away(strong, {row["check"]: row for row in measured})
+    from_comments, comment_counts = comment_principles(examples)
+    have = {str(p.check) for p in principles if p.check is not None}
+    principles += [p for p in from_comments if str(p.check) not in have]
     for theme, comments in down_comments.items():
         text = COMMENT_THEMES[theme][1]
         if text and len(comments) >= 2:
@@ -285,5 +353,6 @@ def find_evidence(
         "contrasts": len(contrasts),
         "measured": measured,
         "comment_themes": {k: len(v) for k, v in down_comments.items()},
+        "comment_checks": comment_counts,
     }
     return principles, report

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import prompts
-from .dataset import Pair
+from .dataset import Example, Pair
 from .evidence import checks_from_text
 from .judge import Judge, verdict
 from .llm import LLMClient, run_all
@@ -67,6 +67,7 @@ class GateResult:
             "metric": {
                 "judge": "LLM judge guided by the spec, held-out pairs, both orders",
                 "checks": "the spec's checkable rules on held-out pairs (judge failed calibration)",
+                "unary": "the spec's checkable rules on held-out single votes (no held-out pairs)",
             }[self.metric],
             "candidate_accuracy": round(self.candidate_accuracy, 4),
             "current_accuracy": round(self.current_accuracy, 4),
@@ -160,3 +161,21 @@ async def run_gate(
                 f"regenerated answers won {wins}/{decided} (Wilson lower bound {result.wilson_lower:.3f} <= 0.5)"
             )
     return result
+
+
+def unary_gate(candidate: str, current: str, singles: Sequence[Example], *, margin: float) -> GateResult:
+    """Without held-out pairs: how well each spec's checkable rules predict held-out single votes
+    (up when the answer passes every rule); a spec stating no checkable rule predicts 0.5."""
+
+    def accuracy(spec: str) -> tuple[float, int]:
+        checks = checks_from_text(spec)
+        if not checks or not singles:
+            return 0.5, 0
+        agree = sum(all(c.test(e.response) for c in checks) == e.up for e in singles)
+        return agree / len(singles), agree
+
+    (cand, cand_agree), (cur, cur_agree) = accuracy(candidate), accuracy(current)
+    passed = cand - cur > margin
+    reason = "" if passed else f"candidate {cand:.3f} does not beat current {cur:.3f} by more than {margin} (unary)"
+    return GateResult(passed, cand, cur, margin, 0, cand_agree, cur_agree, reason=reason, metric="unary",
+                      checks={"candidate": cand, "current": cur})  # fmt: skip

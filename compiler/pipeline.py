@@ -20,7 +20,7 @@ from .compress import compress, shortlist
 from .dataset import Dataset, Pair
 from .errors import CompilerError, NotEnoughFeedback
 from .evidence import find_evidence
-from .gate import GateResult, run_gate
+from .gate import GateResult, run_gate, unary_gate
 from .judge import Judge, calibrate
 from .llm import LLMClient, estimate_tokens
 from .principle import Principle
@@ -126,14 +126,23 @@ class Round:
         r.current, r.window, r.dataset = self.current, self.dataset.window, self.dataset.summary()
         self.train = self.dataset.train.contrasts()
         held = self.dataset.heldout.contrasts()
+        self.evidence_principles, r.evidence = find_evidence(self.dataset.train)
+        self.singles = self.dataset.heldout.examples
+        self.unary = False
         if not self.train or len(held) < self.s.min_heldout_pairs:
-            raise NotEnoughFeedback(
-                f"need training pairs and >= {self.s.min_heldout_pairs} held-out pairs; "
-                f"have {len(self.train)} and {len(held)} (ups and downs pair up as contrasts)"
-            )
+            # answers that never satisfy a wish give only down votes: no contrasts, and what the
+            # users wrote is the only signal. Checkable wishes they named are still measured, on
+            # the held-out votes one by one (does the check explain each up and each down?).
+            asked = [p for p in self.evidence_principles if p.source == "comment" and p.check is not None]
+            if not self.s.unary_comments or not asked or len(self.singles) < 2 * self.s.min_heldout_pairs:
+                raise NotEnoughFeedback(
+                    f"need training pairs and >= {self.s.min_heldout_pairs} held-out pairs; "
+                    f"have {len(self.train)} and {len(held)} (ups and downs pair up as contrasts)"
+                )
+            self.unary = True
+            r.dataset["unary_heldout"] = len(self.singles)
         self.val_pairs, self.gate_pairs, overlap = split_heldout(held, self.s.min_heldout_pairs)
         r.dataset["gate_overlaps_validation"] = int(overlap)
-        self.evidence_principles, r.evidence = find_evidence(self.dataset.train)
         self.current_principles = current_principles(self.current, self.instruction)
         self.complaints = [e.comment for e in self.dataset.train.examples if not e.up and e.comment]
         self.plan = r.plan = self._fit(Plan.from_settings(self.s))
@@ -245,7 +254,7 @@ class Round:
 
         self.judge_ok = await self.calibrate(candidates)
         await validate(candidates, self.val_pairs, self.judge, max_pairs=self.plan.validation_pairs,
-                       judge_ok=self.judge_ok, on_done=report)  # fmt: skip
+                       judge_ok=self.judge_ok, on_done=report, singles=self.singles)  # fmt: skip
         s = self.s
         return select(candidates, top_k=s.top_k, min_accuracy=s.min_accuracy, min_prevalence=s.min_prevalence)
 
@@ -284,10 +293,13 @@ class Round:
         self.say(
             f"gate: {len(pairs)} held-out pair(s), candidate vs {self.current.ref if self.current else 'instruction'}"
         )
-        gate = self.result.gate = await run_gate(
-            self.judge, text, self.current_text, pairs, margin=s.gate_margin, use_judge=self.judge_ok,
-            regenerate=s.gate_regenerate, answer_max_tokens=s.answer_max_tokens,
-        )  # fmt: skip
+        if self.unary:
+            gate = self.result.gate = unary_gate(text, self.current_text, self.singles, margin=s.gate_margin)
+        else:
+            gate = self.result.gate = await run_gate(
+                self.judge, text, self.current_text, pairs, margin=s.gate_margin, use_judge=self.judge_ok,
+                regenerate=s.gate_regenerate, answer_max_tokens=s.answer_max_tokens,
+            )  # fmt: skip
         gate.judge_calibration = self.result.calibration
         outcome = "pass" if gate.passed else "FAIL"
         self.say(f"gate: candidate {gate.candidate_accuracy:.3f} vs current {gate.current_accuracy:.3f} -> {outcome}")

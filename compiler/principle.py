@@ -59,7 +59,8 @@ def language(text: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Check:
     """A testable predicate. kind: max_words | min_words | list | no_list | question |
-    no_question | language | forbid | starts_with."""
+    no_question | language (undetectable short answers pass) | in_language (strict) | forbid |
+    starts_with | ends_with (e.g. a required closing line)."""
 
     kind: str
     arg: str = ""
@@ -84,6 +85,10 @@ class Check:
             return f" {arg} " not in f" {normalize(text)} "
         if k == "starts_with":
             return normalize(text).startswith(arg)
+        if k == "ends_with":
+            return f" {normalize(text)}".endswith(f" {arg}")
+        if k == "in_language":
+            return language(text) == arg
         raise ValueError(f"unknown check {k!r}")
 
     def __str__(self) -> str:

@@ -57,6 +57,10 @@ class CompilerSettings(BaseSettings):
     max_per_user: int = 50
     window_days: float = 30.0
     min_heldout_pairs: int = 2
+    # With no up/down pairs at all (a wish the answers never meet), learn from down-vote comments
+    # that name a checkable wish, validated and gated on single held-out votes. Off by default
+    # until it has been measured on more than the two closed-loop preferences it was built for.
+    unary_comments: bool = False
 
     # gate and publish
     gate_margin: float = 0.0

@@ -39,34 +39,53 @@ PROMPTS = [
 
 @dataclass(frozen=True)
 class Taste:
-    """What every simulated user likes; `complaint` is what some of them write on a down vote."""
+    """What every simulated user likes; `complaint` is what some of them write on a down vote;
+    `oracle` states the taste outright as a spec (the ceiling of what the model can do)."""
 
     name: str
     description: str
     checks: tuple[Check, ...]
     complaint: str
+    oracle: str = ""
 
     def likes(self, text: str) -> bool:
         return all(c.test(text) for c in self.checks)
 
 
+ASSISTANT = "You are a helpful assistant."
+# a phrase the 0.5B model uses often on PROMPTS under the bare instruction (measured, see bench/README.md)
+FORBIDDEN = "Here are"
+
 TASTES = {
-    "short": Taste("short", "answers of at most 25 words", (Check("max_words", "25"),), "way too long, keep it short"),
-    "prose": Taste("prose", "plain prose without bullet or numbered lists", (Check("no_list"),), "no lists please"),
-    "question": Taste(
-        "question",
-        "answers that end with a question back to the user",
-        (Check("question"),),
-        "end by asking me something",
-    ),
-}
+    # the five hidden, checkable preferences of bench/quality.py
+    "french": Taste("french", "answers in French", (Check("in_language", "fr"),), "please answer in French",
+                    f"{ASSISTANT} Always answer in French."),
+    "short": Taste("short", "answers of at most 25 words", (Check("max_words", "25"),),
+                   "too long, keep it under 25 words", f"{ASSISTANT} Answer in one short sentence of at most 25 words."),
+    "bullets": Taste("bullets", "answers as a bulleted list", (Check("list"),), "please use bullet points",
+                     f"{ASSISTANT} Format answers as a bulleted list."),
+    "closing": Taste("closing", 'answers that end with "Hope this helps!"', (Check("ends_with", "hope this helps"),),
+                     "please end with 'Hope this helps!'",
+                     f'{ASSISTANT} End every answer with the line "Hope this helps!".'),
+    "no_phrase": Taste("no_phrase", f'answers that never say "{FORBIDDEN}"', (Check("forbid", FORBIDDEN.lower()),),
+                       f"don't say '{FORBIDDEN}'", f'{ASSISTANT} Never use the phrase "{FORBIDDEN}".'),
+    # kept for experiments
+    "prose": Taste("prose", "plain prose without bullet or numbered lists", (Check("no_list"),), "no lists please",
+                   f"{ASSISTANT} Write every answer as one short paragraph, never as a list."),
+    "question": Taste("question", "answers that end with a question back to the user", (Check("question"),),
+                      "end by asking me something",
+                      f"{ASSISTANT} End your answer with a question that invites the user to continue."),
+}  # fmt: skip
+FIVE = ("french", "short", "bullets", "closing", "no_phrase")
 
 
 @dataclass
 class Rated:
     n: int = 0
     ups: int = 0
+    comments: int = 0
     versions: dict[str, int] = field(default_factory=dict)
+    answers: list[str] = field(default_factory=list)
 
     @property
     def up_rate(self) -> float:
@@ -125,12 +144,19 @@ async def ask_and_rate(
     max_tokens: int = 80,
     temperature: float = 0.8,
     complain_every: int = 3,
+    concurrency: int = 1,
 ) -> Rated:
     """Each prompt `samples` times through the proxy (path form: /specs/NAME/v1), each answer
-    rated by the taste and the rating posted to /v1/feedback, as a production app would."""
+    rated by the taste and the rating posted to /v1/feedback, as a production app would.
+    Users are `sim-0`..`sim-5` (by prompt); every `complain_every`-th of them writes the taste's
+    complaint on a down vote (0: nobody comments)."""
+    import asyncio
+
     rated = Rated()
-    for i, prompt in enumerate(prompts):
-        for s in range(samples):
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(i: int, prompt: str, s: int) -> None:
+        async with gate:
             resp = await client.post(
                 f"{proxy}/specs/{spec}/v1/chat/completions",
                 json={"model": "local", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
@@ -142,12 +168,16 @@ async def ask_and_rate(
             version = resp.headers.get("x-spec-version", "none")
             up = taste.likes(text)
             body: dict[str, object] = {"inference_id": inference_id, "value": "up" if up else "down"}
-            if not up and complain_every and rated.n % complain_every == 0:
+            if not up and complain_every and (i % 6) % complain_every == 0:
                 body["comment"] = taste.complaint
             (await client.post(f"{proxy}/v1/feedback", json=body)).raise_for_status()
             rated.n += 1
             rated.ups += up
+            rated.comments += "comment" in body
             rated.versions[version] = rated.versions.get(version, 0) + 1
+            rated.answers.append(text)
+
+    await asyncio.gather(*(one(i, p, s) for i, p in enumerate(prompts) for s in range(samples)))
     return rated
 
 
@@ -157,7 +187,11 @@ class LoopRound:
     version: str
     eval_up_rate: float
     eval_n: int
+    eval_ups: int = 0
+    eval_answers: list[str] = field(default_factory=list)
     train_up_rate: float | None = None
+    feedback_events: int = 0
+    comments: int = 0
     compile_result: str | None = None
     compile_reason: str = ""
     published: str | None = None
@@ -165,6 +199,7 @@ class LoopRound:
     tokens: int = 0
     compile_seconds: float = 0.0
     diff: str = ""
+    spec_text: str = ""
 
 
 async def closed_loop(
@@ -180,6 +215,8 @@ async def closed_loop(
     compiler_overrides: Mapping[str, object] | None = None,
     instruction: str = "You are a helpful assistant.",
     say: Callable[[str], None] = print,
+    complain_every: int = 3,
+    concurrency: int = 1,
 ) -> list[LoopRound]:
     """Serve -> rate -> compile (publishing to production) -> serve again, `rounds` times; the
     thumbs-up rate on `eval_prompts` (never compiled from before it is measured) tells whether
@@ -204,16 +241,22 @@ async def closed_loop(
         async with httpx.AsyncClient(timeout=180) as client:
             for r in range(rounds + 1):
                 ev = await ask_and_rate(client, proxy, "demo", eval_prompts, taste, samples=1, temperature=0.0,
-                                        max_tokens=max_tokens, complain_every=0, seed=r)  # fmt: skip
+                                        max_tokens=max_tokens, complain_every=0, seed=r,
+                                        concurrency=concurrency)  # fmt: skip
                 version = ",".join(sorted(ev.versions))
                 say(f"round {r}: {version} thumbs-up rate on held-out questions {ev.up_rate:.2f} ({ev.ups}/{ev.n})")
-                row = LoopRound(r, version, ev.up_rate, ev.n)
+                await registry.refresh()
+                state = registry.snapshot.specs.get("demo")
+                current = state.resolve(None) if state is not None else None
+                row = LoopRound(r, version, ev.up_rate, ev.n, eval_ups=ev.ups, eval_answers=ev.answers[:3],
+                                spec_text=current.text if current is not None else "")  # fmt: skip
                 out.append(row)
                 if r == rounds:
                     break
                 tr = await ask_and_rate(client, proxy, "demo", train_prompts, taste, samples=samples,
-                                        max_tokens=max_tokens, seed=100 * r)  # fmt: skip
-                row.train_up_rate = tr.up_rate
+                                        max_tokens=max_tokens, seed=100 * r, complain_every=complain_every,
+                                        concurrency=concurrency)  # fmt: skip
+                row.train_up_rate, row.feedback_events, row.comments = tr.up_rate, tr.n, tr.comments
                 say(f"round {r}: users rated {tr.n} answers, {tr.ups} up")
                 await asyncio.sleep(0.5)  # the proxy's ledger writes are batched
                 from proxy.ledger import open_ledger

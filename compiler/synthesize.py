@@ -98,6 +98,19 @@ def second_person(rule: str) -> str:
     return out.rstrip() + "."
 
 
+def looping(text: str, ngram: int = 4, limit: int = 3) -> bool:
+    """A small model can fall into a loop ("Voici une ... Voici une ..."): any run of `ngram`
+    words that comes back more than `limit` times marks the paragraph as degenerate."""
+    words = text.lower().split()
+    counts: dict[tuple[str, ...], int] = {}
+    for i in range(len(words) - ngram + 1):
+        key = tuple(words[i : i + ngram])
+        counts[key] = counts.get(key, 0) + 1
+        if counts[key] > limit:
+            return True
+    return False
+
+
 def template_text(instruction: str, principles: Sequence[Principle]) -> str:
     """The persona without an LLM: the instruction, then each rule as a sentence about "you"."""
     return " ".join([" ".join(instruction.split()), *(second_person(p.text) for p in principles)]).strip()
@@ -124,5 +137,7 @@ async def synthesize(
     words = len(text.split())
     if words < MIN_WORDS // 3 or words > MAX_WORDS * 2:
         return Synthesis(template_text(instruction, principles), "template", [f"LLM paragraph had {words} words"])
+    if looping(text):
+        return Synthesis(template_text(instruction, principles), "template", ["LLM paragraph repeats itself"])
     text, repairs = repair(text, instruction, principles)
     return Synthesis(text, "llm", repairs)

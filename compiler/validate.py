@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .dataset import Pair
+from .dataset import Example, Pair
 from .evidence import measure
 from .judge import Judge, verdict
 from .llm import run_all
@@ -33,6 +33,7 @@ async def validate(
     max_pairs: int,
     judge_ok: bool = True,
     on_done: Callable[[Principle], None] | None = None,
+    singles: Sequence[Example] = (),
 ) -> None:
     """Fill in method/n/relevant/support of each principle. With `judge_ok` false (the judge
     failed calibration) rules without a check stay unvalidated rather than judged by noise."""
@@ -42,6 +43,11 @@ async def validate(
         if p.check is not None:
             p.method, p.n = "check", len(heldout)
             p.relevant, p.support = measure(p.check, heldout)
+            if not p.relevant and p.source == "comment" and singles:
+                # no held-out pair to decide on (a wish the answers never met): the check must
+                # explain the held-out votes one by one, each up passing it and each down failing
+                p.method, p.n = "check-unary", len(singles)
+                p.relevant, p.support = len(singles), sum(p.check.test(e.response) == e.up for e in singles)
         elif judge is None or not sample:
             p.method, p.n = "none", 0
         elif not judge_ok:
