@@ -185,9 +185,13 @@ async def test_persona_paragraph_keeps_rules_and_instruction() -> None:
 
 async def test_persona_repairs_a_paragraph_that_lost_a_rule() -> None:
     ps = [Principle("Keep answers short: at most 20 words.", "evidence", Check("max_words", "20"))]
-    sloppy = FakeLLM(persona=lambda rules: "You are helpful and kind. " * 20)
+    varied = "You are helpful and kind. " + " ".join(f"item{a}{b}" for a in "abcdefgh" for b in "abcdefgh")
+    sloppy = FakeLLM(persona=lambda rules: varied)
     out = await synthesize("", ps, llm(sloppy))
     assert out.text.endswith("Keep answers short: at most 20 words.") and out.repairs
+    looping = FakeLLM(persona=lambda rules: "You are helpful and kind. " * 20)
+    out = await synthesize("", ps, llm(looping))
+    assert out.method == "template" and out.repairs == ["LLM paragraph repeats itself"]
     junk = FakeLLM(persona=lambda rules: "Of course! How can I help?")
     out = await synthesize("Help ACME users.", ps, llm(junk))
     assert out.method == "template" and out.text == "Help ACME users. You keep answers short: at most 20 words."
