@@ -58,9 +58,9 @@ class CompilerSettings(BaseSettings):
     window_days: float = 30.0
     min_heldout_pairs: int = 2
     # With no up/down pairs at all (a wish the answers never meet), learn from down-vote comments
-    # that name a checkable wish, validated and gated on single held-out votes. Off by default
-    # until it has been measured on more than the two closed-loop preferences it was built for.
-    unary_comments: bool = False
+    # that name a checkable wish, validated and gated on single held-out votes (bench/README.md:
+    # French 0.00 -> 0.83 vs oracle 0.75; an unprovable closing-line spec was refused by the gate).
+    unary_comments: bool = True
 
     # gate and publish
     gate_margin: float = 0.0

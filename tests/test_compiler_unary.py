@@ -26,11 +26,12 @@ async def test_comments_alone_teach_a_wish_never_met(tmp_path: Path) -> None:
     assert after.eval_up_rate == 1.0 and "French" in after.spec_text
 
 
-async def test_without_the_setting_a_round_with_no_pairs_is_skipped(tmp_path: Path) -> None:
+async def test_with_the_setting_off_a_round_with_no_pairs_is_skipped(tmp_path: Path) -> None:
     fake = FakeLLM(answer=french_when_told)
     with fake.serve() as base_url:
         rows = await closed_loop(base_url, tmp_path, TASTES["french"], rounds=1, samples=2,
-                                 compiler_overrides={"seed": 1}, say=print, complain_every=2)  # fmt: skip
+                                 compiler_overrides={"seed": 1, "unary_comments": False}, say=print,
+                                 complain_every=2)  # fmt: skip
     assert rows[0].compile_result == "skipped" and "need training pairs" in rows[0].compile_reason
 
 
