@@ -20,6 +20,9 @@ import orjson
 from aiohttp import web
 
 REPO = Path(__file__).resolve().parent.parent
+# ../shared beside the checkout (CI lays a copy there too): preference data for tests
+ICAI = REPO.parent / "shared" / "data" / "icai-synthetic"
+ICAI_ALIGNED = ICAI / "synthetic_data_aligned_vqvtb.csv"
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
+from helpers import ICAI
 
 from compiler.dataset import (
     build_dataset,
@@ -22,7 +23,6 @@ from compiler.pairs_file import (
 from proxy.ledger import FeedbackEvent, FeedbackRecord, InferenceRecord
 from proxy.ledger.sqlite import SqliteLedger
 
-ICAI = Path("/work/shared/data/icai-synthetic")
 ALIGNED = ICAI / "synthetic_data_aligned_vqvtb.csv"
 
 

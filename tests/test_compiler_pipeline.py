@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ICAI_ALIGNED
 from prometheus_client import REGISTRY
 
 from compiler.dataset import Dataset
@@ -25,7 +26,7 @@ from tests.fake_llm import FakeLLM, default_persona, fill_ledger, rule_judge
 
 INSTRUCTION = "You answer customer questions for ACME."
 CURRENT = INSTRUCTION + " Be thorough and explain every detail."
-ICAI = Path("/work/shared/data/icai-synthetic/synthetic_data_aligned_vqvtb.csv")
+ICAI = ICAI_ALIGNED
 
 
 async def make_ctx(tmp_path: Path, fake: FakeLLM, *, ledger: bool = True, **overrides: Any) -> Context:

@@ -9,14 +9,12 @@ Skips without the `local` extra unless SPECLEARN_REQUIRE_REAL_MODEL=1 (then it f
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import REAL_MODEL as MODEL
+from helpers import ICAI_ALIGNED
 
 from compiler.pairs_file import dataset_from_pairs
 from compiler.runner import Context, compile_spec
@@ -28,37 +26,13 @@ from proxy.settings import Settings
 
 pytestmark = [pytest.mark.real_model, pytest.mark.timeout(300)]
 
-MODEL = os.environ.get("SPECLEARN_LOCAL_MODEL", lm.DEFAULT_MODEL)
-ALIGNED = Path("/work/shared/data/icai-synthetic/synthetic_data_aligned_vqvtb.csv")
+
+ALIGNED = ICAI_ALIGNED
 
 
-def _missing() -> str | None:
-    if importlib.util.find_spec("xllamacpp") is None:
-        return f"runtime {lm.RUNTIME} is not installed"
-    spec = lm.get_model(MODEL)
-    cache = Path(os.environ.get("SPECLEARN_MODEL_CACHE_DIR") or lm.DEFAULT_CACHE_DIR).expanduser()
-    if lm._marker_ok(cache / spec.filename, spec.sha256):
-        return None
-    for c in spec.chunks:
-        try:
-            importlib.metadata.distribution(c.dist)
-        except importlib.metadata.PackageNotFoundError:
-            return f"weights package {c.dist}=={c.version} is not installed"
-    return None
-
-
-@pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    reason = _missing()
-    if reason:
-        if os.environ.get("SPECLEARN_REQUIRE_REAL_MODEL") == "1":
-            pytest.fail(f"{reason} (SPECLEARN_REQUIRE_REAL_MODEL=1)", pytrace=False)
-        pytest.skip(reason)
-    cache = os.environ.get("SPECLEARN_MODEL_CACHE_DIR")
-    sup = lm.LocalModelSupervisor(model=MODEL, cache_dir=cache, parallel=4)
-    url = sup.start(timeout=120)
-    yield url
-    sup.stop()
+@pytest.fixture
+def base_url(model: lm.LocalModelSupervisor) -> str:
+    return model.base_url
 
 
 def tight_settings(base_url: str, tmp_path: Path) -> CompilerSettings:

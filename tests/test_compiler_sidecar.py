@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ICAI_ALIGNED
 from prometheus_client import REGISTRY
 
 from compiler.errors import RoundBusy
@@ -22,7 +23,7 @@ from proxy.ledger.sqlite import SqliteLedger
 from tests.fake_llm import FakeLLM, bad_answer, chat_request, good_answer
 from tests.test_compiler_pipeline import close, make_ctx
 
-ICAI = "/work/shared/data/icai-synthetic/synthetic_data_aligned_vqvtb.csv"
+ICAI = str(ICAI_ALIGNED)
 
 
 async def add_feedback(path: Path, n: int, t0: float) -> None:

@@ -11,27 +11,24 @@ instead of silently not running.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import importlib.metadata
-import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from helpers import start_proxy
+from conftest import REAL_MODEL as MODEL
+from conftest import real_model_cache
 
 from proxy import local_model as lm
 
 pytestmark = [pytest.mark.real_model, pytest.mark.timeout(180)]
 
-MODEL = os.environ.get("SPECLEARN_LOCAL_MODEL", lm.DEFAULT_MODEL)
 SEED = 1234
 BANANA = "Begin every answer with the word BANANA."
 PROMPTS = [
@@ -46,43 +43,6 @@ PROMPTS = [
     "Translate 'hello' to Spanish.",
     "Why do leaves change color in autumn?",
 ]
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("SPECLEARN_REQUIRE_REAL_MODEL") == "1":
-        pytest.fail(f"{reason} (SPECLEARN_REQUIRE_REAL_MODEL=1 demands the real model)", pytrace=False)
-    pytest.skip(f"{reason}; install the `local` extra to run (CI: SPECLEARN_REQUIRE_REAL_MODEL=1)")
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("SPECLEARN_MODEL_CACHE_DIR") or lm.DEFAULT_CACHE_DIR).expanduser()
-
-
-def _missing_prerequisite() -> str | None:
-    """Only a missing install is a reason to skip; a broken one (bad hash, crash) must fail."""
-    if importlib.util.find_spec("xllamacpp") is None:
-        return f"runtime {lm.RUNTIME} is not installed"
-    spec = lm.get_model(MODEL)
-    if lm._marker_ok(_cache_dir() / spec.filename, spec.sha256):
-        return None  # already assembled and verified: the packages are not needed
-    for c in spec.chunks:
-        try:
-            importlib.metadata.distribution(c.dist)
-        except importlib.metadata.PackageNotFoundError:
-            return f"weights package {c.dist}=={c.version} is not installed"
-    return None
-
-
-@pytest.fixture(scope="session")
-def model() -> Iterator[lm.LocalModelSupervisor]:
-    """One real model server for the whole session (assembly ≈2 s once, start ≈2 s)."""
-    reason = _missing_prerequisite()
-    if reason:
-        _unavailable(reason)
-    sup = lm.LocalModelSupervisor(model=MODEL, cache_dir=_cache_dir())  # the shipped defaults
-    sup.start(timeout=120)
-    yield sup
-    sup.stop()
 
 
 def _client(base_url: str, **headers: str) -> Any:
@@ -272,7 +232,7 @@ def test_proxy_feedback_is_joined_in_export(real_proxy: Any) -> None:
 def _local_model_command() -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "proxy.cli", "local-model", "--port", "0", "--parallel", "1",
-         "--ctx", "2048", "--cache-dir", str(_cache_dir())],
+         "--ctx", "2048", "--cache-dir", str(real_model_cache())],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
 
