@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -306,7 +305,3 @@ def start_proxy(
         time.sleep(0.1)
     handle.kill()
     raise RuntimeError(f"proxy did not become ready:\n{handle.log()}")
-
-
-def copy_specs(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst)
