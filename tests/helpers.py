@@ -19,8 +19,9 @@ import orjson
 from aiohttp import web
 
 REPO = Path(__file__).resolve().parent.parent
-# ../shared beside the checkout (CI lays a copy there too): preference data for tests
-ICAI = REPO.parent / "shared" / "data" / "icai-synthetic"
+# ../shared beside the checkout (CI lays a copy there too), else the workplace's own copy
+SHARED = next((d for d in (REPO.parent / "shared", Path("/work/shared")) if d.is_dir()), REPO.parent / "shared")
+ICAI = SHARED / "data" / "icai-synthetic"
 ICAI_ALIGNED = ICAI / "synthetic_data_aligned_vqvtb.csv"
 
 
