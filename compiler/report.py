@@ -40,9 +40,9 @@ def principles(result: RoundResult) -> str:
     if not result.candidates:
         return ""
     lines = ["principles:"]
-    order = {"added": 0, "kept": 1, "dropped": 2, "rejected": 3}
+    order = {"added": 0, "kept": 1, "dropped": 2, "superseded": 3, "rejected": 4}
     for p in sorted(result.candidates, key=lambda p: (order.get(p.status, 4), -p.score)):
-        lines.append(f"  [{p.status or '?':8}] {p.text}")
+        lines.append(f"  [{p.status or '?':10}] {p.text}")
         lines.append(f"             {p.source}; {_numbers(p)}" + (f"; {_evidence(p)}" if _evidence(p) else ""))
     return "\n".join(lines)
 

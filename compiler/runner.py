@@ -21,7 +21,7 @@ from .errors import CompilerError
 from .llm import Budget, LLMClient
 from .pipeline import Round, RoundResult, run_round
 from .settings import CompilerSettings
-from .state import CompilerState, spec_lock
+from .state import CompilerState, round_lock
 
 DAY = 86400.0
 
@@ -83,7 +83,7 @@ async def compile_spec(
 ) -> RoundResult:
     """One locked round. Raises RoundBusy if another holds the spec's lock."""
     started = time.monotonic()
-    with spec_lock(ctx.compiler.state_dir(ctx.settings), name):
+    async with round_lock(ctx.compiler.state_dir(ctx.settings), name, ctx.settings.database_url):
         ds = dataset if dataset is not None else await ledger_dataset(ctx, name)
         llm = ctx.llm(name) if not dry_run else _offline_llm(ctx)
         try:

@@ -43,11 +43,10 @@ async def due(ctx: Context, name: str, now: float) -> tuple[bool, str]:
         return False, "backing off after an error"
     assert ctx.ledger is not None
     since = last_compiled_until(ctx, name, state)
-    events = await ctx.ledger.feedback_events(spec=name, since=since)
-    fresh = [e for e in events if since is None or e.feedback.created_at > since]
-    if len(fresh) < ctx.compiler.min_feedback:
-        return False, f"{len(fresh)}/{ctx.compiler.min_feedback} new feedback events"
-    return True, f"{len(fresh)} new feedback events"
+    fresh = await ctx.ledger.count_feedback(name, after=since)
+    if fresh < ctx.compiler.min_feedback:
+        return False, f"{fresh}/{ctx.compiler.min_feedback} new feedback events"
+    return True, f"{fresh} new feedback events"
 
 
 def _progress(name: str) -> Callable[[str], None]:

@@ -47,6 +47,7 @@ class Taste:
     checks: tuple[Check, ...]
     complaint: str
     oracle: str = ""
+    max_tokens: int = 80  # the app's answer cap: a closing line needs room to finish the answer
 
     def likes(self, text: str) -> bool:
         return all(c.test(text) for c in self.checks)
@@ -66,7 +67,7 @@ TASTES = {
                      f"{ASSISTANT} Format answers as a bulleted list."),
     "closing": Taste("closing", 'answers that end with "Hope this helps!"', (Check("ends_with", "hope this helps"),),
                      "please end with 'Hope this helps!'",
-                     f'{ASSISTANT} End every answer with the line "Hope this helps!".'),
+                     f'{ASSISTANT} End every answer with the line "Hope this helps!".', max_tokens=200),
     "no_phrase": Taste("no_phrase", f'answers that never say "{FORBIDDEN}"', (Check("forbid", FORBIDDEN.lower()),),
                        f"don't say '{FORBIDDEN}'", f'{ASSISTANT} Never use the phrase "{FORBIDDEN}".'),
     # kept for experiments

@@ -70,10 +70,29 @@ class Selection:
     rejected: list[Principle]  # new candidates that did not validate
 
 
+# on a tie in held-out numbers: what users asked for in words, then what a person or an earlier
+# round wrote, then what was measured, then what the LLM proposed ("under 25 words" said by users
+# beats the 15-word limit the length quantiles suggest when held-out votes cannot tell them apart)
+TRUST = {"comment": 0, "current": 1, "evidence": 2, "llm": 3}
+
+# checks of one family state one setting: two of them in a spec either repeat or contradict
+_FAMILY = {"in_language": "language", "no_list": "list", "no_question": "question"}
+
+
+def family(p: Principle) -> str:
+    """Rules of a family compete for one place: "at most 25 words" and "at most 50 words"
+    (numeric variants the proposer and the evidence both found), "use a list" and "never a
+    list". Forbidden phrases are each their own family; rules without a check are too."""
+    if p.check is None or p.check.kind == "forbid":
+        return f"text:{p.text}" if p.check is None else str(p.check)
+    return _FAMILY.get(p.check.kind, p.check.kind)
+
+
 def select(principles: Sequence[Principle], *, top_k: int, min_accuracy: float, min_prevalence: float) -> Selection:
-    """Top K by prevalence x accuracy among the principles that validate. A current rule is
-    kept unless the feedback contradicts it (it takes a side at least twice, mostly the wrong
-    one): no evidence either way is no reason to drop what a person or an earlier round wrote."""
+    """Top K by prevalence x accuracy among the principles that validate, one per check family.
+    A current rule is kept unless the feedback contradicts it (it takes a side at least twice,
+    mostly the wrong one) or a better-validated rule of its family replaces it: no evidence
+    either way is no reason to drop what a person or an earlier round wrote."""
 
     def validated(p: Principle) -> bool:
         acc = p.accuracy
@@ -83,22 +102,34 @@ def select(principles: Sequence[Principle], *, top_k: int, min_accuracy: float, 
         acc = p.accuracy
         return acc is not None and p.relevant >= 2 and acc < 0.5
 
-    ranked = sorted((p for p in principles if validated(p)), key=lambda p: (-p.score, -(p.accuracy or 0), p.text))
-    kept = ranked[:top_k]
-    for p in principles:
-        if p.source == "current" and all(p is not q for q in kept) and not contradicted(p) and len(kept) < top_k:
+    ranked = sorted(
+        (p for p in principles if validated(p)),
+        key=lambda p: (-p.score, -(p.accuracy or 0), TRUST.get(p.source, len(TRUST)), p.text),
+    )
+    current = [p for p in principles if p.source == "current" and not validated(p) and not contradicted(p)]
+    kept: list[Principle] = []
+    taken: dict[str, Principle] = {}  # family -> the rule that holds its place
+    for p in [*ranked, *current]:
+        if len(kept) < top_k and family(p) not in taken:
             kept.append(p)
+            taken[family(p)] = p
     kept_ids = {id(p) for p in kept}
     dropped, rejected = [], []
     for p in principles:
         if id(p) in kept_ids:
             p.status = "kept" if p.source == "current" else "added"
-        elif p.source == "current":
-            p.status = "dropped"
+            continue
+        if p.source == "current":
             dropped.append(p)
         else:
-            p.status = "rejected" if p.relevant or p.method == "check" else "unvalidated"
             rejected.append(p)
+        if family(p) in taken and validated(p):
+            p.status = "superseded"
+            p.evidence["superseded_by"] = taken[family(p)].text
+        elif p.source == "current":
+            p.status = "dropped"
+        else:
+            p.status = "rejected" if p.relevant or p.method == "check" else "unvalidated"
     return Selection(kept, dropped, rejected)
 
 

@@ -16,12 +16,13 @@ from prometheus_client import REGISTRY
 from compiler.errors import RoundBusy
 from compiler.runner import compile_spec
 from compiler.sidecar import due, run_forever, tick
-from compiler.state import spec_lock
+from compiler.state import database_lock, spec_lock
 from proxy.cli import main as cli
 from proxy.ledger import FeedbackRecord, InferenceRecord
 from proxy.ledger.sqlite import SqliteLedger
 from tests.fake_llm import FakeLLM, bad_answer, chat_request, good_answer
 from tests.test_compiler_pipeline import close, make_ctx
+from tests.test_storage import pg_dsn  # noqa: F401 - the fixture: a fresh schema on the real server
 
 ICAI = str(ICAI_ALIGNED)
 
@@ -116,6 +117,42 @@ async def test_lock_holds_across_processes(tmp_path: Path) -> None:
         with pytest.raises(RoundBusy):  # and one process cannot take it twice either
             with spec_lock(state_dir, "support"):
                 pass
+    await close(ctx)
+
+
+async def test_database_lock_keeps_rounds_apart_across_hosts(tmp_path: Path, pg_dsn: str) -> None:  # noqa: F811
+    fake = FakeLLM()
+    ctx = await make_ctx(tmp_path, fake, min_feedback=1)
+    ctx.settings = ctx.settings.model_copy(update={"database_url": pg_dsn})
+    # another host: its own state dir (its own flock), the same database
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import asyncio, sys; from compiler.state import database_lock\n"
+         "async def hold():\n    async with database_lock(sys.argv[1], 'support'):\n"
+         "        print('locked', flush=True); await asyncio.sleep(30)\n"
+         "asyncio.run(hold())", pg_dsn],
+        stdout=subprocess.PIPE, cwd=os.getcwd(),
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"locked"
+        with pytest.raises(RoundBusy, match="on some host"):
+            await compile_spec(ctx, "support")
+        assert fake.calls == []
+        async with database_lock(pg_dsn, "billing"):  # other specs are not held up
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    # the server released the dead holder's lock when its connection closed
+    for _ in range(100):
+        try:
+            result = await compile_spec(ctx, "support")
+            break
+        except RoundBusy:
+            await asyncio.sleep(0.1)
+    assert result.result == "published"
     await close(ctx)
 
 

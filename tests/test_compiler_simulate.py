@@ -7,10 +7,11 @@ message states one and otherwise rambles on every other seed, so the loop has so
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from compiler.simulate import TASTES, closed_loop
+from compiler.simulate import TASTES, LoopRound, closed_loop
 from tests.fake_llm import FakeLLM
 
 LONG = ("Well, this is a big topic and there is a lot to say about it, so let me walk you through the "
@@ -24,15 +25,32 @@ def obedient_model(body: dict[str, Any]) -> str:
     return "Here is the short answer you need." if body.get("seed", 0) % 2 else LONG
 
 
+async def one_round(tmp_path: Path, model: Callable[[dict[str, Any]], str], taste: str) -> list[LoopRound]:
+    """Rate, compile once, rate again, with the fake LLM as both the served model and the compiler's."""
+    with FakeLLM(answer=model).serve() as base_url:
+        return await closed_loop(base_url, tmp_path, TASTES[taste], rounds=1, samples=2,
+                                 compiler_overrides={"seed": 1}, say=lambda m: None)  # fmt: skip
+
+
 async def test_the_loop_learns_what_users_like(tmp_path: Path) -> None:
-    fake = FakeLLM(answer=obedient_model)
-    with fake.serve() as base_url:
-        rows = await closed_loop(
-            base_url, tmp_path, TASTES["short"], rounds=1, samples=2,
-            compiler_overrides={"seed": 1}, say=lambda m: None,
-        )  # fmt: skip
-    before, after = rows
+    before, after = await one_round(tmp_path, obedient_model, "short")
     assert before.version == "demo@1" and after.version == "demo@2"
     assert before.compile_result == "published" and before.published == "demo@2"
     assert after.eval_up_rate == 1.0 > before.eval_up_rate
     assert before.llm_calls > 0 and "words" in before.diff
+
+
+def model_that_closes_only_when_told(body: dict[str, Any]) -> str:
+    system = " ".join(m["content"] for m in body["messages"] if m["role"] == "system")
+    answer = "Tea: boil water, steep the leaves for three minutes, then pour."
+    return f"{answer}\nHope this helps!" if re.search(r'end every answer with the line "hope', system, re.I) else answer
+
+
+async def test_comments_alone_teach_a_wish_the_answers_never_met(tmp_path: Path) -> None:
+    """No answer ever earns an up vote, so there is no pair to learn from: only what some users
+    wrote on their down votes. The round must still learn the closing line, through the proxy."""
+    before, after = await one_round(tmp_path, model_that_closes_only_when_told, "closing")
+    assert before.train_up_rate == 0.0 and before.comments > 0
+    assert (before.compile_result, before.published) == ("published", "demo@2")
+    assert before.eval_up_rate == 0.0 and after.eval_up_rate == 1.0
+    assert 'End every answer with the line "Hope this helps!".' in after.spec_text

@@ -75,13 +75,12 @@ def test_language_check() -> None:
 
 
 def test_checks_round_trip_through_text() -> None:
-    checks = [Check("max_words", "40"), Check("forbid", "i guess"), Check("starts_with", "of course"),
-              Check("question"), Check("language", "de"), Check("no_list")]  # fmt: skip
-    text = " ".join(
-        check_text(c, "I guess" if c.kind == "forbid" else "Of course" if c.kind == "starts_with" else "")
-        for c in checks
-    )
-    assert checks_from_text(text) == checks
+    checks = [Check("max_words", "40"), Check("max_words", "20"), Check("min_words", "30"),
+              Check("forbid", "i guess"), Check("starts_with", "of course"), Check("ends_with", "hope this helps"),
+              Check("question"), Check("language", "de"), Check("no_list"), Check("list")]  # fmt: skip
+    shown = {"forbid": "I guess", "starts_with": "Of course", "ends_with": "Hope this helps!"}
+    text = " ".join(check_text(c, shown.get(c.kind, "")) for c in checks)
+    assert sorted(checks_from_text(text), key=str) == sorted(checks, key=str)
     assert checks_from_text("You are kind. You help.") == []
 
 
@@ -163,6 +162,31 @@ async def test_validate_measures_checks_and_judges_the_rest_in_both_orders() -> 
     assert friendly.status == "unvalidated"
 
 
+def test_select_keeps_one_rule_per_check_family() -> None:
+    def measured(text: str, source: str, check: Check, relevant: int, support: int) -> Principle:
+        p = Principle(text, source, check)
+        p.method, p.n, p.relevant, p.support = "check", 10, relevant, support
+        return p
+
+    ps = [
+        measured("Keep every answer to at most 50 words.", "current", Check("max_words", "50"), 6, 5),
+        measured("Answer in one short sentence of at most 25 words.", "comment", Check("max_words", "25"), 9, 9),
+        measured("Answer in one short sentence of at most 10 words.", "llm", Check("max_words", "10"), 8, 7),
+        # as well validated as the 25-word limit users asked for in words: the users' number wins
+        measured("Answer in one short sentence of at most 15 words.", "evidence", Check("max_words", "15"), 9, 9),
+        measured('Never use the phrase "I guess".', "llm", Check("forbid", "i guess"), 4, 4),
+        measured('Never use the phrase "Here are".', "comment", Check("forbid", "here are"), 3, 3),
+        measured("Format answers as a bulleted list.", "llm", Check("list"), 5, 4),
+        measured("Write every answer as one short paragraph, never as a list.", "current", Check("no_list"), 1, 1),
+    ]
+    sel = select(ps, top_k=5, min_accuracy=0.6, min_prevalence=0.1)
+    assert [str(p.check) for p in sel.kept] == ["max_words:25", "forbid:i guess", "list", "forbid:here are"]
+    fifty, _, ten, fifteen, *_, prose = ps
+    assert fifty.status == ten.status == fifteen.status == prose.status == "superseded"
+    assert fifty.evidence["superseded_by"] == ps[1].text and prose.evidence["superseded_by"] == ps[6].text
+    assert sel.dropped == [fifty, prose] and sel.rejected == [ten, fifteen]
+
+
 async def test_calibration_rejects_a_judge_that_cannot_see_checks() -> None:
     held = pairs(6)
     ps = [Principle("Keep answers short: at most 20 words.", "evidence", Check("max_words", "20"))]
@@ -192,17 +216,14 @@ async def test_persona_repairs_a_paragraph_that_lost_a_rule() -> None:
     looping = FakeLLM(persona=lambda rules: "You are helpful and kind. " * 20)
     out = await synthesize("", ps, llm(looping))
     assert out.method == "template" and out.repairs == ["LLM paragraph repeats itself"]
+    # a paraphrase of a checkable rule is not the rule: the exact line is appended
+    closing = Principle('End every answer with the line "Hope this helps!".', "comment", Check("ends_with", "hope this helps"))
+    vague = FakeLLM(persona=lambda rules: varied + " You close warmly, hoping that your answer helps.")
+    out = await synthesize("", [closing], llm(vague))
+    assert out.text.endswith(closing.text) and out.repairs == [f"appended: {closing.text}"]
     junk = FakeLLM(persona=lambda rules: "Of course! How can I help?")
     out = await synthesize("Help ACME users.", ps, llm(junk))
-    assert out.method == "template" and out.text == "Help ACME users. You keep answers short: at most 20 words."
-
-
-def test_second_person() -> None:
-    from compiler.synthesize import second_person
-
-    assert second_person("Be brief.") == "You are brief."
-    assert second_person('Never use the phrase "I guess".') == 'You never use the phrase "I guess".'
-    assert second_person("Do not end your answer with a question.") == "You do not end your answer with a question."
+    assert out.method == "template" and out.text == "Help ACME users. Keep answers short: at most 20 words."
 
 
 async def test_rules_format_needs_no_llm() -> None:

@@ -340,6 +340,9 @@ async def test_events_filter_by_spec_and_time(make_ledger: MakeLedger) -> None:
     assert ids(await ledger.feedback_events(spec="alpha", since=10.0, until=30.0)) == ["f0b", "f1"]
     score = (await ledger.feedback_events(since=40.0))[0]
     assert (score.feedback.kind, score.feedback.value, score.inference.spec_name) == (SCORE, 0.25, None)
+    # the sidecar's "is it due?": a count, with `after` exclusive (the end of the last window)
+    assert [await ledger.count_feedback("alpha"), await ledger.count_feedback("alpha", after=10.0)] == [3, 1]
+    assert [await ledger.count_feedback("beta", after=19.5), await ledger.count_feedback("gamma")] == [1, 0]
 
 
 async def test_pairs_are_joined_with_the_rejected_inference(make_ledger: MakeLedger) -> None:

@@ -152,6 +152,11 @@ class Ledger(abc.ABC):
         """Insert unless the id exists, committed before returning; (row as stored, inserted?)."""
 
     @abc.abstractmethod
+    async def count_feedback(self, spec: str, after: float | None = None) -> int:
+        """Feedback on `spec`'s inferences stored after `after`: the sidecar's "is it due?",
+        answered without loading the events."""
+
+    @abc.abstractmethod
     async def feedback_events(
         self, spec: str | None = None, since: float | None = None, until: float | None = None
     ) -> list[FeedbackEvent]:

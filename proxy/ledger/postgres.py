@@ -148,6 +148,14 @@ class PostgresLedger(Ledger):
         stored, created = await pg.with_retry(self.pool, insert, "storing feedback")
         return stored, created
 
+    async def count_feedback(self, spec: str, after: float | None = None) -> int:
+        sql = "SELECT count(*) FROM feedback f JOIN inferences i ON i.id = f.inference_id WHERE i.spec_name = $1"
+        args: list[Any] = [spec]
+        if after is not None:
+            args.append(after)
+            sql += " AND f.created_at > $2"
+        return int(await pg.with_retry(self.pool, lambda c: c.fetchval(sql, *args), "counting feedback"))
+
     async def feedback_events(
         self, spec: str | None = None, since: float | None = None, until: float | None = None
     ) -> list[FeedbackEvent]:

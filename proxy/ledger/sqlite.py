@@ -179,6 +179,14 @@ class SqliteLedger(Ledger):
         stored, created = await self._db.run(insert)
         return stored, created
 
+    async def count_feedback(self, spec: str, after: float | None = None) -> int:
+        sql = "SELECT count(*) FROM feedback f JOIN inferences i ON i.id = f.inference_id WHERE i.spec_name = ?"
+        args: list[Any] = [spec]
+        if after is not None:
+            sql += " AND f.created_at > ?"
+            args.append(after)
+        return int(await self._db.run(lambda c: c.execute(sql, args).fetchone()[0]))
+
     async def feedback_events(
         self, spec: str | None = None, since: float | None = None, until: float | None = None
     ) -> list[FeedbackEvent]:
