@@ -77,12 +77,11 @@ async def run_taste(base_url: str, model: str, name: str, a: argparse.Namespace)
         print(f"[{name}] {m}", file=sys.stderr, flush=True)
 
     train, held = PROMPTS[: a.train], PROMPTS[a.train : a.train + a.eval]
-    max_tokens = a.max_tokens or taste.max_tokens
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"speclearn-quality-{name}-") as tmp:
         rows = await closed_loop(
             base_url, Path(tmp), taste, rounds=a.rounds, train_prompts=train, eval_prompts=held,
-            samples=a.samples, max_tokens=max_tokens, compiler_overrides=overrides, instruction=ASSISTANT,
+            samples=a.samples, max_tokens=a.max_tokens, compiler_overrides=overrides, instruction=ASSISTANT,
             say=say, complain_every=a.complain_every, concurrency=a.concurrency,
         )  # fmt: skip
     loop_seconds = time.monotonic() - started
@@ -90,7 +89,7 @@ async def run_taste(base_url: str, model: str, name: str, a: argparse.Namespace)
     if not a.no_oracle and taste.oracle:
         with tempfile.TemporaryDirectory(prefix=f"speclearn-quality-{name}-oracle-") as tmp:
             (o,) = await closed_loop(
-                base_url, Path(tmp), taste, rounds=0, eval_prompts=held, max_tokens=max_tokens,
+                base_url, Path(tmp), taste, rounds=0, eval_prompts=held, max_tokens=a.max_tokens,
                 instruction=taste.oracle, say=lambda m: say(f"oracle: {m}"), concurrency=a.concurrency,
             )  # fmt: skip
         oracle = {**arm(o.eval_ups, o.eval_n), "spec": taste.oracle, "answers": o.eval_answers}
@@ -116,7 +115,7 @@ async def run_taste(base_url: str, model: str, name: str, a: argparse.Namespace)
         "compiled_spec": after.spec_text,
         "loop_seconds": round(loop_seconds, 1),
         "seconds": round(time.monotonic() - started, 1),
-        "max_tokens": max_tokens,
+        "max_tokens": a.max_tokens or taste.max_tokens,
         "rounds": [asdict(r) for r in rows],
     }  # fmt: skip
 

@@ -212,7 +212,7 @@ async def closed_loop(
     train_prompts: Sequence[str] = PROMPTS[:20],
     eval_prompts: Sequence[str] = PROMPTS[20:],
     samples: int = 2,
-    max_tokens: int = 80,
+    max_tokens: int | None = None,
     compiler_overrides: Mapping[str, object] | None = None,
     instruction: str = "You are a helpful assistant.",
     say: Callable[[str], None] = print,
@@ -221,7 +221,8 @@ async def closed_loop(
 ) -> list[LoopRound]:
     """Serve -> rate -> compile (publishing to production) -> serve again, `rounds` times; the
     thumbs-up rate on `eval_prompts` (never compiled from before it is measured) tells whether
-    the learned spec serves these users better."""
+    the learned spec serves these users better. `max_tokens`: the app's answer cap (default: the
+    taste's)."""
     import asyncio
 
     from proxy.registry import FileRegistry
@@ -230,6 +231,7 @@ async def closed_loop(
     from .runner import Context, compile_spec
     from .settings import CompilerSettings
 
+    max_tokens = max_tokens or taste.max_tokens
     specs, data = workdir / "specs", workdir / "data"
     registry = FileRegistry(specs, poll_interval=0)
     await registry.set_instruction("demo", instruction + "\n")

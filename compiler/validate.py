@@ -107,13 +107,14 @@ def select(principles: Sequence[Principle], *, top_k: int, min_accuracy: float, 
         key=lambda p: (-p.score, -(p.accuracy or 0), TRUST.get(p.source, len(TRUST)), p.text),
     )
     current = [p for p in principles if p.source == "current" and not validated(p) and not contradicted(p)]
+    eligible = [*ranked, *current]
     kept: list[Principle] = []
     taken: dict[str, Principle] = {}  # family -> the rule that holds its place
-    for p in [*ranked, *current]:
+    for p in eligible:
         if len(kept) < top_k and family(p) not in taken:
             kept.append(p)
             taken[family(p)] = p
-    kept_ids = {id(p) for p in kept}
+    kept_ids, eligible_ids = {id(p) for p in kept}, {id(p) for p in eligible}
     dropped, rejected = [], []
     for p in principles:
         if id(p) in kept_ids:
@@ -123,7 +124,7 @@ def select(principles: Sequence[Principle], *, top_k: int, min_accuracy: float, 
             dropped.append(p)
         else:
             rejected.append(p)
-        if family(p) in taken and validated(p):
+        if family(p) in taken and id(p) in eligible_ids:
             p.status = "superseded"
             p.evidence["superseded_by"] = taken[family(p)].text
         elif p.source == "current":

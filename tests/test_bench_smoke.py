@@ -61,3 +61,15 @@ def test_quick_overhead_run(tmp_path: Path) -> None:
             assert p["rss_peak_mb"] and p["rss_peak_mb"] > 0
         else:
             assert p["spec_injected_fraction"] == 0.0
+
+
+def test_wording_counts_the_answers_the_taste_likes(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.wording import main
+    from tests.fake_llm import FakeLLM
+    from tests.test_compiler_simulate import model_that_closes_only_when_told
+
+    told = 'Be helpful. End every answer with the line "Hope this helps!".'
+    with FakeLLM(answer=model_that_closes_only_when_told).serve() as base_url:
+        assert main(["--taste", "closing", "--questions", "4", "--base-url", base_url,
+                     "--spec", told, "--spec", "Be helpful."]) == 0  # fmt: skip
+    assert capsys.readouterr().out.splitlines() == [f"4/4 [0.51,1.00]  {told}", "0/4 [0.00,0.49]  Be helpful."]
