@@ -260,9 +260,12 @@ class Round:
 
     async def calibrate(self, candidates: list[Principle]) -> bool:
         """Trust the judge only if it agrees with checkable rules where the answer is known.
-        Without checkable rules there is nothing to calibrate against: trusted."""
+        Calibrated even when every candidate has a check (none needs the judge to validate):
+        the gate still asks the judge, and an uncalibrated 0.5B judge passes candidates on
+        noise (0.487 vs 0.475 measured). Without known answers there is nothing to calibrate
+        against: trusted."""
         items = calibration_items(candidates, self.val_pairs, self.s.calibration_pairs)
-        if not items or all(p.check is not None for p in candidates) or self.s.calibration_pairs <= 0:
+        if not items or self.s.calibration_pairs <= 0:
             return True
         agree, n = await calibrate(self.judge, items)
         ok = agree / n >= self.s.judge_min_agreement
