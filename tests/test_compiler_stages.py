@@ -212,15 +212,19 @@ async def test_persona_repairs_a_paragraph_that_lost_a_rule() -> None:
     varied = "You are helpful and kind. " + " ".join(f"item{a}{b}" for a in "abcdefgh" for b in "abcdefgh")
     sloppy = FakeLLM(persona=lambda rules: varied)
     out = await synthesize("", ps, llm(sloppy))
-    assert out.text.endswith("Keep answers short: at most 20 words.") and out.repairs
+    assert out.method == "template" and out.text == "Keep answers short: at most 20 words."
+    assert out.repairs == ["LLM paragraph lost: Keep answers short: at most 20 words."]
+    kind = Principle("Be kind to every customer.", "llm")  # no check: appended to the paragraph
+    out = await synthesize("", [kind], llm(sloppy))
+    assert out.method == "llm" and out.text == f"{varied} {kind.text}" and out.repairs == [f"appended: {kind.text}"]
     looping = FakeLLM(persona=lambda rules: "You are helpful and kind. " * 20)
     out = await synthesize("", ps, llm(looping))
     assert out.method == "template" and out.repairs == ["LLM paragraph repeats itself"]
-    # a paraphrase of a checkable rule is not the rule: the exact line is appended
+    # a paraphrase of a checkable rule is not the rule: the template states it in its words
     closing = Principle('End every answer with the line "Hope this helps!".', "comment", Check("ends_with", "hope this helps"))
     vague = FakeLLM(persona=lambda rules: varied + " You close warmly, hoping that your answer helps.")
-    out = await synthesize("", [closing], llm(vague))
-    assert out.text.endswith(closing.text) and out.repairs == [f"appended: {closing.text}"]
+    out = await synthesize("Help.", [closing], llm(vague))
+    assert (out.method, out.text) == ("template", f"Help. {closing.text}")
     junk = FakeLLM(persona=lambda rules: "Of course! How can I help?")
     out = await synthesize("Help ACME users.", ps, llm(junk))
     assert out.method == "template" and out.text == "Help ACME users. Keep answers short: at most 20 words."
