@@ -174,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         from proxy.settings import Settings
 
         s = Settings()
-        with LocalModelSupervisor(s.local_model, s.model_cache_dir, threads=s.local_model_threads,
-                                  ctx=s.local_model_ctx, parallel=s.local_model_parallel) as model:  # fmt: skip
+        with LocalModelSupervisor.from_settings(s) as model:
             run_all(model.base_url, s.local_model)
     write()
     print(table(results))

@@ -44,8 +44,7 @@ def upstream(base_url: str | None) -> Iterator[str]:
     from proxy.local_model import LocalModelSupervisor
     from proxy.settings import Settings
 
-    s = Settings()
-    with LocalModelSupervisor(s.local_model, s.model_cache_dir, threads=2, ctx=s.local_model_ctx, parallel=1) as m:
+    with LocalModelSupervisor.from_settings(Settings(), threads=2, parallel=1) as m:  # one request at a time
         yield m.base_url
 
 

@@ -71,6 +71,13 @@ def check_text(check: Check, display: str = "") -> str:
     }[k]
 
 
+_LANGUAGES = "|".join(LANGUAGE_NAMES.values())  # English|French|...: as rules and comments name them
+
+
+def _language_check(m: re.Match[str]) -> Check:
+    return Check("language", {v: k for k, v in LANGUAGE_NAMES.items()}[m.group(1).capitalize()])
+
+
 _TEXT_CHECKS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], Check]], ...] = (
     (re.compile(r"\b(?:at most|no more than|under|fewer than|maximum of)\s+(\d+)\s+words", re.I),
      lambda m: Check("max_words", m.group(1))),
@@ -82,8 +89,8 @@ _TEXT_CHECKS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], Check]], ..
     (re.compile(r"\bend\w*\b[^.\n]*?with a (?:follow-up )?question", re.I), lambda m: Check("question")),
     (re.compile(r"\b(?:end|close|finish)\w*\b[^.\n\"]*?with\b[^.\n\"]*?\"([^\"]+)\"", re.I),
      lambda m: Check("ends_with", normalize(m.group(1)))),
-    (re.compile(r"\b(?:answer|respond|reply|write)\w*\s+(?:only\s+|always\s+)?in\s+(English|French|German|Spanish|Italian|Portuguese)\b", re.I),
-     lambda m: Check("language", {v: k for k, v in LANGUAGE_NAMES.items()}[m.group(1).capitalize()])),
+    (re.compile(rf"\b(?:answer|respond|reply|write)\w*\s+(?:only\s+|always\s+)?in\s+({_LANGUAGES})\b", re.I),
+     _language_check),
     (
         re.compile(r"\bwithout (?:bullet(?:ed)? )?lists?\b|\bnever as a list\b|\b(?:no|avoid|never use|do not use|don't use) "
                    r"(?:bullet(?:ed)?|numbered)? ?(?:points|lists?)\b", re.I),
@@ -224,8 +231,7 @@ _COMMENT_CHECKS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], Check]],
      lambda m: Check("ends_with", normalize(m.group(1)))),
     (re.compile(r"\b(?:begin|start)\w*\b[^\"'\u2018\u201c]{0,30}?\bwith\s+" + _QUOTED, re.I),
      lambda m: Check("starts_with", normalize(m.group(1)))),
-    (re.compile(r"\b(English|French|German|Spanish|Italian|Portuguese)\b", re.I),
-     lambda m: Check("language", {v: k for k, v in LANGUAGE_NAMES.items()}[m.group(1).capitalize()])),
+    (re.compile(rf"\b({_LANGUAGES})\b", re.I), _language_check),
     (re.compile(r"\b(?:under|at most|no more than|max(?:imum)?(?: of)?|fewer than|less than|within)\s+(\d+)\s+words\b", re.I),
      lambda m: Check("max_words", m.group(1))),
     (re.compile(r"\b(?:no|without|not as a|don'?t use|do not use|stop using|avoid)\s+(?:bullet(?:ed)?\s*(?:points?|lists?)?|lists?|numbered lists?)\b", re.I),
@@ -244,10 +250,10 @@ def check_of_comment(comment: str) -> tuple[Check, str] | None:
     for pattern, make in _COMMENT_CHECKS:
         if m := pattern.search(comment):
             check = make(m)
-            if check.kind in ("forbid", "ends_with", "starts_with") and not check.arg:
-                continue
-            display = m.group(1).strip() if check.kind in ("forbid", "ends_with", "starts_with") else ""
-            return check, display
+            if check.kind not in ("forbid", "ends_with", "starts_with"):
+                return check, ""
+            if check.arg:  # a quoted phrase, shown to the writer as the user wrote it
+                return check, m.group(1).strip()
     return None
 
 

@@ -8,6 +8,7 @@ thumbs-up rate on questions the compiler never saw, before and after.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -151,8 +152,6 @@ async def ask_and_rate(
     rated by the taste and the rating posted to /v1/feedback, as a production app would.
     Users are `sim-0`..`sim-5` (by prompt); every `complain_every`-th of them writes the taste's
     complaint on a down vote (0: nobody comments)."""
-    import asyncio
-
     rated = Rated()
     gate = asyncio.Semaphore(max(1, concurrency))
 
@@ -223,8 +222,6 @@ async def closed_loop(
     thumbs-up rate on `eval_prompts` (never compiled from before it is measured) tells whether
     the learned spec serves these users better. `max_tokens`: the app's answer cap (default: the
     taste's)."""
-    import asyncio
-
     from proxy.registry import FileRegistry
     from proxy.settings import Settings
 

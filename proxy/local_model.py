@@ -32,7 +32,10 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 log = logging.getLogger("speclearn.local_model")
 
@@ -494,6 +497,17 @@ class LocalModelSupervisor:
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
         self._start_timeout = 120.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
+        """The model `SPECLEARN_LOCAL_MODEL*` configure; `overrides` win (a port, a benchmark's
+        thread count)."""
+        configured: dict[str, Any] = {
+            "model": settings.local_model, "cache_dir": settings.model_cache_dir,
+            "threads": settings.local_model_threads, "ctx": settings.local_model_ctx,
+            "parallel": settings.local_model_parallel,
+        }  # fmt: skip
+        return cls(**{**configured, **overrides})
 
     @property
     def root_url(self) -> str:

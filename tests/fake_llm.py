@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from compiler.simulate import TASTES, LoopRound, closed_loop
 from proxy.ledger import FeedbackRecord, InferenceRecord
 from proxy.ledger.sqlite import SqliteLedger
 
@@ -248,3 +249,19 @@ async def fill_ledger(path: Path, spec: str = "support", *, questions: list[str]
         await ledger.add_feedback(FeedbackRecord(f"fb-{i}-down", f"inf-{i}-bad", "thumb", -1.0, at + 1, comment))
     await ledger.close()
     return ids
+
+
+# -- the fake LLM as the served model of a closed loop ---------------------------------------
+def system_message(body: dict[str, Any]) -> str:
+    """What a served request's system message says (the spec the proxy injected)."""
+    return " ".join(m["content"] for m in body["messages"] if m["role"] == "system")
+
+
+async def one_round(tmp_path: Path, model: Callable[[dict[str, Any]], str], taste: str, *,
+                    complain_every: int = 3, **compiler_overrides: Any) -> list[LoopRound]:  # fmt: skip
+    """Rate, compile once, rate again through the real proxy, with the fake LLM as both the
+    served model (answering with `model`) and the compiler's LLM; the two LoopRounds."""
+    with FakeLLM(answer=model).serve() as base_url:
+        return await closed_loop(base_url, tmp_path, TASTES[taste], rounds=1, samples=2,
+                                 compiler_overrides={"seed": 1, **compiler_overrides}, say=lambda m: None,
+                                 complain_every=complain_every)  # fmt: skip

@@ -66,7 +66,7 @@ def test_quick_overhead_run(tmp_path: Path) -> None:
 def test_wording_counts_the_answers_the_taste_likes(capsys: pytest.CaptureFixture[str]) -> None:
     from bench.wording import main
     from tests.fake_llm import FakeLLM
-    from tests.test_compiler_simulate import model_that_closes_only_when_told
+    from tests.test_compiler_unary import model_that_closes_only_when_told
 
     told = 'Be helpful. End every answer with the line "Hope this helps!".'
     with FakeLLM(answer=model_that_closes_only_when_told).serve() as base_url:

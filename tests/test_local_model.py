@@ -233,3 +233,12 @@ def test_child_dies_with_its_parent(fake_child, tmp_path: Path) -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_supervisor_from_settings_takes_the_configured_model_and_overrides(tmp_path: Path) -> None:
+    from proxy.settings import Settings
+
+    s = Settings(local_model="m-x", model_cache_dir=tmp_path, local_model_threads=3, local_model_ctx=2048,
+                 local_model_parallel=2)  # fmt: skip
+    sup = lm.LocalModelSupervisor.from_settings(s, parallel=1, port=4321)
+    assert (sup.model, sup.cache_dir, sup.threads, sup.ctx, sup.parallel, sup.port) == ("m-x", tmp_path, 3, 2048, 1, 4321)

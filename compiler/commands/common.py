@@ -80,10 +80,7 @@ def local_model(settings: Settings, compiler: CompilerSettings, enabled: bool) -
         return
     from proxy.local_model import LocalModelSupervisor
 
-    supervisor = LocalModelSupervisor(
-        settings.local_model, settings.model_cache_dir, threads=settings.local_model_threads,
-        ctx=settings.local_model_ctx, parallel=settings.local_model_parallel,
-    )  # fmt: skip
+    supervisor = LocalModelSupervisor.from_settings(settings)
     base_url = supervisor.start()
     try:
         yield compiler.model_copy(update={"base_url": base_url, "model": settings.local_model})

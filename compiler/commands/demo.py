@@ -43,8 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
         s = Settings()
         say("starting the local model ...")
-        with LocalModelSupervisor(s.local_model, s.model_cache_dir, threads=s.local_model_threads, ctx=s.local_model_ctx,
-                                  parallel=s.local_model_parallel) as model:  # fmt: skip
+        with LocalModelSupervisor.from_settings(s) as model:
             rows = asyncio.run(closed_loop(model.base_url, workdir, taste, rounds=args.rounds, samples=args.samples,
                                            compiler_overrides={**overrides, "model": s.local_model}, say=say))  # fmt: skip
     print(f"\nusers like {taste.description}\n")

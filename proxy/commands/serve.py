@@ -28,14 +28,7 @@ def _start_local_model(settings: Settings):  # type: ignore[no-untyped-def]
         return None
     from ..local_model import LocalModelError, LocalModelSupervisor
 
-    supervisor = LocalModelSupervisor(
-        model=settings.local_model,
-        cache_dir=settings.model_cache_dir,
-        port=settings.local_model_port,
-        threads=settings.local_model_threads,
-        ctx=settings.local_model_ctx,
-        parallel=settings.local_model_parallel,
-    )
+    supervisor = LocalModelSupervisor.from_settings(settings, port=settings.local_model_port)
     print("speclearn: no SPECLEARN_UPSTREAM_URL set; starting the embedded local model ...", file=sys.stderr)
     try:
         url = supervisor.start()
