@@ -78,6 +78,14 @@ class CompilerSettings(BaseSettings):
 
     cache_dir: Path | None = Field(None, description="Default: DATA_DIR/compiler/cache")
 
+    # the judge (calibrate, validate, gate) may be another model than the proposer/synthesizer:
+    # a 0.5B judge is at chance on rules no check expresses, a 1.5B one is not (bench/README.md)
+    judge_base_url: str | None = Field(None, description="Judge endpoint (…/v1); default: the compiler's LLM")
+    judge_model: str | None = Field(
+        None, description="Judge model name at that endpoint, or an embedded model (e.g. qwen2.5-coder-1.5b)"
+    )
+    judge_api_key: SecretStr | None = Field(None, description="Default: the compiler's API key")
+
     def resolved_base_url(self, settings: Settings) -> str | None:
         return (self.base_url or settings.upstream_url or "").rstrip("/") or None
 
