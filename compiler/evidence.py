@@ -1,8 +1,9 @@
 """Measured evidence: general properties that separate preferred from rejected answers.
 
 A small model is a weak proposer, so proposals are grounded in what can be counted: length,
-list format, language, a closing question, the words answers start with, phrases that appear
-only in rejected answers, and what down-vote comments complain about. Each property becomes a
+list format, numbered steps, headings, language, a closing question, the words answers start
+with, phrases that appear only in rejected answers or only in preferred ones, and what
+down-vote comments complain about. Each property becomes a
 candidate principle with a `Check` only when it separates the training contrasts clearly; it
 then goes through the same held-out validation as every other principle.
 """
@@ -15,9 +16,9 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .checks import LANGUAGES_RE, REFINES, STOPWORDS, Check, check_text, language, language_check, word_count
 from .dataset import Example, Pair, Split, normalize
-from .principle import LANGUAGE_NAMES, STOPWORDS, Check, Principle, language, word_count
-
+from .principle import Principle
 
 ALL_STOPWORDS = frozenset().union(*STOPWORDS.values()) | frozenset(
     "it's i'm you're we they he she my me our us so do if or but at by from was were will would could".split()
@@ -49,68 +50,6 @@ def measure(check: Check, contrasts: Sequence[Pair]) -> tuple[int, int]:
             relevant += 1
             agree += a
     return relevant, agree
-
-
-def check_text(check: Check, display: str = "") -> str:
-    k, arg = check.kind, check.arg
-    if k == "max_words" and int(arg) <= 30:
-        # measured on the 0.5B model: "one short sentence" is obeyed 8/8, a bare word count 2/8
-        return f"Answer in one short sentence of at most {arg} words."
-    return {
-        "max_words": f"Keep every answer to at most {arg} words.",
-        "min_words": f"Give complete answers of at least {arg} words.",
-        "list": "Format answers as a bulleted list.",
-        "no_list": "Write every answer as one short paragraph, never as a list.",
-        "question": "End your answer with a question that invites the user to continue.",
-        "no_question": "Do not end your answer with a question.",
-        "language": f"Always answer in {LANGUAGE_NAMES.get(arg, arg)}.",
-        "forbid": f'Never use the phrase "{display or arg}".',
-        "starts_with": f'Begin your answer with "{display or arg}".',
-        "ends_with": f'End every answer with the line "{display or arg}".',
-        "in_language": f"Always answer in {LANGUAGE_NAMES.get(arg, arg)}.",
-    }[k]
-
-
-_LANGUAGES = "|".join(LANGUAGE_NAMES.values())  # English|French|...: as rules and comments name them
-
-
-def _language_check(m: re.Match[str]) -> Check:
-    return Check("language", {v: k for k, v in LANGUAGE_NAMES.items()}[m.group(1).capitalize()])
-
-
-_TEXT_CHECKS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], Check]], ...] = (
-    (re.compile(r"\b(?:at most|no more than|under|fewer than|maximum of)\s+(\d+)\s+words", re.I),
-     lambda m: Check("max_words", m.group(1))),
-    (re.compile(r"\bat least\s+(\d+)\s+words", re.I), lambda m: Check("min_words", m.group(1))),
-    (re.compile(r"\b(?:never|do not|don't|avoid)\b[^.\n\"]*?\"([^\"]+)\"", re.I),
-     lambda m: Check("forbid", normalize(m.group(1)))),
-    (re.compile(r"\b(?:begin|start)\w*\b[^.\n\"]*?with\s+\"([^\"]+)\"", re.I),
-     lambda m: Check("starts_with", normalize(m.group(1)))),
-    (re.compile(r"\bend\w*\b[^.\n]*?with a (?:follow-up )?question", re.I), lambda m: Check("question")),
-    (re.compile(r"\b(?:end|close|finish)\w*\b[^.\n\"]*?with\b[^.\n\"]*?\"([^\"]+)\"", re.I),
-     lambda m: Check("ends_with", normalize(m.group(1)))),
-    (re.compile(rf"\b(?:answer|respond|reply|write)\w*\s+(?:only\s+|always\s+)?in\s+({_LANGUAGES})\b", re.I),
-     _language_check),
-    (
-        re.compile(r"\bwithout (?:bullet(?:ed)? )?lists?\b|\bnever as a list\b|\b(?:no|avoid|never use|do not use|don't use) "
-                   r"(?:bullet(?:ed)?|numbered)? ?(?:points|lists?)\b", re.I),
-        lambda m: Check("no_list"),
-    ),  # fmt: skip
-    (re.compile(r"\b(?:as|use) a (?:bulleted|numbered) list\b", re.I), lambda m: Check("list")),
-)  # fmt: skip
-
-
-def checks_from_text(text: str) -> list[Check]:
-    """The checkable rules a spec states in words ("at most 40 words", never "X", ...), so any
-    spec — hand-written or compiled, paragraph or list — can be scored on held-out pairs."""
-    found: list[Check] = []
-    for pattern, make in _TEXT_CHECKS:
-        for m in pattern.finditer(text):
-            check = make(m)
-            if check.arg or check.kind in ("question", "no_list", "list"):
-                if check not in found:
-                    found.append(check)
-    return found
 
 
 def _ngrams(text: str, n_max: int = 3) -> set[str]:
@@ -152,32 +91,35 @@ def _length_checks(contrasts: Sequence[Pair]) -> list[Check]:
     return checks
 
 
-def _phrase_checks(contrasts: Sequence[Pair], min_support: int, limit: int) -> list[tuple[Check, str]]:
-    """Phrases in at least `min_support` rejected answers and (almost) no preferred one."""
-    in_rejected: dict[str, set[str]] = defaultdict(set)
-    in_chosen: Counter[str] = Counter()
-    seen_chosen: set[str] = set()
-    seen_rejected: set[str] = set()
+def _phrase_checks(contrasts: Sequence[Pair], min_support: int, limit: int, *, wanted: bool) -> list[tuple[Check, str]]:
+    """Phrases in at least `min_support` answers of one side and (almost) none of the other:
+    rejected-only phrases become `forbid` (what users dislike), preferred-only ones `contains`
+    (what users like: "for example", "next step", a sign-off no menu names)."""
+    in_side: dict[str, set[str]] = defaultdict(set)
+    in_other: Counter[str] = Counter()
+    seen_side: set[str] = set()
+    seen_other: set[str] = set()
     for p in contrasts:
-        if p.chosen.id not in seen_chosen:
-            seen_chosen.add(p.chosen.id)
-            in_chosen.update(_ngrams(p.chosen.response))
-        if p.rejected.id not in seen_rejected:
-            seen_rejected.add(p.rejected.id)
-            for g in _ngrams(p.rejected.response):
-                in_rejected[g].add(p.rejected.id)
+        side, other = (p.chosen, p.rejected) if wanted else (p.rejected, p.chosen)
+        if other.id not in seen_other:
+            seen_other.add(other.id)
+            in_other.update(_ngrams(other.response))
+        if side.id not in seen_side:
+            seen_side.add(side.id)
+            for g in _ngrams(side.response):
+                in_side[g].add(side.id)
     ranked = sorted(
-        ((g, ids) for g, ids in in_rejected.items() if len(ids) >= min_support and in_chosen[g] * 5 <= len(ids)),
+        ((g, ids) for g, ids in in_side.items() if len(ids) >= min_support and in_other[g] * 5 <= len(ids)),
         key=lambda t: (-len(t[1]), t[0].split()[-1] in ALL_STOPWORDS, {2: 0, 1: 1, 3: 2}[len(t[0].split())], t[0]),
     )
-    rejected_examples = [p.rejected for p in contrasts]
+    examples = [p.chosen if wanted else p.rejected for p in contrasts]
     picked: list[tuple[Check, str]] = []
     covered: list[set[str]] = []
     for g, ids in ranked:
         if any(ids <= c for c in covered):
             continue  # a sub- or super-phrase of one already picked, same answers
         covered.append(ids)
-        picked.append((Check("forbid", g), _display(g, rejected_examples)))
+        picked.append((Check("contains" if wanted else "forbid", g), _display(g, examples)))
         if len(picked) >= limit:
             break
     return picked
@@ -220,7 +162,8 @@ def comment_themes(examples: Sequence[Example]) -> dict[str, list[str]]:
 
 
 THEME_OF_CHECK = {"max_words": "length", "min_words": "length", "language": "language", "list": "format",
-                  "no_list": "format", "in_language": "language"}  # fmt: skip
+                  "no_list": "format", "numbered": "format", "headings": "format",
+                  "in_language": "language"}  # fmt: skip
 
 _QUOTED = r"[\"'\u2018\u2019\u201c\u201d]([^\"\u2018\u2019\u201c\u201d]{2,60}?)[\"'\u2018\u2019\u201c\u201d](?=\W*(?:$|\s))"
 # what a down-vote comment asks for, in words -> a check (first match wins, in this order)
@@ -231,7 +174,7 @@ _COMMENT_CHECKS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], Check]],
      lambda m: Check("ends_with", normalize(m.group(1)))),
     (re.compile(r"\b(?:begin|start)\w*\b[^\"'\u2018\u201c]{0,30}?\bwith\s+" + _QUOTED, re.I),
      lambda m: Check("starts_with", normalize(m.group(1)))),
-    (re.compile(rf"\b({_LANGUAGES})\b", re.I), _language_check),
+    (re.compile(rf"\b({LANGUAGES_RE})\b", re.I), language_check),
     (re.compile(r"\b(?:under|at most|no more than|max(?:imum)?(?: of)?|fewer than|less than|within)\s+(\d+)\s+words\b", re.I),
      lambda m: Check("max_words", m.group(1))),
     (re.compile(r"\b(?:no|without|not as a|don'?t use|do not use|stop using|avoid)\s+(?:bullet(?:ed)?\s*(?:points?|lists?)?|lists?|numbered lists?)\b", re.I),
@@ -291,8 +234,12 @@ def _explain_away(
     and the report says why."""
     chosen: list[Principle] = []
     explained: set[str] = set()
-    phrase = {"forbid", "starts_with"}  # phrases are bound to topics; length, format are not
-    order = sorted(strong, key=lambda t: (t[0].kind in phrase, -len(t[2]), str(t[0])))
+    phrase = {"forbid", "contains", "starts_with"}  # phrases are bound to topics; length, format are not
+    # on a tie, the stricter check first (numbered steps before any list: what satisfies it
+    # satisfies both readings of the votes), then a phrase to avoid before one to require
+    order = sorted(strong, key=lambda t: (t[0].kind in phrase, -len(t[2]), t[3]["train_passing"],
+                                          t[0].kind in REFINES.values(), t[0].kind == "contains",
+                                          str(t[0])))  # fmt: skip
     for check, display, agreeing, ev in order:
         if chosen and agreeing and len(agreeing & explained) >= 0.9 * len(agreeing):
             rows[str(check)]["candidate"] = False
@@ -312,14 +259,15 @@ def find_evidence(
     examples = split.examples
     down_comments = comment_themes(examples)
     candidates: list[tuple[Check, str]] = [(c, "") for c in _length_checks(contrasts)]
-    candidates += [(Check(k), "") for k in ("list", "no_list", "question", "no_question")]
+    candidates += [(Check(k), "") for k in ("list", "no_list", "numbered", "headings", "question", "no_question")]
     languages = Counter(language(p.chosen.response) for p in contrasts)
     languages.pop("unknown", None)
     languages.pop("other", None)
     if languages:
         candidates.append((Check("language", languages.most_common(1)[0][0]), ""))
     candidates += _start_checks(contrasts, min_support)
-    candidates += _phrase_checks(contrasts, min_support, max_phrases)
+    candidates += _phrase_checks(contrasts, min_support, max_phrases, wanted=False)
+    candidates += _phrase_checks(contrasts, min_support, max_phrases, wanted=True)
 
     measured: list[dict[str, Any]] = []
     strong: list[tuple[Check, str, set[str], dict[str, Any]]] = []
@@ -336,7 +284,9 @@ def find_evidence(
         row["candidate"] = relevant >= bar and accuracy >= min_accuracy
         measured.append(row)
         if row["candidate"]:
-            ev: dict[str, Any] = {"train_relevant": relevant, "train_agree": agree, "train_contrasts": len(contrasts)}
+            passing = sum(check.test(e.response) for e in examples)
+            ev: dict[str, Any] = {"train_relevant": relevant, "train_agree": agree, "train_contrasts": len(contrasts),
+                                  "train_passing": passing}  # fmt: skip
             if comments:
                 ev["comments"] = list(dict.fromkeys(comments))[:3]
             strong.append((check, display, agreeing, ev))

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import prompts
+from .checks import checks_from_text
 from .dataset import Example, Pair
-from .evidence import checks_from_text
 from .judge import Judge, verdict
 from .llm import LLMClient, run_all
 

@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from .dataset import Example, Pair
 
 ANSWER_CHARS = 500
+CHECK_MENU = ("[check: contains_any:phrase one|phrase two], [check: contains:phrase], [check: forbid:phrase], "
+              "[check: max_words:N], [check: max_sentences:N], [check: numbered], [check: headings], "
+              "[check: list], [check: no_list], [check: question]")
 QUESTION_CHARS = 300
 Message = dict[str, str]
 
@@ -52,7 +55,10 @@ def propose(
         )
     lines.append(
         f"\nWrite up to {n_rules} general rules that explain why the preferred answers won. "
-        'Each rule is one short imperative sentence for the assistant, like "Keep answers under 50 words." '
+        "Each rule tells the assistant how to write its answers (not advice to the person asking): "
+        'one short imperative sentence, like "Keep answers under 50 words." '
+        "If a program could check a rule, add the check in brackets at its end, one of: "
+        f"{CHECK_MENU}. "
         'Write one rule per line, starting with "- ". Write nothing else.'
     )
     return [{"role": "user", "content": "\n".join(lines)}]

@@ -5,7 +5,8 @@
 2. measured evidence (`evidence.py`) — checkable rules, the backbone when the LLM is small;
 3. an LLM that reads the instruction, the current rules and a sample of about 20 pairs over a
    few passes (a different slice and seed each pass) and writes imperative rules; a rule that
-   states a checkable property carries that check.
+   states a checkable property, or carries a check in the check language (compiler/checks.py),
+   is measured by that check.
 """
 
 from __future__ import annotations
@@ -17,10 +18,16 @@ from collections.abc import Callable, Sequence
 from proxy.registry import SpecVersion
 
 from . import prompts
+from .checks import (
+    Check,
+    CheckSyntaxError,
+    check_text,
+    checks_from_text,
+    split_attached,
+)
 from .dataset import Pair, normalize
-from .evidence import checks_from_text
 from .llm import LLMClient, run_all
-from .principle import Check, Principle
+from .principle import Principle
 
 _BULLET_RE = re.compile(r"^\s*(?:[-*•+]|\d+[.)]|rule\s*\d*:)\s*", re.I)
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
@@ -28,12 +35,14 @@ _JUNK = ("preferred", "rejected", "question:", "answer a", "answer b", "here are
 
 
 def parse_rules(text: str) -> list[str]:
-    """One rule per line; drop preambles, fragments and echoes of the prompt."""
+    """One rule per line; drop preambles, fragments and echoes of the prompt. A check the LLM
+    attached (`[check: ...]`) stays at the end of its rule, for `llm_principle` to read."""
     rules: list[str] = []
     for line in text.splitlines():
         if not _BULLET_RE.match(line):
             continue
-        rule = _BULLET_RE.sub("", line).strip().strip("*` ").strip()
+        rule, attached = split_attached(_BULLET_RE.sub("", line))
+        rule = rule.strip().strip("*` ").strip()
         if len(rule) > 1 and rule[0] == rule[-1] and rule[0] in "\"'":
             rule = rule[1:-1].strip()  # the whole rule quoted, not a quoted phrase inside it
         words = rule.split()
@@ -42,9 +51,29 @@ def parse_rules(text: str) -> list[str]:
         rule = rule[0].upper() + rule[1:]
         if rule[-1] not in ".!?":
             rule += "."
-        if normalize(rule) not in {normalize(r) for r in rules}:
-            rules.append(rule)
+        if normalize(rule) not in {normalize(split_attached(r)[0]) for r in rules}:
+            rules.append(f"{rule} [check: {attached}]" if attached else rule)
     return rules
+
+
+def llm_principle(rule: str, proposed_from: list[str]) -> Principle:
+    """A proposed rule and the check it carries. An attached check in the check language is
+    parsed (never run: it is data); when the rule's words do not state it, the principle takes
+    the check's canonical words, so what is validated is what the spec will say and the check
+    reads back from the spec. A malformed check is reported and the rule stays words only."""
+    words, attached = split_attached(rule)
+    evidence: dict[str, str] = {}
+    check = checkable(words)
+    if attached:
+        try:
+            check = Check.parse(attached)
+        except CheckSyntaxError as exc:
+            evidence["check_error"] = f"{attached!r}: {exc}"
+        else:
+            if check not in checks_from_text(words):
+                evidence["proposed_as"] = words
+                words = check_text(check)
+    return Principle(words, "llm", check, evidence=evidence, proposed_from=proposed_from)
 
 
 def checkable(rule: str) -> Check | None:
@@ -120,9 +149,7 @@ async def propose_llm(
         text = await llm.chat(msgs, max_tokens=max_tokens, temperature=temperature, seed=seed + i, stage="propose")
         if on_pass:
             on_pass(i + 1, passes)
-        return [
-            Principle(r, "llm", checkable(r), proposed_from=[p.id for p in batch]) for r in parse_rules(text)[:n_rules]
-        ]
+        return [llm_principle(r, [p.id for p in batch]) for r in parse_rules(text)[:n_rules]]
 
     found = await run_all(one(i, b) for i, b in enumerate(batches))
     return [p for batch in found for p in batch]

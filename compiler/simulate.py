@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from .principle import Check
+from .checks import Check
 
 PROMPTS = [
     "Name a primary color.", "What is the capital of Italy?", "Explain how a bicycle works.",

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import prompts
+from .checks import Check, checks_from_text
 from .compress import content_words
-from .evidence import checks_from_text
 from .llm import LLMClient
-from .principle import Check, Principle
+from .principle import Principle
 
 MIN_WORDS, MAX_WORDS = 150, 300
 _PREAMBLE_RE = re.compile(r"^(here is|here's|sure|system prompt|persona)[^\n]*:\s*$", re.I | re.M)

@@ -76,14 +76,15 @@ class Selection:
 TRUST = {"comment": 0, "current": 1, "evidence": 2, "llm": 3}
 
 # checks of one family state one setting: two of them in a spec either repeat or contradict
-_FAMILY = {"in_language": "language", "no_list": "list", "no_question": "question"}
+_FAMILY = {"in_language": "language", "no_list": "list", "numbered": "list", "no_question": "question"}
 
 
 def family(p: Principle) -> str:
     """Rules of a family compete for one place: "at most 25 words" and "at most 50 words"
     (numeric variants the proposer and the evidence both found), "use a list" and "never a
-    list". Forbidden phrases are each their own family; rules without a check are too."""
-    if p.check is None or p.check.kind == "forbid":
+    list", "numbered steps". Forbidden and required phrases are each their own family; rules
+    without a check are too."""
+    if p.check is None or p.check.kind in ("forbid", "contains", "contains_any"):
         return f"text:{p.text}" if p.check is None else str(p.check)
     return _FAMILY.get(p.check.kind, p.check.kind)
 

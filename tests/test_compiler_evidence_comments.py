@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from compiler.checks import Check, check_text, checks_from_text
 from compiler.dataset import Example, Pair, Split
-from compiler.evidence import (
-    check_of_comment,
-    check_text,
-    checks_from_text,
-    comment_principles,
-    find_evidence,
-)
-from compiler.principle import Check, Principle
+from compiler.evidence import check_of_comment, comment_principles, find_evidence
+from compiler.principle import Principle
 from compiler.validate import select, validate
 
 ENGLISH = "The capital of Italy is Rome, and it is a very old city with a lot of history."
@@ -103,7 +98,6 @@ async def test_a_comment_principle_goes_through_the_same_validation() -> None:
 
 def test_every_check_kind_survives_a_round_trip_through_front_matter() -> None:
     """A published principle's check is read back with Check.parse on the next round."""
-    from compiler.principle import Check
 
     for raw, good, bad in [
         ("ends_with:hope this helps", "Sure. Hope this helps!", "Sure."),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from compiler.checks import Check, check_text, checks_from_text, language
 from compiler.compress import compress, similarity
 from compiler.dataset import Example, Pair, Split
-from compiler.evidence import check_text, checks_from_text, find_evidence, measure
+from compiler.evidence import find_evidence, measure
 from compiler.gate import check_accuracy, run_gate, wilson_lower
 from compiler.judge import Judge, calibrate
 from compiler.llm import LLMClient
-from compiler.principle import Check, Principle, language
+from compiler.principle import Principle
 from compiler.propose import current_principles, parse_rules, propose_llm
 from compiler.synthesize import MIN_WORDS, synthesize
 from compiler.validate import calibration_items, select, validate

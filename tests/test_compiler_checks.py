@@ -1,0 +1,120 @@
+"""The check language (compiler/checks.py): parsing is validation, every kind reads back from its
+canonical words, and principles learned beyond the built-in menu carry a check."""
+
+from __future__ import annotations
+
+import pytest
+
+from compiler.checks import ARGS, Check, CheckSyntaxError, check_text, checks_from_text, sentence_count
+from compiler.dataset import Example, Pair, Split
+from compiler.evidence import find_evidence
+from compiler.propose import llm_principle, parse_rules
+from compiler.validate import family, select, validate
+from tests.fake_llm import QUESTIONS
+
+EXAMPLES = {
+    "max_words": "12", "min_words": "40", "max_sentences": "3", "min_sentences": "2", "language": "fr",
+    "in_language": "de", "forbid": "i guess", "contains": "next step", "starts_with": "of course",
+    "ends_with": "hope this helps", "contains_any": "for example|for instance|e g",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(ARGS))
+def test_every_kind_parses_and_reads_back_from_its_words(kind: str) -> None:
+    check = Check.parse(f"{kind}:{EXAMPLES[kind]}" if ARGS[kind] else kind)
+    assert Check.parse(str(check)) == check
+    words = check_text(check)
+    found = checks_from_text(f"You are a helpful assistant. {words}")
+    # the two language kinds share their words; the strict one reads back as the lenient one
+    assert (Check("language", check.arg) if kind == "in_language" else check) in found, words
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("shout", "unknown check kind"),
+    ("max_words:many", "whole number"),
+    ("max_words:0", "whole number"),
+    ("language:klingon", "one of"),
+    ("contains:", "needs an argument"),
+    ("numbered:3", "takes no argument"),
+    ("contains_any:" + "|".join(f"p{i}" for i in range(9)), "1 to 8 phrases"),
+    ("not:numbered", "not: applies to"),
+    ("contains:" + " ".join(["word"] * 9), "1 to 8 words"),
+])  # fmt: skip
+def test_malformed_checks_are_refused_with_the_reason(raw: str, message: str) -> None:
+    with pytest.raises(CheckSyntaxError, match=message):
+        Check.parse(raw)
+
+
+def test_negation_is_sugar_for_the_negative_kinds() -> None:
+    assert Check.parse("not:contains:Certainly") == Check("forbid", "certainly")
+    assert Check.parse("not:list") == Check("no_list")
+    assert Check.parse("NOT:question") == Check("no_question")
+
+
+def test_structure_and_phrase_predicates() -> None:
+    steps = "To make tea:\n1. Boil water.\n2. Add the tea bag.\n3. Wait three minutes."
+    assert Check("numbered").test(steps) and not Check("numbered").test("- one\n- two")
+    assert Check("headings").test("## Steps\nBoil water.") and Check("headings").test("**Summary**\nIt works.")
+    assert not Check("headings").test("It is #1 in sales and **very** good.")
+    assert sentence_count("One. Two! Three? Four") == 4 and sentence_count("Dr. Who is here.") == 2
+    assert Check("max_sentences", "2").test("It is blue. It is big.")
+    assert not Check("max_sentences", "2").test("It is blue. It is big. It is old.")
+    anyof = Check.parse("contains_any:for example|for instance")
+    assert anyof.test("Cats purr, for instance when fed.") and not anyof.test("Cats purr.")
+    assert not Check("contains", "next step").test("The next steps are easy.")  # whole phrase only
+
+
+# -- an LLM's rule with a check it attached ----------------------------------------------------
+def test_parse_rules_keeps_an_attached_check_with_its_rule() -> None:
+    text = "- Give an example [check: contains_any:for example|for instance]\n- Be kind to users."
+    assert parse_rules(text) == ["Give an example. [check: contains_any:for example|for instance]",
+                                 "Be kind to users."]  # fmt: skip
+
+
+def test_an_attached_check_gives_the_rule_words_that_read_back() -> None:
+    p = llm_principle("Give an example. [check: contains_any:for example|for instance]", ["p1"])
+    assert p.check == Check("contains_any", "for example|for instance")
+    assert p.check in checks_from_text(p.text)  # the spec will state what was validated
+    assert p.evidence["proposed_as"] == "Give an example."
+    kept = llm_principle('Never say "Certainly". [check: forbid:certainly]', [])
+    assert kept.text == 'Never say "Certainly".' and "proposed_as" not in kept.evidence
+
+
+def test_a_malformed_attached_check_is_reported_and_never_used() -> None:
+    p = llm_principle("Be warm. [check: import os; os.system('x')]", [])
+    assert p.check is None and p.text == "Be warm."
+    assert "unknown check kind" in p.evidence["check_error"]
+
+
+# -- evidence beyond the menu -------------------------------------------------------------------
+def _pairs(chosen: str, rejected: str, n: int = 8) -> list[Pair]:
+    return [
+        Pair(f"p{i}", Example(f"c{i}", q, chosen.format(q=q.rstrip("?")), 1.0, float(i)),
+             Example(f"r{i}", q, rejected.format(q=q.rstrip("?")), -1.0, float(i)), "thumbs")
+        for i, q in enumerate(QUESTIONS[:n])
+    ]  # fmt: skip
+
+
+def test_evidence_finds_a_phrase_only_preferred_answers_use() -> None:
+    found, report = find_evidence(Split(pairs=_pairs("It depends. For example, {q}.", "It depends. {q}.")))
+    checks = {str(p.check) for p in found}
+    assert "contains:for example" in checks, report["measured"]
+    assert not any(c.startswith("forbid:") for c in checks)
+
+
+def test_evidence_finds_numbered_steps() -> None:
+    found, _ = find_evidence(Split(pairs=_pairs(
+        "For {q}:\n1. Start small.\n2. Practice daily.\n3. Review weekly.",
+        "For {q}, start small, practice daily and review weekly.",
+    )))  # fmt: skip
+    assert "numbered" in {str(p.check) for p in found}
+
+
+async def test_a_required_phrase_is_its_own_family_and_validates_on_held_out_pairs() -> None:
+    heldout = _pairs("Yes. For instance, {q} is fine.", "Yes, {q} is fine.", n=6)
+    rule = llm_principle("Give an example. [check: contains_any:for example|for instance]", [])
+    numbered = llm_principle("Use steps. [check: numbered]", [])
+    await validate([rule, numbered], heldout, None, max_pairs=6)
+    assert (rule.method, rule.relevant, rule.support) == ("check", 6, 6)
+    assert family(numbered) == "list" and family(rule) == str(rule.check)
+    assert select([rule, numbered], top_k=4, min_accuracy=0.55, min_prevalence=0.1).kept == [rule]
