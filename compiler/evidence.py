@@ -16,7 +16,16 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .checks import LANGUAGES_RE, REFINES, STOPWORDS, Check, check_text, language, language_check, word_count
+from .checks import (
+    LANGUAGES_RE,
+    REFINES,
+    STOPWORDS,
+    Check,
+    check_text,
+    language,
+    language_check,
+    word_count,
+)
 from .dataset import Example, Pair, Split, normalize
 from .principle import Principle
 
@@ -219,7 +228,8 @@ def comment_principles(examples: Sequence[Example], *, min_count: int = 2) -> tu
             continue
         downs = [e for e in examples if not e.up and e.comment and e.comment.strip() in comments]
         failing = sum(not check.test(e.response) for e in downs)
-        evidence = {"comments": list(dict.fromkeys(comments))[:3], "count": len(comments),
+        users = {e.user or "anonymous" for e in downs}  # anonymous feedback is one voice
+        evidence = {"comments": list(dict.fromkeys(comments))[:3], "count": len(comments), "users": len(users),
                     "commented_answers_failing_check": failing}  # fmt: skip
         out.append(Principle(check_text(check, display[check]), "comment", check, evidence=evidence))
     return out, counts

@@ -1,23 +1,44 @@
-"""Gate: publish only a candidate that explains held-out feedback better than the current spec.
+"""Gate: publish only a candidate that explains held-out feedback significantly better than the
+current spec, so that feedback with no taste behind it (a coin) publishes nothing more often than
+the configured error rate allows.
 
-Primary test: a judge guided by each spec predicts which answer of each held-out pair the user
-preferred (both orders, soft votes). Optional: regenerate answers to held-out prompts under both
-specs and ask which one this user would prefer, given an answer they liked and one they
-disliked; the candidate must then win with a Wilson 95% lower bound above one half.
+Each held-out item is scored under both specs, and the candidate's advantage is tested:
+
+- thumbs (single up/down votes): does "passes the spec's checkable rules" go with "voted up"
+  more for the candidate than for the current spec? Fisher's exact test on the answers where the
+  two specs predict differently, which holds whatever the share of up votes (a spec that calls
+  every answer good explains nothing, even when most votes are up);
+- pairs (explicit or from a file, and the judge's view of any pair): a sign test on the pairs
+  where one spec's score beats the other's (McNemar's exact test); under noise the preferred
+  side of a pair is a coin, so wins and losses are equally likely. Only pairs that share no
+  answer are counted, so no vote is counted twice.
+
+The gate's items never selected the rules (pipeline.split_heldout), so one test decides however
+many rules were tried; its p-value is multiplied by the number of tests run (Bonferroni), and in
+the comment-only path, where the same votes validated the rules, by the rules tried too. Not
+significant while the candidate leads means "not enough feedback yet", with how much more would
+settle it at the effect seen. Optionally (`--gate-regenerate`) answers to held-out prompts are
+regenerated under both specs and the candidate must also win with a Wilson 95% lower bound
+above one half.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from scipy.stats import binomtest, fisher_exact
+
 from . import prompts
-from .checks import checks_from_text
+from .checks import Check, checks_from_text
 from .dataset import Example, Pair
 from .judge import Judge, verdict
 from .llm import LLMClient, run_all
+
+PAIR_SOURCES = ("explicit", "file")  # a person compared the two answers; the others are built from thumbs
+JUDGE_TEST = "judge guided by each spec, pairs sharing no answer (sign test)"
 
 
 def wilson_lower(wins: int, n: int, z: float = 1.96) -> float:
@@ -30,17 +51,96 @@ def wilson_lower(wins: int, n: int, z: float = 1.96) -> float:
     return (centre - spread) / (1 + z * z / n)
 
 
-def check_accuracy(spec: str, pairs: Sequence[Pair]) -> tuple[float, int]:
-    """How well the checkable rules a spec states predict held-out preferences: per pair, the
-    answer passing more of them is the predicted one (a tie counts half). A spec that states
-    no checkable rule predicts nothing: 0.5."""
-    checks = checks_from_text(spec)
-    score, agree = 0.0, 0
+def independent(pairs: Sequence[Pair]) -> list[Pair]:
+    """Pairs that share no answer (cross pairs reuse leftover votes), in order."""
+    used: set[str] = set()
+    out = []
     for p in pairs:
-        margin = sum(c.test(p.chosen.response) for c in checks) - sum(c.test(p.rejected.response) for c in checks)
-        score += 1.0 if margin > 0 else 0.0 if margin < 0 else 0.5
-        agree += margin > 0
-    return (score / len(pairs) if pairs else 0.5), agree
+        if p.chosen.id in used or p.rejected.id in used:
+            continue
+        used |= {p.chosen.id, p.rejected.id}
+        out.append(p)
+    return out
+
+
+def singles_of(pairs: Sequence[Pair]) -> list[Example]:
+    """The rated answers behind thumbs-built pairs, each once."""
+    seen: dict[str, Example] = {}
+    for p in pairs:
+        if p.source not in PAIR_SOURCES:
+            seen.setdefault(p.chosen.id, p.chosen)
+            seen.setdefault(p.rejected.id, p.rejected)
+    return list(seen.values())
+
+
+def pair_score(checks: Sequence[Check], p: Pair) -> float:
+    """1 when the preferred answer passes more of the checks, 0 when fewer, 0.5 on a tie."""
+    margin = sum(c.test(p.chosen.response) for c in checks) - sum(c.test(p.rejected.response) for c in checks)
+    return 1.0 if margin > 0 else 0.0 if margin < 0 else 0.5
+
+
+def predicts_up(checks: Sequence[Check], e: Example) -> float:
+    """1 when the answer passes every check, 0 when it fails one, 0.5 when there is none."""
+    return 0.5 if not checks else float(all(c.test(e.response) for c in checks))
+
+
+def check_accuracy(spec: str, pairs: Sequence[Pair]) -> tuple[float, int]:
+    """How well the checkable rules a spec states predict held-out preferences: the mean pair
+    score and the pairs it gets right. A spec that states no checkable rule predicts 0.5."""
+    checks = checks_from_text(spec)
+    scores = [pair_score(checks, p) for p in pairs]
+    return (sum(scores) / len(scores) if scores else 0.5), sum(s == 1.0 for s in scores)
+
+
+@dataclass
+class Test:
+    """One significance test of candidate against current on held-out items."""
+
+    name: str
+    items: int
+    wins: int  # items the candidate scores better on (and the vote agrees)
+    losses: int
+    p_value: float
+    needed: int | None = None  # more held-out items that would settle it at the effect seen
+
+    def to_meta(self) -> dict[str, Any]:
+        out = {"test": self.name, "items": self.items, "wins": self.wins, "losses": self.losses,
+               "p_value": round(self.p_value, 6)}  # fmt: skip
+        if self.needed is not None:
+            out["more_items_needed"] = self.needed
+        return out
+
+
+def sign_test(cand: Sequence[float], cur: Sequence[float], name: str) -> Test:
+    """McNemar's exact test: of the items where the scores differ, how often the candidate's is higher."""
+    wins = sum(a > b for a, b in zip(cand, cur, strict=True))
+    losses = sum(a < b for a, b in zip(cand, cur, strict=True))
+    p = binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue if wins + losses else 1.0
+    return Test(name, len(cand), wins, losses, float(p))
+
+
+def vote_test(cand: Sequence[float], cur: Sequence[float], ups: Sequence[bool], name: str) -> Test:
+    """Fisher's exact test: are up votes more common where the candidate predicts "up" more
+    than the current spec does, than where it predicts it less?"""
+    more = [up for a, b, up in zip(cand, cur, ups, strict=True) if a > b]
+    less = [up for a, b, up in zip(cand, cur, ups, strict=True) if a < b]
+    wins, losses = sum(more) + sum(not u for u in less), sum(not u for u in more) + sum(less)
+    if not more or not less:
+        # one side empty: the specs differ only in one direction and nothing is contrasted
+        return Test(name, len(cand), wins, losses, 1.0)
+    table = [[sum(more), len(more) - sum(more)], [sum(less), len(less) - sum(less)]]
+    return Test(name, len(cand), wins, losses, float(fisher_exact(table, alternative="greater").pvalue))
+
+
+def scaled_needed(test: Test, correction: float, alpha: float, rerun: Any) -> int | None:
+    """Held-out items more that would make `test` significant if the effect seen held: the
+    smallest k for which k copies of the items pass, minus the items there are."""
+    if test.wins <= test.losses:
+        return None
+    for k in range(2, 41):
+        if rerun(k).p_value * correction <= alpha:
+            return (k - 1) * test.items
+    return None
 
 
 @dataclass
@@ -57,16 +157,25 @@ class GateResult:
     losses: int | None = None
     wilson_lower: float | None = None
     reason: str = ""
-    metric: str = "judge"  # judge | checks
+    metric: str = "judge"  # judge | checks | unary
     checks: dict[str, float] | None = None  # check accuracy of both specs, always measured
-    judge_calibration: dict[str, int] | None = None
+    judge_calibration: dict[str, Any] | None = None
+    tests: list[Test] = field(default_factory=list)
+    alpha: float = 0.05
+    correction: float = 1.0  # the p-values are multiplied by this before comparing with alpha
+    not_enough: bool = False  # the candidate leads, but the evidence is too thin to publish
+
+    @property
+    def p_value(self) -> float:
+        """The smallest corrected p-value of the tests run (1 when none could be run)."""
+        return min((t.p_value * self.correction for t in self.tests), default=1.0)
 
     def to_meta(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "passed": self.passed,
             "metric": {
                 "judge": "LLM judge guided by the spec, held-out pairs, both orders",
-                "checks": "the spec's checkable rules on held-out pairs (judge failed calibration)",
+                "checks": "the spec's checkable rules on held-out feedback (no trusted judge)",
                 "unary": "the spec's checkable rules on held-out single votes (no held-out pairs)",
             }[self.metric],
             "candidate_accuracy": round(self.candidate_accuracy, 4),
@@ -75,7 +184,9 @@ class GateResult:
             "current_agree": self.current_agree,
             "margin": self.margin,
             "heldout_pairs": self.pairs,
-        }
+            "significance": {"alpha": self.alpha, "correction": self.correction,
+                             "p_value": round(min(self.p_value, 1.0), 6), "tests": [t.to_meta() for t in self.tests]},
+        }  # fmt: skip
         if self.win_rate is not None:
             out.update(
                 win_rate=round(self.win_rate, 4),
@@ -92,10 +203,14 @@ class GateResult:
         return out
 
 
-async def spec_accuracy(judge: Judge, spec: str, pairs: Sequence[Pair]) -> tuple[float, int]:
-    """(mean soft P(preferred), pairs on which the judge sides with the user)."""
-    scores = await run_all(judge.by_spec(spec, p) for p in pairs)
-    return (sum(scores) / len(scores) if scores else 0.5), sum(verdict(s) > 0 for s in scores)
+async def judge_scores(judge: Judge, spec: str, pairs: Sequence[Pair]) -> list[float]:
+    """Per pair, the soft P(preferred) of the judge guided by `spec`."""
+    return list(await run_all(judge.by_spec(spec, p) for p in pairs))
+
+
+def _correct(soft: float) -> float:
+    """1 when the judge sides with the user, 0.5 no opinion, 0 against."""
+    return (verdict(soft) + 1) / 2
 
 
 async def regenerate_wins(
@@ -118,6 +233,72 @@ async def regenerate_wins(
     return sum(v > 0 for v in votes), sum(v < 0 for v in votes)
 
 
+def check_tests(candidate: str, current: str, pairs: Sequence[Pair], singles: Sequence[Example]) -> list[Test]:
+    """The checks' tests: Fisher on the thumbs, the sign test on explicit pairs (each when present)."""
+    cand, cur = checks_from_text(candidate), checks_from_text(current)
+    tests = []
+    if singles:
+        ups = [e.up for e in singles]
+        tests.append(vote_test([predicts_up(cand, e) for e in singles], [predicts_up(cur, e) for e in singles],
+                               ups, "checks on held-out votes (Fisher exact)"))  # fmt: skip
+    explicit = independent([p for p in pairs if p.source in PAIR_SOURCES])
+    if explicit:
+        tests.append(sign_test([pair_score(cand, p) for p in explicit], [pair_score(cur, p) for p in explicit],
+                               "checks on held-out pairs (sign test)"))  # fmt: skip
+    return tests
+
+
+def _with_needed(tests: list[Test], correction: float, alpha: float, rerun: dict[str, Any]) -> None:
+    for t in tests:
+        t.needed = scaled_needed(t, correction, alpha, rerun[t.name]) if t.p_value * correction > alpha else None
+
+
+def decide(result: GateResult, *, holdout_fraction: float) -> GateResult:
+    """Passed, not enough feedback yet, or failed, with the reason said plainly."""
+    s = result
+    lead = s.candidate_accuracy - s.current_accuracy
+    worse = [t for t in s.tests if t.losses > t.wins]
+    if worse:
+        # one view (say the judge, reading what no check can) finds the candidate worse: that
+        # vetoes whatever the others found
+        s.passed = False
+        s.reason = "candidate does not beat current: " + "; ".join(
+            f"worse by {t.name} ({t.wins} better vs {t.losses} worse)" for t in worse
+        )
+        return s
+    judged = next((t for t in s.tests if t.name == JUDGE_TEST), None)
+    if judged is not None and judged.wins <= judged.losses:
+        # a trusted judge reads all the spec says, the checks only what they can test: a
+        # paragraph that states the right rules but misleads the writer must not pass on them
+        s.passed = False
+        s.reason = (f"candidate does not beat current by the judge, which reads the whole spec "
+                    f"({judged.wins} better vs {judged.losses} worse)")  # fmt: skip
+        return s
+    ahead = lead > s.margin and any(t.wins > t.losses for t in s.tests)
+    s.passed = ahead and s.p_value <= s.alpha
+    if s.passed:
+        return s
+    if not ahead:
+        s.reason = (f"candidate {s.candidate_accuracy:.3f} does not beat current {s.current_accuracy:.3f} "
+                    f"by more than {s.margin} ({s.metric})")  # fmt: skip
+        return s
+    s.not_enough = True
+    best = min(s.tests, key=lambda t: t.p_value) if s.tests else None
+    more = min((t.needed for t in s.tests if t.needed is not None), default=None)
+    detail = f"{best.wins} better vs {best.losses} worse of {best.items} held-out items" if best else "no test possible"
+    s.reason = f"not enough feedback yet: the candidate leads ({detail}) but p = {min(s.p_value, 1.0):.3f} > {s.alpha}"
+    if s.correction > 1:
+        s.reason += f" after a x{s.correction:g} correction for the tests and rules tried"
+    if more is not None:
+        s.reason += (f"; about {more} more held-out items (~{math.ceil(more / max(holdout_fraction, 1e-9))} "
+                     "more feedback events) would settle it at this effect")  # fmt: skip
+    return s
+
+
+def _replicate(k: int, seq: Sequence[Any]) -> list[Any]:
+    return [x for x in seq for _ in range(k)]
+
+
 async def run_gate(
     judge: Judge,
     candidate: str,
@@ -128,26 +309,40 @@ async def run_gate(
     use_judge: bool = True,
     regenerate: bool = False,
     answer_max_tokens: int = 256,
+    alpha: float = 0.05,
+    holdout_fraction: float = 0.3,
 ) -> GateResult:
-    """Candidate vs current on the same held-out pairs. The judge decides when it passed
-    calibration; otherwise the specs' checkable rules decide (measured, no LLM calls)."""
+    """Candidate vs current on the same held-out feedback, which must not have selected the
+    rules. The checks are always tested (measured, no LLM calls); a trusted judge is tested
+    too, on pairs that share no answer."""
+    pairs = list(pairs)
+    singles = singles_of(pairs)
     cand_chk, cand_chk_agree = check_accuracy(candidate, pairs)
     cur_chk, cur_chk_agree = check_accuracy(current, pairs)
+    tests = check_tests(candidate, current, pairs, singles)
+    rerun: dict[str, Any] = {
+        t.name: (lambda k, name=t.name: next(x for x in check_tests(candidate, current, _replicate(k, pairs),
+                                                                    _replicate(k, singles)) if x.name == name))
+        for t in tests
+    }  # fmt: skip
+    figures = {"checks": (cand_chk, cur_chk, cand_chk_agree, cur_chk_agree)}
     if use_judge:
-        cand_acc, cand_agree = await spec_accuracy(judge, candidate, pairs)
-        cur_acc, cur_agree = await spec_accuracy(judge, current, pairs)
-        metric = "judge"
-    else:
-        cand_acc, cand_agree, cur_acc, cur_agree = cand_chk, cand_chk_agree, cur_chk, cur_chk_agree
-        metric = "checks"
-    passed = cand_acc - cur_acc > margin
-    reason = (
-        ""
-        if passed
-        else f"candidate {cand_acc:.3f} does not beat current {cur_acc:.3f} by more than {margin} ({metric})"
-    )
-    result = GateResult(passed, cand_acc, cur_acc, margin, len(pairs), cand_agree, cur_agree, reason=reason,
-                        metric=metric, checks={"candidate": cand_chk, "current": cur_chk})  # fmt: skip
+        fair = independent(pairs)
+        cand_soft, cur_soft = await judge_scores(judge, candidate, fair), await judge_scores(judge, current, fair)
+        cand_score, cur_score = [_correct(x) for x in cand_soft], [_correct(x) for x in cur_soft]
+        judged = sign_test(cand_score, cur_score, JUDGE_TEST)
+        rerun[JUDGE_TEST] = lambda k: sign_test(_replicate(k, cand_score), _replicate(k, cur_score), JUDGE_TEST)
+        tests.append(judged)
+        figures["judge"] = (sum(cand_soft) / len(fair) if fair else 0.5, sum(cur_soft) / len(fair) if fair else 0.5,
+                            sum(x == 1.0 for x in cand_score), sum(x == 1.0 for x in cur_score))  # fmt: skip
+    metric = "judge" if use_judge else "checks"  # a trusted judge reads the whole spec: its figures lead
+    cand_acc, cur_acc, cand_agree, cur_agree = figures[metric]
+    correction = float(max(1, len(tests)))
+    _with_needed(tests, correction, alpha, rerun)
+    result = GateResult(False, cand_acc, cur_acc, margin, len(pairs), cand_agree, cur_agree, metric=metric,
+                        checks={"candidate": cand_chk, "current": cur_chk}, tests=tests, alpha=alpha,
+                        correction=correction)  # fmt: skip
+    decide(result, holdout_fraction=holdout_fraction)
     if regenerate:
         real = [p for p in pairs if p.source != "cross"] or list(pairs)
         wins, losses = await regenerate_wins(judge.llm, judge, candidate, current, real, answer_max_tokens)
@@ -163,19 +358,45 @@ async def run_gate(
     return result
 
 
-def unary_gate(candidate: str, current: str, singles: Sequence[Example], *, margin: float) -> GateResult:
-    """Without held-out pairs: how well each spec's checkable rules predict held-out single votes
-    (up when the answer passes every rule); a spec stating no checkable rule predicts 0.5."""
+def unary_gate(
+    candidate: str,
+    current: str,
+    singles: Sequence[Example],
+    *,
+    margin: float,
+    alpha: float = 0.05,
+    rules_tried: int = 1,
+    holdout_fraction: float = 0.3,
+    requested_by: int = 0,
+    min_users: int = 2,
+) -> GateResult:
+    """Without held-out pairs (a wish the answers never met: only down votes) no vote can be
+    contrasted, so no test can tell a taste from noise. What remains is what users asked for in
+    words: publish when at least `min_users` distinct users requested the candidate's checkable
+    rules and the held-out votes all agree with them (each up passes, each down fails)."""
+    cand, cur = checks_from_text(candidate), checks_from_text(current)
 
-    def accuracy(spec: str) -> tuple[float, int]:
-        checks = checks_from_text(spec)
+    def accuracy(checks: Sequence[Check]) -> tuple[float, int]:
         if not checks or not singles:
             return 0.5, 0
-        agree = sum(all(c.test(e.response) for c in checks) == e.up for e in singles)
+        agree = sum(predicts_up(checks, e) == float(e.up) for e in singles)
         return agree / len(singles), agree
 
-    (cand, cand_agree), (cur, cur_agree) = accuracy(candidate), accuracy(current)
-    passed = cand - cur > margin
-    reason = "" if passed else f"candidate {cand:.3f} does not beat current {cur:.3f} by more than {margin} (unary)"
-    return GateResult(passed, cand, cur, margin, 0, cand_agree, cur_agree, reason=reason, metric="unary",
-                      checks={"candidate": cand, "current": cur})  # fmt: skip
+    (cand_acc, cand_agree), (cur_acc, cur_agree) = accuracy(cand), accuracy(cur)
+    test = vote_test([predicts_up(cand, e) for e in singles], [predicts_up(cur, e) for e in singles],
+                     [e.up for e in singles], "checks on held-out votes (Fisher exact)")  # fmt: skip
+    result = GateResult(False, cand_acc, cur_acc, margin, 0, cand_agree, cur_agree, metric="unary",
+                        checks={"candidate": cand_acc, "current": cur_acc}, tests=[test], alpha=alpha,
+                        correction=float(max(1, rules_tried)))  # fmt: skip
+    if test.p_value * result.correction <= alpha:  # ups and downs both held out: a real contrast
+        return decide(result, holdout_fraction=holdout_fraction)
+    consistent = bool(singles) and cand_agree == len(singles) and cand_acc - cur_acc > margin
+    result.passed = consistent and requested_by >= min_users
+    if not result.passed:
+        result.reason = (
+            f"candidate {cand_acc:.3f} vs current {cur_acc:.3f} on {len(singles)} held-out votes (unary): "
+            + ("not every held-out vote agrees with the requested rules" if not consistent else
+               f"requested by {requested_by} distinct user(s), {min_users} needed")
+        )  # fmt: skip
+        result.not_enough = consistent
+    return result

@@ -1,19 +1,33 @@
-"""The LLM judge: which of two answers fits a criterion, asked in both presentation orders.
+"""The LLM judges: does an answer follow a rule (or a spec) better than another?
 
-Asking twice with A and B swapped and averaging cancels the judge's position bias (small models
-often just answer "A"). With log probabilities the vote is soft, so even a biased judge leaves
-a measurable signal; a pair where the two orders disagree counts as "no opinion".
+Three ways to ask, measured against each other in `python -m bench.judges`:
+
+- pairwise: "which of A and B follows the rule?", asked in both presentation orders and
+  averaged, which cancels a position bias (small models often just answer "A");
+- pointwise: "does this answer follow the rule? Yes/No", asked of each answer alone; the
+  difference of the two P(yes) says which follows it better, with no position to be biased by;
+- calibrated: either of the above, its raw margin rescaled by what the judge does on items whose
+  answer is known (a one-parameter logistic fit, `Calibrated`): a judge whose small margins are
+  reliably right becomes decisive, one whose margins are noise takes no side.
+
+Votes are soft (log probabilities); a score near one half is "no opinion".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from scipy.optimize import minimize_scalar
 
 from . import prompts
 from .dataset import Example, Pair
-from .llm import LLMClient, Message
+from .llm import LLMClient, Message, run_all
 
 NO_OPINION = 0.1  # |P(preferred) - 0.5| below this: the judge takes no side
+YES_NO = ("Yes", "No")
+MAX_SCALE = 60.0  # calibration slope bound: a margin of 0.05 becomes at most P = 0.95
 
 
 def verdict(p_chosen: float) -> int:
@@ -26,28 +40,155 @@ def verdict(p_chosen: float) -> int:
 
 
 class Judge:
+    """P(`pair.chosen` follows the rule or spec better than `pair.rejected`)."""
+
+    kind = ""
+
     def __init__(self, llm: LLMClient, max_tokens: int = 4) -> None:
         self.llm = llm
         self.max_tokens = max_tokens
 
-    async def both_orders(self, make: Callable[[Example, Example], list[Message]], pair: Pair, stage: str) -> float:
-        """P(the judge prefers `pair.chosen`), averaged over both orders."""
+    @property
+    def name(self) -> str:
+        return f"{self.llm.model}/{self.kind}"
+
+    async def by_rule(self, rule: str, pair: Pair, stage: str = "validate") -> float:
+        raise NotImplementedError
+
+    async def by_spec(self, spec: str, pair: Pair) -> float:
+        raise NotImplementedError
+
+
+class PairwiseJudge(Judge):
+    kind = "pairwise"
+
+    async def _both_orders(self, make: Callable[[Example, Example], list[Message]], pair: Pair, stage: str) -> float:
         first = await self.llm.choose(make(pair.chosen, pair.rejected), max_tokens=self.max_tokens, stage=stage)
         second = await self.llm.choose(make(pair.rejected, pair.chosen), max_tokens=self.max_tokens, stage=stage)
         return (first + (1.0 - second)) / 2
 
     async def by_rule(self, rule: str, pair: Pair, stage: str = "validate") -> float:
-        return await self.both_orders(lambda a, b: prompts.judge_rule(rule, a, b), pair, stage)
+        return await self._both_orders(lambda a, b: prompts.judge_rule(rule, a, b), pair, stage)
 
     async def by_spec(self, spec: str, pair: Pair) -> float:
-        return await self.both_orders(lambda a, b: prompts.judge_spec(spec, a, b), pair, "gate")
+        return await self._both_orders(lambda a, b: prompts.judge_spec(spec, a, b), pair, "gate")
 
 
-async def calibrate(judge: Judge, items: list[tuple[str, Pair]]) -> tuple[int, int]:
-    """Does this judge see what a program can check? `items` are (rule, pair) where the rule's
-    check passes the preferred answer only; returns (judge agreed, items). A judge that cannot
-    tell these apart is not asked about rules nobody can check."""
-    from .llm import run_all
+class PointwiseJudge(Judge):
+    kind = "pointwise"
 
-    scores = await run_all(judge.by_rule(rule, pair, "calibrate") for rule, pair in items)
-    return sum(verdict(s) > 0 for s in scores), len(items)
+    async def _yes(self, messages: list[Message], stage: str) -> float:
+        return await self.llm.choose(messages, max_tokens=self.max_tokens, stage=stage, options=YES_NO)
+
+    async def _compare(self, make: Callable[[Example], list[Message]], pair: Pair, stage: str) -> float:
+        chosen, rejected = await run_all(self._yes(make(e), stage) for e in (pair.chosen, pair.rejected))
+        return 0.5 + (chosen - rejected) / 2
+
+    async def by_rule(self, rule: str, pair: Pair, stage: str = "validate") -> float:
+        return await self._compare(lambda e: prompts.follows_rule(rule, e), pair, stage)
+
+    async def by_spec(self, spec: str, pair: Pair) -> float:
+        return await self._compare(lambda e: prompts.follows_spec(spec, e), pair, "gate")
+
+
+def fit_scale(margins: Sequence[float]) -> float:
+    """The slope a of P(right) = sigmoid(a * margin) that best explains known-answer items
+    (maximum likelihood, bounded): large when the margins are reliably on the right side,
+    near zero when they are noise. `margins` are raw P(chosen) - 0.5."""
+    if not margins:
+        return 0.0
+
+    def loss(a: float) -> float:
+        return sum(math.log1p(math.exp(-a * m)) for m in margins)
+
+    return float(minimize_scalar(loss, bounds=(0.0, MAX_SCALE), method="bounded").x)
+
+
+def rescale(raw: float, scale: float) -> float:
+    return 1.0 / (1.0 + math.exp(-scale * (raw - 0.5)))
+
+
+class Calibrated(Judge):
+    """A judge whose raw margins are rescaled by `fit_scale` on items with a known answer."""
+
+    def __init__(self, base: Judge, scale: float = 1.0) -> None:
+        super().__init__(base.llm, base.max_tokens)
+        self.base, self.scale = base, scale
+        self.kind = f"{base.kind}+calibrated"
+
+    async def by_rule(self, rule: str, pair: Pair, stage: str = "validate") -> float:
+        return rescale(await self.base.by_rule(rule, pair, stage), self.scale)
+
+    async def by_spec(self, spec: str, pair: Pair) -> float:
+        return rescale(await self.base.by_spec(spec, pair), self.scale)
+
+
+KINDS: dict[str, type[Judge]] = {"pairwise": PairwiseJudge, "pointwise": PointwiseJudge}
+
+
+def make_judge(kind: str, llm: LLMClient, max_tokens: int = 4) -> Judge:
+    """`pairwise`, `pointwise`, or either with `+calibrated` (the scale is fitted by `calibrate`)."""
+    base, _, cal = kind.partition("+")
+    if base not in KINDS or cal not in ("", "calibrated"):
+        raise ValueError(f"unknown judge {kind!r}: pairwise, pointwise, pairwise+calibrated, pointwise+calibrated")
+    judge = KINDS[base](llm, max_tokens)
+    return Calibrated(judge) if cal else judge
+
+
+@dataclass(frozen=True)
+class CalibrationItem:
+    """A rule and a pair whose preferred answer follows it and whose rejected one does not.
+    kind: `menu` (a built-in check decides it) or `open` (no check could: known by construction)."""
+
+    rule: str
+    pair: Pair
+    kind: str
+    source: str = ""
+
+
+@dataclass
+class Calibration:
+    judge: str
+    agree: int
+    n: int
+    by_kind: dict[str, tuple[int, int]]
+    trusted: bool
+    scale: float | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return self.agree / self.n if self.n else 0.0
+
+    def to_meta(self) -> dict[str, object]:
+        out: dict[str, object] = {"judge": self.judge, "agree": self.agree, "items": self.n, "trusted": self.trusted,
+                                  "by_kind": {k: {"agree": a, "items": n} for k, (a, n) in self.by_kind.items()}}  # fmt: skip
+        if self.scale is not None:
+            out["scale"] = round(self.scale, 3)
+        return out
+
+    def describe(self) -> str:
+        kinds = ", ".join(f"{k} {a}/{n}" for k, (a, n) in sorted(self.by_kind.items()))
+        return f"{self.judge}: {self.agree}/{self.n} known answers right ({kinds})"
+
+
+async def calibrate(
+    judge: Judge, items: Sequence[CalibrationItem], *, passes: Callable[[int, int], bool]
+) -> Calibration:
+    """Does this judge see what the items' known answers say? A calibrated judge is scored by
+    leave-one-out (each item judged with the scale fitted on the others), then keeps the scale
+    fitted on all of them. `passes(agree, n)` decides trust."""
+    base = judge.base if isinstance(judge, Calibrated) else judge
+    raw = await run_all(base.by_rule(i.rule, i.pair, "calibrate") for i in items)
+    margins = [r - 0.5 for r in raw]
+    scale: float | None = None
+    if isinstance(judge, Calibrated):
+        right = [verdict(rescale(r, fit_scale(margins[:k] + margins[k + 1 :]))) > 0 for k, r in enumerate(raw)]
+        scale = judge.scale = fit_scale(margins)
+    else:
+        right = [verdict(r) > 0 for r in raw]
+    by_kind: dict[str, tuple[int, int]] = {}
+    for item, ok in zip(items, right, strict=True):
+        a, n = by_kind.get(item.kind, (0, 0))
+        by_kind[item.kind] = (a + ok, n + 1)
+    agree = sum(right)
+    return Calibration(judge.name, agree, len(items), by_kind, passes(agree, len(items)), scale)

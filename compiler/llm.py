@@ -28,6 +28,8 @@ from .errors import BudgetExceeded, LLMError
 log = logging.getLogger("speclearn.compiler.llm")
 T = TypeVar("T")
 Message = dict[str, str]
+Options = tuple[str, str]
+AB: Options = ("A", "B")
 THINK_RE = re.compile(r"<think>.*?</think>", re.S)
 
 
@@ -164,14 +166,16 @@ class LLMClient:
         stage: str = "other",
     ) -> str:
         """The assistant's text for `messages`; cached; charged to the budget when not cached."""
-        result = await self._complete(messages, max_tokens, temperature, seed, stage, choice=False)
+        result = await self._complete(messages, max_tokens, temperature, seed, stage, choice=None)
         return str(result["text"])
 
-    async def choose(self, messages: list[Message], *, max_tokens: int = 4, stage: str = "judge") -> float:
-        """P(the answer is "A") for an A-or-B question, from the first A/B token's log
-        probabilities when the endpoint returns them (a soft vote, useful even from a judge that
-        always says "A"), else 1, 0 or 0.5 from the text."""
-        result = await self._complete(messages, max_tokens, None, None, stage, choice=True)
+    async def choose(
+        self, messages: list[Message], *, max_tokens: int = 4, stage: str = "judge", options: Options = AB
+    ) -> float:
+        """P(the answer is the first option) for a two-option question ("A"/"B", "Yes"/"No"),
+        from the first option token's log probabilities when the endpoint returns them (a soft
+        vote, useful even from a judge that always says "A"), else 1, 0 or 0.5 from the text."""
+        result = await self._complete(messages, max_tokens, None, None, stage, choice=options)
         return float(result["p_a"])
 
     async def _complete(
@@ -182,7 +186,7 @@ class LLMClient:
         seed: int | None,
         stage: str,
         *,
-        choice: bool,
+        choice: Options | None,
     ) -> dict[str, Any]:
         seed = self.seed if seed is None else seed
         body: dict[str, Any] = {
@@ -212,7 +216,7 @@ class LLMClient:
             self.on_call(used)
         result: dict[str, Any] = {"text": text, "tokens": used, "model": self.model, "seed": seed}
         if choice:
-            result["p_a"] = choice_probability(data, text)
+            result["p_a"] = choice_probability(data, text, choice)
         if self.cache is not None:
             self.cache.put(key, result)
         return result
@@ -250,18 +254,21 @@ class LLMClient:
         raise LLMError(f"compiler LLM failed after {self.retries + 1} attempts: {error}")
 
 
-_CHOICE_RE = re.compile(r"\b([AB])\b")
-
-
-def choice_from_text(text: str) -> float:
-    m = _CHOICE_RE.search(text.strip().lstrip("*#`'\"([ "))
+def choice_from_text(text: str, options: Options = AB) -> float:
+    """1 or 0 for the first option word in the text, 0.5 if none. Single letters match only as
+    capitals ("a" is an article, "A" a vote); words match in any case."""
+    words = "|".join(re.escape(o) for o in options)
+    flags = 0 if all(len(o) == 1 for o in options) else re.I
+    m = re.search(rf"\b({words})\b", text, flags)
     if not m:
         return 0.5
-    return 1.0 if m.group(1) == "A" else 0.0
+    return 1.0 if m.group(1).lower() == options[0].lower() else 0.0
 
 
-def choice_probability(data: dict[str, Any], text: str) -> float:
-    """P("A") / (P("A") + P("B")) at the first generated token that is A or B."""
+def choice_probability(data: dict[str, Any], text: str, options: Options = AB) -> float:
+    """P(first) / (P(first) + P(second)) at the first generated token that is one of the
+    options (case and spaces ignored: " yes", "Yes" and "YES" are one vote)."""
+    keys = tuple(o.lower() for o in options)
     try:
         positions = data["choices"][0]["logprobs"]["content"] or []
     except (KeyError, IndexError, TypeError):
@@ -269,18 +276,19 @@ def choice_probability(data: dict[str, Any], text: str) -> float:
     for pos in positions:
         if not isinstance(pos, dict):
             continue
-        token = str(pos.get("token", "")).strip()
-        if token not in ("A", "B"):
+        token = str(pos.get("token", "")).strip().lower()
+        if token not in keys:
             continue
-        mass = {"A": 0.0, "B": 0.0}
+        mass = dict.fromkeys(keys, 0.0)
         for alt in pos.get("top_logprobs") or []:
-            t = str(alt.get("token", "")).strip()
+            t = str(alt.get("token", "")).strip().lower()
             if t in mass and isinstance(alt.get("logprob"), (int, float)):
                 mass[t] += math.exp(alt["logprob"])
-        if mass["A"] + mass["B"] > 0:
-            return mass["A"] / (mass["A"] + mass["B"])
-        return 1.0 if token == "A" else 0.0
-    return choice_from_text(text)
+        total = sum(mass.values())
+        if total > 0:
+            return mass[keys[0]] / total
+        return 1.0 if token == keys[0] else 0.0
+    return choice_from_text(text, options)
 
 
 def _parse(data: dict[str, Any], body: dict[str, Any]) -> tuple[str, int]:

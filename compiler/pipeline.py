@@ -16,19 +16,20 @@ from typing import Any
 from proxy.registry import Registry, SpecVersion
 
 from . import prompts
+from .calibration import calibration_set
 from .compress import compress, shortlist
 from .dataset import Dataset, Pair
 from .errors import CompilerError, NotEnoughFeedback
 from .evidence import find_evidence
-from .gate import GateResult, run_gate, unary_gate
-from .judge import Judge, calibrate
+from .gate import GateResult, run_gate, unary_gate, wilson_lower
+from .judge import Calibration, Judge, PairwiseJudge, calibrate, make_judge
 from .llm import LLMClient, estimate_tokens
 from .principle import Principle
 from .propose import current_principles, propose_llm, sample_pairs
 from .publish import build_meta, diff, publish
 from .settings import CompilerSettings
 from .synthesize import Synthesis, synthesize
-from .validate import Selection, calibration_items, select, validate
+from .validate import Selection, select, validate
 
 log = logging.getLogger("speclearn.compiler")
 Progress = Callable[[str], None]
@@ -85,12 +86,17 @@ class RoundResult:
     seconds: float = 0.0
 
 
-def split_heldout(contrasts: list[Pair], min_each: int) -> tuple[list[Pair], list[Pair], bool]:
-    """Validation and gate pairs: disjoint halves when there are enough, so the gate does not
-    re-use the pairs that selected the principles; else both use all (and say so)."""
-    if len(contrasts) >= 4 * max(2, min_each):
-        return contrasts[0::2], contrasts[1::2], False
-    return contrasts, contrasts, True
+MIN_GATE_ITEMS = 10  # a gate half smaller than this could never reach significance: do not split
+
+
+def split_heldout(train: list[Pair], held: list[Pair]) -> tuple[list[Pair], list[Pair], str]:
+    """Validation and gate pairs, never the same ones: the gate's test is valid only on items
+    that did not select the rules. With enough held-out pairs, disjoint halves (the method:
+    validate on held-out); with fewer, rules are validated on the training pairs and the gate
+    keeps every held-out pair, its whole power for the one test that decides."""
+    if len(held) >= 2 * MIN_GATE_ITEMS:
+        return held[0::2], held[1::2], "heldout half"
+    return train, held, "training pairs"
 
 
 class Round:
@@ -106,6 +112,7 @@ class Round:
         instruction: str | None = None,
         force: bool = False,
         progress: Progress | None = None,
+        judge_llm: LLMClient | None = None,
     ) -> None:
         self.name, self.dataset, self.registry, self.llm, self.s = name, dataset, registry, llm, settings
         self.label = label or settings.publish_label
@@ -113,7 +120,12 @@ class Round:
         self.force = force
         self.say: Progress = progress or (lambda msg: log.info("%s: %s", name, msg))
         self.result = RoundResult(name, "skipped")
-        self.judge = Judge(llm, settings.judge_max_tokens)
+        # judges are tried on the judge model first, then on the compiler's own; the first that
+        # passes calibration validates and gates this round (none: checks decide alone)
+        self.judge_llms = [m for m in (judge_llm, llm) if m is not None]
+        self.default_judge: Judge = PairwiseJudge(llm, settings.judge_max_tokens)
+        self.judge: Judge | None = None
+        self.judge_calibration: Calibration | None = None
         self._started = time.monotonic()
 
     # -- free: no LLM calls --------------------------------------------------------------------
@@ -141,8 +153,7 @@ class Round:
                 )
             self.unary = True
             r.dataset["unary_heldout"] = len(self.singles)
-        self.val_pairs, self.gate_pairs, overlap = split_heldout(held, self.s.min_heldout_pairs)
-        r.dataset["gate_overlaps_validation"] = int(overlap)
+        self.val_pairs, self.gate_pairs, r.dataset["validated_on"] = split_heldout(self.train, held)
         self.current_principles = current_principles(self.current, self.instruction)
         self.complaints = [e.comment for e in self.dataset.train.examples if not e.up and e.comment]
         self.plan = r.plan = self._fit(Plan.from_settings(self.s))
@@ -167,7 +178,7 @@ class Round:
             default=200,
         )
         judge_call = pair + 30 + s.judge_max_tokens
-        n_cal = min(s.calibration_pairs, len(self.val_pairs) * 2)
+        n_cal = (s.calibration_pairs + s.calibration_open) * len(self.judge_llms) * len(s.judges)
         stages["calibrate"] = (n_cal * 2, n_cal * 2 * judge_call)
         judged = min(plan.max_candidates, len(self.current_principles) + 2 + passes * 5)
         n_val = min(plan.validation_pairs, len(self.val_pairs))
@@ -219,7 +230,8 @@ class Round:
         text = await self.synthesize(sel.kept)
         gate = await self.gate(text)
         if not gate.passed and not self.force:
-            return self._finish("gate_failed", gate.reason)
+            # thin evidence is no verdict on the candidate: the next round, with more feedback, decides
+            return self._finish("skipped" if gate.not_enough else "gate_failed", gate.reason)
         if not publish_result:
             return self._finish("skipped", "not published (--no-publish)")
         await self.publish(text, sel, gate)
@@ -252,27 +264,53 @@ class Round:
                 f"validate {done}/{len(candidates)}: {p.text[:60]!r} ({p.method}) acc={acc} prev={p.prevalence:.2f}"
             )
 
-        self.judge_ok = await self.calibrate(candidates)
-        await validate(candidates, self.val_pairs, self.judge, max_pairs=self.plan.validation_pairs,
-                       judge_ok=self.judge_ok, on_done=report, singles=self.singles)  # fmt: skip
+        self.judge = await self.calibrate(candidates)
+        await validate(candidates, self.val_pairs, self.judge or self.default_judge, max_pairs=self.plan.validation_pairs,
+                       judge_ok=self.judge is not None, on_done=report, singles=self.singles)  # fmt: skip
+        if self.judge_calibration is not None:
+            cal = self.judge_calibration
+            for p in candidates:
+                if p.method == "judge":
+                    p.judge = f"{cal.judge}, calibration {cal.agree}/{cal.n}"
         s = self.s
         return select(candidates, top_k=s.top_k, min_accuracy=s.min_accuracy, min_prevalence=s.min_prevalence)
 
-    async def calibrate(self, candidates: list[Principle]) -> bool:
-        """Trust the judge only if it agrees with checkable rules where the answer is known.
-        Calibrated even when every candidate has a check (none needs the judge to validate):
-        the gate still asks the judge, and an uncalibrated 0.5B judge passes candidates on
-        noise (0.487 vs 0.475 measured). Without known answers there is nothing to calibrate
-        against: trusted."""
-        items = calibration_items(candidates, self.val_pairs, self.s.calibration_pairs)
-        if not items or self.s.calibration_pairs <= 0:
-            return True
-        agree, n = await calibrate(self.judge, items)
-        ok = agree / n >= self.s.judge_min_agreement
-        self.result.calibration = {"agree": agree, "items": n, "trusted": ok}
-        verdict = "trusted" if ok else "NOT trusted: rules without a check stay unvalidated, the gate uses checks"
-        self.say(f"judge calibration: {agree}/{n} known answers right -> {verdict}")
-        return ok
+    def trusts(self, agree: int, n: int) -> bool:
+        """A judge is trusted when it beats a coin on the known answers with 95% confidence
+        (Wilson lower bound above one half) and reaches the configured agreement."""
+        return n > 0 and agree / n >= self.s.judge_min_agreement and wilson_lower(agree, n) > 0.5
+
+    async def calibrate(self, candidates: list[Principle]) -> Judge | None:
+        """The first judge (model x kind, in the configured order) that proves itself on items
+        with a known answer: this round's checkable pairs and shipped rules no check expresses.
+        Calibrated even when every candidate has a check: the gate still asks the judge, and an
+        uncalibrated 0.5B judge passes candidates on noise (0.487 vs 0.475 measured)."""
+        s = self.s
+        items = calibration_set(candidates, self.val_pairs, menu=s.calibration_pairs, open_=s.calibration_open,
+                                seed=s.seed)  # fmt: skip
+        if not items:
+            return self.default_judge  # calibration switched off: the caller asked to trust it
+        tried: list[Calibration] = []
+        chosen: Judge | None = None
+        for llm in self.judge_llms:
+            for kind in s.judges:
+                judge = make_judge(kind, llm, s.judge_max_tokens)
+                cal = await calibrate(judge, items, passes=self.trusts)
+                tried.append(cal)
+                self.say(f"judge calibration: {cal.describe()} -> {'trusted' if cal.trusted else 'not trusted'}")
+                if cal.trusted:
+                    chosen, self.judge_calibration = judge, cal
+                    break
+            if chosen is not None:
+                break
+        self.result.calibration = {
+            "chosen": tried[-1].to_meta() if chosen is not None else None,
+            "tried": [c.to_meta() for c in tried],
+            "trusted": chosen is not None,
+        }
+        if chosen is None:
+            self.say("no judge passed calibration: rules without a check stay unvalidated, the gate uses checks")
+        return chosen
 
     async def synthesize(self, kept: list[Principle]) -> str:
         r, s = self.result, self.s
@@ -297,15 +335,25 @@ class Round:
             f"gate: {len(pairs)} held-out pair(s), candidate vs {self.current.ref if self.current else 'instruction'}"
         )
         if self.unary:
-            gate = self.result.gate = unary_gate(text, self.current_text, self.singles, margin=s.gate_margin)
+            # comment rules were validated on the same held-out votes one by one: correct for them
+            tried = sum(p.source == "comment" and p.check is not None for p in self.result.candidates)
+            requested = [p.evidence.get("users", 0) for p in self.result.selection.kept if p.source == "comment"]
+            gate = self.result.gate = unary_gate(
+                text, self.current_text, self.singles, margin=s.gate_margin, alpha=s.gate_alpha, rules_tried=tried,
+                holdout_fraction=s.holdout_fraction, requested_by=min(requested, default=0),
+                min_users=s.min_requesting_users,
+            )  # fmt: skip
         else:
             gate = self.result.gate = await run_gate(
-                self.judge, text, self.current_text, pairs, margin=s.gate_margin, use_judge=self.judge_ok,
-                regenerate=s.gate_regenerate, answer_max_tokens=s.answer_max_tokens,
+                self.judge or self.default_judge, text, self.current_text, pairs, margin=s.gate_margin,
+                use_judge=self.judge is not None,
+                regenerate=s.gate_regenerate, answer_max_tokens=s.answer_max_tokens, alpha=s.gate_alpha,
+                holdout_fraction=s.holdout_fraction,
             )  # fmt: skip
         gate.judge_calibration = self.result.calibration
-        outcome = "pass" if gate.passed else "FAIL"
-        self.say(f"gate: candidate {gate.candidate_accuracy:.3f} vs current {gate.current_accuracy:.3f} -> {outcome}")
+        outcome = "pass" if gate.passed else "not enough feedback yet" if gate.not_enough else "FAIL"
+        self.say(f"gate: candidate {gate.candidate_accuracy:.3f} vs current {gate.current_accuracy:.3f}, "
+                 f"p = {min(gate.p_value, 1.0):.4f} (alpha {gate.alpha}) -> {outcome}")  # fmt: skip
         return gate
 
     async def publish(self, text: str, sel: Selection, gate: GateResult) -> None:

@@ -79,6 +79,25 @@ def judge_rule(rule: str, a: Example, b: Example) -> list[Message]:
     )}]  # fmt: skip
 
 
+def _question_answer(ex: Example) -> str:
+    return f"Question: {clip(ex.prompt, QUESTION_CHARS)}\nAnswer: {clip(ex.response, ANSWER_CHARS)}"
+
+
+def follows_rule(rule: str, ex: Example) -> list[Message]:
+    return [{"role": "user", "content": (
+        f"TASK: check an answer against a rule.\nRule: {rule}\n\n{_question_answer(ex)}\n\n"
+        "Does the answer follow the rule? Reply with Yes or No."
+    )}]  # fmt: skip
+
+
+def follows_spec(spec: str, ex: Example) -> list[Message]:
+    guidelines = spec.strip() or "(no guidelines: use your own judgment of a good answer)"
+    return [{"role": "user", "content": (
+        f"TASK: check an answer against guidelines.\nGuidelines for the assistant:\n{guidelines}\n\n"
+        f"{_question_answer(ex)}\n\nDoes the answer follow the guidelines? Reply with Yes or No."
+    )}]  # fmt: skip
+
+
 def judge_spec(spec: str, a: Example, b: Example) -> list[Message]:
     guidelines = spec.strip() or "(no guidelines: use your own judgment of a good answer)"
     return [{"role": "user", "content": (

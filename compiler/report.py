@@ -18,7 +18,8 @@ def projection(p: Projection | None, budget_calls: int, budget_tokens: int) -> s
 
 def _numbers(p: Principle) -> str:
     acc = "n/a" if p.accuracy is None else f"{p.accuracy:.2f}"
-    how = {"check": "measured", "judge": "judged", "none": "not validated"}.get(p.method, p.method or "-")
+    how = {"check": "measured", "judge": f"judged by {p.judge}" if p.judge else "judged",
+           "none": "not validated"}.get(p.method, p.method or "-")  # fmt: skip
     return f"support {p.support}/{p.relevant} of {p.n} held-out, accuracy {acc}, prevalence {p.prevalence:.2f}, {how}"
 
 
@@ -33,6 +34,8 @@ def _evidence(p: Principle) -> str:
         parts.append("comments: " + " | ".join(repr(c[:60]) for c in ev["comments"][:2]))
     if p.check:
         parts.append(f"check {p.check}")
+    if ev.get("check_error"):
+        parts.append(f"attached check refused: {ev['check_error']}")
     return "; ".join(parts)
 
 
@@ -59,9 +62,15 @@ def gate(result: RoundResult) -> str:
     )
     if g.checks is not None and g.metric == "judge":
         text += f"\n      checkable rules: candidate {g.checks['candidate']:.3f} vs current {g.checks['current']:.3f}"
+    for t in g.tests:
+        text += f"\n      {t.name}: {t.wins} better, {t.losses} worse of {t.items}, p = {t.p_value:.4f}"
+    text += f"\n      significance: p = {min(g.p_value, 1.0):.4f} after x{g.correction:g} correction, alpha {g.alpha}"
+    if g.reason:
+        text += f"\n      {g.reason}"
     if g.judge_calibration:
-        c = g.judge_calibration
-        text += f"\n      judge calibration: {c['agree']}/{c['items']} known answers right"
+        for c in g.judge_calibration.get("tried", []):
+            verdict = "trusted" if c["trusted"] else "not trusted"
+            text += f"\n      judge calibration: {c['judge']} {c['agree']}/{c['items']} known answers right -> {verdict}"
     if g.win_rate is not None:
         text += f"\n      regenerated: won {g.wins}, lost {g.losses}, Wilson 95% lower bound {g.wilson_lower:.3f}"
     return text

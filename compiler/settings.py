@@ -45,8 +45,11 @@ class CompilerSettings(BaseSettings):
     validation_pairs: int = 12  # held-out pairs each principle is judged on (x2 orders)
     gate_pairs: int = 16  # held-out pairs the gate judges (x2 orders x2 specs)
     top_k: int = 8
-    calibration_pairs: int = 6  # (rule, pair) items with a known answer the judge must get right
-    judge_min_agreement: float = 0.67  # below this the judge is not trusted (rules need a check)
+    calibration_pairs: int = 6  # menu items: this round's pairs a candidate's check decides
+    calibration_open: int = 8  # open items: shipped rules no check expresses (compiler/data/calibration.jsonl)
+    judge_min_agreement: float = 0.67  # and a Wilson lower bound above 0.5, else not trusted
+    # judge kinds tried in order on each judge model (bench/README.md, "Judges", chose the order)
+    judges: list[str] = Field(default_factory=lambda: ["pairwise+calibrated", "pointwise+calibrated"])
     min_accuracy: float = 0.55
     min_prevalence: float = 0.1
     spec_format: SpecFormat = "persona"
@@ -63,6 +66,8 @@ class CompilerSettings(BaseSettings):
     unary_comments: bool = True
 
     # gate and publish
+    gate_alpha: float = 0.05  # the gate's error rate: how often feedback with no taste may publish
+    min_requesting_users: int = 2  # a wish learned from comments alone must be asked by this many users
     gate_margin: float = 0.0
     gate_regenerate: bool = False
     answer_max_tokens: int = 256  # regenerated answers (gate_regenerate)

@@ -133,25 +133,3 @@ def select(principles: Sequence[Principle], *, top_k: int, min_accuracy: float, 
         else:
             p.status = "rejected" if p.relevant or p.method == "check" else "unvalidated"
     return Selection(kept, dropped, rejected)
-
-
-def calibration_items(principles: Sequence[Principle], heldout: Sequence[Pair], k: int) -> list[tuple[str, Pair]]:
-    """Up to k (rule, pair) with a known answer: the rule's check passes the preferred answer
-    and fails the rejected one. Spread over the checkable rules, round robin."""
-    per_rule = [
-        [
-            (p.text, pair)
-            for pair in heldout
-            if p.check.test(pair.chosen.response) and not p.check.test(pair.rejected.response)
-        ]
-        for p in principles
-        if p.check is not None
-    ]
-    items: list[tuple[str, Pair]] = []
-    depth = 0
-    while len(items) < k and any(depth < len(r) for r in per_rule):
-        for r in per_rule:
-            if depth < len(r) and len(items) < k:
-                items.append(r[depth])
-        depth += 1
-    return items

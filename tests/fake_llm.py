@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from compiler.calibration import shipped_items
 from compiler.simulate import TASTES, LoopRound, closed_loop
 from proxy.ledger import FeedbackRecord, InferenceRecord
 from proxy.ledger.sqlite import SqliteLedger
@@ -65,11 +66,23 @@ def rule_judge(criteria: str, a: str, b: str) -> str | None:
     return "A" if va < vb else "B"
 
 
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+# the shipped calibration items: a judge that "knows" them answers them right (a competent judge)
+CALIBRATION = {(_flat(i.pair.chosen.response), _flat(i.pair.rejected.response)) for i in shipped_items()}
+CALIBRATION_CHOSEN, CALIBRATION_REJECTED = {c for c, _ in CALIBRATION}, {r for _, r in CALIBRATION}
+
+
 @dataclass
 class FakeLLM:
     rules: list[str] = field(default_factory=lambda: list(DEFAULT_RULES))
     judge: Judge = rule_judge
     bias: str = "A"  # the judge's answer when its criteria say nothing
+    # the pointwise judge: does this answer follow the criteria? (None: no opinion -> "Yes")
+    point_judge: Callable[[str, str], bool | None] | None = None
+    knows_calibration: bool = True  # answers the shipped calibration items right
     persona: Callable[[list[str]], str] | None = None
     answer: Callable[[dict[str, Any]], str] | None = None  # any other request (a served answer)
     logprobs: bool = True
@@ -95,6 +108,10 @@ class FakeLLM:
             text = re.findall(r"^- (.*)$", prompt, re.M)[0]
         elif task.startswith("TASK: judge by a rule"):
             text = self._judge(prompt.split("Rule: ", 1)[1].split("\n", 1)[0], prompt)
+        elif task.startswith("TASK: check an answer against a rule"):
+            text = self._point(prompt.split("Rule: ", 1)[1].split("\n", 1)[0], prompt)
+        elif task.startswith("TASK: check an answer against guidelines"):
+            text = self._point(prompt.split("Guidelines for the assistant:\n", 1)[1].split("\n\nQuestion", 1)[0], prompt)
         elif task.startswith("TASK: judge by guidelines"):
             guidelines = prompt.split("Guidelines for the assistant:\n", 1)[1].split("\n\nQuestion", 1)[0]
             text = self._judge(guidelines, prompt)
@@ -110,8 +127,21 @@ class FakeLLM:
     def _judge(self, criteria: str, prompt: str) -> str:
         a = re.search(r"^Answer A: (.*)$", prompt, re.M)
         b = re.search(r"^Answer B: (.*)$", prompt, re.M)
+        if a and b and self.knows_calibration:
+            if (a.group(1), b.group(1)) in CALIBRATION:
+                return "A"
+            if (b.group(1), a.group(1)) in CALIBRATION:
+                return "B"
         choice = self.judge(criteria, a.group(1) if a else "", b.group(1) if b else "") if a and b else None
         return choice or self.bias
+
+    def _point(self, criteria: str, prompt: str) -> str:
+        m = re.search(r"^Answer: (.*)$", prompt, re.M)
+        answer = m.group(1) if m else ""
+        if self.knows_calibration and answer in CALIBRATION_CHOSEN | CALIBRATION_REJECTED:
+            return "Yes" if answer in CALIBRATION_CHOSEN else "No"
+        follows = self.point_judge(criteria, answer) if self.point_judge else None
+        return "Yes" if follows is None or follows else "No"
 
     def _completion(self, body: dict[str, Any], text: str) -> dict[str, Any]:
         prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4 + 1
@@ -121,8 +151,8 @@ class FakeLLM:
             "message": {"role": "assistant", "content": text},
             "finish_reason": "stop",
         }
-        if body.get("logprobs") and self.logprobs and text in ("A", "B"):
-            other = "B" if text == "A" else "A"
+        if body.get("logprobs") and self.logprobs and text in ("A", "B", "Yes", "No"):
+            other = {"A": "B", "B": "A", "Yes": "No", "No": "Yes"}[text]
             choice["logprobs"] = {"content": [{
                 "token": text, "logprob": math.log(0.9),
                 "top_logprobs": [{"token": text, "logprob": math.log(0.9)}, {"token": other, "logprob": math.log(0.1)}],

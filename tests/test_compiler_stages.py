@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from compiler.calibration import round_items
 from compiler.checks import Check, check_text, checks_from_text, language
 from compiler.compress import compress, similarity
 from compiler.dataset import Example, Pair, Split
 from compiler.evidence import find_evidence, measure
 from compiler.gate import check_accuracy, run_gate, wilson_lower
-from compiler.judge import Judge, calibrate
+from compiler.judge import PairwiseJudge, calibrate
 from compiler.llm import LLMClient
 from compiler.principle import Principle
 from compiler.propose import current_principles, parse_rules, propose_llm
 from compiler.synthesize import MIN_WORDS, synthesize
-from compiler.validate import calibration_items, select, validate
+from compiler.validate import select, validate
 from proxy.registry import SpecVersion
 from tests.fake_llm import QUESTIONS, FakeLLM, bad_answer, good_answer
 
@@ -147,7 +148,7 @@ async def test_validate_measures_checks_and_judges_the_rest_in_both_orders() -> 
         Principle("Be friendly and enthusiastic.", "llm"),  # the judge cannot tell: position bias
     ]
     fake = FakeLLM()
-    await validate(ps, held, Judge(llm(fake)), max_pairs=4)
+    await validate(ps, held, PairwiseJudge(llm(fake)), max_pairs=4)
     short, thorough, guess, friendly = ps
     assert (short.method, short.n, short.relevant, short.support) == ("check", 6, 6, 6)
     assert (thorough.method, thorough.n, thorough.relevant, thorough.support) == ("judge", 4, 4, 0)
@@ -191,11 +192,13 @@ def test_select_keeps_one_rule_per_check_family() -> None:
 async def test_calibration_rejects_a_judge_that_cannot_see_checks() -> None:
     held = pairs(6)
     ps = [Principle("Keep answers short: at most 20 words.", "evidence", Check("max_words", "20"))]
-    items = calibration_items(ps, held, 4)
-    assert len(items) == 4
-    assert await calibrate(Judge(llm(FakeLLM())), items) == (4, 4)
+    items = round_items(ps, held, 4)
+    assert len(items) == 4 and {i.kind for i in items} == {"menu"}
+    seeing = await calibrate(PairwiseJudge(llm(FakeLLM())), items, passes=lambda a, n: a == n)
+    assert (seeing.agree, seeing.n, seeing.trusted, seeing.by_kind) == (4, 4, True, {"menu": (4, 4)})
     blind = FakeLLM(judge=lambda *a: None)  # a judge that always says "A"
-    assert await calibrate(Judge(llm(blind)), items) == (0, 4)
+    unseeing = await calibrate(PairwiseJudge(llm(blind)), items, passes=lambda a, n: a == n)
+    assert (unseeing.agree, unseeing.trusted) == (0, False)
 
 
 # -- synthesize -------------------------------------------------------------------------------
@@ -242,7 +245,7 @@ async def test_gate_rejects_a_worse_spec_and_passes_a_better_one() -> None:
     held = pairs(6, start=6)
     good = 'You help. Keep answers short: at most 20 words. Never use the phrase "I guess".'
     bad = "You help. Be thorough and give every detail."
-    judge = Judge(llm(FakeLLM()))
+    judge = PairwiseJudge(llm(FakeLLM()))
     worse = await run_gate(judge, bad, good, held, margin=0.0)
     assert not worse.passed and worse.candidate_accuracy < worse.current_accuracy and "does not beat" in worse.reason
     better = await run_gate(judge, good, bad, held, margin=0.0)
@@ -257,7 +260,7 @@ async def test_gate_without_a_trusted_judge_uses_the_specs_checkable_rules() -> 
     held = pairs(6)
     fake = FakeLLM()
     res = await run_gate(
-        Judge(llm(fake)), "Keep answers short: at most 20 words.", "You help.", held, margin=0.0, use_judge=False
+        PairwiseJudge(llm(fake)), "Keep answers short: at most 20 words.", "You help.", held, margin=0.0, use_judge=False
     )
     assert res.passed and res.metric == "checks" and res.candidate_accuracy > 0.75 and res.current_accuracy == 0.5
     assert fake.calls == []
@@ -267,7 +270,7 @@ async def test_gate_without_a_trusted_judge_uses_the_specs_checkable_rules() -> 
 async def test_gate_regeneration_win_rate_with_wilson_bound() -> None:
     held = pairs(8)
     fake = FakeLLM()
-    res = await run_gate(Judge(llm(fake)), "x", "y", held, margin=-1.0, regenerate=True)
+    res = await run_gate(PairwiseJudge(llm(fake)), "x", "y", held, margin=-1.0, regenerate=True)
     # the fake answers the same under both specs: no wins, the bound fails the gate
     assert res.wins == 0 and not res.passed and "Wilson" in res.reason
     assert wilson_lower(8, 8) == pytest.approx(0.6756, abs=1e-3)
