@@ -25,7 +25,7 @@ above one half.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,7 +132,7 @@ def vote_test(cand: Sequence[float], cur: Sequence[float], ups: Sequence[bool], 
     return Test(name, len(cand), wins, losses, float(fisher_exact(table, alternative="greater").pvalue))
 
 
-def scaled_needed(test: Test, correction: float, alpha: float, rerun: Any) -> int | None:
+def scaled_needed(test: Test, correction: float, alpha: float, rerun: Rerun) -> int | None:
     """Held-out items more that would make `test` significant if the effect seen held: the
     smallest k for which k copies of the items pass, minus the items there are."""
     if test.wins <= test.losses:
@@ -233,24 +233,29 @@ async def regenerate_wins(
     return sum(v > 0 for v in votes), sum(v < 0 for v in votes)
 
 
-def check_tests(candidate: str, current: str, pairs: Sequence[Pair], singles: Sequence[Example]) -> list[Test]:
+Rerun = Callable[[int], Test]  # the same test on k copies of its items (for "how much more")
+
+
+def check_tests(candidate: str, current: str, pairs: Sequence[Pair], singles: Sequence[Example]) -> list[tuple[Test, Rerun]]:
     """The checks' tests: Fisher on the thumbs, the sign test on explicit pairs (each when present)."""
     cand, cur = checks_from_text(candidate), checks_from_text(current)
-    tests = []
+    out: list[tuple[Test, Rerun]] = []
     if singles:
+        a, b = [predicts_up(cand, e) for e in singles], [predicts_up(cur, e) for e in singles]
         ups = [e.up for e in singles]
-        tests.append(vote_test([predicts_up(cand, e) for e in singles], [predicts_up(cur, e) for e in singles],
-                               ups, "checks on held-out votes (Fisher exact)"))  # fmt: skip
+        name = "checks on held-out votes (Fisher exact)"
+        out.append((vote_test(a, b, ups, name), lambda k: vote_test(a * k, b * k, ups * k, name)))
     explicit = independent([p for p in pairs if p.source in PAIR_SOURCES])
     if explicit:
-        tests.append(sign_test([pair_score(cand, p) for p in explicit], [pair_score(cur, p) for p in explicit],
-                               "checks on held-out pairs (sign test)"))  # fmt: skip
-    return tests
+        c, d = [pair_score(cand, p) for p in explicit], [pair_score(cur, p) for p in explicit]
+        name = "checks on held-out pairs (sign test)"
+        out.append((sign_test(c, d, name), lambda k: sign_test(c * k, d * k, name)))
+    return out
 
 
-def _with_needed(tests: list[Test], correction: float, alpha: float, rerun: dict[str, Any]) -> None:
-    for t in tests:
-        t.needed = scaled_needed(t, correction, alpha, rerun[t.name]) if t.p_value * correction > alpha else None
+def _with_needed(tests: Sequence[tuple[Test, Rerun]], correction: float, alpha: float) -> None:
+    for t, rerun in tests:
+        t.needed = scaled_needed(t, correction, alpha, rerun) if t.p_value * correction > alpha else None
 
 
 def decide(result: GateResult, *, holdout_fraction: float) -> GateResult:
@@ -295,10 +300,6 @@ def decide(result: GateResult, *, holdout_fraction: float) -> GateResult:
     return s
 
 
-def _replicate(k: int, seq: Sequence[Any]) -> list[Any]:
-    return [x for x in seq for _ in range(k)]
-
-
 async def run_gate(
     judge: Judge,
     candidate: str,
@@ -320,28 +321,22 @@ async def run_gate(
     cand_chk, cand_chk_agree = check_accuracy(candidate, pairs)
     cur_chk, cur_chk_agree = check_accuracy(current, pairs)
     tests = check_tests(candidate, current, pairs, singles)
-    rerun: dict[str, Any] = {
-        t.name: (lambda k, name=t.name: next(x for x in check_tests(candidate, current, _replicate(k, pairs),
-                                                                    _replicate(k, singles)) if x.name == name))
-        for t in tests
-    }  # fmt: skip
     figures = {"checks": (cand_chk, cur_chk, cand_chk_agree, cur_chk_agree)}
     if use_judge:
         fair = independent(pairs)
         cand_soft, cur_soft = await judge_scores(judge, candidate, fair), await judge_scores(judge, current, fair)
         cand_score, cur_score = [_correct(x) for x in cand_soft], [_correct(x) for x in cur_soft]
-        judged = sign_test(cand_score, cur_score, JUDGE_TEST)
-        rerun[JUDGE_TEST] = lambda k: sign_test(_replicate(k, cand_score), _replicate(k, cur_score), JUDGE_TEST)
-        tests.append(judged)
+        tests.append((sign_test(cand_score, cur_score, JUDGE_TEST),
+                      lambda k: sign_test(cand_score * k, cur_score * k, JUDGE_TEST)))  # fmt: skip
         figures["judge"] = (sum(cand_soft) / len(fair) if fair else 0.5, sum(cur_soft) / len(fair) if fair else 0.5,
                             sum(x == 1.0 for x in cand_score), sum(x == 1.0 for x in cur_score))  # fmt: skip
     metric = "judge" if use_judge else "checks"  # a trusted judge reads the whole spec: its figures lead
     cand_acc, cur_acc, cand_agree, cur_agree = figures[metric]
     correction = float(max(1, len(tests)))
-    _with_needed(tests, correction, alpha, rerun)
+    _with_needed(tests, correction, alpha)
     result = GateResult(False, cand_acc, cur_acc, margin, len(pairs), cand_agree, cur_agree, metric=metric,
-                        checks={"candidate": cand_chk, "current": cur_chk}, tests=tests, alpha=alpha,
-                        correction=correction)  # fmt: skip
+                        checks={"candidate": cand_chk, "current": cur_chk}, tests=[t for t, _ in tests],
+                        alpha=alpha, correction=correction)  # fmt: skip
     decide(result, holdout_fraction=holdout_fraction)
     if regenerate:
         real = [p for p in pairs if p.source != "cross"] or list(pairs)

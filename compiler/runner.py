@@ -41,6 +41,24 @@ class Context:
     def state(self) -> CompilerState:
         return CompilerState(self.compiler.state_dir(self.settings))
 
+    def judge_llm(self, spec: str, budget: Budget) -> LLMClient | None:
+        """The judge's own client when a judge endpoint or model is configured (one budget with
+        the compiler's LLM); None: the compiler's LLM judges too."""
+        c = self.compiler
+        if not c.judge_base_url and not c.judge_model:
+            return None
+        base_url = (c.judge_base_url or c.resolved_base_url(self.settings) or "").rstrip("/")
+        if not base_url:
+            return None
+        key = c.judge_api_key or c.api_key or self.settings.upstream_api_key
+        return LLMClient(
+            base_url, c.judge_model or c.model, api_key=key.get_secret_value() if key else None, seed=c.seed,
+            temperature=c.temperature, budget=budget,
+            cache_dir=c.resolved_cache_dir(self.settings) if self.use_cache else None,
+            timeout=c.timeout, concurrency=c.concurrency, retries=c.retries,
+            transport=self.transport, on_call=metrics.on_call(spec),
+        )  # fmt: skip
+
     def llm(self, spec: str) -> LLMClient:
         base_url = self.compiler.resolved_base_url(self.settings)
         if not base_url:
@@ -86,12 +104,15 @@ async def compile_spec(
     async with round_lock(ctx.compiler.state_dir(ctx.settings), name, ctx.settings.database_url):
         ds = dataset if dataset is not None else await ledger_dataset(ctx, name)
         llm = ctx.llm(name) if not dry_run else _offline_llm(ctx)
+        judge = ctx.judge_llm(name, llm.budget) if not dry_run else None
         try:
             round_ = Round(name, ds, registry=ctx.registry, llm=llm, settings=ctx.compiler, label=label,
-                           instruction=instruction, force=force, progress=progress)  # fmt: skip
+                           instruction=instruction, force=force, progress=progress, judge_llm=judge)  # fmt: skip
             result = await run_round(round_, dry_run=dry_run, publish_result=publish_result, on_prepared=on_prepared)
         finally:
             await llm.aclose()
+            if judge is not None:
+                await judge.aclose()
     if not dry_run:
         metrics.record_round(name, result.result, time.monotonic() - started, time.time())
         if result.version is not None:

@@ -1,0 +1,114 @@
+"""The significance gate: feedback with no taste behind it publishes no more often than alpha,
+a real taste passes, thin evidence says how much more is needed."""
+
+from __future__ import annotations
+
+import random
+
+from compiler.dataset import Example, Pair
+from compiler.gate import independent, run_gate, unary_gate, vote_test
+from compiler.judge import PairwiseJudge
+from compiler.llm import LLMClient
+from tests.fake_llm import FakeLLM
+
+SHORT = "Keep answers short: at most 12 words."
+BARE = "You help."
+
+
+def answer(rng: random.Random) -> str:
+    return " ".join(["word"] * rng.choice([5, 8, 20, 30]))
+
+
+def thumbs(ups: list[bool], rng: random.Random, like=None) -> list[Pair]:  # type: ignore[no-untyped-def]
+    """Up/down votes on answers; every up paired with a down, as the dataset's cross pairs do
+    (leftover votes reused, so pairs may share answers)."""
+    ex = [Example(f"e{i}", f"q{i}", answer(rng), 1.0 if up else -1.0) for i, up in enumerate(ups)]
+    if like is not None:  # votes that follow a taste
+        ex = [Example(e.id, e.prompt, e.response, 1.0 if like(e.response) else -1.0) for e in ex]
+    good, bad = [e for e in ex if e.up], [e for e in ex if not e.up]
+    n = max(len(good), len(bad))
+    return [Pair(f"x{i}", good[i % len(good)], bad[i % len(bad)], "cross") for i in range(n)] if good and bad else []
+
+
+async def test_coin_thumbs_publish_no_more_often_than_alpha() -> None:
+    """300 seeded rounds of biased-coin votes (55-80% up) on answers of varied length: a
+    length rule, checked by the gate without a judge, passes at most alpha of the time."""
+    judge = PairwiseJudge(LLMClient("http://unused/v1", "x", transport=FakeLLM().transport))
+    passed = 0
+    rounds = 300
+    for seed in range(rounds):
+        rng = random.Random(seed)
+        bias = rng.uniform(0.55, 0.8)
+        pairs = thumbs([rng.random() < bias for _ in range(12)], rng)
+        if not pairs:
+            continue
+        gate = await run_gate(judge, SHORT, BARE, pairs, margin=0.0, use_judge=False)
+        passed += gate.passed
+    assert passed <= 0.05 * rounds, passed
+
+
+async def test_a_real_taste_passes_with_the_same_amount_of_feedback() -> None:
+    judge = PairwiseJudge(LLMClient("http://unused/v1", "x", transport=FakeLLM().transport))
+    passed = 0
+    for seed in range(20):
+        rng = random.Random(seed)
+        pairs = thumbs([True] * 12, rng, like=lambda t: len(t.split()) <= 12)
+        gate = await run_gate(judge, SHORT, BARE, pairs, margin=0.0, use_judge=False)
+        passed += gate.passed
+    assert passed >= 18
+
+
+def test_a_spec_that_calls_every_answer_good_explains_nothing() -> None:
+    """80% of votes are up: a rule every answer passes predicts 80% of them, and still no
+    contrast, so no significance (a test against 0.5 would have passed it)."""
+    ups = [True] * 8 + [False] * 2
+    t = vote_test([1.0] * 10, [0.5] * 10, ups, "fisher")
+    assert (t.wins, t.losses, t.p_value) == (8, 2, 1.0)
+
+
+def test_independent_pairs_share_no_answer() -> None:
+    a, b, c = (Example(x, "q", x, v) for x, v in (("a", 1), ("b", -1), ("c", -1)))
+    pairs = [Pair("1", a, b, "cross"), Pair("2", a, c, "cross"), Pair("3", Example("d", "q", "d", 1), c, "cross")]
+    assert [p.id for p in independent(pairs)] == ["1", "3"]
+
+
+async def test_thin_evidence_says_not_enough_feedback_and_how_much_more() -> None:
+    judge = PairwiseJudge(LLMClient("http://unused/v1", "x", transport=FakeLLM().transport))
+    short, long_ = "word " * 5, "word " * 30
+    pairs = [Pair(f"p{i}", Example(f"c{i}", "q", short, 1.0), Example(f"r{i}", "q", long_, -1.0), "file")
+             for i in range(3)]  # fmt: skip
+    gate = await run_gate(judge, SHORT, BARE, pairs, margin=0.0, use_judge=False)
+    assert not gate.passed and gate.not_enough
+    assert gate.reason.startswith("not enough feedback yet") and "more held-out items" in gate.reason
+    (test,) = gate.tests
+    assert test.name.startswith("checks on held-out pairs") and test.wins == 3 and test.needed == 3
+    more = [Pair(f"p{i}", Example(f"c{i}", "q", short, 1.0), Example(f"r{i}", "q", long_, -1.0), "file")
+            for i in range(6)]  # fmt: skip
+    assert (await run_gate(judge, SHORT, BARE, more, margin=0.0, use_judge=False)).passed
+
+
+async def test_a_trusted_judge_that_finds_the_candidate_worse_vetoes_the_checks() -> None:
+    """The candidate states the right checkable rule, but its paragraph misleads the writer:
+    the judge reads all of it and sees the candidate worse; the checks' significance is not enough."""
+
+    def misled(criteria: str, a: str, b: str) -> str | None:
+        if "long, detailed" in criteria:
+            return "A" if len(a) > len(b) else "B"
+        return "A" if len(a) < len(b) else "B"
+
+    judge = PairwiseJudge(LLMClient("http://unused/v1", "x", transport=FakeLLM(judge=misled).transport))
+    rng = random.Random(3)
+    pairs = thumbs([True] * 14, rng, like=lambda t: len(t.split()) <= 12)
+    gate = await run_gate(judge, f"You love long, detailed answers. {SHORT}", BARE, pairs, margin=0.0)
+    checks = next(t for t in gate.tests if t.name.startswith("checks"))
+    assert checks.p_value < 0.01 and not gate.passed and "worse by judge" in gate.reason
+
+
+def test_a_wish_only_comments_show_needs_several_users() -> None:
+    downs = [Example(f"d{i}", "q", "The capital is Rome.", -1.0) for i in range(6)]
+    french = "You help. Always answer in French."
+    alone = unary_gate(french, BARE, downs, margin=0.0, requested_by=1, min_users=2)
+    assert not alone.passed and "requested by 1 distinct user" in alone.reason
+    assert unary_gate(french, BARE, downs, margin=0.0, requested_by=3, min_users=2).passed
+    ups = [Example("u", "q", "The capital is Rome.", 1.0), *downs]  # a vote the rule does not explain
+    assert not unary_gate(french, BARE, ups, margin=0.0, requested_by=3, min_users=2).passed
