@@ -10,7 +10,8 @@ import signal
 from prometheus_client import start_http_server
 
 from ..sidecar import run_forever, tick
-from .common import add_llm_options, build_settings, context, local_model, setup_logging
+from .common import add_llm_options, build_settings, context, run_async, setup_logging
+from .endpoints import resolve_llms
 
 log = logging.getLogger("speclearn.compiler.sidecar")
 
@@ -27,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
-    return asyncio.run(_run(args))
+    return run_async(lambda: _run(args))
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -39,7 +40,7 @@ async def _run(args: argparse.Namespace) -> int:
     if compiler.metrics_port and not args.once:
         start_http_server(compiler.metrics_port)
         log.info("compiler metrics on :%d/metrics", compiler.metrics_port)
-    with local_model(settings, compiler, args.local_model) as compiler:
+    with resolve_llms(settings, compiler, force_local=args.local_model) as compiler:
         async with context(settings, compiler, with_ledger=True, use_cache=not args.no_cache) as ctx:
             if args.once:
                 await tick(ctx)

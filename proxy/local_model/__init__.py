@@ -21,7 +21,7 @@ from __future__ import annotations
 from . import discovery
 from .discovery import Announcement, Discovered, announce, discovery_path, find_live
 from .errors import LocalModelError
-from .models import DEFAULT_MODEL, FALLBACK_MODEL, MODELS, Chunk, ModelSpec, fallback_hint, get_model
+from .models import DEFAULT_MODEL, FALLBACK_MODEL, JUDGE_MODEL, MODELS, Chunk, ModelSpec, fallback_hint, get_model
 from .server import (
     DEFAULT_CTX,
     DEFAULT_PARALLEL,
@@ -52,7 +52,7 @@ from .weights import (
 
 __all__ = [
     "DEFAULT_CACHE_DIR", "DEFAULT_CTX", "DEFAULT_MODEL", "DEFAULT_PARALLEL", "FALLBACK_MODEL", "HEALTH_PATH",
-    "MODELS", "RUNTIME", "Announcement", "Chunk", "CommandFactory", "Discovered",
+    "JUDGE_MODEL", "MODELS", "RUNTIME", "Announcement", "Chunk", "CommandFactory", "Discovered",
     "LocalModelError", "LocalModelSupervisor", "ModelSpec", "announce", "assemble", "check_port",
     "child_command", "default_threads", "discovery", "discovery_path", "ensure_model", "exit_with_parent",
     "fallback_hint", "find_live", "free_port", "get_model", "healthy", "locate_chunks", "model_path",

