@@ -99,7 +99,7 @@ def _compiler_llm(
         url = servers.base_url(model, "compiler LLM")
     except lm.LocalModelError as exc:
         if force_local:
-            raise CompilerError(f"--local-model: {exc}") from None
+            raise CompilerError(f"the embedded model {model}: {exc}") from None
         missing = "the `local` extra is not installed: no xllamacpp" if not lm.runtime_installed() else str(exc)
         raise CompilerError(no_llm(missing.rstrip("."))) from None
     return compiler.model_copy(update={"base_url": url, "model": model}), True
