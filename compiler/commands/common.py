@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +96,11 @@ async def context(settings: Settings, compiler: CompilerSettings, *, with_ledger
         await registry.close()
 
 
-def run_async(main: Callable[[], Awaitable[int]]) -> int:
-    """Run a command's coroutine; a known failure is one `error: ...` line on stderr, no traceback."""
+def run_cleanly(main: Callable[[], int]) -> int:
+    """Run a command; a known failure is one `error: ...` line on stderr, never a traceback:
+    exit 75 for a busy spec, 2 for a missing extra, 1 for any other compiler error."""
     try:
-        return asyncio.run(main())
+        return main()
     except RoundBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 75

@@ -15,12 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from proxy.extras import MissingExtra
 from proxy.settings import Settings
 
-from ..errors import CompilerError
 from ..settings import CompilerSettings
 from ..simulate import TASTES, LoopRound, Taste, closed_loop
+from .common import run_cleanly
 from .endpoints import resolve_llms
 
 
@@ -42,14 +41,10 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {"proposal_passes": 2, "proposal_sample": 8, "propose_max_tokens": 96, "synth_max_tokens": 256,
                  "validation_pairs": 4, "calibration_pairs": 4, "gate_pairs": 8, "max_llm_calls": 80}  # fmt: skip
-    try:
-        rows = _loop(args, workdir, taste, overrides, say)
-    except MissingExtra as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except CompilerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_cleanly(lambda: _report(taste, workdir, _loop(args, workdir, taste, overrides, say)))
+
+
+def _report(taste: Taste, workdir: Path, rows: list[LoopRound]) -> int:
     print(f"\nusers like {taste.description}\n")
     print(f"{'round':>5}  {'spec':<12} {'up-rate':>8}  compile")
     for row in rows:

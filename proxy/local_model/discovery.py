@@ -82,17 +82,17 @@ def read(data_dir: Path | str, model: str) -> Discovered | None:
 
 def find_live(data_dir: Path | str, model: str, timeout: float = 2.0) -> tuple[Discovered | None, str]:
     """The announced server for `model` if it can be used now, else None and why not."""
-    entry = read(data_dir, model)
+    path, entry = discovery_path(data_dir, model), read(data_dir, model)
     if entry is None:
-        return None, f"no discovery file {discovery_path(data_dir, model)}"
+        return None, f"no discovery file {path}"
     if entry.model != model or entry.sha256 != get_model(model).sha256:
-        return None, f"{discovery_path(data_dir, model)} announces another model ({entry.model}, {entry.sha256[:12]})"
+        return None, f"{path} announces another model ({entry.model}, {entry.sha256[:12]})"
     if not pid_alive(entry.pid):
-        return None, f"{discovery_path(data_dir, model)} is stale: pid {entry.pid} is gone"
+        return None, f"{path} is stale: pid {entry.pid} is gone"
     if not healthy(entry.root_url, timeout=timeout):
-        return None, f"{discovery_path(data_dir, model)} is stale: {entry.root_url}/health does not answer 200"
+        return None, f"{path} is stale: {entry.root_url}/health does not answer 200"
     if not serves_model(entry.root_url, model, timeout=timeout):
-        return None, f"{discovery_path(data_dir, model)} is stale: {entry.base_url}/models does not list {model}"
+        return None, f"{path} is stale: {entry.base_url}/models does not list {model}"
     return entry, f"{entry.owner} (pid {entry.pid})"
 
 

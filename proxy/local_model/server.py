@@ -38,11 +38,11 @@ def runtime_installed() -> bool:
     return importlib.util.find_spec("xllamacpp") is not None
 
 
-def require_runtime() -> None:
-    """Fail early and clearly if xllamacpp is missing."""
+def require_runtime(extra: str = "local") -> None:
+    """Fail early and clearly if xllamacpp is missing; `extra` is the one to suggest."""
     if not runtime_installed():
         raise LocalModelError(
-            f"the local model runtime is not installed: pip install 'speclearn[local]' "
+            f"the local model runtime is not installed: pip install 'speclearn[{extra}]' "
             f"(or pip install {RUNTIME})."
         )
 
