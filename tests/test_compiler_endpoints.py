@@ -38,6 +38,7 @@ def no_configured_endpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
                  "SPECLEARN_COMPILER_JUDGE_MODEL", "SPECLEARN_LOCAL_MODEL", "SPECLEARN_DATABASE_URL"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SPECLEARN_MODEL_CACHE_DIR", str(tmp_path / "cache"))  # nothing assembled there
+    installed_weights(monkeypatch)  # none, whatever this machine has: a test installs what it needs
 
 
 @pytest.fixture
@@ -160,7 +161,6 @@ def test_compile_without_configuration_reuses_the_announced_server(
 ) -> None:  # fmt: skip
     """`make run` then `speclearn compile NAME`: the proxy's model, not a second copy."""
     fake, root = fake_model
-    installed_weights(monkeypatch)  # no 1.5B: the compiler's own model judges
     monkeypatch.setenv("SPECLEARN_COMPILER_MAX_LLM_CALLS", "500")
     data = tmp_path / "data"
     lm.announce(data, SMALL, root, owner="the proxy")
@@ -210,8 +210,7 @@ def test_a_configured_endpoint_is_used_as_is(settings: Settings, no_start: None)
 
 
 def test_weights_missing_names_every_way_out(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    runtime(monkeypatch, True)
-    installed_weights(monkeypatch)
+    runtime(monkeypatch, True)  # and no weights installed
     with pytest.raises(CompilerError) as e:
         with resolve_llms(settings, CompilerSettings()):
             pass
@@ -300,8 +299,7 @@ def test_one_server_per_model_whatever_its_roles(
 def test_an_explicit_judge_without_its_weights_is_one_clear_error(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runtime(monkeypatch, True)
-    installed_weights(monkeypatch)
+    runtime(monkeypatch, True)  # and no weights installed
     with pytest.raises(CompilerError) as e:
         with resolve_llms(settings, CompilerSettings(base_url="http://remote/v1", judge_model=JUDGE)):
             pass
