@@ -5,6 +5,7 @@ falling back to starting one, and the judge's resolution. No real model: fake se
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import json
 import logging
@@ -19,14 +20,16 @@ import pytest
 from helpers import ICAI_ALIGNED
 
 from compiler.commands.common import add_llm_options, build_settings
-from compiler.commands.endpoints import resolve_llms
+from compiler.commands.endpoints import EmbeddedServers, resolve, resolve_llms
 from compiler.errors import CompilerError
 from compiler.settings import CompilerSettings
+from compiler.sidecar import run_forever
 from proxy import local_model as lm
 from proxy.cli import main as cli
 from proxy.local_model import weights
 from proxy.settings import Settings
 from tests.fake_llm import FakeLLM
+from tests.test_compiler_pipeline import close, make_ctx
 from tests.test_local_model import FAKE_CHILD, REPO
 
 SMALL, JUDGE = lm.DEFAULT_MODEL, lm.JUDGE_MODEL
@@ -314,3 +317,45 @@ def test_judge_options_on_the_command_line(tmp_path: Path) -> None:
     args = ap.parse_args(["--judge-model", JUDGE, "--judge-base-url", "http://judge/v1", "--data-dir", str(tmp_path)])
     _, compiler = build_settings(args)
     assert (compiler.judge_model, compiler.judge_base_url) == (JUDGE, "http://judge/v1")
+
+
+# -- the sidecar: a reused server that goes away ---------------------------------------------------
+def test_the_sidecar_follows_the_proxy_to_its_new_server(
+    settings: Settings, fake_model: tuple[FakeLLM, str], monkeypatch: pytest.MonkeyPatch, no_start: None
+) -> None:
+    first, first_root = fake_model
+    lm.announce(settings.data_dir, SMALL, first_root, owner="the proxy")
+    said: list[str] = []
+    servers = EmbeddedServers(settings, said.append)
+    compiler = resolve(servers, settings, CompilerSettings(judge_model=SMALL))
+    assert compiler.base_url == compiler.judge_base_url == first_root + "/v1"
+    assert servers.refresh(compiler) == compiler  # still live: nothing changes
+
+    second = FakeLLM(model_ids=(SMALL,))
+    with second.serve() as second_url:  # the proxy restarted: another port, a new announcement
+        first.health = 503
+        lm.announce(settings.data_dir, SMALL, second_url.removesuffix("/v1"), owner="the proxy")
+        moved = servers.refresh(compiler)
+        assert moved.base_url == moved.judge_base_url == second_url
+        assert f"compiler LLM: the proxy (pid {os.getpid()}) no longer serves {SMALL} at {first_root}/v1" in said
+    runtime(monkeypatch, False)  # now gone for good, and nothing to start one with
+    with pytest.raises(lm.LocalModelError):
+        servers.refresh(moved)
+    with second.serve() as third_url:  # back again: the next refresh still looks
+        lm.announce(settings.data_dir, SMALL, third_url.removesuffix("/v1"), owner="the proxy")
+        assert servers.refresh(moved).base_url == third_url
+
+
+async def test_run_forever_calls_before_tick_each_pass(tmp_path: Path) -> None:
+    ctx = await make_ctx(tmp_path, FakeLLM(), min_feedback=10**6, interval=0.01)
+    stop, passes = asyncio.Event(), []
+
+    def before_tick() -> None:
+        passes.append(ctx.compiler.base_url)
+        ctx.compiler = ctx.compiler.model_copy(update={"base_url": f"http://moved-{len(passes)}/v1"})
+        if len(passes) == 3:
+            stop.set()
+
+    await asyncio.wait_for(run_forever(ctx, stop, before_tick), 10)
+    assert passes == ["http://fake/v1", "http://moved-1/v1", "http://moved-2/v1"]
+    await close(ctx)

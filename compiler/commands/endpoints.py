@@ -36,6 +36,7 @@ class EmbeddedServers:
     def __init__(self, settings: Settings, say: Say) -> None:
         self.settings, self.say = settings, say
         self.urls: dict[str, str] = {}
+        self.reused: dict[str, tuple[lm.Discovered, str]] = {}  # model -> (announcement, role)
         self.started: list[lm.LocalModelSupervisor] = []
 
     def base_url(self, model: str, role: str) -> str:
@@ -47,6 +48,7 @@ class EmbeddedServers:
         if entry is not None:
             self.say(f"{role}: embedded {model} served by {entry.owner} (pid {entry.pid}) at {entry.base_url}")
             url = entry.base_url
+            self.reused[model] = (entry, role)
         else:
             require_embedded(model, self.settings)
             supervisor = lm.LocalModelSupervisor.from_settings(self.settings, model=model)
@@ -55,6 +57,23 @@ class EmbeddedServers:
             self.say(f"{role}: started the embedded {model} (pid {supervisor.pid}) at {url}; {why}")
         self.urls[model] = url
         return url
+
+    def refresh(self, compiler: CompilerSettings) -> CompilerSettings:
+        """For a long-running command (the sidecar): a reused server that is gone (its owner
+        stopped, or restarted on another port) is looked up again, or one is started."""
+        for model, (entry, role) in list(self.reused.items()):
+            if lm.find_live(self.settings.data_dir, model)[0] == entry:
+                continue
+            self.say(f"{role}: {entry.owner} (pid {entry.pid}) no longer serves {model} at {entry.base_url}")
+            del self.reused[model], self.urls[model]
+            try:
+                url = self.base_url(model, role)
+            except lm.LocalModelError:
+                self.reused[model], self.urls[model] = (entry, role), entry.base_url  # again next time
+                raise
+            moved = {k: url for k in ("base_url", "judge_base_url") if getattr(compiler, k) == entry.base_url}
+            compiler = compiler.model_copy(update=moved)
+        return compiler
 
     def close(self) -> None:
         for supervisor in reversed(self.started):
@@ -71,17 +90,30 @@ def require_embedded(model: str, settings: Settings) -> None:
 
 
 @contextlib.contextmanager
+def embedded_servers(settings: Settings, say: Say = log.info) -> Iterator[EmbeddedServers]:
+    """The servers a command reuses or starts; those it started stop when the block exits."""
+    servers = EmbeddedServers(settings, say)
+    try:
+        yield servers
+    finally:
+        servers.close()
+
+
+def resolve(servers: EmbeddedServers, settings: Settings, compiler: CompilerSettings, *,
+            force_local: bool = False) -> CompilerSettings:  # fmt: skip
+    """`compiler` with concrete `base_url`/`model` and `judge_base_url`/`judge_model`, reusing
+    or starting embedded servers through `servers`. Raises CompilerError."""
+    compiler, embedded = _compiler_llm(servers, settings, compiler, force_local)
+    return _judge(servers, settings, compiler, embedded)
+
+
+@contextlib.contextmanager
 def resolve_llms(
     settings: Settings, compiler: CompilerSettings, *, force_local: bool = False, say: Say = log.info
 ) -> Iterator[CompilerSettings]:
-    """`compiler` with concrete `base_url`/`model` and `judge_base_url`/`judge_model`, and the
-    embedded servers this needs running until the block exits. Raises CompilerError."""
-    servers = EmbeddedServers(settings, say)
-    try:
-        compiler, embedded = _compiler_llm(servers, settings, compiler, force_local)
-        yield _judge(servers, settings, compiler, embedded)
-    finally:
-        servers.close()
+    """`resolve` for one command: the embedded servers it needs run until the block exits."""
+    with embedded_servers(settings, say) as servers:
+        yield resolve(servers, settings, compiler, force_local=force_local)
 
 
 def _compiler_llm(
