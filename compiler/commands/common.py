@@ -24,7 +24,7 @@ from ..settings import CompilerSettings
 
 def add_llm_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("compiler LLM and budget")
-    g.add_argument("--base-url", help="OpenAI-compatible base URL (…/v1); default: the upstream")
+    g.add_argument("--base-url", help="OpenAI-compatible base URL (…/v1); default: the upstream, else the embedded model")
     g.add_argument("--model", help="model name sent to that endpoint")
     g.add_argument("--api-key", help="API key for that endpoint")
     g.add_argument("--local-model", action="store_true",
