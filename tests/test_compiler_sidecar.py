@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import subprocess
 import sys
@@ -196,9 +197,16 @@ def test_cli_compile_from_a_pairs_file(tmp_path: Path, capsys: pytest.CaptureFix
 def test_cli_reports_a_missing_llm(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """No endpoint and no `local` extra (xllamacpp hidden): one line naming every way out."""
     monkeypatch.delenv("SPECLEARN_UPSTREAM_URL", raising=False)
     monkeypatch.delenv("SPECLEARN_COMPILER_BASE_URL", raising=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "xllamacpp" else real(n, *a))
     code = cli(
         ["compile", "icai", "--pairs", ICAI, "--specs-dir", str(tmp_path / "s"), "--data-dir", str(tmp_path / "d")]
     )
-    assert code == 1 and "no LLM for the compiler" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 1 and "no LLM for the compiler" in err
+    for way_out in ("--base-url URL", "SPECLEARN_COMPILER_BASE_URL", "SPECLEARN_UPSTREAM_URL",
+                    "pip install 'speclearn[local]'", "the `local` extra is not installed"):  # fmt: skip
+        assert way_out in err

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -229,32 +231,37 @@ def test_proxy_feedback_is_joined_in_export(real_proxy: Any) -> None:
     pytest.fail(f"feedback on {completion.id} not in `speclearn feedback export`: {rows[-3:]}")
 
 
-def _local_model_command() -> subprocess.Popen[str]:
+def _local_model_command(data_dir: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "proxy.cli", "local-model", "--port", "0", "--parallel", "1",
          "--ctx", "2048", "--cache-dir", str(real_model_cache())],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "SPECLEARN_DATA_DIR": str(data_dir)},  # its discovery file goes there
     )  # fmt: skip
 
 
-def test_local_model_command_serves_in_foreground(model: lm.LocalModelSupervisor) -> None:
-    """`speclearn local-model --port 0`: prints only the base URL on stdout, stops on Ctrl-C."""
-    proc = _local_model_command()
+def test_local_model_command_serves_in_foreground(model: lm.LocalModelSupervisor, tmp_path: Path) -> None:
+    """`speclearn local-model --port 0`: prints only the base URL on stdout, announces it for
+    the compiler (DATA_DIR/local-models/MODEL.json), stops on Ctrl-C and withdraws the file."""
+    proc = _local_model_command(tmp_path)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
         assert MODEL in [m.id for m in _client(url).models.list()]
+        entry, why = lm.find_live(tmp_path, MODEL)
+        assert entry is not None and (entry.base_url, entry.pid) == (url, proc.pid), why
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
+        assert not lm.discovery_path(tmp_path, MODEL).exists()
     finally:
         proc.kill()
         proc.wait()
 
 
-def test_local_model_command_ctrl_c_while_loading(model: lm.LocalModelSupervisor) -> None:
+def test_local_model_command_ctrl_c_while_loading(model: lm.LocalModelSupervisor, tmp_path: Path) -> None:
     """Interrupted inside xllamacpp's constructor, the server's destructor hangs; we must not."""
-    proc = _local_model_command()
+    proc = _local_model_command(tmp_path)
     try:
         time.sleep(1.0)  # imports done, model loading
         proc.send_signal(signal.SIGINT)

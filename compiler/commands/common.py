@@ -6,26 +6,31 @@ import argparse
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
+from proxy.extras import MissingExtra, check_storage
 from proxy.ledger import open_ledger
 from proxy.registry import open_registry
 from proxy.settings import Settings
 
+from ..errors import CompilerError, RoundBusy
 from ..runner import Context
 from ..settings import CompilerSettings
 
 
 def add_llm_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("compiler LLM and budget")
-    g.add_argument("--base-url", help="OpenAI-compatible base URL (…/v1); default: the upstream")
+    g.add_argument("--base-url", help="OpenAI-compatible base URL (…/v1); default: the upstream, else the embedded model")
     g.add_argument("--model", help="model name sent to that endpoint")
     g.add_argument("--api-key", help="API key for that endpoint")
-    g.add_argument("--local-model", action="store_true", help="start the embedded local model and use it")
+    g.add_argument("--local-model", action="store_true",
+                   help="use the embedded model even if an endpoint is configured (the default without one)")
+    g.add_argument("--judge-model", help="judge model at --judge-base-url, or an embedded one (e.g. qwen2.5-coder-1.5b)")
+    g.add_argument("--judge-base-url", help="OpenAI-compatible base URL of the judge; default: the compiler's LLM")
     g.add_argument("--seed", type=int)
     g.add_argument("--max-calls", type=int, dest="max_llm_calls", help="LLM call budget of one round")
     g.add_argument("--max-tokens", type=int, help="token budget of one round")
@@ -44,17 +49,20 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("-v", "--verbose", action="store_true")
 
 
-OVERRIDES = ("base_url", "model", "seed", "max_llm_calls", "max_tokens", "publish_label", "gate_margin",
+OVERRIDES = ("base_url", "model", "judge_base_url", "judge_model", "seed", "max_llm_calls", "max_tokens", "publish_label", "gate_margin",
              "gate_regenerate", "top_k", "spec_format", "proposal_passes", "validation_pairs", "gate_pairs")  # fmt: skip
 
 
 def build_settings(args: argparse.Namespace) -> tuple[Settings, CompilerSettings]:
+    """The settings the command line and environment give; MissingExtra if the configured
+    storage needs an extra that is not installed."""
     base: dict[str, Any] = {}
     if getattr(args, "specs_dir", None):
         base["specs_dir"] = args.specs_dir
     if getattr(args, "data_dir", None):
         base["data_dir"] = args.data_dir
     settings = Settings(**base)
+    check_storage(settings)
     update = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k, None) is not None}
     if getattr(args, "api_key", None):
         update["api_key"] = SecretStr(args.api_key)
@@ -72,22 +80,6 @@ def setup_logging(verbose: bool) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per LLM call is noise
 
 
-@contextlib.contextmanager
-def local_model(settings: Settings, compiler: CompilerSettings, enabled: bool) -> Iterator[CompilerSettings]:
-    """Start the embedded model for the duration of the command, if asked to."""
-    if not enabled:
-        yield compiler
-        return
-    from proxy.local_model import LocalModelSupervisor
-
-    supervisor = LocalModelSupervisor.from_settings(settings)
-    base_url = supervisor.start()
-    try:
-        yield compiler.model_copy(update={"base_url": base_url, "model": settings.local_model})
-    finally:
-        supervisor.stop()
-
-
 @contextlib.asynccontextmanager
 async def context(settings: Settings, compiler: CompilerSettings, *, with_ledger: bool,
                   use_cache: bool = True) -> AsyncIterator[Context]:  # fmt: skip
@@ -102,3 +94,19 @@ async def context(settings: Settings, compiler: CompilerSettings, *, with_ledger
         if ledger is not None:
             await ledger.close()
         await registry.close()
+
+
+def run_cleanly(main: Callable[[], int]) -> int:
+    """Run a command; a known failure is one `error: ...` line on stderr, never a traceback:
+    exit 75 for a busy spec, 2 for a missing extra, 1 for any other compiler error."""
+    try:
+        return main()
+    except RoundBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 75
+    except MissingExtra as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except CompilerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 
 import orjson
 
 from .. import report
-from ..errors import CompilerError, RoundBusy
 from ..pairs_file import dataset_from_pairs
 from ..pipeline import RoundResult
 from ..runner import compile_spec
-from .common import add_llm_options, build_settings, context, local_model, setup_logging
+from .common import add_llm_options, build_settings, context, run_cleanly, setup_logging
+from .endpoints import resolve_llms
 
 EXIT = {"published": 0, "skipped": 0, "gate_failed": 3, "error": 1}
 
@@ -38,19 +39,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
-    try:
-        return asyncio.run(_run(args))
-    except RoundBusy as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 75
-    except CompilerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_cleanly(lambda: asyncio.run(_run(args)))
 
 
 async def _run(args: argparse.Namespace) -> int:
     settings, compiler = build_settings(args)
-    with local_model(settings, compiler, args.local_model and not args.dry_run) as compiler:
+    # a dry run only projects the cost: it needs no LLM, so it starts or looks up none
+    llms = resolve_llms(settings, compiler, force_local=args.local_model)
+    with (contextlib.nullcontext(compiler) if args.dry_run else llms) as compiler:
         async with context(settings, compiler, with_ledger=not args.pairs, use_cache=not args.no_cache) as ctx:
             if args.instruction:
                 state = ctx.registry.snapshot.specs.get(args.name)

@@ -11,9 +11,16 @@ import argparse
 import asyncio
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from ..simulate import TASTES, closed_loop
+from proxy.settings import Settings
+
+from ..settings import CompilerSettings
+from ..simulate import TASTES, LoopRound, Taste, closed_loop
+from .common import run_cleanly
+from .endpoints import resolve_llms
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,18 +41,10 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {"proposal_passes": 2, "proposal_sample": 8, "propose_max_tokens": 96, "synth_max_tokens": 256,
                  "validation_pairs": 4, "calibration_pairs": 4, "gate_pairs": 8, "max_llm_calls": 80}  # fmt: skip
-    if args.base_url:
-        rows = asyncio.run(closed_loop(args.base_url, workdir, taste, rounds=args.rounds, samples=args.samples,
-                                       compiler_overrides=overrides, say=say))  # fmt: skip
-    else:
-        from proxy.local_model import LocalModelSupervisor
-        from proxy.settings import Settings
+    return run_cleanly(lambda: _report(taste, workdir, _loop(args, workdir, taste, overrides, say)))
 
-        s = Settings()
-        say("starting the local model ...")
-        with LocalModelSupervisor.from_settings(s) as model:
-            rows = asyncio.run(closed_loop(model.base_url, workdir, taste, rounds=args.rounds, samples=args.samples,
-                                           compiler_overrides={**overrides, "model": s.local_model}, say=say))  # fmt: skip
+
+def _report(taste: Taste, workdir: Path, rows: list[LoopRound]) -> int:
     print(f"\nusers like {taste.description}\n")
     print(f"{'round':>5}  {'spec':<12} {'up-rate':>8}  compile")
     for row in rows:
@@ -60,3 +59,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"\n{row.published}:\n{row.diff}")
     print(f"\nspecs and ledger kept in {workdir}")
     return 0
+
+
+def _loop(args: argparse.Namespace, workdir: Path, taste: Taste, overrides: dict[str, Any],
+          say: Callable[[str], None]) -> list[LoopRound]:  # fmt: skip
+    """The closed loop on --base-url, else on the embedded model (reused if the proxy on this
+    host runs it, see endpoints.py), with the judge resolved as for `speclearn compile`."""
+    settings = Settings()
+    if not args.base_url:
+        say("the embedded model: reused if a proxy on this host runs it, else started ...")
+    compiler = CompilerSettings(base_url=args.base_url) if args.base_url else CompilerSettings()
+    with resolve_llms(settings, compiler, force_local=not args.base_url, say=say) as compiler:
+        assert compiler.base_url is not None
+        judge = {k: getattr(compiler, k) for k in ("judge_base_url", "judge_model") if getattr(compiler, k)}
+        model = {} if args.base_url else {"model": compiler.model}
+        return asyncio.run(closed_loop(compiler.base_url, workdir, taste, rounds=args.rounds, samples=args.samples,
+                                       compiler_overrides={**overrides, **model, **judge}, say=say))  # fmt: skip

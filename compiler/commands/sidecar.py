@@ -6,11 +6,16 @@ import argparse
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 
 from prometheus_client import start_http_server
 
+from proxy.local_model import LocalModelError
+
+from ..runner import Context
 from ..sidecar import run_forever, tick
-from .common import add_llm_options, build_settings, context, local_model, setup_logging
+from .common import add_llm_options, build_settings, context, run_cleanly, setup_logging
+from .endpoints import EmbeddedServers, embedded_servers, resolve
 
 log = logging.getLogger("speclearn.compiler.sidecar")
 
@@ -27,7 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
-    return asyncio.run(_run(args))
+    return run_cleanly(lambda: asyncio.run(_run(args)))
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -39,7 +44,8 @@ async def _run(args: argparse.Namespace) -> int:
     if compiler.metrics_port and not args.once:
         start_http_server(compiler.metrics_port)
         log.info("compiler metrics on :%d/metrics", compiler.metrics_port)
-    with local_model(settings, compiler, args.local_model) as compiler:
+    with embedded_servers(settings) as servers:
+        compiler = resolve(servers, settings, compiler, force_local=args.local_model)
         async with context(settings, compiler, with_ledger=True, use_cache=not args.no_cache) as ctx:
             if args.once:
                 await tick(ctx)
@@ -50,5 +56,17 @@ async def _run(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, stop.set)
             log.info("compiler sidecar: every %.0fs, specs with >= %d new feedback events",
                      compiler.interval, compiler.min_feedback)  # fmt: skip
-            await run_forever(ctx, stop)
+            await run_forever(ctx, stop, before_tick=_follow(servers, ctx))
     return 0
+
+
+def _follow(servers: EmbeddedServers, ctx: Context) -> Callable[[], None]:
+    """Keep the sidecar on a live embedded server when the one it reused goes away."""
+
+    def refresh() -> None:
+        try:
+            ctx.compiler = servers.refresh(ctx.compiler)
+        except LocalModelError as exc:  # the rounds fail and back off until a server is back
+            log.error("compiler LLM: %s", exc)
+
+    return refresh

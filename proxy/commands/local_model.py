@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from proxy import local_model as lm
 from proxy.settings import Settings
@@ -31,16 +32,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    announced: list[lm.Announcement] = []
     try:
-        return _serve(args)
+        return _serve(args, announced)
     except KeyboardInterrupt:
         # Exit without destroying the server: llama.cpp can hang in its destructor when
         # interrupted right after start, and it has nothing to flush.
-        sys.stdout.flush()
-        os._exit(0)
+        _exit(announced)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _exit(announced: list[lm.Announcement]) -> NoReturn:
+    for a in announced:
+        a.withdraw()
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def _serve(args: argparse.Namespace, announced: list[lm.Announcement]) -> int:
     s = Settings()
 
     def pick(given: Any, default: Any) -> Any:
@@ -68,6 +76,10 @@ def _serve(args: argparse.Namespace) -> int:
     root = str(server.listening_address).rstrip("/")  # type: ignore[attr-defined]
     while not lm.healthy(root):
         time.sleep(0.1)
+    # Announced for the compiler on this host (DATA_DIR/local-models/MODEL.json); SIGTERM is a
+    # clean stop too, so it removes the file like Ctrl-C does.
+    announced.append(lm.announce(s.data_dir, model, root, owner="speclearn local-model"))
+    signal.signal(signal.SIGTERM, lambda *_: _exit(announced))
     print(f"{root}/v1", flush=True)
     print(
         f"ready in {time.perf_counter() - t0:.1f}s; Ctrl-C stops. Try:\n"

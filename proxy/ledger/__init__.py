@@ -25,6 +25,7 @@ def open_ledger(settings: Settings) -> Ledger:
         flush_interval=settings.ledger_flush_interval,
     )
     if settings.database_url:
+        from .. import pg  # noqa: F401 - first: without the `postgres` extra, one clear MissingExtra
         from .postgres import PostgresLedger  # optional extra
 
         return PostgresLedger(settings.database_url, pool_size=settings.database_pool_size, **batching)

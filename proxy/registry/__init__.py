@@ -20,6 +20,7 @@ __all__ = [
 def open_registry(settings: Settings) -> Registry:
     """The PostgreSQL registry when a database URL is set, else files under `specs_dir`."""
     if settings.database_url:
+        from .. import pg  # noqa: F401 - first: without the `postgres` extra, one clear MissingExtra
         from .postgres import PostgresRegistry  # optional extra
 
         return PostgresRegistry(settings.database_url, poll_interval=settings.registry_poll_interval)
