@@ -58,6 +58,18 @@ class PayloadTooLarge(ProxyError):
     code = "payload_too_large"
 
 
+class RateLimited(ProxyError):
+    """Too many requests from one key or address; `retry_after` whole seconds until one fits."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
+
+
 class UpstreamUnavailable(ProxyError):
     """The upstream could not be reached or dropped the connection."""
 
