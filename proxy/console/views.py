@@ -195,6 +195,8 @@ async def login(request: Request, state: ProxyState) -> Response:
     try:
         state.check_admin(f"Bearer {form.get('key', '')}")
     except (Unauthorized, Forbidden):
+        if not _wants_html(request):
+            raise Unauthorized("that is not the admin key", code="invalid_admin_key") from None
         return render(request, "login.html", 401, next=target, error="That is not the admin key.", session=None)
     cookie, _ = console.sessions.issue()
     response = RedirectResponse(target, 303, headers=SECURITY_HEADERS)
