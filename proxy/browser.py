@@ -18,6 +18,11 @@ from .ratelimit import RateLimiter, retry_after
 from .responses import error_response
 from .settings import Settings
 
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison; as bytes, since a str with non-ASCII characters cannot be compared."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape"))
+
 ALLOWED_HEADERS = "authorization, content-type, x-inference-id"
 PREFLIGHT_MAX_AGE = "600"
 
@@ -30,7 +35,7 @@ class FeedbackAccess:
         self.per_address = RateLimiter(settings.feedback_rate_per_address, settings.feedback_burst_per_address)
 
     def is_feedback_key(self, token: str | None) -> bool:
-        return token is not None and any(hmac.compare_digest(token, k) for k in self.keys)
+        return token is not None and any(same_secret(token, k) for k in self.keys)
 
     # -- CORS --------------------------------------------------------------------------------
     def origin(self, request: Request) -> str | None:

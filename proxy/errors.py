@@ -46,6 +46,12 @@ class NotFound(ProxyError):
     code = "not_found"
 
 
+class MethodNotAllowed(ProxyError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
 class Conflict(ProxyError):
     status = 409
     type = "invalid_request_error"

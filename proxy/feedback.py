@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from . import metrics
 from .bodies import ID_RE, ID_RULE, read_json_object
-from .errors import InvalidRequest, NotFound, ProxyError, RateLimited
+from .errors import InvalidRequest, MethodNotAllowed, NotFound, ProxyError, RateLimited
 from .ledger import PAIR, SCORE, THUMB, FeedbackRecord, InferenceRecord
 from .responses import error_response, json_response
 from .routing import version_label
@@ -118,6 +118,11 @@ def _authorize(state: ProxyState, request: Request) -> None:
         access.limit(token, request.client.host if request.client else "unknown")
     else:
         state.check_client(request.headers.get("authorization"))
+
+
+async def wrong_method(request: Request) -> Response:
+    """Ours, not the upstream's: any other method is a 405 here, never relayed."""
+    return error_response(MethodNotAllowed(f"{request.method} {request.url.path}: use POST"), {"Allow": "POST, OPTIONS"})
 
 
 async def feedback_preflight(request: Request) -> Response:

@@ -44,6 +44,7 @@ ROUTES: list[BaseRoute] = [
     *_with_spec_prefix("/v1/models", passthrough.models, ["GET"]),
     Route("/v1/feedback", feedback.post_feedback, methods=["POST"]),
     Route("/v1/feedback", feedback.feedback_preflight, methods=["OPTIONS"]),
+    Route("/v1/feedback", feedback.wrong_method, methods=["GET", "PUT", "PATCH", "DELETE"]),
     Route("/healthz", ops.healthz, methods=["GET"]),
     Route("/readyz", ops.readyz, methods=["GET"]),
     Route("/metrics", ops.prometheus, methods=["GET"]),

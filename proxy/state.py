@@ -1,10 +1,9 @@
 """What every handler needs, built once per worker at start-up."""
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass, field
 
-from .browser import FeedbackAccess
+from .browser import FeedbackAccess, same_secret
 from .errors import Forbidden, Unauthorized
 from .ledger import Ledger
 from .registry import Registry
@@ -35,7 +34,7 @@ class ProxyState:
                 self._refuse_feedback_key(bearer(authorization))
             return True
         token = bearer(authorization)
-        if token is None or not any(hmac.compare_digest(token, k) for k in keys):
+        if token is None or not any(same_secret(token, k) for k in keys):
             self._refuse_feedback_key(token)
             raise Unauthorized("missing or invalid API key for this proxy")
         return False
@@ -49,7 +48,7 @@ class ProxyState:
         if admin is None:
             raise Forbidden("the admin API is disabled: set SPECLEARN_ADMIN_KEY to enable it")
         token = bearer(authorization)
-        if token is None or not hmac.compare_digest(token, admin.get_secret_value()):
+        if token is None or not same_secret(token, admin.get_secret_value()):
             self._refuse_feedback_key(token)
             raise Unauthorized("missing or invalid admin key", code="invalid_admin_key")
 

@@ -140,3 +140,12 @@ def test_token_buckets_are_bounded() -> None:
     for key in "abcd":
         limiter.take(key)
     assert len(limiter._buckets) == 3 and "a" not in limiter._buckets
+
+
+def test_a_key_with_non_ascii_characters_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """hmac.compare_digest cannot compare non-ASCII str (found by the schemathesis run)."""
+    key = "Bearer cl\xe9".encode("latin-1")
+    with browser(tmp_path, api_keys=["sk-backend"]) as c:
+        for method, path in (("GET", "/admin/specs"), ("POST", "/v1/chat/completions"), ("POST", "/v1/feedback")):
+            r = c.request(method, path, json={}, headers={"authorization": key})  # type: ignore[dict-item]
+            assert r.status_code == 401, (path, r.text)
