@@ -107,16 +107,18 @@ def build(tallies: list[ThumbTally], bucket: int) -> Plot | None:
     def y(rate: float) -> float:
         return TOP + (1 - rate) * (HEIGHT - TOP - BOTTOM)
 
+    versions = sorted({t.version or 0 for t in tallies})
+    dodge = {v: (i - (len(versions) - 1) / 2) * 6 for i, v in enumerate(versions)}  # side by side in one bucket
     by_version: dict[int | None, Series] = {}
     for t in tallies:
-        version_index = len(by_version)
         series = by_version.get(t.version)
         if series is None:
-            series = by_version[t.version] = Series(t.version, PALETTE[version_index % len(PALETTE)])
+            colour = PALETTE[versions.index(t.version or 0) % len(PALETTE)]
+            series = by_version[t.version] = Series(t.version, colour)
         low, high = wilson(t.ups, t.total)
         rate = t.ups / t.total if t.total else 0.0
         title = f"v{t.version} {_stamp(t.start, bucket)}: {t.ups}/{t.total} up = {rate:.2f} (95%: {low:.2f}-{high:.2f})"
-        series.points.append(Point(x(t.start + bucket / 2), y(rate), y(low), y(high), title))
+        series.points.append(Point(x(t.start + bucket / 2) + dodge[t.version or 0], y(rate), y(low), y(high), title))
     count = min(len(starts), 6)
     ticks = [starts[round(i * (len(starts) - 1) / max(count - 1, 1))] for i in range(count)]
     x_ticks = [(x(s + bucket / 2), _stamp(s, bucket)) for s in dict.fromkeys(ticks)]

@@ -53,6 +53,8 @@ def _when(value: Any) -> str:
 
 
 def _num(value: Any, digits: int = 3) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.{digits}f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
     return "–" if value is None else str(value)

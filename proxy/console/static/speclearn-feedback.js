@@ -24,6 +24,28 @@
     return node;
   }
 
+  var SVG = "http://www.w3.org/2000/svg";
+  // a thumb drawn here (no emoji font needed, no icon library): up, or turned for down
+  function thumb(down) {
+    var svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("width", "1.2em");
+    svg.setAttribute("height", "1.2em");
+    svg.setAttribute("aria-hidden", "true");
+    var g = document.createElementNS(SVG, "g");
+    g.setAttribute("fill", "none");
+    g.setAttribute("stroke", "currentColor");
+    g.setAttribute("stroke-width", "1.8");
+    g.setAttribute("stroke-linejoin", "round");
+    if (down) g.setAttribute("transform", "rotate(180 12 12)");
+    var cuff = document.createElementNS(SVG, "rect");
+    cuff.setAttribute("x", "2"); cuff.setAttribute("y", "10"); cuff.setAttribute("width", "4"); cuff.setAttribute("height", "11");
+    var hand = document.createElementNS(SVG, "path");
+    hand.setAttribute("d", "M8 10 L12 3 C13.5 3 14.5 4 14 6 L13 10 L19 10 C20.5 10 21.5 11.3 21 12.7 L19 19.5 C18.7 20.4 17.9 21 17 21 L8 21 Z");
+    g.appendChild(cuff); g.appendChild(hand); svg.appendChild(g);
+    return svg;
+  }
+
   function send(options, value) {
     var headers = { "Content-Type": "application/json" };
     if (options.key) headers.Authorization = "Bearer " + options.key;
@@ -52,8 +74,10 @@
     };
     target.textContent = "";
     var box = el("span", { "class": "speclearn-feedback", role: "group", "aria-label": "Rate this answer" });
-    var up = el("button", { type: "button", "class": "speclearn-up", "aria-label": "Good answer", title: "Good answer" }, "\uD83D\uDC4D");
-    var down = el("button", { type: "button", "class": "speclearn-down", "aria-label": "Bad answer", title: "Bad answer" }, "\uD83D\uDC4E");
+    var up = el("button", { type: "button", "class": "speclearn-up", "aria-label": "Good answer", title: "Good answer" });
+    var down = el("button", { type: "button", "class": "speclearn-down", "aria-label": "Bad answer", title: "Bad answer" });
+    up.appendChild(thumb(false));
+    down.appendChild(thumb(true));
     var status = el("span", { "class": "speclearn-status", role: "status", "aria-live": "polite" });
     box.appendChild(up); box.appendChild(down); box.appendChild(status);
     target.appendChild(box);
