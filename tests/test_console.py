@@ -215,3 +215,25 @@ def test_rollback_target_is_the_parent_else_the_version_below(tmp_path: Path) ->
     bare = {v: SpecVersion("b", v, f"t{v}", "00", {}) for v in (1, 2, 5)}
     assert summary.rollback_target(SpecState("b", bare, {"production": 5})) == 2
     assert summary.rollback_target(SpecState("b", bare, {})) is None
+
+
+def test_a_session_made_by_one_worker_is_valid_on_every_other(fake_upstream, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`speclearn serve` draws one signing secret for all its workers (none configured here)."""
+    import httpx
+
+    from console_fixtures import publish_versions
+    from helpers import start_proxy
+
+    publish_versions(tmp_path / "specs")
+    proxy = start_proxy(tmp_path, fake_upstream.url, workers=2, env={"SPECLEARN_ADMIN_KEY": ADMIN_KEY})
+    try:
+        r = httpx.post(proxy.root_url + "/console/login", data={"key": ADMIN_KEY})
+        assert r.status_code == 303
+        cookie = {COOKIE: r.cookies[COOKIE]}
+        # a new connection each time, so the kernel spreads them over both workers; with a
+        # secret per worker about half of these would be sent to the login page
+        codes = [httpx.get(proxy.root_url + "/console/specs", cookies=cookie, headers={**HTML, "connection": "close"}).status_code
+                 for _ in range(24)]  # fmt: skip
+        assert codes == [200] * 24
+    finally:
+        proxy.stop()

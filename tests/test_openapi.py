@@ -13,6 +13,8 @@ from console_fixtures import ADMIN_KEY, publish_versions
 from console_fixtures import settings as proxy_settings
 from proxy.app import create_app
 
+# Module level, since schemathesis parametrizes at collection (its lazy fixture loader fails on
+# this pytest); the folder is a throw-away one, like pytest's own.
 _tmp = Path(tempfile.mkdtemp(prefix="speclearn-openapi-"))
 publish_versions(_tmp / "specs")
 # feedback waits for unknown inference ids; no need to wait long here
