@@ -237,3 +237,19 @@ def test_a_session_made_by_one_worker_is_valid_on_every_other(fake_upstream, tmp
         assert codes == [200] * 24
     finally:
         proxy.stop()
+
+
+def test_tokens_come_from_front_matter_else_an_estimate() -> None:
+    text = "x" * 400
+    assert summary.spec_tokens(SpecVersion("s", 1, text, "00", {})) == summary.Tokens(100, True)
+    assert summary.spec_tokens(SpecVersion("s", 1, text, "00", {"spec_tokens": 87})) == summary.Tokens(87, False)
+    assert summary.spec_tokens(SpecVersion("s", 1, text, "00", {"spec_tokens": "many"})).estimated
+
+
+def test_login_attempts_are_rate_limited(tmp_path: Path) -> None:
+    with client(tmp_path) as c:
+        codes = [c.post("/console/login", data={"key": "guess"}).status_code for _ in range(11)]
+        assert codes == [401] * 10 + [429]
+        r = c.post("/console/login", data={"key": ADMIN_KEY})  # even the right key waits its turn
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert r.json()["error"]["code"] == "rate_limit_exceeded"
