@@ -150,6 +150,7 @@ def test_pages_show_versions_diff_principles_gate_cost_and_tokens(tmp_path: Path
         login(c)
         listing = c.get("/console/specs", headers=HTML).text
         assert "support" in listing and "production v1" in listing and "candidate v2" in listing
+        assert 'href="/console/specs/support/versions/1"' in listing and 'href="/console/specs/support/versions/2"' in listing
         page = c.get("/console/specs/support/versions/2", headers=HTML)
         assert page.status_code == 200
         html = page.text

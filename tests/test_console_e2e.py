@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from console_fixtures import ADMIN_KEY, SECRET, V2_TEXT, publish_versions
-from helpers import REPO, FakeUpstream, free_port, start_proxy
+from helpers import REPO, FakeUpstream, free_port, start_proxy, write_spec
 from ledger_reader import feedback_rows, inference_row
 from proxy.console.session import Sessions
 from proxy.ledger import THUMB, FeedbackRecord, InferenceRecord
@@ -109,6 +109,7 @@ def test_console_and_snippet_in_chromium(
     browser_ready: None, fake_upstream: FakeUpstream, tmp_path: Path, app_origin: str, evil_origin: str
 ) -> None:
     publish_versions(tmp_path / "specs")
+    write_spec(tmp_path / "specs", "default", "You are a helpful assistant. Answer clearly and concisely.")
     asyncio.run(_seed_thumbs(tmp_path / "data"))
     proxy = start_proxy(tmp_path, fake_upstream.url, env={
         "SPECLEARN_ADMIN_KEY": ADMIN_KEY, "SPECLEARN_CONSOLE_SECRET": SECRET, "SPECLEARN_API_KEYS": CLIENT_KEY,

@@ -31,6 +31,7 @@ from .session import COOKIE, Session, Sessions
 HERE = Path(__file__).parent
 PREFIX = "/console"
 MAX_FORM_BYTES = 16 * 1024
+LIST_VERSIONS = 8  # the newest versions linked from the list of specs
 SECURITY_HEADERS = {
     # everything from the proxy itself; no inline script; the plot is inline SVG markup
     "Content-Security-Policy": (
@@ -229,7 +230,8 @@ async def specs(request: Request, state: ProxyState) -> Response:
             {
                 "name": name,
                 "labels": sorted(spec_state.labels.items()),
-                "versions": len(spec_state.versions),
+                "shown": sorted(spec_state.versions)[-LIST_VERSIONS:],
+                "older": max(0, len(spec_state.versions) - LIST_VERSIONS),
                 "latest": latest,
                 "tokens": summary.spec_tokens(served) if served else None,
             }
