@@ -8,20 +8,15 @@ origins (`SPECLEARN_CORS_ORIGINS`) and from the proxy's own pages; a request tha
 """
 from __future__ import annotations
 
-import hmac
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .errors import Forbidden, RateLimited
+from .keys import same_secret
 from .ratelimit import RateLimiter, retry_after
 from .responses import error_response
 from .settings import Settings
 
-
-def same_secret(given: str, expected: str) -> bool:
-    """Constant-time comparison; as bytes, since a str with non-ASCII characters cannot be compared."""
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape"))
 
 ALLOWED_HEADERS = "authorization, content-type, x-inference-id"
 PREFLIGHT_MAX_AGE = "600"
@@ -78,6 +73,5 @@ class FeedbackAccess:
         for limiter, bucket, what in ((self.per_key, key, "key"), (self.per_address, address, "client address")):
             wait = limiter.take(bucket)
             if wait:
-                raise RateLimited(
-                    f"too much feedback from this {what}: retry in {retry_after(wait)} s", retry_after=retry_after(wait)
-                )
+                seconds = retry_after(wait)
+                raise RateLimited(f"too much feedback from this {what}: retry in {seconds} s", retry_after=seconds)

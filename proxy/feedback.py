@@ -19,7 +19,8 @@ from .errors import InvalidRequest, MethodNotAllowed, NotFound, ProxyError, Rate
 from .ledger import PAIR, SCORE, THUMB, FeedbackRecord, InferenceRecord
 from .responses import error_response, json_response
 from .routing import version_label
-from .state import ProxyState, bearer
+from .keys import bearer
+from .state import ProxyState
 
 MAX_FEEDBACK_BYTES = 64 * 1024
 MAX_COMMENT = 8_000

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .browser import FeedbackAccess, same_secret
+from .browser import FeedbackAccess
 from .errors import Forbidden, Unauthorized
+from .keys import bearer, same_secret
 from .ledger import Ledger
 from .registry import Registry
 from .settings import Settings
@@ -52,9 +53,3 @@ class ProxyState:
             self._refuse_feedback_key(token)
             raise Unauthorized("missing or invalid admin key", code="invalid_admin_key")
 
-
-def bearer(header: str | None) -> str | None:
-    if not header:
-        return None
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None

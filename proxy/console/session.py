@@ -19,6 +19,7 @@ from typing import Callable
 
 import orjson
 
+from ..keys import same_secret
 from ..settings import Settings
 
 COOKIE = "speclearn_console"
@@ -39,7 +40,7 @@ class Session:
     csrf: str
 
     def csrf_ok(self, token: str | None) -> bool:
-        return token is not None and hmac.compare_digest(token.encode(), self.csrf.encode())
+        return token is not None and same_secret(token, self.csrf)
 
 
 class Sessions:
@@ -68,7 +69,7 @@ class Sessions:
         if not cookie or cookie.count(".") != 1:
             return None
         data, signature = cookie.split(".")
-        if not hmac.compare_digest(signature.encode(), self._sign(data).encode()):
+        if not same_secret(signature, self._sign(data)):
             return None
         try:
             payload = orjson.loads(_unb64(data))
