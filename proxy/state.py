@@ -52,4 +52,3 @@ class ProxyState:
         if token is None or not same_secret(token, admin.get_secret_value()):
             self._refuse_feedback_key(token)
             raise Unauthorized("missing or invalid admin key", code="invalid_admin_key")
-
