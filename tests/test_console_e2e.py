@@ -141,7 +141,7 @@ def test_console_and_snippet_in_chromium(
         assert seen["quotes"] == ["way too long", "just give me the short answer"]
         assert seen["tokens"].startswith(f"≈ {round(len(V2_TEXT) / 4)}") and "estimate" in seen["tokens"]
         assert seen["plotPoints"] >= 8
-        assert seen["foreignRequests"] == []
+        assert seen["foreignRequests"] == [] and seen["policyViolations"] == []
         assert "Failed to fetch" in seen["evilError"] or "NetworkError" in seen["evilError"]
 
         rows = {r["inference_id"]: r for r in feedback_rows(proxy.data_dir)}

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 
 const cfg = JSON.parse(process.env.E2E_CONFIG);
 const proxy = cfg.proxy;
-const seen = { steps: [], screenshots: [], foreignRequests: [] };
+const seen = { steps: [], screenshots: [], foreignRequests: [], policyViolations: [] };
 const step = (name) => { seen.steps.push(name); console.log("step:", name); };
 
 async function chatVersion() {
@@ -41,6 +41,9 @@ context.setDefaultTimeout(15000);
 try {
   const page = context.pages()[0] || (await context.newPage());
   // a console page fetches nothing from outside the proxy
+  page.on("console", (msg) => {
+    if (/Content Security Policy/i.test(msg.text())) seen.policyViolations.push(msg.text());
+  });
   let watching = true;  // until the example pages, which live on other origins
   page.on("request", (req) => {
     if (!watching || req.isNavigationRequest() || req.url().startsWith("data:")) return;
