@@ -64,17 +64,23 @@ async def publish(request: Request) -> Response:
     return json_response({"name": spec.name, "version": spec.version, "sha256": spec.sha256}, status=201)
 
 
+async def move_label(state: ProxyState, name: str, label: str, version: object) -> SpecState:
+    """Point `label` of spec `name` at `version` (promotion, rollback): the admin API's and the
+    console's one way to do it."""
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version < 2**31:
+        raise InvalidRequest("'version' must be a version number (a positive integer)", param="version")
+    await state.registry.set_label(name, label, version)
+    return state.registry.snapshot.get(name)
+
+
 async def set_label(request: Request) -> Response:
     try:
         state = _admin(request)
         body = await read_json_object(request, 4096)
-        version = body.get("version")
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise InvalidRequest("'version' must be an integer", param="version")
-        await state.registry.set_label(request.path_params["name"], request.path_params["label"], version)
+        spec = await move_label(state, request.path_params["name"], request.path_params["label"], body.get("version"))
     except ProxyError as exc:
         return error_response(exc)
-    return json_response(describe(state.registry.snapshot.get(request.path_params["name"])))
+    return json_response(describe(spec))
 
 
 async def export_feedback(request: Request) -> Response:

@@ -46,6 +46,12 @@ class NotFound(ProxyError):
     code = "not_found"
 
 
+class MethodNotAllowed(ProxyError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
 class Conflict(ProxyError):
     status = 409
     type = "invalid_request_error"
@@ -56,6 +62,18 @@ class PayloadTooLarge(ProxyError):
     status = 413
     type = "invalid_request_error"
     code = "payload_too_large"
+
+
+class RateLimited(ProxyError):
+    """Too many requests from one key or address; `retry_after` whole seconds until one fits."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
 
 
 class UpstreamUnavailable(ProxyError):

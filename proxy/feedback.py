@@ -15,10 +15,11 @@ from starlette.responses import Response
 
 from . import metrics
 from .bodies import ID_RE, ID_RULE, read_json_object
-from .errors import InvalidRequest, NotFound, ProxyError
+from .errors import InvalidRequest, MethodNotAllowed, NotFound, ProxyError, RateLimited
 from .ledger import PAIR, SCORE, THUMB, FeedbackRecord, InferenceRecord
 from .responses import error_response, json_response
 from .routing import version_label
+from .keys import bearer
 from .state import ProxyState
 
 MAX_FEEDBACK_BYTES = 64 * 1024
@@ -109,10 +110,33 @@ async def _known(state: ProxyState, inference_id: str, field: str) -> InferenceR
     return found
 
 
+def _authorize(state: ProxyState, request: Request) -> None:
+    """A client key (or an open proxy) as for inference, or a publishable key within its limits."""
+    access = state.feedback_access
+    token = bearer(request.headers.get("authorization"))
+    if access.is_feedback_key(token):
+        assert token is not None
+        access.limit(token, request.client.host if request.client else "unknown")
+    else:
+        state.check_client(request.headers.get("authorization"))
+
+
+async def wrong_method(request: Request) -> Response:
+    """Ours, not the upstream's: any other method is a 405 here, never relayed."""
+    return error_response(MethodNotAllowed(f"{request.method} {request.url.path}: use POST"), {"Allow": "POST, OPTIONS"})
+
+
+async def feedback_preflight(request: Request) -> Response:
+    state: ProxyState = request.app.state.proxy
+    return state.feedback_access.preflight(request)
+
+
 async def post_feedback(request: Request) -> Response:
     state: ProxyState = request.app.state.proxy
+    cors: dict[str, str] = {}
     try:
-        state.check_client(request.headers.get("authorization"))
+        cors = state.feedback_access.cors_headers(state.feedback_access.origin(request))
+        _authorize(state, request)
         body = await read_json_object(request, min(MAX_FEEDBACK_BYTES, state.settings.max_body_bytes))
         feedback = parse_feedback(body)
         inference = await _known(state, feedback.inference_id, "chosen_id" if feedback.rejected_id else "inference_id")
@@ -121,10 +145,12 @@ async def post_feedback(request: Request) -> Response:
         stored, created = await state.ledger.add_feedback(feedback)
     except ProxyError as exc:
         metrics.observe_request("feedback", "none", "none", exc.status, 0.0, 0.0)
-        return error_response(exc)
+        if isinstance(exc, RateLimited):
+            cors = {**cors, "Retry-After": str(exc.retry_after)}
+        return error_response(exc, cors or None)
     if created:
         value = {PAIR: "pair", SCORE: "score"}.get(stored.kind) or ("up" if stored.value > 0 else "down")
         version = version_label(state.registry.snapshot, inference.spec_name, inference.spec_version)
         metrics.count_feedback(inference.spec_name or "none", version, stored.kind, value)
     metrics.observe_request("feedback", "none", "none", 200, 0.0, 0.0)
-    return json_response({"feedback_id": stored.id, "status": "created" if created else "duplicate"})
+    return json_response({"feedback_id": stored.id, "status": "created" if created else "duplicate"}, headers=cors or None)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
-from . import admin, feedback, inference, ops, passthrough
+from . import admin, console, feedback, inference, openapi, ops, passthrough
 
 SPEC_PREFIX = "/specs/{spec}"
 
@@ -43,6 +43,8 @@ ROUTES: list[BaseRoute] = [
     *_with_spec_prefix("/v1/embeddings", embeddings, ["POST"]),
     *_with_spec_prefix("/v1/models", passthrough.models, ["GET"]),
     Route("/v1/feedback", feedback.post_feedback, methods=["POST"]),
+    Route("/v1/feedback", feedback.feedback_preflight, methods=["OPTIONS"]),
+    Route("/v1/feedback", feedback.wrong_method, methods=["GET", "PUT", "PATCH", "DELETE"]),
     Route("/healthz", ops.healthz, methods=["GET"]),
     Route("/readyz", ops.readyz, methods=["GET"]),
     Route("/metrics", ops.prometheus, methods=["GET"]),
@@ -51,5 +53,7 @@ ROUTES: list[BaseRoute] = [
     Route("/admin/specs/{name}/versions/{ref}", admin.get_version, methods=["GET"]),
     Route("/admin/specs/{name}/labels/{label}", admin.set_label, methods=["PUT"]),
     Route("/admin/feedback/export", admin.export_feedback, methods=["GET"]),
+    Route("/openapi.json", openapi.document, methods=["GET"]),
     *_with_spec_prefix("/v1/{path:path}", other_v1, ANY),
+    Mount("/console", routes=console.ROUTES),
 ]

@@ -66,7 +66,20 @@ class Settings(BaseSettings):
     local_model_parallel: int = 4
     model_cache_dir: Path = Path.home() / ".cache" / "speclearn" / "models"
 
-    @field_validator("api_keys", mode="before")
+    # -- the console and feedback from browsers (proxy/console/, proxy/browser.py) -----------
+    console_session_seconds: int = Field(8 * 3600, ge=1, description="console login lifetime")
+    # Signs console sessions (with the admin key). Unset: `speclearn serve` draws one per start
+    # and hands it to its workers, so a restart logs everyone out.
+    console_secret: SecretStr | None = None
+    cors_origins: Annotated[list[str], NoDecode] = Field([], description="origins allowed to POST /v1/feedback")
+    feedback_keys: Annotated[list[str], NoDecode] = Field([], description="publishable keys: /v1/feedback only")
+    # Token buckets for feedback sent with a publishable key, per worker: rate per second, burst.
+    feedback_rate_per_key: float = Field(20.0, gt=0)
+    feedback_burst_per_key: int = Field(200, ge=1)
+    feedback_rate_per_address: float = Field(1.0, gt=0)
+    feedback_burst_per_address: int = Field(30, ge=1)
+
+    @field_validator("api_keys", "cors_origins", "feedback_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -1,10 +1,11 @@
 """What every handler needs, built once per worker at start-up."""
 from __future__ import annotations
 
-import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .browser import FeedbackAccess
 from .errors import Forbidden, Unauthorized
+from .keys import bearer, same_secret
 from .ledger import Ledger
 from .registry import Registry
 from .settings import Settings
@@ -18,6 +19,10 @@ class ProxyState:
     ledger: Ledger
     upstream: Upstream | None
     ready: bool = False
+    feedback_access: FeedbackAccess = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.feedback_access = FeedbackAccess(self.settings)
 
     def check_client(self, authorization: str | None) -> bool:
         """Authenticate a client; True when its Authorization header may go upstream.
@@ -26,23 +31,24 @@ class ProxyState:
         """
         keys = self.settings.api_keys
         if not keys:
+            if self.feedback_access.keys:  # a publishable key is never forwarded upstream
+                self._refuse_feedback_key(bearer(authorization))
             return True
-        token = _bearer(authorization)
-        if token is None or not any(hmac.compare_digest(token, k) for k in keys):
+        token = bearer(authorization)
+        if token is None or not any(same_secret(token, k) for k in keys):
+            self._refuse_feedback_key(token)
             raise Unauthorized("missing or invalid API key for this proxy")
         return False
+
+    def _refuse_feedback_key(self, token: str | None) -> None:
+        if self.feedback_access.is_feedback_key(token):
+            raise Forbidden("this is a publishable feedback key: it may only POST /v1/feedback", code="feedback_key_scope")
 
     def check_admin(self, authorization: str | None) -> None:
         admin = self.settings.admin_key
         if admin is None:
             raise Forbidden("the admin API is disabled: set SPECLEARN_ADMIN_KEY to enable it")
-        token = _bearer(authorization)
-        if token is None or not hmac.compare_digest(token, admin.get_secret_value()):
+        token = bearer(authorization)
+        if token is None or not same_secret(token, admin.get_secret_value()):
+            self._refuse_feedback_key(token)
             raise Unauthorized("missing or invalid admin key", code="invalid_admin_key")
-
-
-def _bearer(header: str | None) -> str | None:
-    if not header:
-        return None
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None

@@ -614,6 +614,7 @@ def test_k8s_settings_come_from_configmap_and_secret() -> None:
         "SPECLEARN_UPSTREAM_URL", "SPECLEARN_UPSTREAM_API_KEY", "SPECLEARN_SPECS_DIR",
         "SPECLEARN_DATA_DIR", "SPECLEARN_DATABASE_URL", "SPECLEARN_API_KEYS",
         "SPECLEARN_ADMIN_KEY", "SPECLEARN_CONFIG", "SPECLEARN_COMPILER_METRICS_PORT",
+        "SPECLEARN_CONSOLE_SECRET",
     }
     config = k8s_object("ConfigMap", "speclearn-config")["data"]
     secret = k8s_object("Secret", "speclearn-secrets")["stringData"]

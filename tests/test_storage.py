@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import contextlib
 import os
 import time
@@ -343,6 +344,28 @@ async def test_events_filter_by_spec_and_time(make_ledger: MakeLedger) -> None:
     # the sidecar's "is it due?": a count, with `after` exclusive (the end of the last window)
     assert [await ledger.count_feedback("alpha"), await ledger.count_feedback("alpha", after=10.0)] == [3, 1]
     assert [await ledger.count_feedback("beta", after=19.5), await ledger.count_feedback("gamma")] == [1, 0]
+
+
+async def test_thumb_tallies_count_ups_per_version_and_time_bucket(make_ledger: MakeLedger) -> None:
+    ledger = await make_ledger()
+    ledger.record(inference("t-v1", spec="alpha"))
+    ledger.record(dataclasses.replace(inference("t-v2", spec="alpha"), spec_version=2))
+    ledger.record(inference("t-other", spec="beta"))
+    await flushed(ledger, "t-v1", "t-v2", "t-other")
+    await ledger.add_feedback(thumb("t1", "t-v1", 1.0, at=100.0))
+    await ledger.add_feedback(thumb("t2", "t-v1", -1.0, at=119.0))  # same 60 s bucket as t1
+    await ledger.add_feedback(thumb("t3", "t-v1", 1.0, at=130.0))  # the next one
+    await ledger.add_feedback(thumb("t4", "t-v2", 1.0, at=125.0))
+    await ledger.add_feedback(thumb("t5", "t-v2", 1.0, at=170.0))
+    await ledger.add_feedback(FeedbackRecord("t6", "t-v2", SCORE, 0.9, 175.0))  # a score is no thumb
+    await ledger.add_feedback(FeedbackRecord("t7", "t-v2", PAIR, 1.0, 176.0, rejected_id="t-v1"))  # nor a pair
+    await ledger.add_feedback(thumb("t8", "t-other", 1.0, at=100.0))  # another spec
+
+    rows = [(t.version, t.start, t.ups, t.total) for t in await ledger.thumb_tallies("alpha", 60)]
+    assert rows == [(1, 60.0, 1, 2), (1, 120.0, 1, 1), (2, 120.0, 2, 2)]
+    whole = [(t.version, t.start, t.ups, t.total) for t in await ledger.thumb_tallies("alpha", 1000)]
+    assert whole == [(1, 0.0, 2, 3), (2, 0.0, 2, 2)]
+    assert await ledger.thumb_tallies("gamma", 60) == []
 
 
 async def test_pairs_are_joined_with_the_rejected_inference(make_ledger: MakeLedger) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -72,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
             )
             return 2
         os.environ["SPECLEARN_UPSTREAM_URL"] = url
+    if settings.admin_key is not None and settings.console_secret is None:
+        # One secret for all workers, so a console session made by one is valid on every other.
+        os.environ["SPECLEARN_CONSOLE_SECRET"] = secrets.token_urlsafe(32)
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers aggregate metrics through files; a fresh folder so no stale process is counted.
         folder = tempfile.mkdtemp(prefix="speclearn-metrics-")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..settings import Settings
 from .base import Ledger
-from .records import PAIR, SCORE, THUMB, FeedbackEvent, FeedbackRecord, InferenceRecord
+from .records import PAIR, SCORE, THUMB, FeedbackEvent, FeedbackRecord, InferenceRecord, ThumbTally
 
 __all__ = [
     "PAIR",
@@ -13,6 +13,7 @@ __all__ = [
     "FeedbackRecord",
     "InferenceRecord",
     "Ledger",
+    "ThumbTally",
     "open_ledger",
 ]
 

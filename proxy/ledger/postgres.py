@@ -17,7 +17,7 @@ import asyncpg  # type: ignore[import-untyped]
 from .. import pg
 from ..errors import InvalidRequest
 from .base import Ledger
-from .records import FeedbackEvent, FeedbackRecord, InferenceRecord
+from .records import THUMB, FeedbackEvent, FeedbackRecord, InferenceRecord, ThumbTally
 
 INFERENCE_FIELDS: tuple[tuple[str, str], ...] = (
     ("id", "text"),
@@ -155,6 +155,18 @@ class PostgresLedger(Ledger):
             args.append(after)
             sql += " AND f.created_at > $2"
         return int(await pg.with_retry(self.pool, lambda c: c.fetchval(sql, *args), "counting feedback"))
+
+    async def thumb_tallies(self, spec: str, bucket_seconds: float) -> list[ThumbTally]:
+        sql = (
+            "SELECT i.spec_version, floor(f.created_at / $1)::int8 AS b, "
+            "count(*) FILTER (WHERE f.value > 0), count(*) FROM feedback f "
+            "JOIN inferences i ON i.id = f.inference_id WHERE i.spec_name = $2 AND f.kind = $3 "
+            "GROUP BY i.spec_version, b ORDER BY b, i.spec_version NULLS FIRST"
+        )
+        rows = await pg.with_retry(
+            self.pool, lambda c: c.fetch(sql, float(bucket_seconds), spec, THUMB), "counting thumbs"
+        )
+        return [ThumbTally(v, b * bucket_seconds, int(ups), int(n)) for v, b, ups, n in rows]
 
     async def feedback_events(
         self, spec: str | None = None, since: float | None = None, until: float | None = None

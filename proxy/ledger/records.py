@@ -74,3 +74,13 @@ class FeedbackEvent:
         out["inference"] = self.inference.to_dict()
         out["rejected_inference"] = self.rejected.to_dict() if self.rejected else None
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class ThumbTally:
+    """Thumbs on one spec version's inferences given in one time bucket (`start` .. + bucket)."""
+
+    version: int | None
+    start: float
+    ups: int
+    total: int

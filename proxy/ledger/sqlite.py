@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 import orjson
 
 from .base import Ledger
-from .records import FeedbackEvent, FeedbackRecord, InferenceRecord
+from .records import THUMB, FeedbackEvent, FeedbackRecord, InferenceRecord, ThumbTally
 
 T = TypeVar("T")
 
@@ -186,6 +186,16 @@ class SqliteLedger(Ledger):
             sql += " AND f.created_at > ?"
             args.append(after)
         return int(await self._db.run(lambda c: c.execute(sql, args).fetchone()[0]))
+
+    async def thumb_tallies(self, spec: str, bucket_seconds: float) -> list[ThumbTally]:
+        sql = (
+            "SELECT i.spec_version, CAST(f.created_at / ? AS INTEGER) AS b, "
+            "SUM(CASE WHEN f.value > 0 THEN 1 ELSE 0 END), COUNT(*) FROM feedback f "
+            "JOIN inferences i ON i.id = f.inference_id WHERE i.spec_name = ? AND f.kind = ? "
+            "GROUP BY i.spec_version, b ORDER BY b, i.spec_version"
+        )
+        rows = await self._db.run(lambda c: c.execute(sql, (bucket_seconds, spec, THUMB)).fetchall())
+        return [ThumbTally(v, b * bucket_seconds, int(ups), int(n)) for v, b, ups, n in rows]
 
     async def feedback_events(
         self, spec: str | None = None, since: float | None = None, until: float | None = None

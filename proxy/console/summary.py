@@ -1,0 +1,112 @@
+"""What the console shows about a version, read from its text and front matter (compiler-written
+or not: every field is optional and read defensively)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..registry import PRODUCTION, SpecState, SpecVersion
+
+
+@dataclass(slots=True)
+class Tokens:
+    count: int
+    estimated: bool
+
+
+def spec_tokens(spec: SpecVersion) -> Tokens:
+    """Tokens the spec adds to each request: front matter `spec_tokens`, else characters / 4."""
+    given = spec.meta.get("spec_tokens")
+    if isinstance(given, int) and not isinstance(given, bool) and given >= 0:
+        return Tokens(given, False)
+    return Tokens(round(len(spec.text) / 4), True)
+
+
+def parent_of(spec: SpecVersion, state: SpecState) -> SpecVersion | None:
+    parent = spec.meta.get("parent")
+    if isinstance(parent, int) and not isinstance(parent, bool) and parent in state.versions and parent != spec.version:
+        return state.versions[parent]
+    return None
+
+
+def rollback_target(state: SpecState) -> int | None:
+    """Where "roll back" moves `production`: the version the current production one was made
+    from (its parent: the compiler compiles from production), else the highest version below it."""
+    current = state.labels.get(PRODUCTION)
+    if current is None or current not in state.versions:
+        return None
+    parent = parent_of(state.versions[current], state)
+    if parent is not None:
+        return parent.version
+    older = [v for v in state.versions if v < current]
+    return max(older) if older else None
+
+
+def labels_of(state: SpecState) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for label, version in sorted(state.labels.items()):
+        out.setdefault(version, []).append(label)
+    return out
+
+
+@dataclass(slots=True)
+class PrincipleView:
+    text: str
+    status: str
+    source: str
+    method: str
+    check: str | None
+    judge: str | None
+    support: Any
+    relevant: Any
+    heldout: Any
+    accuracy: Any
+    prevalence: Any
+    quotes: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def _judge(raw: Any) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, dict):
+        return ", ".join(f"{k}: {v}" for k, v in raw.items())
+    return str(raw)
+
+
+def principles(meta: dict[str, Any], key: str = "principles") -> list[PrincipleView]:
+    raw = meta.get(key)
+    if not isinstance(raw, list):
+        return []
+    out = []
+    for p in raw:
+        if not isinstance(p, dict) or not p.get("text"):
+            continue
+        evidence = p.get("evidence") if isinstance(p.get("evidence"), dict) else {}
+        quotes = [str(c) for c in evidence.get("comments") or [] if str(c).strip()]
+        facts = {k: v for k, v in evidence.items() if k != "comments"}
+        out.append(
+            PrincipleView(
+                str(p["text"]), str(p.get("status") or ""), str(p.get("source") or ""), str(p.get("method") or ""),
+                str(p["check"]) if p.get("check") else None, _judge(p.get("judge")),
+                p.get("support"), p.get("relevant"), p.get("heldout"), p.get("accuracy"), p.get("prevalence"),
+                quotes, facts,
+            )
+        )  # fmt: skip
+    return out
+
+
+def flat(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested front-matter mapping as (dotted key, scalar or short list) rows."""
+    if not isinstance(value, dict):
+        return [(prefix or "value", value)] if value not in (None, {}, []) else []
+    rows: list[tuple[str, Any]] = []
+    for k, v in value.items():
+        name = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            rows += flat(v, name)
+        elif isinstance(v, list):
+            rows.append((name, ", ".join(str(x) for x in v)))
+        else:
+            rows.append((name, v))
+    return rows
