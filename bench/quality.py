@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
@@ -32,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from compiler.gate import wilson_lower
-from compiler.simulate import ASSISTANT, FIVE, PROMPTS, TASTES, closed_loop
+from compiler.simulate import ASSISTANT, PROMPTS, SEVEN, TASTES, closed_loop
 
-DEFAULT_TASTES = FIVE
-TARGET_RATIO, TARGET_EVENTS, TARGET_TASTES = 0.9, 40, 4  # issue 4: >= 0.9 x oracle on 4 of 5, <= 40 events
+DEFAULT_TASTES = SEVEN
+TARGET_RATIO, TARGET_EVENTS, TARGET_TASTES = 0.9, 40, 5  # >= 0.9 x oracle on 5 of 7, <= 40 events
 
 
 def wilson(ups: int, n: int) -> tuple[float, float]:
@@ -47,7 +48,7 @@ def wilson(ups: int, n: int) -> tuple[float, float]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n")[0])
-    p.add_argument("--taste", action="append", choices=sorted(TASTES), help=f"repeatable; default: {', '.join(FIVE)}")
+    p.add_argument("--taste", action="append", choices=sorted(TASTES), help=f"repeatable; default: {', '.join(SEVEN)}")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--train", type=int, default=20, help="training questions (x --samples answers each)")
     p.add_argument("--eval", type=int, default=12, help="held-out questions per arm (after the training ones)")
@@ -58,7 +59,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=4, help="simulated users asking at once")
     p.add_argument("--no-oracle", action="store_true", help="skip the oracle arm")
     p.add_argument("--base-url", help="OpenAI-compatible upstream; default: the embedded local model")
-    p.add_argument("--max-calls", type=int, default=80, help="LLM call budget per compile round")
+    p.add_argument("--max-calls", type=int, default=160, help="LLM call budget per compile round")
+    p.add_argument("--judge-model", default="qwen2.5-coder-1.5b",
+                   help="the compiler's judge, an embedded model ('none': the compiler's own model judges)")
+    p.add_argument("--judge-base-url", help="the judge's endpoint instead of an embedded model")
     p.add_argument("--out", type=Path, help="write the JSON report here")
     return p.parse_args(argv)
 
@@ -71,7 +75,8 @@ async def run_taste(base_url: str, model: str, name: str, a: argparse.Namespace)
     taste = TASTES[name]
     overrides = {"model": model, "proposal_passes": 2, "proposal_sample": 8, "propose_max_tokens": 96,
                  "synth_max_tokens": 256, "validation_pairs": 4, "calibration_pairs": 4, "gate_pairs": 8,
-                 "max_llm_calls": a.max_calls}  # fmt: skip
+                 "max_llm_calls": a.max_calls, "judge_base_url": a.judge_base_url,
+                 "judge_model": a.judge_model if a.judge_base_url else None}  # fmt: skip
 
     def say(m: str) -> None:
         print(f"[{name}] {m}", file=sys.stderr, flush=True)
@@ -125,7 +130,7 @@ def target(results: list[dict[str, Any]]) -> dict[str, Any]:
            if r["compiled_over_oracle"] is not None and r["compiled_over_oracle"] >= TARGET_RATIO
            and r["feedback_events"] <= TARGET_EVENTS]  # fmt: skip
     return {"rule": f"compiled >= {TARGET_RATIO} x oracle from <= {TARGET_EVENTS} feedback events, "
-                    f"on >= {TARGET_TASTES} of {len(FIVE)} preferences",
+                    f"on >= {TARGET_TASTES} of {len(DEFAULT_TASTES)} preferences",
             "met_on": met, "tastes_run": len(results), "met": len(met) >= TARGET_TASTES}  # fmt: skip
 
 
@@ -174,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         from proxy.settings import Settings
 
         s = Settings()
-        with LocalModelSupervisor.from_settings(s) as model:
+        with contextlib.ExitStack() as stack:
+            model = stack.enter_context(LocalModelSupervisor.from_settings(s))
+            if a.judge_model != "none" and not a.judge_base_url:
+                judge = stack.enter_context(LocalModelSupervisor.from_settings(s, model=a.judge_model, parallel=2))
+                a.judge_base_url = judge.base_url
             run_all(model.base_url, s.local_model)
     write()
     print(table(results))

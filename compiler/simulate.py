@@ -71,6 +71,14 @@ TASTES = {
                      f'{ASSISTANT} End every answer with the line "Hope this helps!".', max_tokens=200),
     "no_phrase": Taste("no_phrase", f'answers that never say "{FORBIDDEN}"', (Check("forbid", FORBIDDEN.lower()),),
                        f"don't say '{FORBIDDEN}'", f'{ASSISTANT} Never use the phrase "{FORBIDDEN}".'),
+    # two tastes no check of the built-in menu (length, list, language, question, phrase to
+    # avoid, opening or closing line) expresses; users say them vaguely, quoting no phrase, so
+    # the compiler must find them in the answers users liked (or a judge must see them)
+    "example": Taste("example", 'answers that give an example ("for example" or "for instance")',
+                     (Check("contains_any", "for example|for instance"),), "give me an example",
+                     f'{ASSISTANT} Always include a concrete example, introduced by "For example".'),
+    "reason": Taste("reason", 'answers that explain why, with "because"', (Check("contains", "because"),),
+                    "tell me why", f'{ASSISTANT} Always explain the reason, using the word "because".'),
     # kept for experiments
     "prose": Taste("prose", "plain prose without bullet or numbered lists", (Check("no_list"),), "no lists please",
                    f"{ASSISTANT} Write every answer as one short paragraph, never as a list."),
@@ -79,6 +87,7 @@ TASTES = {
                       f"{ASSISTANT} End your answer with a question that invites the user to continue."),
 }  # fmt: skip
 FIVE = ("french", "short", "bullets", "closing", "no_phrase")
+SEVEN = (*FIVE, "example", "reason")
 
 
 @dataclass
