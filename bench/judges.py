@@ -91,6 +91,8 @@ async def measure(base_url: str, model: str, items: list[CalibrationItem], kinds
                 "non_menu": {"right": open_right, "n": open_n, "wilson95": wilson(open_right, open_n)},
                 "all": {"right": sum(right), "n": len(right), "wilson95": wilson(sum(right), len(right))},
                 "scale": round(fit_scale(margins), 2) if calibrated else None,
+                # the sign alone (no "no opinion" band), ties half: comparable with a coin's 0.5
+                "sign_accuracy": round(sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins) / len(margins), 3),
                 "llm_calls": budget.calls, "tokens": budget.tokens,
                 "calls_per_judgment": round(budget.calls / len(items), 2),
                 "tokens_per_judgment": round(budget.tokens / len(items), 1),
@@ -108,12 +110,13 @@ def fmt(x: dict[str, Any]) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | judge | menu rules | non-menu rules (shipped + ICAI) | ICAI orthogonal | tokens / s per judgment |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| model | judge | menu rules | non-menu rules (shipped + ICAI) | ICAI orthogonal | sign only | tokens / s per judgment |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         icai = r["by_kind"].get("icai")
         icai_cell = fmt({"right": icai["right"], "n": icai["n"], "wilson95": icai["wilson95"]}) if icai else "-"
         lines.append(f"| {r['model']} | {r['judge']} | {fmt(r['menu'])} | {fmt(r['non_menu'])} | {icai_cell} "
+                     f"| {r['sign_accuracy']:.2f} "
                      f"| {r['tokens_per_judgment']:.0f} / {r['seconds_per_judgment']:.2f} |")  # fmt: skip
     return "\n".join(lines)
 

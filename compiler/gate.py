@@ -14,8 +14,11 @@ Each held-out item is scored under both specs, and the candidate's advantage is 
   answer are counted, so no vote is counted twice.
 
 The gate's items never selected the rules (pipeline.split_heldout), so one test decides however
-many rules were tried; its p-value is multiplied by the number of tests run (Bonferroni), and in
-the comment-only path, where the same votes validated the rules, by the rules tried too. Not
+many rules were tried. Which family decides is fixed before any outcome is seen: the checks when
+the two specs state different checkable rules, else the judge; the other tests can only veto
+(a judge that finds the candidate behind stops it). The deciding p-values are multiplied by how
+many there are (Bonferroni), and in the comment-only path, where the same votes validated the
+rules, by the rules tried too. Not
 significant while the candidate leads means "not enough feedback yet", with how much more would
 settle it at the effect seen. Optionally (`--gate-regenerate`) answers to held-out prompts are
 regenerated under both specs and the candidate must also win with a Wilson 95% lower bound
@@ -165,10 +168,16 @@ class GateResult:
     correction: float = 1.0  # the p-values are multiplied by this before comparing with alpha
     not_enough: bool = False  # the candidate leads, but the evidence is too thin to publish
 
+    decisive: list[str] = field(default_factory=list)  # the tests the decision rests on (default: all)
+
+    @property
+    def deciding(self) -> list[Test]:
+        return [t for t in self.tests if not self.decisive or t.name in self.decisive]
+
     @property
     def p_value(self) -> float:
-        """The smallest corrected p-value of the tests run (1 when none could be run)."""
-        return min((t.p_value * self.correction for t in self.tests), default=1.0)
+        """The smallest corrected p-value of the deciding tests (1 when none could be run)."""
+        return min((t.p_value * self.correction for t in self.deciding), default=1.0)
 
     def to_meta(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -184,7 +193,7 @@ class GateResult:
             "current_agree": self.current_agree,
             "margin": self.margin,
             "heldout_pairs": self.pairs,
-            "significance": {"alpha": self.alpha, "correction": self.correction,
+            "significance": {"alpha": self.alpha, "correction": self.correction, "decisive": self.decisive,
                              "p_value": round(min(self.p_value, 1.0), 6), "tests": [t.to_meta() for t in self.tests]},
         }  # fmt: skip
         if self.win_rate is not None:
@@ -279,7 +288,7 @@ def decide(result: GateResult, *, holdout_fraction: float) -> GateResult:
         s.reason = (f"candidate does not beat current by the judge, which reads the whole spec "
                     f"({judged.wins} better vs {judged.losses} worse)")  # fmt: skip
         return s
-    ahead = lead > s.margin and any(t.wins > t.losses for t in s.tests)
+    ahead = lead > s.margin and any(t.wins > t.losses for t in s.deciding)
     s.passed = ahead and s.p_value <= s.alpha
     if s.passed:
         return s
@@ -288,12 +297,12 @@ def decide(result: GateResult, *, holdout_fraction: float) -> GateResult:
                     f"by more than {s.margin} ({s.metric})")  # fmt: skip
         return s
     s.not_enough = True
-    best = min(s.tests, key=lambda t: t.p_value) if s.tests else None
-    more = min((t.needed for t in s.tests if t.needed is not None), default=None)
+    best = min(s.deciding, key=lambda t: t.p_value) if s.deciding else None
+    more = min((t.needed for t in s.deciding if t.needed is not None), default=None)
     detail = f"{best.wins} better vs {best.losses} worse of {best.items} held-out items" if best else "no test possible"
     s.reason = f"not enough feedback yet: the candidate leads ({detail}) but p = {min(s.p_value, 1.0):.3f} > {s.alpha}"
     if s.correction > 1:
-        s.reason += f" after a x{s.correction:g} correction for the tests and rules tried"
+        s.reason += f" after a x{s.correction:g} correction for the tests run"
     if more is not None:
         s.reason += (f"; about {more} more held-out items (~{math.ceil(more / max(holdout_fraction, 1e-9))} "
                      "more feedback events) would settle it at this effect")  # fmt: skip
@@ -332,11 +341,16 @@ async def run_gate(
                             sum(x == 1.0 for x in cand_score), sum(x == 1.0 for x in cur_score))  # fmt: skip
     metric = "judge" if use_judge else "checks"  # a trusted judge reads the whole spec: its figures lead
     cand_acc, cur_acc, cand_agree, cur_agree = figures[metric]
-    correction = float(max(1, len(tests)))
-    _with_needed(tests, correction, alpha)
+    # one family of tests decides, chosen before any outcome is seen: the checks when the two
+    # specs state different checkable rules, else the judge; the others only veto (no alpha spent)
+    differ = set(checks_from_text(candidate)) != set(checks_from_text(current))
+    by_checks = [tc for tc in tests if tc[0].name != JUDGE_TEST]
+    deciding = by_checks if (differ and by_checks) or not use_judge else [tc for tc in tests if tc[0].name == JUDGE_TEST]
+    correction = float(max(1, len(deciding)))
+    _with_needed(deciding, correction, alpha)
     result = GateResult(False, cand_acc, cur_acc, margin, len(pairs), cand_agree, cur_agree, metric=metric,
                         checks={"candidate": cand_chk, "current": cur_chk}, tests=[t for t, _ in tests],
-                        alpha=alpha, correction=correction)  # fmt: skip
+                        alpha=alpha, correction=correction, decisive=[t.name for t, _ in deciding])  # fmt: skip
     decide(result, holdout_fraction=holdout_fraction)
     if regenerate:
         real = [p for p in pairs if p.source != "cross"] or list(pairs)

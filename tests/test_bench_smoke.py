@@ -8,6 +8,7 @@ harness itself works — mock, load generator, speclearn start-up, spec injectio
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,20 @@ def test_wording_counts_the_answers_the_taste_likes(capsys: pytest.CaptureFixtur
         assert main(["--taste", "closing", "--questions", "4", "--base-url", base_url,
                      "--spec", told, "--spec", "Be helpful."]) == 0  # fmt: skip
     assert capsys.readouterr().out.splitlines() == [f"4/4 [0.51,1.00]  {told}", "0/4 [0.00,0.49]  Be helpful."]
+
+
+def test_noise_benchmark_runs_on_a_small_pool(tmp_path: Path) -> None:
+    """bench.noise with the scripted LLM on a hand-made pool: its last line has the promised shape."""
+    pool = tmp_path / "pool.json"
+    pool.write_text(json.dumps([{"prompt": f"Question {i}?", "answer": " ".join(["word"] * (5 + 7 * (i % 4)))}
+                                for i in range(30)]))  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.noise", "--pool", str(pool), "--rounds", "4", "--scenario", "coin",
+         "--scenario", "taste:short", "--out", str(tmp_path / "noise.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    last = out.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"noise: published \d+ of 4 rounds \(alpha 0\.05\)", last), last
+    report = json.loads((tmp_path / "noise.json").read_text())["report"]
+    assert [s["scenario"] for s in report] == ["coin", "taste:short"] and all(s["rounds"] == 4 for s in report)

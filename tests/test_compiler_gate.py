@@ -112,3 +112,15 @@ def test_a_wish_only_comments_show_needs_several_users() -> None:
     assert unary_gate(french, BARE, downs, margin=0.0, requested_by=3, min_users=2).passed
     ups = [Example("u", "q", "The capital is Rome.", 1.0), *downs]  # a vote the rule does not explain
     assert not unary_gate(french, BARE, ups, margin=0.0, requested_by=3, min_users=2).passed
+
+
+async def test_the_deciding_test_is_chosen_before_the_outcome() -> None:
+    """Specs that differ in checkable rules are decided by the checks (the judge only vetoes,
+    no alpha spent on it); specs that differ only in words by the judge."""
+    judge = PairwiseJudge(LLMClient("http://unused/v1", "x", transport=FakeLLM().transport))
+    pairs = thumbs([True] * 14, random.Random(5), like=lambda t: len(t.split()) <= 12)
+    by_checks = await run_gate(judge, SHORT, BARE, pairs, margin=0.0)
+    assert by_checks.decisive == ["checks on held-out votes (Fisher exact)"] and by_checks.correction == 1.0
+    assert len(by_checks.tests) == 2 and by_checks.passed
+    words = await run_gate(judge, f"{BARE} Be concise.", BARE, pairs, margin=0.0)
+    assert words.decisive == [words.tests[-1].name] and words.tests[-1].name.startswith("judge")
