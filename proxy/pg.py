@@ -140,6 +140,31 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             FOR EACH STATEMENT EXECUTE FUNCTION registry_touch();
         """,
     ),
+    (
+        3,
+        "experiments",
+        # The canary's assignment on every inference row, and the auto-promote decision log.
+        """
+        ALTER TABLE inferences ADD COLUMN assignment_unit TEXT, ADD COLUMN arm TEXT;
+        CREATE TABLE experiment_decisions (
+            id BIGSERIAL PRIMARY KEY,
+            created_at DOUBLE PRECISION NOT NULL,
+            spec TEXT NOT NULL,
+            candidate INTEGER NOT NULL,
+            production INTEGER NOT NULL,
+            decision TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            p_value DOUBLE PRECISION,
+            lift DOUBLE PRECISION,
+            candidate_ups INTEGER NOT NULL,
+            candidate_n INTEGER NOT NULL,
+            production_ups INTEGER NOT NULL,
+            production_n INTEGER NOT NULL,
+            details JSON
+        );
+        CREATE INDEX experiment_decisions_by_spec ON experiment_decisions (spec, id);
+        """,
+    ),
 ]
 
 

@@ -3,16 +3,18 @@ from __future__ import annotations
 
 from ..settings import Settings
 from .base import Ledger
-from .records import PAIR, SCORE, THUMB, FeedbackEvent, FeedbackRecord, InferenceRecord
+from .records import PAIR, SCORE, THUMB, DecisionRecord, FeedbackEvent, FeedbackRecord, InferenceRecord, Outcome
 
 __all__ = [
     "PAIR",
     "SCORE",
     "THUMB",
+    "DecisionRecord",
     "FeedbackEvent",
     "FeedbackRecord",
     "InferenceRecord",
     "Ledger",
+    "Outcome",
     "open_ledger",
 ]
 

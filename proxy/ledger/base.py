@@ -13,7 +13,7 @@ import logging
 
 from .. import metrics
 from ..errors import Conflict
-from .records import FeedbackEvent, FeedbackRecord, InferenceRecord
+from .records import DecisionRecord, FeedbackEvent, FeedbackRecord, InferenceRecord, Outcome
 
 log = logging.getLogger(__name__)
 RETRY_PAUSES = (0.1, 0.5, 2.0, 0.0)  # pause after each failed attempt; the last attempt gives up
@@ -161,3 +161,17 @@ class Ledger(abc.ABC):
         self, spec: str | None = None, since: float | None = None, until: float | None = None
     ) -> list[FeedbackEvent]:
         """Feedback joined to its inferences, oldest first; rows whose inference is not stored yet wait."""
+
+    # -- experiments (the compiler's auto-promote) -----------------------------------------
+    @abc.abstractmethod
+    async def outcomes(self, spec: str, since: float | None = None) -> list[Outcome]:
+        """Status, latency and tokens of `spec`'s inference rows assigned to an arm (`arm` set)
+        since `since`: what the guardrails compare."""
+
+    @abc.abstractmethod
+    async def add_decision(self, rec: DecisionRecord) -> None:
+        """Append one auto-promote decision (committed before returning)."""
+
+    @abc.abstractmethod
+    async def decisions(self, spec: str, limit: int | None = None) -> list[DecisionRecord]:
+        """`spec`'s decision log, oldest first; with `limit`, only the newest `limit` entries."""
