@@ -165,6 +165,26 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX experiment_decisions_by_spec ON experiment_decisions (spec, id);
         """,
     ),
+    (
+        4,
+        "approval holds",
+        # Approval mode: a compiled version waits here until a person approves or rejects it.
+        # Beside the immutable version row, never in it; a change wakes every replica.
+        """
+        CREATE TABLE spec_holds (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('held', 'approved', 'rejected')),
+            label TEXT,
+            requested_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            decided_at TIMESTAMPTZ,
+            PRIMARY KEY (name, version),
+            FOREIGN KEY (name, version) REFERENCES spec_versions (name, version)
+        );
+        CREATE TRIGGER spec_holds_touch AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON spec_holds
+            FOR EACH STATEMENT EXECUTE FUNCTION registry_touch();
+        """,
+    ),
 ]
 
 

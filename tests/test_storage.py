@@ -640,6 +640,50 @@ async def test_corrupted_or_half_written_version_is_never_served(
     assert reader.snapshot.resolve("c", "latest").text == "five\n"
 
 
+async def test_approval_mode_holds_compiled_versions_until_approved(make_registry: MakeRegistry) -> None:
+    reg, replica = await make_registry(), await make_registry()
+    await reg.publish("s", "human v1", labels=["production"])
+    reg.hold_compiled = True
+    held = await reg.publish("s", "compiled v2", author="compiler", labels=["candidate"])
+    rejected = await reg.publish("s", "compiled v3", author="compiler", labels=["production"])
+    human = await reg.publish("s", "human v4", labels=["review"])  # a person's publish is not held
+    for r in (reg, replica):
+        await r.refresh()
+        state = r.snapshot.get("s")
+        assert state.labels == {"production": 1, "review": 4}
+        assert {v: h.status for v, h in state.holds.items()} == {2: "held", 3: "held"}
+        assert state.holds[2].label == "candidate" and state.holds[2].requested_at
+        for ref in ("2", "3", "candidate"):
+            with pytest.raises(NotFound):
+                state.resolve(ref)  # not by pin, not by the label it asked for
+        assert state.resolve("latest").version == 4 and state.served_versions() == {1, 4}
+        assert state.resolve("2", include_held=True).text == "compiled v2\n"  # to review it
+    with pytest.raises(Conflict):
+        await reg.set_label("s", "production", held.version)  # approve it first
+    with pytest.raises(NotFound):
+        await reg.decide_hold("s", 99, approve=True)
+    with pytest.raises(Conflict):
+        await reg.decide_hold("s", human.version, approve=True)  # not awaiting approval
+
+    approved = await reg.decide_hold("s", held.version, approve=True)
+    assert (approved.status, approved.label) == ("approved", "candidate") and approved.decided_at
+    no = await reg.decide_hold("s", rejected.version, approve=False)
+    assert no.status == "rejected"
+    with pytest.raises(Conflict):
+        await reg.decide_hold("s", rejected.version, approve=True)  # a rejection is final
+    with pytest.raises(Conflict):
+        await reg.set_label("s", "production", rejected.version)
+    await replica.refresh()
+    state = replica.snapshot.get("s")
+    assert state.labels == {"production": 1, "candidate": 2, "review": 4}
+    assert state.resolve("candidate").version == 2 and state.resolve("2").version == 2
+    with pytest.raises(NotFound):
+        state.resolve("3")
+    await reg.set_label("s", "production", 2)  # an approved version is an ordinary one
+    await replica.refresh()
+    assert replica.snapshot.resolve("s").version == 2
+
+
 # -- PostgreSQL only -----------------------------------------------------------------------------
 async def test_pg_concurrent_startups_migrate_once(pg_dsn: str) -> None:
     from proxy import pg
