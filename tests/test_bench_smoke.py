@@ -73,3 +73,21 @@ def test_wording_counts_the_answers_the_taste_likes(capsys: pytest.CaptureFixtur
         assert main(["--taste", "closing", "--questions", "4", "--base-url", base_url,
                      "--spec", told, "--spec", "Be helpful."]) == 0  # fmt: skip
     assert capsys.readouterr().out.splitlines() == [f"4/4 [0.51,1.00]  {told}", "0/4 [0.00,0.49]  Be helpful."]
+
+
+def test_experiments_simulation_runs_and_reports(tmp_path: Path) -> None:
+    """bench.experiments on a tiny size: the JSON shape, the old rule beside the new, the last line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.experiments", "--runs", "40", "--max-thumbs", "300", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "experiments.json").read_text())
+    rows = {(r["rule"], r["lift"]): r for r in result["results"]}
+    assert set(rows) == {(rule, lift) for rule in ("msprt", "old") for lift in (0.0, 0.05, 0.10)}
+    for r in rows.values():
+        assert r["runs"] == 40 and r["promoted"] + r["rolled_back"] + r["undecided"] == 40
+    # the same sample paths under both rules: the old one decides wrongly far more often under A/A
+    assert rows[("old", 0.0)]["promoted"] + rows[("old", 0.0)]["rolled_back"] > rows[("msprt", 0.0)]["promoted"] + 5
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last == f"A/A false promotions: {rows[('msprt', 0.0)]['promoted']} of 40 runs (alpha 0.05)"
