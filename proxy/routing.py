@@ -70,7 +70,8 @@ def resolve(
         return _pick(state, settings.canary_fraction, unit_id, upstream_model, injection)
 
     default = snapshot.specs.get(settings.default_spec)
-    if default is not None and default.versions:
+    # (a default spec whose only versions await approval serves nothing, as if it had none)
+    if default is not None and default.versions and (not default.holds or default.latest is not None):
         return _pick(default, settings.canary_fraction, unit_id, upstream_model, injection)
     return Target(None, upstream_model, injection)
 

@@ -16,7 +16,8 @@ from compiler.settings import CompilerSettings
 from helpers import REPO, FakeUpstream, start_proxy, write_spec
 from proxy.ledger import DecisionRecord
 from proxy.ledger.sqlite import SqliteLedger
-from proxy.registry import FileRegistry
+from proxy import routing
+from proxy.registry import FileRegistry, Hold, RegistrySnapshot, SpecState, SpecVersion
 from proxy.settings import Settings
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -96,6 +97,12 @@ def test_held_versions_are_never_served_until_approved(fake_upstream: FakeUpstre
         assert served("default@5").status_code == 404
     finally:
         proxy.stop()
+
+
+def test_a_default_spec_with_only_held_versions_serves_no_spec() -> None:
+    state = SpecState("default", {1: SpecVersion("default", 1, "held", "h")}, {}, None, {1: Hold("held", "production")})
+    target = routing.resolve(RegistrySnapshot({"default": state}), Settings(), None, None, "m")
+    assert target.spec is None and state.served_versions() == set()
 
 
 async def test_the_compiler_publishes_held_in_approval_mode(tmp_path: Path) -> None:
