@@ -65,13 +65,11 @@ class Decision:
     reason: str = ""
     p_value: float | None = None
     lift: float | None = None
-    guardrails: Guardrails | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # the rule's settings and the guardrails' numbers
 
 
 def decide(d: Decision, rule: Rule, guardrails: Guardrails | None = None) -> Decision:
     """Fill in the test's numbers and the action, from the counts (and guardrails) already in `d`."""
-    d.guardrails = guardrails
     d.details = {"alpha": rule.alpha, "mde": rule.mde, "min_feedback": rule.min_feedback}
     if guardrails is not None:
         d.details["guardrails"] = guardrails.to_meta()
