@@ -15,6 +15,10 @@ Reported per rule and true lift: the share of runs promoted, rolled back and und
 horizon, and the median thumbs per version at promotion. Under A/A (lift 0) every decision is
 wrong; the sequential test keeps promotions plus rollbacks at or under alpha.
 
+The error-rate guardrail is simulated the same way (`compiler.guardrails.check`, inference rows
+instead of thumbs, production erring at `--error-rate`): the share of runs it rolls back when the
+candidate errs as often (every rollback wrong) and twice as often.
+
     python -m bench.experiments                    # 2,000 runs per lift, ~1-2 min of one core
     python -m bench.experiments --runs 50 --max-thumbs 200 --out /tmp/x     # a smoke run
 
@@ -34,6 +38,7 @@ from typing import Any, Callable
 import numpy as np
 
 from compiler.gate import wilson_lower
+from compiler.guardrails import ArmStats, Limits, check
 from compiler.promote import Decision, Rule, decide
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -97,6 +102,20 @@ def paths_for(rng: np.random.Generator, runs: int, looks: int, batch: int, rates
     return cand.tolist(), prod.tolist()
 
 
+def guardrail_runs(paths: tuple[list[list[int]], list[list[int]]], batch: int, limits: Limits) -> list[tuple[str, int]]:
+    """Per run of cumulative error counts: ("rollback", rows per arm) at the first breach, else undecided."""
+    out = []
+    for cand_path, prod_path in zip(*paths):
+        outcome = ("undecided", len(cand_path) * batch)
+        for look, (c, p) in enumerate(zip(cand_path, prod_path), start=1):
+            n = look * batch
+            if check(ArmStats(n, c, None, None), ArmStats(n, p, None, None), limits).violations:
+                outcome = ("rollback", n)
+                break
+        out.append(outcome)
+    return out
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.experiments", description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=2000, help="simulated experiments per true lift")
@@ -107,6 +126,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--mde", type=float, default=0.05)
     p.add_argument("--min-feedback", type=int, default=50, help="burn-in (thumbs per version), both rules")
+    p.add_argument("--error-rate", type=float, default=0.05, help="production's error rate (guardrail runs)")
     p.add_argument("--seed", type=int, default=12)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return p.parse_args(argv)
@@ -142,17 +162,35 @@ def main(argv: list[str] | None = None) -> int:
         paths = paths_for(rng, args.runs, looks, args.batch, (args.base + lift, args.base))
         for name, fn in rules.items():
             results.append(summarize(name, lift, simulate(fn, paths, args.batch)))
+    limits = Limits(alpha=args.alpha, tau=args.mde)
+    guardrail = []
+    for j, factor in enumerate((1.0, 2.0)):
+        rng = np.random.default_rng([args.seed, 100 + j])
+        paths = paths_for(rng, args.runs, looks, args.batch, (args.error_rate * factor, args.error_rate))
+        runs = guardrail_runs(paths, args.batch, limits)
+        at = [n for o, n in runs if o == "rollback"]
+        guardrail.append({
+            "candidate_error_rate": args.error_rate * factor, "production_error_rate": args.error_rate,
+            "runs": len(runs), "rolled_back": len(at), "rolled_back_share": len(at) / len(runs),
+            "median_rows_to_rollback": statistics.median(at) if at else None,
+        })  # fmt: skip
     meta = {
         "runs": args.runs, "max_thumbs": args.max_thumbs, "batch": args.batch, "base": args.base,
         "alpha": args.alpha, "mde": args.mde, "min_feedback": args.min_feedback, "seed": args.seed,
         "seconds": round(time.monotonic() - started, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "experiments.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    (args.out / "experiments.json").write_text(json.dumps({"meta": meta, "results": results, "guardrail": guardrail}, indent=2) + "\n")
     print(f"{args.runs} runs per lift, a look every {args.batch} thumbs per version up to {args.max_thumbs}, "
           f"base rate {args.base}, alpha {args.alpha}, MDE {args.mde}, burn-in {args.min_feedback} "
           f"({meta['cpu_seconds']} s CPU)\n")  # fmt: skip
     print("\n".join(table(results)))
+    print(f"\nerror-rate guardrail (min {limits.min_requests} rows per arm, margin +{limits.max_error_increase}):")
+    for g in guardrail:
+        median = g["median_rows_to_rollback"]
+        print(f"  candidate {g['candidate_error_rate']:.0%} vs production {g['production_error_rate']:.0%}: "
+              f"rolled back in {g['rolled_back']} of {g['runs']} runs"
+              f"{'' if median is None else f', median {median:,.0f} rows per arm'}")  # fmt: skip
     aa = next((r for r in results if r["rule"] == "msprt" and r["lift"] == 0.0), None)
     if aa is not None:
         print(f"\nA/A false promotions: {aa['promoted']} of {aa['runs']} runs (alpha {args.alpha})")

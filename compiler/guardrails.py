@@ -2,10 +2,16 @@
 
 Read from the ledger's inference rows of each arm since the candidate was published: the error
 rate (rows `error` or `incomplete`; client cancellations count for neither side), the p95 latency
-of answered rows, and the mean tokens per request (cost). A candidate beyond any threshold, once
-both arms have `guardrail_min_requests` rows, is rolled back. These are thresholds on point
-estimates, not tests: they are meant for gross regressions (a doubled cost, a new failure mode),
-which a few hundred rows show plainly; the thresholds are settings.
+of answered rows, and the mean tokens per request (cost). Once both arms have
+`guardrail_min_requests` rows, a candidate is rolled back when
+
+- its error rate exceeds production's by more than `max_error_increase` *and* the always-valid
+  test of equal error rates (sequential.py, at the promote alpha) rejects: errors are rare events
+  whose point estimates on a few hundred rows differ by points under A/A, so a bare threshold
+  would roll back good candidates; the test keeps that at alpha however often the sidecar looks;
+- its p95 latency or its mean tokens per request exceeds production's by more than a ratio
+  (1.5 by default). These two are thresholds on point estimates, meant for gross regressions (a
+  doubled cost), which a hundred rows show plainly.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from proxy.ledger import Outcome
+
+from .sequential import msprt
 
 FAILED = ("error", "incomplete")
 CANCELLED = "cancelled"
@@ -64,9 +72,11 @@ def arm_stats(rows: Iterable[Outcome]) -> ArmStats:
 @dataclass(frozen=True, slots=True)
 class Limits:
     min_requests: int = 100
-    max_error_increase: float = 0.02
+    max_error_increase: float = 0.01
     max_latency_ratio: float = 1.5
     max_tokens_ratio: float = 1.5
+    alpha: float = 0.05  # of the error-rate test
+    tau: float = 0.05  # its mixture scale (the promote MDE)
 
 
 @dataclass
@@ -91,10 +101,12 @@ def check(candidate: ArmStats, production: ArmStats, limits: Limits) -> Guardrai
     if not ready:
         return g
     if candidate.error_rate > production.error_rate + limits.max_error_increase:
-        g.violations.append(
-            f"error rate {candidate.error_rate:.3f} vs {production.error_rate:.3f} "
-            f"(> +{limits.max_error_increase:.3f})"
-        )
+        test = msprt(production.errors, production.requests, candidate.errors, candidate.requests, limits.tau)
+        if test.p_value < limits.alpha:
+            g.violations.append(
+                f"error rate {candidate.error_rate:.3f} vs {production.error_rate:.3f} "
+                f"(> +{limits.max_error_increase:.3f}, always-valid p {test.p_value:.4f})"
+            )
     for what, c, p, limit in (
         ("p95 latency", candidate.p95_latency_ms, production.p95_latency_ms, limits.max_latency_ratio),
         ("tokens per request", candidate.mean_tokens, production.mean_tokens, limits.max_tokens_ratio),

@@ -50,7 +50,7 @@ class Rule:
 
 def limits(s: CompilerSettings) -> Limits:
     return Limits(s.guardrail_min_requests, s.guardrail_max_error_increase, s.guardrail_max_latency_ratio,
-                  s.guardrail_max_tokens_ratio)  # fmt: skip
+                  s.guardrail_max_tokens_ratio, s.promote_alpha, s.promote_mde)  # fmt: skip
 
 
 @dataclass

@@ -89,5 +89,6 @@ def test_experiments_simulation_runs_and_reports(tmp_path: Path) -> None:
         assert r["runs"] == 40 and r["promoted"] + r["rolled_back"] + r["undecided"] == 40
     # the same sample paths under both rules: the old one decides wrongly far more often under A/A
     assert rows[("old", 0.0)]["promoted"] + rows[("old", 0.0)]["rolled_back"] > rows[("msprt", 0.0)]["promoted"] + 5
+    assert [g["candidate_error_rate"] for g in result["guardrail"]] == [0.05, 0.10]
     last = proc.stdout.strip().splitlines()[-1]
     assert last == f"A/A false promotions: {rows[('msprt', 0.0)]['promoted']} of 40 runs (alpha 0.05)"

@@ -74,8 +74,12 @@ def test_guardrails_roll_back_whatever_the_thumbs_and_gate_promotion() -> None:
     costly = check(arm_stats(rows(200, tokens=100)), base, Limits())
     d = decide(Decision("continue", 2, 1, *better_thumbs), RULE, costly)
     assert d.action == "rollback" and "tokens per request" in d.reason
-    failing = check(arm_stats(rows(200, error_every=10)), base, Limits())
+    failing = check(arm_stats(rows(200, error_every=10)), base, Limits())  # 10% errors against 1%
     assert decide(Decision("continue", 2, 1, *better_thumbs), RULE, failing).action == "rollback"
+    # 7% against 4% on 200 rows each is noise at this size, not a reason to roll back
+    noisy = check(ArmStats(200, 14, 100.0, 50.0), ArmStats(200, 8, 100.0, 50.0), Limits())
+    assert noisy.ready and noisy.violations == []
+    assert check(ArmStats(2000, 140, 100.0, 50.0), ArmStats(2000, 80, 100.0, 50.0), Limits()).violations
     slow = check(arm_stats(rows(200, latency=300.0)), base, Limits())
     assert "p95 latency" in decide(Decision("continue", 2, 1, 0, 0, 0, 0), RULE, slow).reason  # before any thumb
     fine = check(arm_stats(rows(200, tokens=60)), base, Limits())
