@@ -684,6 +684,23 @@ async def test_approval_mode_holds_compiled_versions_until_approved(make_registr
     assert replica.snapshot.resolve("s").version == 2
 
 
+async def test_concurrent_held_publishes_and_approvals_lose_no_hold(make_registry: MakeRegistry) -> None:
+    a, b = await make_registry(), await make_registry()
+    a.hold_compiled = b.hold_compiled = True
+    await a.publish("race", "human", labels=["production"])
+    first = await a.publish("race", "compiled 0", author="compiler", labels=["candidate"])
+    jobs = [reg.publish("race", f"compiled {who}{i}", author="compiler", labels=["candidate"])
+            for i in range(6) for who, reg in (("a", a), ("b", b))]  # fmt: skip
+    published, _ = await asyncio.gather(asyncio.gather(*jobs), b.decide_hold("race", first.version, approve=True))
+    await a.refresh()
+    state = a.snapshot.get("race")
+    assert {v.version for v in published} | {1, first.version} == set(state.versions)
+    assert {v: h.status for v, h in state.holds.items()} == {
+        first.version: "approved", **{v.version: "held" for v in published}
+    }
+    assert state.labels == {"production": 1, "candidate": first.version}
+
+
 # -- PostgreSQL only -----------------------------------------------------------------------------
 async def test_pg_concurrent_startups_migrate_once(pg_dsn: str) -> None:
     from proxy import pg

@@ -2,7 +2,9 @@
 
 specs/NAME/instruction.md, specs/NAME/versions/0001.md (immutable), specs/NAME/labels.json, and in
 approval mode specs/NAME/holds.json ({"5": {"status": "held", "label": "candidate", "sha256": ...}}):
-the hold lives beside the version, never in it, and binds only the body whose sha256 it names.
+the hold lives beside the version, never in it, and binds only the body whose sha256 it names;
+it changes under an flock on specs/NAME/.holds.lock, so a publish and an approval never lose
+each other's entry.
 Every write is temp file + fsync + rename (versions: link, so two publishers never share a number),
 so a reader or a killed writer never sees half a file.
 """
@@ -11,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 
 Signature = tuple[tuple[str, int, int, int, int, int], ...]
 HOLDS = "holds.json"
+HOLDS_LOCK = ".holds.lock"  # serializes read-modify-write of holds.json across processes
 
 
 def _now() -> str:
@@ -193,6 +198,17 @@ class FileRegistry(Registry):
         except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
             return None
 
+    @staticmethod
+    @contextlib.contextmanager
+    def _holds_locked(folder: Path) -> Iterator[None]:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / HOLDS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def _holds_for_write(self, folder: Path) -> dict[int, dict[str, Any]]:
         holds = self._read_holds(folder)
         if holds is None:
@@ -255,23 +271,34 @@ class FileRegistry(Registry):
             parent = max(existing)
         hold = self.hold_compiled and author == "compiler"
         sha = specfile.body_sha256(text)
-        while True:
-            if hold:  # the hold is on disk before the version is, so it is never served unheld
-                holds = self._holds_for_write(self.root / name)
-                holds[number] = {"status": HELD, "label": (labels or [None])[0], "sha256": sha,
-                                 "requested_at": _now(), "decided_at": None}  # fmt: skip
-                self._write_holds(self.root / name, holds)
-            record = {
-                "version": number,
-                "parent": parent,
-                "sha256": sha,
-                "created_at": _now(),
-                "author": author,
-                **(meta or {}),
-            }
-            if self._link_new(vdir / f"{number:04d}.md", specfile.render(record, text).encode()):
-                break
-            number += 1  # another publisher took this number first (a stale hold binds only our sha256)
+        folder = self.root / name
+        with self._holds_locked(folder) if hold else contextlib.nullcontext():
+            while True:
+                if hold:  # the hold is on disk before the version is, so it is never served unheld
+                    holds = self._holds_for_write(folder)
+                    taken = [int(p.stem) for p in vdir.glob("[0-9]*.md") if p.stem.isdigit()]
+                    number = max(number, max(taken, default=0) + 1)
+                    while number in holds:  # another held publish's number (it may be about to link)
+                        number += 1
+                    mine = {"status": HELD, "label": (labels or [None])[0], "sha256": sha,
+                            "requested_at": _now(), "decided_at": None}  # fmt: skip
+                    self._write_holds(folder, {**holds, number: mine})
+                record = {
+                    "version": number,
+                    "parent": parent,
+                    "sha256": sha,
+                    "created_at": _now(),
+                    "author": author,
+                    **(meta or {}),
+                }
+                if self._link_new(vdir / f"{number:04d}.md", specfile.render(record, text).encode()):
+                    break
+                if hold:  # another publisher took this number first: take our hold off their version
+                    holds = self._holds_for_write(folder)
+                    if holds.get(number) == mine:
+                        del holds[number]
+                        self._write_holds(folder, holds)
+                number += 1
         for label in (labels or ()) if not hold else ():
             self._set_label_sync(name, label, number)
         return SpecVersion(name, number, text, record["sha256"], record)
@@ -330,13 +357,14 @@ class FileRegistry(Registry):
         spec = self._load_version(name, path) if path.exists() else None
         if spec is None:
             raise NotFound(f"spec {name!r} has no version {version}", param="version", code="version_not_found")
-        holds = self._holds_for_write(folder)
-        entry = holds.get(version)
-        if entry is None or entry.get("sha256") != spec.sha256 or entry["status"] != HELD:
-            status = entry["status"] if entry else "not held"
-            raise Conflict(f"{name}@{version} is not awaiting approval ({status})", param="version")
-        entry.update(status=APPROVED if approve else REJECTED, decided_at=_now())
-        self._write_holds(folder, holds)  # approved first, then the label: never a label on a held version
+        with self._holds_locked(folder):
+            holds = self._holds_for_write(folder)
+            entry = holds.get(version)
+            if entry is None or entry.get("sha256") != spec.sha256 or entry["status"] != HELD:
+                status = entry["status"] if entry else "not held"
+                raise Conflict(f"{name}@{version} is not awaiting approval ({status})", param="version")
+            entry.update(status=APPROVED if approve else REJECTED, decided_at=_now())
+            self._write_holds(folder, holds)  # approved first, then the label: never a label on a held version
         if approve and entry.get("label"):
             self._set_label_sync(name, entry["label"], version)
         return Hold(entry["status"], entry.get("label"), entry.get("requested_at"), entry.get("decided_at"))
