@@ -682,6 +682,16 @@ async def test_approval_mode_holds_compiled_versions_until_approved(make_registr
     await reg.set_label("s", "production", 2)  # an approved version is an ordinary one
     await replica.refresh()
     assert replica.snapshot.resolve("s").version == 2
+    if isinstance(reg, FileRegistry):  # a holds.json broken by hand: the decisions last read stand
+        reg.hold_compiled = False
+        await reg.publish("s", "compiled v5, before holds existed", author="compiler")
+        await replica.refresh()
+        (reg.root / "s" / "holds.json").write_text("{broken")
+        await replica.refresh()
+        state = replica.snapshot.get("s")
+        assert state.resolve(None).version == 2 and state.blocked(3) and state.blocked(5)
+        with pytest.raises(Conflict):
+            await reg.decide_hold("s", 5, approve=True)  # nothing is written over a broken file
 
 
 async def test_concurrent_held_publishes_and_approvals_lose_no_hold(make_registry: MakeRegistry) -> None:

@@ -163,10 +163,14 @@ class FileRegistry(Registry):
                     versions[spec.version] = spec
         holds: dict[int, Hold] = {}
         entries = self._read_holds(folder)
-        if entries is None:  # unreadable: fail closed for what the compiler wrote
-            log.error("unreadable %s: not serving this spec's compiled versions", folder / HOLDS)
-            entries = {n: {"status": HELD, "sha256": v.sha256} for n, v in versions.items()
-                       if v.meta.get("author") == "compiler"}  # fmt: skip
+        if entries is None:  # unreadable: keep the decisions last read, hold every other compiled version
+            log.error("unreadable %s: keeping the last holds read; other compiled versions are held", folder / HOLDS)
+            previous = self.snapshot.specs.get(folder.name)
+            known = previous.holds if previous is not None else {}
+            entries = {
+                n: {"status": known[n].status if n in known else HELD, "sha256": v.sha256}
+                for n, v in versions.items() if n in known or v.meta.get("author") == "compiler"
+            }  # fmt: skip
         for number, entry in entries.items():
             spec = versions.get(number)
             if spec is not None and entry.get("sha256") == spec.sha256:
