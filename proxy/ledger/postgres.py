@@ -17,7 +17,7 @@ import asyncpg  # type: ignore[import-untyped]
 from .. import pg
 from ..errors import InvalidRequest
 from .base import Ledger
-from .records import DecisionRecord, FeedbackEvent, FeedbackRecord, InferenceRecord, Outcome, total_tokens
+from .records import DECISION_COLUMNS, DecisionRecord, FeedbackEvent, FeedbackRecord, InferenceRecord, Outcome, total_tokens
 
 INFERENCE_FIELDS: tuple[tuple[str, str], ...] = (
     ("id", "text"),
@@ -41,10 +41,6 @@ INFERENCE_FIELDS: tuple[tuple[str, str], ...] = (
     ("arm", "text"),
 )
 _METADATA = [name for name, _ in INFERENCE_FIELDS].index("metadata")
-DECISION_COLUMNS = (
-    "spec, candidate, production, decision, reason, created_at, p_value, lift, "
-    "candidate_ups, candidate_n, production_ups, production_n, details"
-)
 INFERENCE_COLUMNS = ", ".join(name for name, _ in INFERENCE_FIELDS)
 FEEDBACK_COLUMNS = "id, inference_id, kind, value, created_at, comment, tags, rejected_id"
 _TEXT_FIELDS = {i for i, (_, kind) in enumerate(INFERENCE_FIELDS) if kind == "text"}

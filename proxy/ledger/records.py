@@ -1,7 +1,7 @@
 """Rows of the ledger: one inference, one feedback event, and the two joined."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 THUMB, SCORE, PAIR = "thumb", "score", "pair"
@@ -98,6 +98,9 @@ class DecisionRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+DECISION_COLUMNS = ", ".join(f.name for f in fields(DecisionRecord))  # the decision log table, in this order
 
 
 @dataclass(slots=True)

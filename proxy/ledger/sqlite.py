@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 import orjson
 
 from .base import Ledger
-from .records import DecisionRecord, FeedbackEvent, FeedbackRecord, InferenceRecord, Outcome, total_tokens
+from .records import DECISION_COLUMNS, DecisionRecord, FeedbackEvent, FeedbackRecord, InferenceRecord, Outcome, total_tokens
 
 T = TypeVar("T")
 
@@ -85,10 +85,6 @@ INFERENCE_COLUMNS = (
     "tool_calls, usage, latency_ms, ttft_ms, status, http_status, error, metadata, assignment_unit, arm"
 )
 N_INFERENCE = INFERENCE_COLUMNS.count(",") + 1
-DECISION_COLUMNS = (
-    "spec, candidate, production, decision, reason, created_at, p_value, lift, "
-    "candidate_ups, candidate_n, production_ups, production_n, details"
-)
 FEEDBACK_COLUMNS = "id, inference_id, kind, value, created_at, comment, tags, rejected_id"
 
 
