@@ -106,3 +106,40 @@ def test_the_proxy_assigns_by_user_then_session_and_records_it(fake_upstream: Fa
         assert (event["inference"]["assignment_unit"], event["inference"]["arm"]) == ("user", "candidate")
     finally:
         proxy.stop()
+
+
+def test_sticky_canary_to_promotion_end_to_end(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+    """Users through the real proxy, their thumbs, then one pass of the real sidecar with
+    --auto-promote: the arms the proxy recorded are what the decision counts."""
+    specs = tmp_path / "specs"
+    write_spec(specs, "default", "PROD")
+    write_spec(specs, "default", "CANDIDATE", labels=("candidate",))
+    proxy = start_proxy(tmp_path, fake_upstream.url, specs_dir=specs, env={"SPECLEARN_CANARY_FRACTION": "0.5"})
+    served: dict[str, int] = {"default@1": 0, "default@2": 0}
+    ups: dict[str, int] = {"default@1": 0, "default@2": 0}
+    try:
+        with httpx.Client() as client:
+            for i in range(240):
+                r = client.post(proxy.base_url + "/chat/completions",
+                                json={"model": "m", "messages": MESSAGES, "user": f"user-{i}"})  # fmt: skip
+                version = r.headers["x-spec-version"]
+                k = served[version] = served[version] + 1
+                up = k % 5 != 0 if version == "default@2" else k % 5 < 2  # 80% vs 40% thumbs up
+                ups[version] += up
+                fb = client.post(proxy.base_url + "/feedback",
+                                 json={"inference_id": r.headers["x-inference-id"], "value": "up" if up else "down"})
+                assert fb.status_code == 200, fb.text
+    finally:
+        proxy.stop()
+    assert min(served.values()) >= 80  # the hash split the users
+    env = {**proxy.env, "SPECLEARN_COMPILER_MIN_FEEDBACK": "100000", "SPECLEARN_COMPILER_GUARDRAIL_MIN_REQUESTS": "50",
+           "SPECLEARN_COMPILER_BASE_URL": "http://127.0.0.1:9/v1"}  # fmt: skip
+    subprocess.run([sys.executable, "-m", "proxy.cli", "compiler", "--once", "--auto-promote", "--metrics-port", "0"],
+                   env=env, cwd=REPO, check=True, capture_output=True, timeout=60)  # fmt: skip
+    log = subprocess.run([sys.executable, "-m", "proxy.cli", "specs", "experiments", "default"], env=env, cwd=REPO,
+                         check=True, capture_output=True, text=True).stdout.splitlines()  # fmt: skip
+    [row] = [line.split() for line in log[1:]]
+    cand, prod = (f"{ups[v]}/{served[v]}" for v in ("default@2", "default@1"))
+    assert row[2:7] == ["2", "1", "promote", cand, prod]
+    labels = json.loads((specs / "default" / "labels.json").read_text())
+    assert labels == {"production": 2, "candidate": 2}
