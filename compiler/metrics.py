@@ -19,6 +19,15 @@ PUBLISHES = Counter("speclearn_compiler_publishes", "Spec versions published", [
 PROMOTIONS = Counter(
     "speclearn_compiler_promotions", "Candidates promoted or rolled back from live thumbs", ["spec", "action"]
 )
+EXPERIMENT_DECISIONS = Counter(
+    "speclearn_experiment_decisions", "Looks of the auto-promote review at a canary, by outcome", ["spec", "decision"]
+)
+EXPERIMENT_P_VALUE = Gauge(
+    "speclearn_experiment_p_value", "Always-valid p-value of the canary's thumbs-up difference at the last look", ["spec"]
+)
+EXPERIMENT_LIFT = Gauge(
+    "speclearn_experiment_lift", "Candidate's thumbs-up rate minus production's at the last look", ["spec"]
+)
 LAST_ROUND = Gauge("speclearn_compiler_last_round_timestamp_seconds", "End of the last round", ["spec"])
 
 
@@ -37,3 +46,17 @@ def record_round(spec: str, result: str, seconds: float, end: float) -> None:
     ROUNDS.labels(spec, result).inc()
     ROUND_DURATION.labels(spec).observe(seconds)
     LAST_ROUND.labels(spec).set(end)
+
+
+DECISIONS = ("promote", "rollback", "continue")
+
+
+def record_decision(spec: str, decision: str, p_value: float | None, lift: float | None) -> None:
+    for name in DECISIONS:  # every child exists from the first look, so increase() sees the first rollback
+        EXPERIMENT_DECISIONS.labels(spec, name)
+    EXPERIMENT_DECISIONS.labels(spec, decision).inc()
+    if decision in ("promote", "rollback"):
+        PROMOTIONS.labels(spec, decision).inc()
+    EXPERIMENT_P_VALUE.labels(spec).set(1.0 if p_value is None else p_value)
+    if lift is not None:
+        EXPERIMENT_LIFT.labels(spec).set(lift)

@@ -1,36 +1,61 @@
-"""Promote or roll back a candidate from the live thumbs-up rate (design §3, step 7).
+"""Promote or roll back a canary candidate from live traffic (design §3, step 7).
 
-With a canary share (`SPECLEARN_CANARY_FRACTION`) the proxy serves the `candidate` label to some
-unpinned requests, so thumbs arrive for both versions. Once the candidate has `min_feedback`
-thumbs: promote it to production when even the lower end of its Wilson 95% interval beats
-production's rate; roll it back (point `candidate` at production) when even the upper end falls
-short; otherwise keep waiting.
+With a canary share (`SPECLEARN_CANARY_FRACTION`) the proxy serves the `candidate` label to a
+stable share of users (proxy/routing.py), and records the arm on each inference row. Each look
+of the sidecar compares the two arms' thumbs since the candidate was published with an always-
+valid two-sample test (sequential.py, the mSPRT), so looking every few minutes does not inflate
+the error rate: promote when its p-value falls below `promote_alpha` with a positive lift, roll
+back when it does with a negative one, else continue. Guardrails (guardrails.py) decide too: a
+candidate that errs, slows or costs beyond the limits is rolled back whatever its thumbs, and a
+promotion waits until they can judge. Every look, with its numbers, goes to the ledger's decision
+log (`speclearn specs experiments NAME`) and to the metrics.
+
+Only rows the canary split assigned count (`arm` set): a client that pinned a version chose it,
+and is not part of the experiment. Thumbs are treated as independent draws; one prolific user
+weighs as much as their thumbs (the per-user cap of the dataset does not apply here).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
-from proxy.ledger import THUMB
+from proxy.ledger import THUMB, DecisionRecord
 from proxy.registry import PRODUCTION
 
 from . import metrics
-from .gate import wilson_lower
+from .guardrails import Guardrails, Limits, arm_stats, check
 from .runner import Context
+from .sequential import msprt
+from .settings import CompilerSettings
 
 log = logging.getLogger("speclearn.compiler.promote")
 CANDIDATE = "candidate"
+PROMOTE, ROLLBACK, CONTINUE = "promote", "rollback", "continue"
 
 
-def wilson_upper(ups: int, n: int) -> float:
-    return 1.0 - wilson_lower(n - ups, n) if n else 1.0
+@dataclass(frozen=True, slots=True)
+class Rule:
+    min_feedback: int = 50  # thumbs on each arm before the test looks (a burn-in for the normal approximation)
+    alpha: float = 0.05
+    mde: float = 0.05
+
+    @classmethod
+    def from_settings(cls, s: CompilerSettings) -> Rule:
+        return cls(s.promote_min_feedback, s.promote_alpha, s.promote_mde)
+
+
+def limits(s: CompilerSettings) -> Limits:
+    return Limits(s.guardrail_min_requests, s.guardrail_max_error_increase, s.guardrail_max_latency_ratio,
+                  s.guardrail_max_tokens_ratio, s.promote_alpha, s.promote_mde)  # fmt: skip
 
 
 @dataclass
 class Decision:
-    action: str  # promote | rollback | wait
+    action: str  # promote | rollback | continue
     candidate: int
     production: int
     candidate_ups: int = 0
@@ -38,38 +63,51 @@ class Decision:
     production_ups: int = 0
     production_n: int = 0
     reason: str = ""
+    p_value: float | None = None
+    lift: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # the rule's settings and the guardrails' numbers
 
 
-def decide(d: Decision, min_feedback: int) -> Decision:
-    if d.candidate_n < min_feedback or d.production_n < min_feedback:
+def decide(d: Decision, rule: Rule, guardrails: Guardrails | None = None) -> Decision:
+    """Fill in the test's numbers and the action, from the counts (and guardrails) already in `d`."""
+    d.details = {"alpha": rule.alpha, "mde": rule.mde, "min_feedback": rule.min_feedback}
+    if guardrails is not None:
+        d.details["guardrails"] = guardrails.to_meta()
+    if guardrails is not None and guardrails.violations:
+        d.action, d.reason = ROLLBACK, "guardrail: " + "; ".join(guardrails.violations)
+        return d
+    if d.candidate_n < rule.min_feedback or d.production_n < rule.min_feedback:
         d.action, d.reason = (
-            "wait",
-            f"{d.candidate_n}/{d.production_n} thumbs (candidate/production), need {min_feedback} each",
+            CONTINUE,
+            f"{d.candidate_n}/{d.production_n} thumbs (candidate/production), need {rule.min_feedback} each",
         )
         return d
-    prod_rate = d.production_ups / d.production_n
-    low, high = wilson_lower(d.candidate_ups, d.candidate_n), wilson_upper(d.candidate_ups, d.candidate_n)
-    if low > prod_rate:
-        d.action, d.reason = "promote", f"candidate up-rate >= {low:.3f} (95%) beats production {prod_rate:.3f}"
-    elif high < prod_rate:
-        d.action, d.reason = "rollback", f"candidate up-rate <= {high:.3f} (95%) is below production {prod_rate:.3f}"
+    test = msprt(d.production_ups, d.production_n, d.candidate_ups, d.candidate_n, rule.mde)
+    d.p_value, d.lift = test.p_value, test.lift
+    numbers = f"lift {test.lift:+.3f}, always-valid p {test.p_value:.4f} (alpha {rule.alpha})"
+    if test.p_value >= rule.alpha:
+        d.action, d.reason = CONTINUE, f"{numbers}: undecided"
+    elif test.lift < 0:
+        d.action, d.reason = ROLLBACK, f"{numbers}: candidate is worse"
+    elif guardrails is not None and not guardrails.ready:
+        d.action, d.reason = CONTINUE, f"{numbers}: better, but the guardrails need more requests"
     else:
-        d.action, d.reason = "wait", f"candidate in [{low:.3f}, {high:.3f}] vs production {prod_rate:.3f}: undecided"
+        d.action, d.reason = PROMOTE, f"{numbers}: candidate is better"
     return d
 
 
-def _created(meta_value: object) -> float | None:
-    if isinstance(meta_value, str):
+def _timestamp(value: object) -> float | None:
+    if isinstance(value, str):
         try:
-            return dt.datetime.fromisoformat(meta_value).timestamp()
+            return dt.datetime.fromisoformat(value).timestamp()
         except ValueError:
             return None
     return None
 
 
-async def review(ctx: Context, name: str, min_feedback: int) -> Decision | None:
-    """Compare the live thumbs of `candidate` and `production` since the candidate was published;
-    act on the decision. None when there is no distinct candidate to review."""
+async def review(ctx: Context, name: str) -> Decision | None:
+    """Compare the live traffic of `candidate` and `production` since the candidate was published
+    (or approved); act on the decision and log it. None when there is no distinct candidate."""
     assert ctx.ledger is not None
     await ctx.registry.refresh()
     state = ctx.registry.snapshot.specs.get(name)
@@ -78,22 +116,41 @@ async def review(ctx: Context, name: str, min_feedback: int) -> Decision | None:
     cand, prod = state.labels.get(CANDIDATE), state.labels.get(PRODUCTION)
     if cand is None or prod is None or cand == prod or cand not in state.versions:
         return None
-    since = _created(state.versions[cand].meta.get("created_at"))
-    d = Decision("wait", cand, prod)
+    starts = [_timestamp(state.versions[cand].meta.get("created_at"))]
+    hold = state.holds.get(cand)
+    if hold is not None:
+        starts.append(_timestamp(hold.decided_at))
+    since = max((s for s in starts if s is not None), default=None)
+
+    d = Decision(CONTINUE, cand, prod)
     for ev in await ctx.ledger.feedback_events(spec=name, since=since):
+        inf = ev.inference
         if ev.feedback.kind != THUMB:
             continue
         up = ev.feedback.value > 0
-        if ev.inference.spec_version == cand:
+        if inf.arm == CANDIDATE and inf.spec_version == cand:
             d.candidate_n, d.candidate_ups = d.candidate_n + 1, d.candidate_ups + up
-        elif ev.inference.spec_version == prod:
+        elif inf.arm == PRODUCTION and inf.spec_version == prod:
             d.production_n, d.production_ups = d.production_n + 1, d.production_ups + up
-    decide(d, min_feedback)
-    if d.action == "promote":
+    rows = await ctx.ledger.outcomes(name, since=since)
+    guardrails = check(
+        arm_stats(r for r in rows if r.arm == CANDIDATE and r.spec_version == cand),
+        arm_stats(r for r in rows if r.arm == PRODUCTION and r.spec_version == prod),
+        limits(ctx.compiler),
+    )
+    decide(d, Rule.from_settings(ctx.compiler), guardrails)
+
+    if d.action == PROMOTE:
         await ctx.registry.set_label(name, PRODUCTION, cand)
-    elif d.action == "rollback":
+    elif d.action == ROLLBACK:
         await ctx.registry.set_label(name, CANDIDATE, prod)  # the canary share now serves production
-    if d.action != "wait":
-        metrics.PROMOTIONS.labels(name, d.action).inc()
+    await ctx.ledger.add_decision(
+        DecisionRecord(
+            name, cand, prod, d.action, d.reason, time.time(), d.p_value, d.lift,
+            d.candidate_ups, d.candidate_n, d.production_ups, d.production_n, d.details,
+        )  # fmt: skip
+    )
+    metrics.record_decision(name, d.action, d.p_value, d.lift)
+    if d.action != CONTINUE:
         log.info("%s: %s %s@%d (%s)", name, d.action, name, cand, d.reason)
     return d

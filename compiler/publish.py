@@ -3,7 +3,8 @@
 The registry writes the version file whole (temp file + link) before it moves the label, so a
 crash in between leaves a complete, unlabelled version and the old label in place. The next
 round notices that orphan (same body, by the compiler, no label) and labels it instead of
-writing a duplicate.
+writing a duplicate. In approval mode (`SPECLEARN_COMPILER_REQUIRE_APPROVAL`) the registry holds
+the new version instead of labelling it, until `speclearn specs approve NAME VERSION`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ async def publish(
     await registry.refresh()
     state = registry.snapshot.specs.get(name)
     if state is not None and (found := orphan(state.versions, state.labels, text)) is not None:
+        if state.blocked(found.version):
+            return found  # the same text already awaits approval, or was rejected: not again
         await registry.set_label(name, label, found.version)
         return found
     return await registry.publish(name, text, meta=meta, author="compiler", parent=parent, labels=[label])

@@ -37,6 +37,11 @@ class Context:
     transport: httpx.AsyncBaseTransport | None = None  # tests: a fake LLM
     use_cache: bool = True
 
+    def __post_init__(self) -> None:
+        # Approval mode is the registry's policy for what this process publishes as the compiler.
+        if self.compiler.require_approval:
+            self.registry.hold_compiled = True
+
     @property
     def state(self) -> CompilerState:
         return CompilerState(self.compiler.state_dir(self.settings))

@@ -91,6 +91,16 @@ class CompilerSettings(BaseSettings):
     )
     judge_api_key: SecretStr | None = Field(None, description="Default: the compiler's API key")
 
+    # live experiments (promote.py): an always-valid test on the canary's thumbs, guardrails on its
+    # inference rows, and the approval hold. `promote_min_feedback` above is the test's burn-in.
+    promote_alpha: float = Field(0.05, gt=0, lt=1, description="error rate of promote/rollback, however often we look")
+    promote_mde: float = Field(0.05, gt=0, lt=1, description="lift in thumbs-up rate the mSPRT is tuned to detect")
+    guardrail_min_requests: int = 100  # inference rows on each arm before the guardrails judge
+    guardrail_max_error_increase: float = 0.01  # candidate error rate above production's (absolute), if significant
+    guardrail_max_latency_ratio: float = 1.5  # candidate p95 latency / production's
+    guardrail_max_tokens_ratio: float = 1.5  # candidate mean tokens per request / production's
+    require_approval: bool = False  # compiled versions wait for `speclearn specs approve`, never served before
+
     def resolved_base_url(self, settings: Settings) -> str | None:
         return (self.base_url or settings.upstream_url or "").rstrip("/") or None
 

@@ -3,7 +3,7 @@
 A spec is due when at least `min_feedback` feedback events arrived after the end of its last
 round's feedback window (from the state file, or the window recorded in its latest compiled
 version), and no error backoff is pending. With `auto_promote`, each pass first reviews a spec's
-canary candidate against production on live thumbs (promote.py). Rounds run one at a time (2 shared cores), each under
+canary candidate against production on live traffic (promote.py). Rounds run one at a time (2 shared cores), each under
 the spec's cross-process lock; an error never stops the loop, it only backs that spec off.
 """
 
@@ -61,7 +61,7 @@ async def tick(ctx: Context, now: float | None = None) -> list[RoundResult]:
         now_ = time.time() if now is None else now
         try:
             if ctx.compiler.auto_promote:
-                await review(ctx, name, ctx.compiler.promote_min_feedback)
+                await review(ctx, name)
             go, why = await due(ctx, name, now_)
             if not go:
                 log.debug("%s: not due (%s)", name, why)

@@ -21,6 +21,7 @@ def describe(state: SpecState) -> dict[str, Any]:
         "versions": sorted(state.versions),
         "latest": max(state.versions) if state.versions else None,
         "instruction": state.instruction,
+        "holds": {str(v): hold.to_dict() for v, hold in sorted(state.holds.items())},
     }
 
 
@@ -41,10 +42,13 @@ async def list_specs(request: Request) -> Response:
 async def get_version(request: Request) -> Response:
     try:
         state = _admin(request)
-        spec = state.registry.snapshot.resolve(request.path_params["name"], request.path_params.get("ref"))
+        spec_state = state.registry.snapshot.get(request.path_params["name"])
+        spec = spec_state.resolve(request.path_params.get("ref"), include_held=True)  # to review, not serve
     except ProxyError as exc:
         return error_response(exc)
-    return json_response({"name": spec.name, "version": spec.version, "text": spec.text, "meta": spec.meta})
+    hold = spec_state.holds.get(spec.version)
+    return json_response({"name": spec.name, "version": spec.version, "text": spec.text, "meta": spec.meta,
+                          "hold": hold.to_dict() if hold else None})  # fmt: skip
 
 
 async def publish(request: Request) -> Response:
@@ -81,6 +85,27 @@ async def set_label(request: Request) -> Response:
     except ProxyError as exc:
         return error_response(exc)
     return json_response(describe(spec))
+
+
+async def approve(request: Request) -> Response:
+    return await _decide_hold(request, approve=True)
+
+
+async def reject(request: Request) -> Response:
+    return await _decide_hold(request, approve=False)
+
+
+async def _decide_hold(request: Request, approve: bool) -> Response:
+    """Approval mode: serve a held version under the label the compiler asked for, or never."""
+    try:
+        state = _admin(request)
+        name, raw = request.path_params["name"], request.path_params["version"]
+        if not raw.isdigit():
+            raise InvalidRequest("the version must be a number", param="version")
+        hold = await state.registry.decide_hold(name, int(raw), approve=approve)
+    except ProxyError as exc:
+        return error_response(exc)
+    return json_response({"name": name, "version": int(raw), **hold.to_dict()})
 
 
 async def export_feedback(request: Request) -> Response:

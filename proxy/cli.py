@@ -9,7 +9,7 @@ import sys
 # name -> (module with configure(parser) and run(args), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("proxy.commands.serve", "run the OpenAI-compatible proxy"),
-    "specs": ("proxy.commands.specs", "list, show, diff, publish and label spec versions"),
+    "specs": ("proxy.commands.specs", "list, show, diff, publish, label, approve/reject spec versions; experiments"),
     "feedback": ("proxy.commands.feedback", "export feedback joined to inferences as JSONL"),
     "local-model": ("proxy.commands.local_model", "serve the embedded local model on loopback"),
     "compile": ("compiler.commands.compile", "compile a new spec version from feedback (one round)"),

@@ -49,7 +49,7 @@ class Call:
 
     __slots__ = (
         "state", "endpoint", "id", "started", "created_at", "spec", "version", "model", "request",
-        "metadata", "upstream_started", "upstream_seconds", "headers", "finished",
+        "metadata", "upstream_started", "upstream_seconds", "headers", "finished", "unit", "arm",
     )  # fmt: skip
 
     def __init__(self, state: ProxyState, endpoint: Endpoint, inference_id: str, started: float) -> None:
@@ -67,6 +67,8 @@ class Call:
         self.upstream_seconds = 0.0
         self.headers = {"x-inference-id": inference_id, "x-spec-version": "none"}
         self.finished = False
+        self.unit = routing.REQUEST  # the canary's assignment unit: user | session | request
+        self.arm: str | None = None  # candidate | production, None when the client pinned a version
 
     @property
     def spec_name(self) -> str:
@@ -118,16 +120,16 @@ class Call:
                 http_status=http_status,
                 error=error,
                 metadata=self.metadata,
+                assignment_unit=self.unit,
+                arm=self.arm,
             )
         )
 
 
-def _client_metadata(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+def _client_metadata(body: dict[str, Any], user: str | None, session: str | None) -> dict[str, Any]:
     meta: dict[str, Any] = {}
-    user = body.get("user") or request.headers.get("x-user-id")
-    if isinstance(user, str):
+    if user:
         meta["user"] = user
-    session = request.headers.get("x-session-id")
     if session:
         meta["session"] = session
     if isinstance(body.get("metadata"), dict):
@@ -149,10 +151,21 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
         forward_auth = state.check_client(request.headers.get("authorization"))
         body = await read_json_object(request, state.settings.max_body_bytes)
         endpoint.validate(body)
+        user = body.get("user")
+        if not isinstance(user, str) or not user:
+            user = request.headers.get("x-user-id")
+        session = request.headers.get("x-session-id")
+        if user:
+            call.unit, unit_id = routing.USER, user
+        elif session:
+            call.unit, unit_id = routing.SESSION, session
+        else:
+            unit_id = None
         snapshot = state.registry.snapshot
         target = routing.resolve(
-            snapshot, state.settings, request.headers.get("x-spec"), request.path_params.get("spec"), body.get("model")
-        )
+            snapshot, state.settings, request.headers.get("x-spec"), request.path_params.get("spec"), body.get("model"),
+            unit_id,
+        )  # fmt: skip
     except ProxyError as exc:
         metrics.observe_request(endpoint.route, "none", "none", exc.status, perf() - started, 0.0)
         return error_response(exc, call.headers)
@@ -160,10 +173,11 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
         return Response(status_code=CLIENT_GONE)
 
     call.spec = target.spec
+    call.arm = target.arm if target.spec is not None else None
     call.version = version_label(snapshot, target.spec.name, target.spec.version) if target.spec else "none"
     call.headers["x-spec-version"] = target.version_header
     call.request = dict(body)
-    call.metadata = _client_metadata(request, body)
+    call.metadata = _client_metadata(body, user, session)
     if target.upstream_model:
         body["model"] = target.upstream_model
     call.model = body.get("model")

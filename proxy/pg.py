@@ -139,6 +139,51 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             FOR EACH STATEMENT EXECUTE FUNCTION registry_touch();
         """,
     ),
+    (
+        3,
+        "experiments",
+        # The canary's assignment on every inference row, and the auto-promote decision log.
+        """
+        ALTER TABLE inferences ADD COLUMN assignment_unit TEXT, ADD COLUMN arm TEXT;
+        CREATE TABLE experiment_decisions (
+            id BIGSERIAL PRIMARY KEY,
+            created_at DOUBLE PRECISION NOT NULL,
+            spec TEXT NOT NULL,
+            candidate INTEGER NOT NULL,
+            production INTEGER NOT NULL,
+            decision TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            p_value DOUBLE PRECISION,
+            lift DOUBLE PRECISION,
+            candidate_ups INTEGER NOT NULL,
+            candidate_n INTEGER NOT NULL,
+            production_ups INTEGER NOT NULL,
+            production_n INTEGER NOT NULL,
+            details JSON
+        );
+        CREATE INDEX experiment_decisions_by_spec ON experiment_decisions (spec, id);
+        """,
+    ),
+    (
+        4,
+        "approval holds",
+        # Approval mode: a compiled version waits here until a person approves or rejects it.
+        # Beside the immutable version row, never in it; a change wakes every replica.
+        """
+        CREATE TABLE spec_holds (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('held', 'approved', 'rejected')),
+            label TEXT,
+            requested_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            decided_at TIMESTAMPTZ,
+            PRIMARY KEY (name, version),
+            FOREIGN KEY (name, version) REFERENCES spec_versions (name, version)
+        );
+        CREATE TRIGGER spec_holds_touch AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON spec_holds
+            FOR EACH STATEMENT EXECUTE FUNCTION registry_touch();
+        """,
+    ),
 ]
 
 

@@ -52,6 +52,8 @@ ROUTES: list[BaseRoute] = [
     Route("/admin/specs/{name}/versions", admin.publish, methods=["POST"]),
     Route("/admin/specs/{name}/versions/{ref}", admin.get_version, methods=["GET"]),
     Route("/admin/specs/{name}/labels/{label}", admin.set_label, methods=["PUT"]),
+    Route("/admin/specs/{name}/versions/{version}/approve", admin.approve, methods=["POST"]),
+    Route("/admin/specs/{name}/versions/{version}/reject", admin.reject, methods=["POST"]),
     Route("/admin/feedback/export", admin.export_feedback, methods=["GET"]),
     Route("/openapi.json", openapi.document, methods=["GET"]),
     *_with_spec_prefix("/v1/{path:path}", other_v1, ANY),

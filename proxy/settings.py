@@ -40,7 +40,7 @@ class Settings(BaseSettings):
 
     default_spec: str = "default"
     injection: InjectionMode = "prepend"
-    canary_fraction: float = Field(0.0, ge=0.0, le=1.0, description="share of unpinned requests served `candidate`")
+    canary_fraction: float = Field(0.0, ge=0.0, le=1.0, description="share of unpinned users (else sessions, else requests) served `candidate`, by a stable hash")
     routes: dict[str, Route] = {}
 
     api_keys: Annotated[list[str], NoDecode] = Field([], description="Client keys, comma-separated; empty = open proxy")

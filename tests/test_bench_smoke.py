@@ -91,3 +91,22 @@ def test_noise_benchmark_runs_on_a_small_pool(tmp_path: Path) -> None:
     assert re.fullmatch(r"noise: published \d+ of 4 rounds \(alpha 0\.05\)", last), last
     report = json.loads((tmp_path / "noise.json").read_text())["report"]
     assert [s["scenario"] for s in report] == ["coin", "taste:short"] and all(s["rounds"] == 4 for s in report)
+
+
+def test_experiments_simulation_runs_and_reports(tmp_path: Path) -> None:
+    """bench.experiments on a tiny size: the JSON shape, the old rule beside the new, the last line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.experiments", "--runs", "40", "--max-thumbs", "300", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "experiments.json").read_text())
+    rows = {(r["rule"], r["lift"]): r for r in result["results"]}
+    assert set(rows) == {(rule, lift) for rule in ("msprt", "old") for lift in (0.0, 0.05, 0.10)}
+    for r in rows.values():
+        assert r["runs"] == 40 and r["promoted"] + r["rolled_back"] + r["undecided"] == 40
+    # the same sample paths under both rules: the old one decides wrongly far more often under A/A
+    assert rows[("old", 0.0)]["promoted"] + rows[("old", 0.0)]["rolled_back"] > rows[("msprt", 0.0)]["promoted"] + 5
+    assert [g["candidate_error_rate"] for g in result["guardrail"]] == [0.05, 0.10]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last == f"A/A false promotions: {rows[('msprt', 0.0)]['promoted']} of 40 runs (alpha 0.05)"

@@ -210,3 +210,20 @@ def test_cli_reports_a_missing_llm(
     for way_out in ("--base-url URL", "SPECLEARN_COMPILER_BASE_URL", "SPECLEARN_UPSTREAM_URL",
                     "pip install 'speclearn[local]'", "the `local` extra is not installed"):  # fmt: skip
         assert way_out in err
+
+
+async def test_in_approval_mode_a_compiled_round_is_held_not_served(tmp_path: Path) -> None:
+    """A full sidecar round with SPECLEARN_COMPILER_REQUIRE_APPROVAL: the new version exists, asks
+    for `candidate`, and is not served until approved; the next pass does not publish it again."""
+    ctx = await make_ctx(tmp_path, FakeLLM(), min_feedback=1, require_approval=True)
+    [result] = await tick(ctx)
+    assert result.result == "published" and result.version is not None
+    held = result.version.version
+    state = ctx.registry.snapshot.get("support")
+    assert state.labels == {"production": 1} and state.holds[held].status == "held"
+    assert state.holds[held].label == "candidate" and state.resolve(None).version == 1
+    assert await tick(ctx) == []  # its feedback window is compiled: no second version of it
+    assert sorted(ctx.registry.snapshot.get("support").versions) == [1, held]
+    await ctx.registry.decide_hold("support", held, approve=True)
+    assert ctx.registry.snapshot.get("support").resolve("candidate").version == held
+    await close(ctx)

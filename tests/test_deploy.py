@@ -61,8 +61,11 @@ METRICS: dict[str, set[str]] = {
     "speclearn_compiler_llm_calls_total": {"spec"},
     "speclearn_compiler_tokens_total": {"spec"},
     "speclearn_compiler_publishes_total": {"spec", "label"},
+    "speclearn_experiment_decisions_total": {"spec", "decision"},
+    "speclearn_experiment_p_value": {"spec"},
+    "speclearn_experiment_lift": {"spec"},
 }
-PROXY_METRICS = {name for name in METRICS if not name.startswith("speclearn_compiler_")}
+PROXY_METRICS = {name for name in METRICS if not name.startswith(("speclearn_compiler_", "speclearn_experiment_"))}
 HISTOGRAMS = {
     "speclearn_request_duration_seconds",
     "speclearn_upstream_duration_seconds",
@@ -85,6 +88,7 @@ LABEL_VALUES: dict[tuple[str, str], set[str]] = {
     ("speclearn_feedback_total", "kind"): {"thumb", "score", "pair"},
     ("speclearn_feedback_total", "value"): {"up", "down", "score", "pair"},
     ("speclearn_compiler_rounds_total", "result"): {"published", "gate_failed", "error", "skipped"},
+    ("speclearn_experiment_decisions_total", "decision"): {"promote", "rollback", "continue"},
 }
 #: Labels Prometheus itself attaches to every scraped series.
 TARGET_LABELS = {"instance", "job"}
@@ -455,6 +459,7 @@ def test_required_alerts_exist() -> None:
         "SpeclearnLedgerDropping",
         "SpeclearnCompilerFailing",
         "SpeclearnThumbsUpDropAfterPublish",
+        "SpeclearnExperimentRolledBack",
     } <= alerts
 
 

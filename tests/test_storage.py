@@ -22,7 +22,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from proxy.errors import Conflict, InvalidRequest, NotFound
-from proxy.ledger import PAIR, SCORE, THUMB, FeedbackRecord, InferenceRecord, Ledger
+from proxy.ledger import PAIR, SCORE, THUMB, DecisionRecord, FeedbackRecord, InferenceRecord, Ledger
 from proxy.ledger.sqlite import SqliteLedger
 from proxy.registry import FileRegistry, Registry, specfile
 
@@ -204,6 +204,8 @@ async def test_record_flush_get_roundtrips_every_field(make_ledger: MakeLedger) 
         http_status=200,
         error=None,
         metadata={"user": "u1", "nested": {"a": [1, 2.5, None]}},
+        assignment_unit="user",
+        arm="candidate",
     )
     assert ledger.record(rec)
     assert ledger.is_pending("inf-1")
@@ -382,6 +384,95 @@ async def test_pairs_are_joined_with_the_rejected_inference(make_ledger: MakeLed
     assert event.inference.id == "chosen"
     assert event.rejected is not None and event.rejected.response_text == "worse"
     assert event.to_dict()["rejected_inference"]["id"] == "rejected"
+
+
+async def test_outcomes_read_the_arms_rows_with_their_tokens(make_ledger: MakeLedger) -> None:
+    ledger = await make_ledger()
+    ledger.record(inference("o1", at=100.0, arm="candidate", assignment_unit="user", latency_ms=5.0,
+                            usage={"prompt_tokens": 3, "completion_tokens": 4}))  # fmt: skip
+    ledger.record(inference("o2", at=101.0, arm="production", assignment_unit="session", status="error",
+                            usage={"total_tokens": 9}))  # fmt: skip
+    ledger.record(inference("o3", at=102.0))  # pinned: no arm, not an experiment row
+    ledger.record(inference("o4", at=50.0, arm="candidate"))  # before `since`
+    ledger.record(inference("o5", at=103.0, spec="other", arm="candidate"))
+    await flushed(ledger, "o1", "o2", "o3", "o4", "o5")
+    got = sorted(await ledger.outcomes("default", since=99.0), key=lambda o: o.arm or "")
+    assert [(o.arm, o.status, o.latency_ms, o.tokens, o.spec_version) for o in got] == [
+        ("candidate", "ok", 5.0, 7, 1),
+        ("production", "error", None, 9, 1),
+    ]
+    assert len(await ledger.outcomes("default")) == 3
+
+
+async def test_decision_log_roundtrips_in_order(make_ledger: MakeLedger) -> None:
+    ledger = await make_ledger()
+    first = DecisionRecord("s", 2, 1, "continue", "undecided", 10.0, 0.4, 0.01, 30, 60, 29, 60,
+                           {"alpha": 0.05, "guardrails": {"error_rate": [0.0, 0.01]}})  # fmt: skip
+    second = DecisionRecord("s", 2, 1, "promote", "p < alpha", 20.0, 0.01, 0.2, 50, 60, 29, 60)
+    await ledger.add_decision(first)
+    await ledger.add_decision(DecisionRecord("other", 5, 4, "rollback", "guardrail", 15.0))
+    await ledger.add_decision(second)
+    assert await ledger.decisions("s") == [first, second]
+    assert await ledger.decisions("s", limit=1) == [second]
+    assert await ledger.decisions("nope") == []
+    again = await make_ledger()  # another worker or the CLI reads the same log
+    assert [d.decision for d in await again.decisions("other")] == ["rollback"]
+
+
+async def test_a_ledger_written_by_an_older_version_gains_the_new_columns(ledger_store: tuple[str, Any]) -> None:
+    """The ledger as it was before the experiment columns: opening it migrates it in place."""
+    kind, where = ledger_store
+    old_inference = ("old", 1.0, "chat", "m", "s", 1, "h", '{"messages": []}', "a", None, None, 1.0, None,
+                     "ok", 200, None, None)  # fmt: skip
+    if kind == "sqlite":
+        import sqlite3
+
+        from proxy.ledger.sqlite import SCHEMA
+
+        conn = sqlite3.connect(where)
+        conn.executescript(SCHEMA)
+        conn.execute(f"INSERT INTO inferences VALUES ({','.join('?' * len(old_inference))})", old_inference)
+        conn.commit()
+        conn.close()
+        ledger: Ledger = SqliteLedger(where)
+    else:
+        from proxy import pg
+        from proxy.ledger.postgres import PostgresLedger
+
+        conn = await pg.connect(where)  # the schema with only the migrations released before
+        try:
+            await conn.execute(
+                "CREATE TABLE speclearn_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            for version, name, sql in pg.MIGRATIONS[:2]:
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO speclearn_migrations (version, name) VALUES ($1, $2)", version, name)
+            await conn.execute(
+                "INSERT INTO inferences VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::json, $9, NULL, NULL, $10, NULL,"
+                " $11, $12, NULL, NULL)",
+                *old_inference[:9], old_inference[11], old_inference[13], old_inference[14],
+            )  # fmt: skip
+        finally:
+            await conn.close()
+        ledger = PostgresLedger(where)
+    await ledger.start()
+    try:
+        got = await ledger.get_inference("old")
+        assert got is not None and (got.assignment_unit, got.arm, got.response_text) == (None, None, "a")
+        ledger.record(inference("new", arm="production", assignment_unit="request"))
+        await flushed(ledger, "new")
+        new = await ledger.get_inference("new")
+        assert new is not None and (new.assignment_unit, new.arm) == ("request", "production")
+        await ledger.add_decision(DecisionRecord("s", 2, 1, "continue", "", 1.0))
+        assert len(await ledger.decisions("s")) == 1
+    finally:
+        await ledger.close()
+    if kind == "sqlite":  # and opening it again applies nothing twice
+        again = SqliteLedger(where)
+        await again.start()
+        assert (await again.get_inference("new")) is not None
+        await again.close()
 
 
 # -- registry fixtures ---------------------------------------------------------------------------
@@ -570,6 +661,77 @@ async def test_corrupted_or_half_written_version_is_never_served(
     assert nxt.version == (5 if kind == "files" else 4)
     await reader.refresh()
     assert reader.snapshot.resolve("c", "latest").text == "five\n"
+
+
+async def test_approval_mode_holds_compiled_versions_until_approved(make_registry: MakeRegistry) -> None:
+    reg, replica = await make_registry(), await make_registry()
+    await reg.publish("s", "human v1", labels=["production"])
+    reg.hold_compiled = True
+    held = await reg.publish("s", "compiled v2", author="compiler", labels=["candidate"])
+    rejected = await reg.publish("s", "compiled v3", author="compiler", labels=["production"])
+    human = await reg.publish("s", "human v4", labels=["review"])  # a person's publish is not held
+    for r in (reg, replica):
+        await r.refresh()
+        state = r.snapshot.get("s")
+        assert state.labels == {"production": 1, "review": 4}
+        assert {v: h.status for v, h in state.holds.items()} == {2: "held", 3: "held"}
+        assert state.holds[2].label == "candidate" and state.holds[2].requested_at
+        for ref in ("2", "3", "candidate"):
+            with pytest.raises(NotFound):
+                state.resolve(ref)  # not by pin, not by the label it asked for
+        assert state.resolve("latest").version == 4 and state.served_versions() == {1, 4}
+        assert state.resolve("2", include_held=True).text == "compiled v2\n"  # to review it
+    with pytest.raises(Conflict):
+        await reg.set_label("s", "production", held.version)  # approve it first
+    with pytest.raises(NotFound):
+        await reg.decide_hold("s", 99, approve=True)
+    with pytest.raises(Conflict):
+        await reg.decide_hold("s", human.version, approve=True)  # not awaiting approval
+
+    approved = await reg.decide_hold("s", held.version, approve=True)
+    assert (approved.status, approved.label) == ("approved", "candidate") and approved.decided_at
+    no = await reg.decide_hold("s", rejected.version, approve=False)
+    assert no.status == "rejected"
+    with pytest.raises(Conflict):
+        await reg.decide_hold("s", rejected.version, approve=True)  # a rejection is final
+    with pytest.raises(Conflict):
+        await reg.set_label("s", "production", rejected.version)
+    await replica.refresh()
+    state = replica.snapshot.get("s")
+    assert state.labels == {"production": 1, "candidate": 2, "review": 4}
+    assert state.resolve("candidate").version == 2 and state.resolve("2").version == 2
+    with pytest.raises(NotFound):
+        state.resolve("3")
+    await reg.set_label("s", "production", 2)  # an approved version is an ordinary one
+    await replica.refresh()
+    assert replica.snapshot.resolve("s").version == 2
+    if isinstance(reg, FileRegistry):  # a holds.json broken by hand: the decisions last read stand
+        reg.hold_compiled = False
+        await reg.publish("s", "compiled v5, before holds existed", author="compiler")
+        await replica.refresh()
+        (reg.root / "s" / "holds.json").write_text("{broken")
+        await replica.refresh()
+        state = replica.snapshot.get("s")
+        assert state.resolve(None).version == 2 and state.blocked(3) and state.blocked(5)
+        with pytest.raises(Conflict):
+            await reg.decide_hold("s", 5, approve=True)  # nothing is written over a broken file
+
+
+async def test_concurrent_held_publishes_and_approvals_lose_no_hold(make_registry: MakeRegistry) -> None:
+    a, b = await make_registry(), await make_registry()
+    a.hold_compiled = b.hold_compiled = True
+    await a.publish("race", "human", labels=["production"])
+    first = await a.publish("race", "compiled 0", author="compiler", labels=["candidate"])
+    jobs = [reg.publish("race", f"compiled {who}{i}", author="compiler", labels=["candidate"])
+            for i in range(6) for who, reg in (("a", a), ("b", b))]  # fmt: skip
+    published, _ = await asyncio.gather(asyncio.gather(*jobs), b.decide_hold("race", first.version, approve=True))
+    await a.refresh()
+    state = a.snapshot.get("race")
+    assert {v.version for v in published} | {1, first.version} == set(state.versions)
+    assert {v: h.status for v, h in state.holds.items()} == {
+        first.version: "approved", **{v.version: "held" for v in published}
+    }
+    assert state.labels == {"production": 1, "candidate": first.version}
 
 
 # -- PostgreSQL only -----------------------------------------------------------------------------

@@ -3,17 +3,19 @@ from __future__ import annotations
 
 from ..settings import Settings
 from .base import Ledger
-from .records import PAIR, SCORE, THUMB, FeedbackEvent, FeedbackRecord, InferenceRecord, ThumbTally
+from .records import PAIR, SCORE, THUMB, DecisionRecord, FeedbackEvent, FeedbackRecord, InferenceRecord, Outcome, ThumbTally
 
 __all__ = [
     "PAIR",
     "SCORE",
     "THUMB",
+    "DecisionRecord",
     "FeedbackEvent",
     "FeedbackRecord",
     "InferenceRecord",
     "Ledger",
     "ThumbTally",
+    "Outcome",
     "open_ledger",
 ]
 

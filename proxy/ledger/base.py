@@ -13,7 +13,7 @@ import logging
 
 from .. import metrics
 from ..errors import Conflict
-from .records import FeedbackEvent, FeedbackRecord, InferenceRecord, ThumbTally
+from .records import DecisionRecord, FeedbackEvent, FeedbackRecord, InferenceRecord, Outcome, ThumbTally
 
 log = logging.getLogger(__name__)
 RETRY_PAUSES = (0.1, 0.5, 2.0, 0.0)  # pause after each failed attempt; the last attempt gives up
@@ -167,3 +167,17 @@ class Ledger(abc.ABC):
         """Thumbs up and total per version of `spec` and per time bucket of the feedback
         (buckets start at multiples of `bucket_seconds` since the epoch), by start then version:
         the console's up-rate plot, counted by the database rather than loaded event by event."""
+
+    # -- experiments (the compiler's auto-promote) -----------------------------------------
+    @abc.abstractmethod
+    async def outcomes(self, spec: str, since: float | None = None) -> list[Outcome]:
+        """Status, latency and tokens of `spec`'s inference rows assigned to an arm (`arm` set)
+        since `since`: what the guardrails compare."""
+
+    @abc.abstractmethod
+    async def add_decision(self, rec: DecisionRecord) -> None:
+        """Append one auto-promote decision (committed before returning)."""
+
+    @abc.abstractmethod
+    async def decisions(self, spec: str, limit: int | None = None) -> list[DecisionRecord]:
+        """`spec`'s decision log, oldest first; with `limit`, only the newest `limit` entries."""

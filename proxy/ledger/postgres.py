@@ -17,7 +17,17 @@ import asyncpg  # type: ignore[import-untyped]
 from .. import pg
 from ..errors import InvalidRequest
 from .base import Ledger
-from .records import THUMB, FeedbackEvent, FeedbackRecord, InferenceRecord, ThumbTally
+from .records import (
+    DECISION_COLUMNS,
+    THUMB,
+    DecisionRecord,
+    FeedbackEvent,
+    FeedbackRecord,
+    InferenceRecord,
+    Outcome,
+    ThumbTally,
+    total_tokens,
+)
 
 INFERENCE_FIELDS: tuple[tuple[str, str], ...] = (
     ("id", "text"),
@@ -37,7 +47,10 @@ INFERENCE_FIELDS: tuple[tuple[str, str], ...] = (
     ("http_status", "int4"),
     ("error", "text"),
     ("metadata", "json"),
+    ("assignment_unit", "text"),
+    ("arm", "text"),
 )
+_METADATA = [name for name, _ in INFERENCE_FIELDS].index("metadata")
 INFERENCE_COLUMNS = ", ".join(name for name, _ in INFERENCE_FIELDS)
 FEEDBACK_COLUMNS = "id, inference_id, kind, value, created_at, comment, tags, rejected_id"
 _TEXT_FIELDS = {i for i, (_, kind) in enumerate(INFERENCE_FIELDS) if kind == "text"}
@@ -61,14 +74,14 @@ def inference_row(rec: InferenceRecord) -> tuple[Any, ...]:
     row = (
         rec.id, rec.created_at, rec.route, rec.model, rec.spec_name, rec.spec_version, rec.spec_hash,
         rec.request, rec.response_text, rec.tool_calls, rec.usage, rec.latency_ms, rec.ttft_ms,
-        rec.status, rec.http_status, rec.error, rec.metadata,
+        rec.status, rec.http_status, rec.error, rec.metadata, rec.assignment_unit, rec.arm,
     )  # fmt: skip
     return tuple(_no_nul(v) if i in _TEXT_FIELDS else v for i, v in enumerate(row))
 
 
 def inference_from_row(row: asyncpg.Record | tuple[Any, ...]) -> InferenceRecord:
     values = list(row)
-    values[-1] = values[-1] or {}
+    values[_METADATA] = values[_METADATA] or {}
     return InferenceRecord(*values)
 
 
@@ -207,3 +220,30 @@ class PostgresLedger(Ledger):
                 )
             )
         return events
+
+    async def outcomes(self, spec: str, since: float | None = None) -> list[Outcome]:
+        sql = (
+            "SELECT spec_version, arm, status, latency_ms, usage FROM inferences "
+            "WHERE spec_name = $1 AND arm IS NOT NULL AND created_at >= $2"
+        )
+        rows = await pg.with_retry(self.pool, lambda c: c.fetch(sql, spec, since or 0.0), "reading outcomes")
+        return [Outcome(r[0], r[1], r[2], r[3], total_tokens(r[4])) for r in rows]
+
+    async def add_decision(self, rec: DecisionRecord) -> None:
+        sql = (
+            f"INSERT INTO experiment_decisions ({DECISION_COLUMNS}) VALUES "
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        )
+        args = (
+            rec.spec, rec.candidate, rec.production, _no_nul(rec.decision), _no_nul(rec.reason), rec.created_at,
+            rec.p_value, rec.lift, rec.candidate_ups, rec.candidate_n, rec.production_ups, rec.production_n,
+            rec.details,
+        )  # fmt: skip
+        # not retried: a decision committed before a lost connection must not be logged twice
+        async with self.pool.acquire() as conn:
+            await conn.execute(sql, *args)
+
+    async def decisions(self, spec: str, limit: int | None = None) -> list[DecisionRecord]:
+        sql = f"SELECT {DECISION_COLUMNS} FROM experiment_decisions WHERE spec = $1 ORDER BY id DESC LIMIT $2"
+        rows = await pg.with_retry(self.pool, lambda c: c.fetch(sql, spec, limit), "reading decisions")
+        return [DecisionRecord(*tuple(r)[:12], details=r[12] or {}) for r in reversed(rows)]

@@ -1,7 +1,7 @@
 """Rows of the ledger: one inference, one feedback event, and the two joined."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 THUMB, SCORE, PAIR = "thumb", "score", "pair"
@@ -28,6 +28,8 @@ class InferenceRecord:
     http_status: int = 200
     error: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    assignment_unit: str | None = None  # what the canary split hashed: user | session | request
+    arm: str | None = None  # candidate | production as the split chose; None when the client pinned
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,3 +86,50 @@ class ThumbTally:
     start: float
     ups: int
     total: int
+
+
+@dataclass(slots=True)
+class DecisionRecord:
+    """One look of the auto-promote review at a canary experiment, with the numbers it saw."""
+
+    spec: str
+    candidate: int
+    production: int
+    decision: str  # promote | rollback | continue
+    reason: str
+    created_at: float
+    p_value: float | None = None  # always-valid p-value of "no difference in thumbs-up rate"
+    lift: float | None = None  # candidate's up-rate minus production's
+    candidate_ups: int = 0
+    candidate_n: int = 0
+    production_ups: int = 0
+    production_n: int = 0
+    details: dict[str, Any] = field(default_factory=dict)  # settings used, guardrail numbers
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DECISION_COLUMNS = ", ".join(f.name for f in fields(DecisionRecord))  # the decision log table, in this order
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the guardrails read of one inference row of an experiment arm."""
+
+    spec_version: int | None
+    arm: str | None
+    status: str
+    latency_ms: float | None
+    tokens: int | None  # usage.total_tokens (or prompt + completion), None when not reported
+
+
+def total_tokens(usage: Any) -> int | None:
+    if not isinstance(usage, dict):
+        return None
+    total = usage.get("total_tokens")
+    if isinstance(total, (int, float)):
+        return int(total)
+    parts = [usage.get(k) for k in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")]
+    counted = [int(v) for v in parts if isinstance(v, (int, float))]
+    return sum(counted) if counted else None

@@ -15,7 +15,17 @@ from typing import Any, Callable, TypeVar
 import orjson
 
 from .base import Ledger
-from .records import THUMB, FeedbackEvent, FeedbackRecord, InferenceRecord, ThumbTally
+from .records import (
+    DECISION_COLUMNS,
+    THUMB,
+    DecisionRecord,
+    FeedbackEvent,
+    FeedbackRecord,
+    InferenceRecord,
+    Outcome,
+    ThumbTally,
+    total_tokens,
+)
 
 T = TypeVar("T")
 
@@ -54,10 +64,37 @@ CREATE INDEX IF NOT EXISTS feedback_by_inference ON feedback (inference_id);
 CREATE INDEX IF NOT EXISTS feedback_by_time ON feedback (created_at);
 """
 
+# Steps after the base schema, applied once each in order and counted in PRAGMA user_version, so
+# a ledger file written by an older speclearn gains them in place. Append only.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    ALTER TABLE inferences ADD COLUMN assignment_unit TEXT;
+    ALTER TABLE inferences ADD COLUMN arm TEXT;
+    CREATE TABLE experiment_decisions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at REAL NOT NULL,
+        spec TEXT NOT NULL,
+        candidate INTEGER NOT NULL,
+        production INTEGER NOT NULL,
+        decision TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        p_value REAL,
+        lift REAL,
+        candidate_ups INTEGER NOT NULL,
+        candidate_n INTEGER NOT NULL,
+        production_ups INTEGER NOT NULL,
+        production_n INTEGER NOT NULL,
+        details TEXT
+    );
+    CREATE INDEX experiment_decisions_by_spec ON experiment_decisions (spec, id);
+    """,
+)
+
 INFERENCE_COLUMNS = (
     "id, created_at, route, model, spec_name, spec_version, spec_hash, request, response_text, "
-    "tool_calls, usage, latency_ms, ttft_ms, status, http_status, error, metadata"
+    "tool_calls, usage, latency_ms, ttft_ms, status, http_status, error, metadata, assignment_unit, arm"
 )
+N_INFERENCE = INFERENCE_COLUMNS.count(",") + 1
 FEEDBACK_COLUMNS = "id, inference_id, kind, value, created_at, comment, tags, rejected_id"
 
 
@@ -74,22 +111,37 @@ def inference_row(rec: InferenceRecord) -> tuple[Any, ...]:
         rec.id, rec.created_at, rec.route, rec.model, rec.spec_name, rec.spec_version, rec.spec_hash,
         _json(rec.request), rec.response_text, _json(rec.tool_calls), _json(rec.usage),
         rec.latency_ms, rec.ttft_ms, rec.status, rec.http_status, rec.error, _json(rec.metadata),
+        rec.assignment_unit, rec.arm,
     )  # fmt: skip
 
 
 def inference_from_row(row: tuple[Any, ...]) -> InferenceRecord:
     (id_, created_at, route, model, spec_name, spec_version, spec_hash, request, response_text,
-     tool_calls, usage, latency_ms, ttft_ms, status, http_status, error, metadata) = row  # fmt: skip
+     tool_calls, usage, latency_ms, ttft_ms, status, http_status, error, metadata, unit, arm) = row  # fmt: skip
     return InferenceRecord(
         id_, created_at, route, model, spec_name, spec_version, spec_hash, _unjson(request),
         response_text, _unjson(tool_calls), _unjson(usage), latency_ms, ttft_ms, status,
-        http_status, error, _unjson(metadata) or {},
+        http_status, error, _unjson(metadata) or {}, unit, arm,
     )  # fmt: skip
 
 
 def feedback_from_row(row: tuple[Any, ...]) -> FeedbackRecord:
     id_, inference_id, kind, value, created_at, comment, tags, rejected_id = row
     return FeedbackRecord(id_, inference_id, kind, value, created_at, comment, _unjson(tags), rejected_id)
+
+
+def migrate(c: sqlite3.Connection) -> None:
+    """The base schema, then each step of MIGRATIONS not yet applied, under one write lock."""
+    c.executescript(SCHEMA)
+    with c:
+        c.execute("BEGIN IMMEDIATE")  # a second process opening the same file waits here
+        done = c.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number > done:
+                for statement in filter(str.strip, script.split(";")):
+                    c.execute(statement)
+        if len(MIGRATIONS) > done:
+            c.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
 
 
 class _Connection:
@@ -123,7 +175,7 @@ class SqliteLedger(Ledger):
     async def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = _Connection(self.path, "FULL")
-        await self._conn.run(lambda c: c.executescript(SCHEMA))
+        await self._conn.run(migrate)
         self._writer_conn = _Connection(self.path, "NORMAL")
 
     async def _close(self) -> None:
@@ -138,7 +190,7 @@ class SqliteLedger(Ledger):
 
     async def _write_inferences(self, batch: list[InferenceRecord]) -> None:
         rows = [inference_row(r) for r in batch]
-        placeholders = ",".join("?" * 17)
+        placeholders = ",".join("?" * N_INFERENCE)
 
         def write(c: sqlite3.Connection) -> None:
             with c:
@@ -221,9 +273,36 @@ class SqliteLedger(Ledger):
         sql += " ORDER BY f.created_at, f.id"
         rows = await self._db.run(lambda c: c.execute(sql, args).fetchall())
         events = []
+        n, r = N_INFERENCE, 8 + N_INFERENCE
         for row in rows:
-            rejected = inference_from_row(row[25:42]) if row[25] is not None else None
+            rejected = inference_from_row(row[r : r + n]) if row[r] is not None else None
             if row[7] is not None and rejected is None:
                 continue  # a pair whose rejected side is not stored yet
-            events.append(FeedbackEvent(feedback_from_row(row[:8]), inference_from_row(row[8:25]), rejected))
+            events.append(FeedbackEvent(feedback_from_row(row[:8]), inference_from_row(row[8:r]), rejected))
         return events
+
+    async def outcomes(self, spec: str, since: float | None = None) -> list[Outcome]:
+        sql = (
+            "SELECT spec_version, arm, status, latency_ms, usage FROM inferences "
+            "WHERE spec_name = ? AND arm IS NOT NULL AND created_at >= ?"
+        )
+        rows = await self._db.run(lambda c: c.execute(sql, (spec, since or 0.0)).fetchall())
+        return [Outcome(v, arm, status, latency, total_tokens(_unjson(usage))) for v, arm, status, latency, usage in rows]
+
+    async def add_decision(self, rec: DecisionRecord) -> None:
+        row = (
+            rec.spec, rec.candidate, rec.production, rec.decision, rec.reason, rec.created_at, rec.p_value,
+            rec.lift, rec.candidate_ups, rec.candidate_n, rec.production_ups, rec.production_n, _json(rec.details),
+        )  # fmt: skip
+
+        def insert(c: sqlite3.Connection) -> None:
+            with c:
+                c.execute("BEGIN IMMEDIATE")
+                c.execute(f"INSERT INTO experiment_decisions ({DECISION_COLUMNS}) VALUES ({','.join('?' * 13)})", row)
+
+        await self._db.run(insert)
+
+    async def decisions(self, spec: str, limit: int | None = None) -> list[DecisionRecord]:
+        sql = f"SELECT {DECISION_COLUMNS} FROM experiment_decisions WHERE spec = ? ORDER BY id DESC LIMIT ?"
+        rows = await self._db.run(lambda c: c.execute(sql, (spec, -1 if limit is None else limit)).fetchall())
+        return [DecisionRecord(*row[:12], details=_unjson(row[12]) or {}) for row in reversed(rows)]

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import LATEST, PRODUCTION, Registry, RegistrySnapshot, SpecState, SpecVersion
+from .base import APPROVED, HELD, LATEST, PRODUCTION, REJECTED, Hold, Registry, RegistrySnapshot, SpecState, SpecVersion
 from .files import FileRegistry
 
 __all__ = [
+    "APPROVED",
+    "HELD",
     "LATEST",
+    "REJECTED",
+    "Hold",
     "PRODUCTION",
     "FileRegistry",
     "Registry",

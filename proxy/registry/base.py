@@ -16,6 +16,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 LABEL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
 PRODUCTION = "production"
 LATEST = "latest"
+HELD, REJECTED, APPROVED = "held", "rejected", "approved"  # approval mode: a compiled version's hold
 
 
 def check_name(name: str) -> str:
@@ -46,18 +47,53 @@ class SpecVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """A version published for approval: never served while `held` or `rejected`; on approval the
+    label the compiler asked for moves onto it."""
+
+    status: str  # held | approved | rejected
+    label: str | None = None
+    requested_at: str | None = None  # ISO 8601
+    decided_at: str | None = None
+
+    @property
+    def blocks(self) -> bool:
+        return self.status != APPROVED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "label": self.label, "requested_at": self.requested_at,
+                "decided_at": self.decided_at}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class SpecState:
     name: str
     versions: dict[int, SpecVersion]
     labels: dict[str, int]
     instruction: str | None = None
+    holds: dict[int, Hold] = field(default_factory=dict)
+
+    def blocked(self, version: int) -> bool:
+        """True for a version held for approval or rejected: never served."""
+        hold = self.holds.get(version) if self.holds else None
+        return hold is not None and hold.blocks
 
     @property
     def latest(self) -> SpecVersion | None:
-        return self.versions[max(self.versions)] if self.versions else None
+        """The newest version that may be served."""
+        if not self.holds:
+            return self.versions[max(self.versions)] if self.versions else None
+        servable = [v for v in self.versions if not self.blocked(v)]
+        return self.versions[max(servable)] if servable else None
 
-    def resolve(self, ref: str | int | None) -> SpecVersion:
-        """`None` means production, falling back to latest; digits a version; else a label."""
+    def resolve(self, ref: str | int | None, *, include_held: bool = False) -> SpecVersion:
+        """`None` means production, falling back to latest; digits a version; else a label.
+        A held or rejected version is not found, unless `include_held` (to inspect it, not serve it)."""
+        if include_held and ref is not None and (isinstance(ref, int) or ref.isdigit()):
+            spec = self.versions.get(int(ref))
+            if spec is None:
+                raise NotFound(f"spec {self.name!r} has no version {ref!r}", param="spec", code="spec_not_found")
+            return spec
         if ref is None:
             number = self.labels.get(PRODUCTION)
             spec = self.versions.get(number) if number is not None else self.latest
@@ -70,13 +106,20 @@ class SpecState:
             spec = self.versions.get(number) if number is not None else None
         if spec is None:
             raise NotFound(f"spec {self.name!r} has no version {ref!r}", param="spec", code="spec_not_found")
+        if self.holds and self.blocked(spec.version):
+            status = self.holds[spec.version].status
+            raise NotFound(
+                f"spec {self.name!r} version {spec.version} is {status} (approval mode): it is not served",
+                param="spec", code="spec_not_found",
+            )  # fmt: skip
         return spec
 
     def served_versions(self) -> set[int]:
         """Versions worth their own metric label: labelled ones and the latest."""
         served = set(self.labels.values())
-        if self.versions:
-            served.add(max(self.versions))
+        latest = self.latest
+        if latest is not None:
+            served.add(latest.version)
         return served
 
 
@@ -146,3 +189,13 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     async def set_instruction(self, name: str, text: str) -> None:
         """Store the person-written instruction that the compiler must keep."""
+
+    # -- approval mode -----------------------------------------------------------------------
+    #: Approval mode: versions published by the compiler (author "compiler") are held, their
+    #: labels kept for `approve`, instead of being served. Set by the compiler's context.
+    hold_compiled: bool = False
+
+    @abc.abstractmethod
+    async def decide_hold(self, name: str, version: int, approve: bool) -> Hold:
+        """Approve (apply the requested label) or reject a held version; NotFound for an unknown
+        version, Conflict for one that is not awaiting approval."""

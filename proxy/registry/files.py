@@ -1,6 +1,10 @@
 """The embedded registry: one folder per spec under `specs/`, plain files a person can read and diff.
 
-specs/NAME/instruction.md, specs/NAME/versions/0001.md (immutable), specs/NAME/labels.json.
+specs/NAME/instruction.md, specs/NAME/versions/0001.md (immutable), specs/NAME/labels.json, and in
+approval mode specs/NAME/holds.json ({"5": {"status": "held", "label": "candidate", "sha256": ...}}):
+the hold lives beside the version, never in it, and binds only the body whose sha256 it names;
+it changes under an flock on specs/NAME/.holds.lock, so a publish and an approval never lose
+each other's entry.
 Every write is temp file + fsync + rename (versions: link, so two publishers never share a number),
 so a reader or a killed writer never sees half a file.
 """
@@ -9,17 +13,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Iterable
 
 import orjson
 
-from ..errors import NotFound
+from ..errors import Conflict, NotFound
 from . import specfile
 from .base import (
+    APPROVED,
+    HELD,
+    REJECTED,
+    Hold,
     Registry,
     SpecState,
     SpecVersion,
@@ -29,7 +39,13 @@ from .base import (
 
 log = logging.getLogger(__name__)
 
-Signature = tuple[tuple[str, int, int, int, int], ...]
+Signature = tuple[tuple[str, int, int, int, int, int], ...]
+HOLDS = "holds.json"
+HOLDS_LOCK = ".holds.lock"  # serializes read-modify-write of holds.json across processes
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _write_temp(folder: Path, data: bytes) -> str:
@@ -121,6 +137,7 @@ class FileRegistry(Registry):
                 _mtime(d / "labels.json"),
                 _mtime(d / "versions"),
                 _mtime(d / "instruction.md"),
+                _mtime(d / HOLDS),
                 len(os.listdir(d / "versions")) if (d / "versions").is_dir() else 0,
             )
             for d in dirs
@@ -144,17 +161,67 @@ class FileRegistry(Registry):
                 spec = self._load_version(folder.name, path)
                 if spec is not None:
                     versions[spec.version] = spec
+        holds: dict[int, Hold] = {}
+        entries = self._read_holds(folder)
+        if entries is None:  # unreadable: keep the decisions last read, hold every other compiled version
+            log.error("unreadable %s: keeping the last holds read; other compiled versions are held", folder / HOLDS)
+            previous = self.snapshot.specs.get(folder.name)
+            known = previous.holds if previous is not None else {}
+            entries = {
+                n: {"status": known[n].status if n in known else HELD, "sha256": v.sha256}
+                for n, v in versions.items() if n in known or v.meta.get("author") == "compiler"
+            }  # fmt: skip
+        for number, entry in entries.items():
+            spec = versions.get(number)
+            if spec is not None and entry.get("sha256") == spec.sha256:
+                holds[number] = Hold(entry["status"], entry.get("label"), entry.get("requested_at"),
+                                     entry.get("decided_at"))  # fmt: skip
         labels: dict[str, int] = {}
         try:
             raw = orjson.loads((folder / "labels.json").read_bytes())
-            labels = {k: int(v) for k, v in raw.items() if int(v) in versions}
+            labels = {
+                k: int(v) for k, v in raw.items()
+                if int(v) in versions and (int(v) not in holds or not holds[int(v)].blocks)
+            }  # fmt: skip
         except FileNotFoundError:
             pass
         except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
             log.error("ignoring unreadable %s", folder / "labels.json")
         instruction_path = folder / "instruction.md"
         instruction = instruction_path.read_text("utf-8") if instruction_path.exists() else None
-        return SpecState(folder.name, versions, labels, instruction)
+        return SpecState(folder.name, versions, labels, instruction, holds)
+
+    @staticmethod
+    def _read_holds(folder: Path) -> dict[int, dict[str, Any]] | None:
+        """holds.json by version number; None when it is unreadable."""
+        try:
+            raw = orjson.loads((folder / HOLDS).read_bytes())
+            return {int(k): dict(v) for k, v in raw.items() if v.get("status") in (HELD, APPROVED, REJECTED)}
+        except FileNotFoundError:
+            return {}
+        except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
+            return None
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _holds_locked(folder: Path) -> Iterator[None]:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / HOLDS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _holds_for_write(self, folder: Path) -> dict[int, dict[str, Any]]:
+        holds = self._read_holds(folder)
+        if holds is None:
+            raise Conflict(f"{folder / HOLDS} is unreadable: repair it first", param="version")
+        return holds
+
+    def _write_holds(self, folder: Path, holds: dict[int, dict[str, Any]]) -> None:
+        data = {str(k): v for k, v in sorted(holds.items())}
+        write_atomic(folder / HOLDS, orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
 
     def _load_version(self, name: str, path: Path) -> SpecVersion | None:
         """Parse once per file; versions are immutable, so a cached parse stays right."""
@@ -206,19 +273,37 @@ class FileRegistry(Registry):
         number = max(existing, default=0) + 1
         if parent is None and existing:
             parent = max(existing)
-        while True:
-            record = {
-                "version": number,
-                "parent": parent,
-                "sha256": specfile.body_sha256(text),
-                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "author": author,
-                **(meta or {}),
-            }
-            if self._link_new(vdir / f"{number:04d}.md", specfile.render(record, text).encode()):
-                break
-            number += 1  # another publisher took this number first
-        for label in labels or ():
+        hold = self.hold_compiled and author == "compiler"
+        sha = specfile.body_sha256(text)
+        folder = self.root / name
+        with self._holds_locked(folder) if hold else contextlib.nullcontext():
+            while True:
+                if hold:  # the hold is on disk before the version is, so it is never served unheld
+                    holds = self._holds_for_write(folder)
+                    taken = [int(p.stem) for p in vdir.glob("[0-9]*.md") if p.stem.isdigit()]
+                    number = max(number, max(taken, default=0) + 1)
+                    while number in holds:  # another held publish's number (it may be about to link)
+                        number += 1
+                    mine = {"status": HELD, "label": (labels or [None])[0], "sha256": sha,
+                            "requested_at": _now(), "decided_at": None}  # fmt: skip
+                    self._write_holds(folder, {**holds, number: mine})
+                record = {
+                    "version": number,
+                    "parent": parent,
+                    "sha256": sha,
+                    "created_at": _now(),
+                    "author": author,
+                    **(meta or {}),
+                }
+                if self._link_new(vdir / f"{number:04d}.md", specfile.render(record, text).encode()):
+                    break
+                if hold:  # another publisher took this number first: take our hold off their version
+                    holds = self._holds_for_write(folder)
+                    if holds.get(number) == mine:
+                        del holds[number]
+                        self._write_holds(folder, holds)
+                number += 1
+        for label in (labels or ()) if not hold else ():
             self._set_label_sync(name, label, number)
         return SpecVersion(name, number, text, record["sha256"], record)
 
@@ -243,8 +328,14 @@ class FileRegistry(Registry):
         check_name(name)
         check_label(label)
         folder = self.root / name
-        if not (folder / "versions" / f"{version:04d}.md").exists():
+        path = folder / "versions" / f"{version:04d}.md"
+        if not path.exists():
             raise NotFound(f"spec {name!r} has no version {version}", param="version")
+        entry = self._holds_for_write(folder).get(version)
+        if entry is not None and entry["status"] != APPROVED:
+            spec = self._load_version(name, path)
+            if spec is None or entry.get("sha256") in (None, spec.sha256):
+                raise Conflict(f"{name}@{version} is {entry['status']}: approve it first", param="version")
         labels_path = folder / "labels.json"
         try:
             labels = orjson.loads(labels_path.read_bytes())
@@ -257,3 +348,27 @@ class FileRegistry(Registry):
         check_name(name)
         await asyncio.to_thread(write_atomic, self.root / name / "instruction.md", text.encode("utf-8"))
         await self.refresh()
+
+    async def decide_hold(self, name: str, version: int, approve: bool) -> Hold:
+        hold = await asyncio.to_thread(self._decide_hold_sync, name, version, approve)
+        await self.refresh()
+        return hold
+
+    def _decide_hold_sync(self, name: str, version: int, approve: bool) -> Hold:
+        check_name(name)
+        folder = self.root / name
+        path = folder / "versions" / f"{version:04d}.md"
+        spec = self._load_version(name, path) if path.exists() else None
+        if spec is None:
+            raise NotFound(f"spec {name!r} has no version {version}", param="version", code="version_not_found")
+        with self._holds_locked(folder):
+            holds = self._holds_for_write(folder)
+            entry = holds.get(version)
+            if entry is None or entry.get("sha256") != spec.sha256 or entry["status"] != HELD:
+                status = entry["status"] if entry else "not held"
+                raise Conflict(f"{name}@{version} is not awaiting approval ({status})", param="version")
+            entry.update(status=APPROVED if approve else REJECTED, decided_at=_now())
+            self._write_holds(folder, holds)  # approved first, then the label: never a label on a held version
+        if approve and entry.get("label"):
+            self._set_label_sync(name, entry["label"], version)
+        return Hold(entry["status"], entry.get("label"), entry.get("requested_at"), entry.get("decided_at"))

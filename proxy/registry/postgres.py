@@ -22,9 +22,13 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from .. import pg
-from ..errors import NotFound, ServiceUnavailable
+from ..errors import Conflict, NotFound, ServiceUnavailable
 from . import specfile
 from .base import (
+    APPROVED,
+    HELD,
+    REJECTED,
+    Hold,
     Registry,
     RegistrySnapshot,
     SpecState,
@@ -38,6 +42,10 @@ log = logging.getLogger(__name__)
 _GENERATION = "SELECT generation FROM registry_state"
 VersionKey = tuple[str, int, str]  # name, version, sha256
 _META_ORDER = ("version", "parent", "sha256", "created_at", "author")
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds") if value is not None else None
 
 
 class PostgresRegistry(Registry):
@@ -168,14 +176,22 @@ class PostgresRegistry(Registry):
             spec = self._versions.get(key)
             if spec is not None:
                 versions.setdefault(spec.name, {})[spec.version] = spec
+        holds: dict[str, dict[int, Hold]] = {}
+        for r in await conn.fetch("SELECT name, version, status, label, requested_at, decided_at FROM spec_holds"):
+            holds.setdefault(r["name"], {})[r["version"]] = Hold(
+                r["status"], r["label"], _iso(r["requested_at"]), _iso(r["decided_at"])
+            )
         labels: dict[str, dict[str, int]] = {}
         for r in await conn.fetch("SELECT name, label, version FROM spec_labels"):
-            if r["version"] in versions.get(r["name"], {}):  # never point at an unserved version
+            hold = holds.get(r["name"], {}).get(r["version"])
+            # never point at an unserved version
+            if r["version"] in versions.get(r["name"], {}) and (hold is None or not hold.blocks):
                 labels.setdefault(r["name"], {})[r["label"]] = r["version"]
         instructions = {r["name"]: r["text"] for r in await conn.fetch("SELECT name, text FROM spec_instructions")}
         names = [r["name"] for r in await conn.fetch("SELECT name FROM specs ORDER BY name")]
         return {
-            name: SpecState(name, versions.get(name, {}), labels.get(name, {}), instructions.get(name))
+            name: SpecState(name, versions.get(name, {}), labels.get(name, {}), instructions.get(name),
+                            holds.get(name, {}))  # fmt: skip
             for name in names
         }
 
@@ -254,8 +270,14 @@ class PostgresRegistry(Registry):
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 name, number, text, sha, record, author, parent, now,
             )  # fmt: skip
-            for label in labels:
-                await self._upsert_label(conn, name, label, number)
+            if self.hold_compiled and author == "compiler":  # in the same transaction: never served unheld
+                await conn.execute(
+                    "INSERT INTO spec_holds (name, version, status, label, requested_at) VALUES ($1, $2, $3, $4, $5)",
+                    name, number, HELD, labels[0] if labels else None, now,
+                )  # fmt: skip
+            else:
+                for label in labels:
+                    await self._upsert_label(conn, name, label, number)
         await self._refresh_after_write()
         return SpecVersion(name, number, text, sha, record)
 
@@ -268,6 +290,11 @@ class PostgresRegistry(Registry):
             )
             if not exists:
                 raise NotFound(f"spec {name!r} has no version {version}", param="version")
+            status = await conn.fetchval(
+                "SELECT status FROM spec_holds WHERE name = $1 AND version = $2", name, version
+            )
+            if status is not None and status != APPROVED:
+                raise Conflict(f"{name}@{version} is {status}: approve it first", param="version")
             await self._upsert_label(conn, name, label, version)
         await self._refresh_after_write()
 
@@ -289,3 +316,31 @@ class PostgresRegistry(Registry):
                 name, text,
             )  # fmt: skip
         await self._refresh_after_write()
+
+    async def decide_hold(self, name: str, version: int, approve: bool) -> Hold:
+        check_name(name)
+        async with self._write() as conn:
+            row = await conn.fetchrow(
+                "SELECT status, label, requested_at FROM spec_holds WHERE name = $1 AND version = $2 FOR UPDATE",
+                name, version,
+            )  # fmt: skip
+            if row is None:
+                exists = await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM spec_versions WHERE name = $1 AND version = $2)", name, version
+                )
+                if not exists:
+                    raise NotFound(f"spec {name!r} has no version {version}", param="version",
+                                   code="version_not_found")  # fmt: skip
+            if row is None or row["status"] != HELD:
+                status = row["status"] if row else "not held"
+                raise Conflict(f"{name}@{version} is not awaiting approval ({status})", param="version")
+            status = APPROVED if approve else REJECTED
+            decided = await conn.fetchval(
+                "UPDATE spec_holds SET status = $3, decided_at = now() WHERE name = $1 AND version = $2 "
+                "RETURNING decided_at",
+                name, version, status,
+            )  # fmt: skip
+            if approve and row["label"]:
+                await self._upsert_label(conn, name, row["label"], version)
+        await self._refresh_after_write()
+        return Hold(status, row["label"], _iso(row["requested_at"]), _iso(decided))
