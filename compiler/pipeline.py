@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proxy.registry import Registry, SpecVersion
+from proxy.errors import NotFound
+from proxy.registry import Registry, SpecState, SpecVersion
 
 from . import prompts
 from .calibration import calibration_set
@@ -86,6 +87,15 @@ class RoundResult:
     seconds: float = 0.0
 
 
+def served(state: SpecState | None) -> SpecVersion | None:
+    """The version users get now: what the candidate competes with. None when the spec has no
+    servable version (none yet, or every one held for approval)."""
+    try:
+        return state.resolve(None) if state is not None and state.versions else None
+    except NotFound:
+        return None
+
+
 MIN_GATE_ITEMS = 10  # a gate half smaller than this could never reach significance: do not split
 
 
@@ -134,7 +144,7 @@ class Round:
         await self.registry.refresh()
         state = self.registry.snapshot.specs.get(self.name)
         self.instruction = (self.instruction_override or (state.instruction if state else None) or "").strip()
-        self.current = state.resolve(None) if state is not None and state.versions else None
+        self.current = served(state)
         r.current, r.window, r.dataset = self.current, self.dataset.window, self.dataset.summary()
         self.train = self.dataset.train.contrasts()
         held = self.dataset.heldout.contrasts()

@@ -105,6 +105,17 @@ def test_a_default_spec_with_only_held_versions_serves_no_spec() -> None:
     assert target.spec is None and state.served_versions() == set()
 
 
+def test_a_spec_whose_every_version_is_held_competes_with_its_instruction() -> None:
+    """The compiler's round must not crash on it: nothing is served, so nothing is current."""
+    from compiler.pipeline import served
+
+    state = SpecState("s", {1: SpecVersion("s", 1, "held", "h")}, {}, None, {1: Hold("held", "candidate")})
+    assert served(state) is None
+    open_ = SpecState("s", {1: SpecVersion("s", 1, "ok", "h")}, {"production": 1}, None, {})
+    assert served(open_) is not None and served(open_).version == 1
+    assert served(None) is None
+
+
 async def test_the_compiler_publishes_held_in_approval_mode(tmp_path: Path) -> None:
     registry = FileRegistry(tmp_path / "specs", poll_interval=0)
     await registry.publish("s", "v1", labels=["production"])
