@@ -51,7 +51,7 @@ def wilson_lower(wins: int, n: int, z: float = 1.96) -> float:
     p = wins / n
     centre = p + z * z / (2 * n)
     spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - spread) / (1 + z * z / n)
+    return max(0.0, (centre - spread) / (1 + z * z / n))
 
 
 def independent(pairs: Sequence[Pair]) -> list[Pair]:

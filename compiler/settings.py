@@ -49,7 +49,7 @@ class CompilerSettings(BaseSettings):
     calibration_open: int = 8  # open items: shipped rules no check expresses (compiler/data/calibration.jsonl)
     judge_min_agreement: float = 0.67  # and a Wilson lower bound above 0.5, else not trusted
     # judge kinds tried in order on each judge model (bench/README.md, "Judges", chose the order)
-    judges: list[str] = Field(default_factory=lambda: ["pairwise+calibrated", "pointwise+calibrated"])
+    judges: list[str] = Field(default_factory=lambda: ["pointwise+calibrated", "pairwise+calibrated"])
     min_accuracy: float = 0.55
     min_prevalence: float = 0.1
     spec_format: SpecFormat = "persona"

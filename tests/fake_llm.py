@@ -36,34 +36,43 @@ DEFAULT_RULES = [
 ]
 
 
+def violations(criteria: str, text: str) -> int:
+    """How many checkable rules stated in `criteria` the text breaks, read sentence by sentence:
+    never/avoid "X", begin with "X", at most N words, short, a question."""
+    t = text.lower()
+    n = 0
+    for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", criteria):
+        low = sentence.lower()
+        quoted = [q.lower() for q in re.findall(r'"([^"]+)"', sentence)]
+        if any(w in low for w in ("never", "avoid", "do not", "don't")):
+            n += sum(q in t for q in quoted)
+        if "begin" in low or "start" in low:
+            n += sum(not t.lstrip().startswith(q) for q in quoted)
+        if m := re.search(r"at most (\d+) words", low):
+            n += len(text.split()) > int(m.group(1))
+        elif "short" in low or "concise" in low or "brief" in low:
+            n += len(text.split()) > 25
+        elif "thorough" in low or "detail" in low:
+            n += len(text.split()) < 25
+        if "with a question" in low:
+            n += not text.rstrip().endswith("?")
+    return n
+
+
 def rule_judge(criteria: str, a: str, b: str) -> str | None:
-    """Prefer the answer that breaks fewer of the checkable rules stated in `criteria`, read
-    sentence by sentence: never/avoid "X", begin with "X", at most N words, short, a question."""
-
-    def violations(text: str) -> int:
-        t = text.lower()
-        n = 0
-        for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", criteria):
-            low = sentence.lower()
-            quoted = [q.lower() for q in re.findall(r'"([^"]+)"', sentence)]
-            if any(w in low for w in ("never", "avoid", "do not", "don't")):
-                n += sum(q in t for q in quoted)
-            if "begin" in low or "start" in low:
-                n += sum(not t.lstrip().startswith(q) for q in quoted)
-            if m := re.search(r"at most (\d+) words", low):
-                n += len(text.split()) > int(m.group(1))
-            elif "short" in low or "concise" in low or "brief" in low:
-                n += len(text.split()) > 25
-            elif "thorough" in low or "detail" in low:
-                n += len(text.split()) < 25
-            if "with a question" in low:
-                n += not text.rstrip().endswith("?")
-        return n
-
-    va, vb = violations(a), violations(b)
+    """Prefer the answer that breaks fewer of the checkable rules stated in `criteria`."""
+    va, vb = violations(criteria, a), violations(criteria, b)
     if va == vb:
         return None
     return "A" if va < vb else "B"
+
+
+def rule_follows(criteria: str, answer: str) -> bool | None:
+    """The pointwise view of the same judge: an answer follows the criteria when it breaks none
+    of their checkable rules (None, no opinion, when they state none it could check)."""
+    if violations(criteria, "") == violations(criteria, "x " * 200) == violations(criteria, "?"):
+        return None  # nothing checkable in the criteria: every text scores the same
+    return violations(criteria, answer) == 0
 
 
 def _flat(text: str) -> str:
@@ -81,7 +90,7 @@ class FakeLLM:
     judge: Judge = rule_judge
     bias: str = "A"  # the judge's answer when its criteria say nothing
     # the pointwise judge: does this answer follow the criteria? (None: no opinion -> "Yes")
-    point_judge: Callable[[str, str], bool | None] | None = None
+    point_judge: Callable[[str, str], bool | None] | None = rule_follows
     knows_calibration: bool = True  # answers the shipped calibration items right
     persona: Callable[[list[str]], str] | None = None
     answer: Callable[[dict[str, Any]], str] | None = None  # any other request (a served answer)
