@@ -20,6 +20,7 @@ from typing import Any
 from proxy.ledger import PAIR, SCORE, FeedbackEvent, InferenceRecord
 
 NEAR_IDENTICAL = 0.85  # token Jaccard above which two prompts count as the same question
+ANONYMOUS = "anonymous"  # the voice of all feedback with no user and no session: one voice, together
 _WORD_RE = re.compile(r"[\w']+")
 
 
@@ -33,12 +34,18 @@ class Example:
     value: float
     at: float = 0.0
     comment: str | None = None
-    user: str | None = None
+    user: str | None = None  # the end user, else "session:ID"; None: anonymous
     group: str = ""  # conversation: never split across train and held-out
 
     @property
     def up(self) -> bool:
         return self.value > 0
+
+    @property
+    def voice(self) -> str:
+        """Who gave this judgment: a user, a session where no user is known, else the one
+        anonymous voice that all unattributed feedback shares."""
+        return self.user or ANONYMOUS
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,11 @@ class Pair:
     chosen: Example
     rejected: Example
     source: str
+
+    @property
+    def voices(self) -> set[str]:
+        """The voices behind the two votes (an explicit pair is one person's comparison)."""
+        return {self.chosen.voice} if self.source == "explicit" else {self.chosen.voice, self.rejected.voice}
 
 
 @dataclass
@@ -167,9 +179,10 @@ def _example(inf: InferenceRecord, value: float, at: float, comment: str | None)
     if not prompt:
         return None
     meta = inf.metadata or {}
-    user = meta.get("user") or meta.get("session")
+    # the proxy records the OpenAI `user` field or X-User-Id as "user", X-Session-Id as "session"
+    user = str(meta["user"]) if meta.get("user") else f"session:{meta['session']}" if meta.get("session") else None
     group = str(meta.get("session") or f"p:{hashlib.sha1(normalize(prompt).encode()).hexdigest()[:12]}")
-    return Example(inf.id, prompt, inf.response_text, value, at, comment, str(user) if user else None, group)
+    return Example(inf.id, prompt, inf.response_text, value, at, comment, user, group)
 
 
 def examples_from_events(events: Iterable[FeedbackEvent]) -> tuple[list[Example], list[Pair]]:
@@ -210,19 +223,17 @@ def examples_from_events(events: Iterable[FeedbackEvent]) -> tuple[list[Example]
 
 
 def cap_per_user(examples: Sequence[Example], pairs: Sequence[Pair], cap: int) -> tuple[list[Example], list[Pair]]:
-    """Keep each user's (or session's) most recent `cap` judgments, so one loud user cannot
-    define the spec for everyone. Anonymous judgments are not capped."""
+    """Keep each voice's most recent `cap` judgments (a user's, a session's, and all anonymous
+    feedback's together), so no one loud voice can define the spec for everyone."""
     items: list[tuple[float, str, Example | Pair]] = [(e.at, e.id, e) for e in examples]
     items += [(p.chosen.at, p.id, p) for p in pairs]
     count: dict[str, int] = defaultdict(int)
     keep: set[str] = set()
     for _, id_, item in sorted(items, key=lambda t: (t[0], t[1]), reverse=True):
-        user = item.user if isinstance(item, Example) else item.chosen.user
-        if user is not None:
-            count[user] += 1
-            if count[user] > cap:
-                continue
-        keep.add(id_)
+        voice = item.voice if isinstance(item, Example) else item.chosen.voice
+        count[voice] += 1
+        if count[voice] <= cap:
+            keep.add(id_)
     return [e for e in examples if e.id in keep], [p for p in pairs if p.id in keep]
 
 
