@@ -187,7 +187,8 @@ def _example(inf: InferenceRecord, value: float, at: float, comment: str | None)
 
 def examples_from_events(events: Iterable[FeedbackEvent]) -> tuple[list[Example], list[Pair]]:
     """Rated examples and explicit pairs, deduplicated: a later vote on an inference replaces an
-    earlier one, and the same answer to the same prompt counts once."""
+    earlier one, and the same answer to the same prompt counts once per voice (one user's later
+    vote never overwrites another user's on an identical answer)."""
     latest_vote: dict[str, FeedbackEvent] = {}
     latest_pair: dict[tuple[str, str], FeedbackEvent] = {}
     for ev in events:
@@ -199,7 +200,7 @@ def examples_from_events(events: Iterable[FeedbackEvent]) -> tuple[list[Example]
             prev = latest_vote.get(fb.inference_id)
             if prev is None or (fb.created_at, fb.id) >= (prev.feedback.created_at, prev.feedback.id):
                 latest_vote[fb.inference_id] = ev
-    by_answer: dict[tuple[str, str], Example] = {}
+    by_answer: dict[tuple[str, str, str], Example] = {}
     for ev in latest_vote.values():
         up = _is_up(ev.feedback.kind, ev.feedback.value)
         if up is None:
@@ -207,7 +208,7 @@ def examples_from_events(events: Iterable[FeedbackEvent]) -> tuple[list[Example]
         ex = _example(ev.inference, 1.0 if up else -1.0, ev.feedback.created_at, ev.feedback.comment)
         if ex is None:
             continue
-        key = (normalize(ex.prompt), hashlib.sha1(ex.response.strip().encode()).hexdigest())
+        key = (ex.voice, normalize(ex.prompt), hashlib.sha1(ex.response.strip().encode()).hexdigest())
         if key not in by_answer or ex.at >= by_answer[key].at:
             by_answer[key] = ex
     pairs: list[Pair] = []
@@ -285,8 +286,8 @@ def pair_thumbs(examples: Sequence[Example], explicit: Sequence[Pair]) -> Split:
         up_tok = tokens(up.prompt)
         best: tuple[float, float, Example] | None = None
         for d in downs:
-            if d.id in used:
-                continue
+            if d.id in used or d.response.strip() == up.response.strip():
+                continue  # two users' opposite votes on one answer contrast nothing
             sim = jaccard(up_tok, down_tokens[d.id])
             if sim < NEAR_IDENTICAL:
                 continue
