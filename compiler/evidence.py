@@ -32,6 +32,7 @@ from .checks import (
 )
 from .dataset import Example, Pair, Split, normalize
 from .principle import Principle
+from .prompts import COMMENT_TAG
 
 ALL_STOPWORDS = frozenset().union(*STOPWORDS.values()) | frozenset(
     "it's i'm you're we they he she my me our us so do if or but at by from was were will would could".split()
@@ -164,9 +165,8 @@ def _start_checks(contrasts: Sequence[Pair], min_support: int) -> list[tuple[Che
 # A comment that tries to instruct the compiler rather than say what the user disliked: a small
 # heuristic, on purpose (a missed one still has to pass validation and the distinct-user minimum;
 # a false alarm costs one comment). First match names the reason.
-COMMENT_DELIMITER = "comment"  # prompts.propose quotes each comment as <comment>...</comment>
 _INSTRUCTING: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(rf"</?\s*{COMMENT_DELIMITER}\b|```", re.I), "contains the comment delimiter"),
+    (re.compile(rf"</?\s*{COMMENT_TAG}\b", re.I), "contains the comment delimiter"),
     (re.compile(r"\b(?:ignore|disregard|forget|override)\b.{0,30}\b(?:previous|prior|above|earlier|all|any|your)\b"
                 r".{0,20}\b(?:instructions?|rules?|prompts?|directions?)\b", re.I), "tries to override instructions"),
     (re.compile(r"\b(?:system|developer)\s+(?:prompt|message|instructions?)\b|\bjailbreak|\bprompt injection", re.I),
