@@ -287,7 +287,7 @@ def pair_thumbs(examples: Sequence[Example], explicit: Sequence[Pair]) -> Split:
         best: tuple[float, float, Example] | None = None
         for d in downs:
             if d.id in used or d.response.strip() == up.response.strip():
-                continue  # two users' opposite votes on one answer contrast nothing
+                continue  # an up and a down on one answer contrast nothing
             sim = jaccard(up_tok, down_tokens[d.id])
             if sim < NEAR_IDENTICAL:
                 continue

@@ -13,9 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from .checks import Check
 from .dataset import Example, Pair
-from .evidence import measure
 from .judge import Judge, verdict
 from .llm import run_all
 from .principle import Principle
@@ -29,19 +27,24 @@ def spread(pairs: Sequence[Pair], k: int) -> list[Pair]:
     return [pairs[int(i * step)] for i in range(k)]
 
 
-def backers(items: Iterable[tuple[Example | Pair, int]]) -> int:
-    """Distinct voices a rule sides with: of (held-out item, +1 sides with the user / -1
-    against / 0 no side), a voice counts when the rule sides with it on more of its items than
-    it goes against it (anonymous feedback is one voice, an explicit pair its chooser's)."""
+Side = tuple[Example | Pair, int]  # a held-out item and the rule on it: +1 sides with the user, -1 against, 0 none
+
+
+def backers(sides: Iterable[Side]) -> int:
+    """Distinct voices a rule sides with: a voice counts when the rule sides with it on more of
+    its held-out items than it goes against it (all anonymous feedback is one voice; a pair's
+    voices are its two voters', an explicit pair's its chooser's)."""
     net: Counter[str] = Counter()
-    for item, side in items:
+    for item, side in sides:
         for voice in item.voices if isinstance(item, Pair) else {item.voice}:
             net[voice] += side
     return sum(n > 0 for n in net.values())
 
 
-def _side(check: Check, p: Pair) -> int:
-    return check.test(p.chosen.response) - check.test(p.rejected.response)
+def _tally(p: Principle, method: str, n: int, sides: Sequence[Side]) -> None:
+    p.method, p.n = method, n
+    p.relevant, p.support = sum(side != 0 for _, side in sides), sum(side > 0 for _, side in sides)
+    p.users = backers(sides)
 
 
 async def validate(
@@ -59,27 +62,20 @@ async def validate(
     sample = spread(heldout, max_pairs)
 
     async def one(p: Principle) -> None:
-        if p.check is not None:
-            p.method, p.n = "check", len(heldout)
-            p.relevant, p.support = measure(p.check, heldout)
-            p.users = backers((pair, _side(p.check, pair)) for pair in heldout)
+        if (check := p.check) is not None:
+            sides = [(pair, check.test(pair.chosen.response) - check.test(pair.rejected.response)) for pair in heldout]
+            _tally(p, "check", len(heldout), sides)
             if not p.relevant and p.source == "comment" and singles:
                 # no held-out pair to decide on (a wish the answers never met): the check must
                 # explain the held-out votes one by one, each up passing it and each down failing
-                agrees = [(e, 1 if p.check.test(e.response) == e.up else -1) for e in singles]
-                p.method, p.n = "check-unary", len(singles)
-                p.relevant, p.support = len(singles), sum(side > 0 for _, side in agrees)
-                p.users = backers(agrees)
+                _tally(p, "check-unary", len(singles), [(e, 1 if check.test(e.response) == e.up else -1) for e in singles])
         elif judge is None or not sample:
             p.method, p.n = "none", 0
         elif not judge_ok:
             p.method, p.n = "uncalibrated", 0
         else:
             votes = [verdict(s) for s in await run_all(judge.by_rule(p.text, pair) for pair in sample)]
-            p.method, p.n = "judge", len(sample)
-            p.relevant = sum(v != 0 for v in votes)
-            p.support = sum(v > 0 for v in votes)
-            p.users = backers((pair, (v > 0) - (v < 0)) for pair, v in zip(sample, votes, strict=True))
+            _tally(p, "judge", len(sample), [(pair, (v > 0) - (v < 0)) for pair, v in zip(sample, votes, strict=True)])
         if on_done:
             on_done(p)
 
