@@ -20,6 +20,7 @@ from typing import Any
 from proxy.ledger import PAIR, SCORE, FeedbackEvent, InferenceRecord
 
 NEAR_IDENTICAL = 0.85  # token Jaccard above which two prompts count as the same question
+ANONYMOUS = "anonymous"  # the voice of all feedback with no user and no session: one voice, together
 _WORD_RE = re.compile(r"[\w']+")
 
 
@@ -33,12 +34,18 @@ class Example:
     value: float
     at: float = 0.0
     comment: str | None = None
-    user: str | None = None
+    user: str | None = None  # the end user, else "session:ID"; None: anonymous
     group: str = ""  # conversation: never split across train and held-out
 
     @property
     def up(self) -> bool:
         return self.value > 0
+
+    @property
+    def voice(self) -> str:
+        """Who gave this judgment: a user, a session where no user is known, else the one
+        anonymous voice that all unattributed feedback shares."""
+        return self.user or ANONYMOUS
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,11 @@ class Pair:
     chosen: Example
     rejected: Example
     source: str
+
+    @property
+    def voices(self) -> set[str]:
+        """The voices behind the two votes (an explicit pair is one person's comparison)."""
+        return {self.chosen.voice} if self.source == "explicit" else {self.chosen.voice, self.rejected.voice}
 
 
 @dataclass
@@ -167,14 +179,16 @@ def _example(inf: InferenceRecord, value: float, at: float, comment: str | None)
     if not prompt:
         return None
     meta = inf.metadata or {}
-    user = meta.get("user") or meta.get("session")
+    # the proxy records the OpenAI `user` field or X-User-Id as "user", X-Session-Id as "session"
+    user = str(meta["user"]) if meta.get("user") else f"session:{meta['session']}" if meta.get("session") else None
     group = str(meta.get("session") or f"p:{hashlib.sha1(normalize(prompt).encode()).hexdigest()[:12]}")
-    return Example(inf.id, prompt, inf.response_text, value, at, comment, str(user) if user else None, group)
+    return Example(inf.id, prompt, inf.response_text, value, at, comment, user, group)
 
 
 def examples_from_events(events: Iterable[FeedbackEvent]) -> tuple[list[Example], list[Pair]]:
     """Rated examples and explicit pairs, deduplicated: a later vote on an inference replaces an
-    earlier one, and the same answer to the same prompt counts once."""
+    earlier one, and the same answer to the same prompt counts once per voice (one user's later
+    vote never overwrites another user's on an identical answer)."""
     latest_vote: dict[str, FeedbackEvent] = {}
     latest_pair: dict[tuple[str, str], FeedbackEvent] = {}
     for ev in events:
@@ -186,7 +200,7 @@ def examples_from_events(events: Iterable[FeedbackEvent]) -> tuple[list[Example]
             prev = latest_vote.get(fb.inference_id)
             if prev is None or (fb.created_at, fb.id) >= (prev.feedback.created_at, prev.feedback.id):
                 latest_vote[fb.inference_id] = ev
-    by_answer: dict[tuple[str, str], Example] = {}
+    by_answer: dict[tuple[str, str, str], Example] = {}
     for ev in latest_vote.values():
         up = _is_up(ev.feedback.kind, ev.feedback.value)
         if up is None:
@@ -194,7 +208,7 @@ def examples_from_events(events: Iterable[FeedbackEvent]) -> tuple[list[Example]
         ex = _example(ev.inference, 1.0 if up else -1.0, ev.feedback.created_at, ev.feedback.comment)
         if ex is None:
             continue
-        key = (normalize(ex.prompt), hashlib.sha1(ex.response.strip().encode()).hexdigest())
+        key = (ex.voice, normalize(ex.prompt), hashlib.sha1(ex.response.strip().encode()).hexdigest())
         if key not in by_answer or ex.at >= by_answer[key].at:
             by_answer[key] = ex
     pairs: list[Pair] = []
@@ -210,19 +224,17 @@ def examples_from_events(events: Iterable[FeedbackEvent]) -> tuple[list[Example]
 
 
 def cap_per_user(examples: Sequence[Example], pairs: Sequence[Pair], cap: int) -> tuple[list[Example], list[Pair]]:
-    """Keep each user's (or session's) most recent `cap` judgments, so one loud user cannot
-    define the spec for everyone. Anonymous judgments are not capped."""
+    """Keep each voice's most recent `cap` judgments (a user's, a session's, and all anonymous
+    feedback's together), so no one loud voice can define the spec for everyone."""
     items: list[tuple[float, str, Example | Pair]] = [(e.at, e.id, e) for e in examples]
     items += [(p.chosen.at, p.id, p) for p in pairs]
     count: dict[str, int] = defaultdict(int)
     keep: set[str] = set()
     for _, id_, item in sorted(items, key=lambda t: (t[0], t[1]), reverse=True):
-        user = item.user if isinstance(item, Example) else item.chosen.user
-        if user is not None:
-            count[user] += 1
-            if count[user] > cap:
-                continue
-        keep.add(id_)
+        voice = item.voice if isinstance(item, Example) else item.chosen.voice
+        count[voice] += 1
+        if count[voice] <= cap:
+            keep.add(id_)
     return [e for e in examples if e.id in keep], [p for p in pairs if p.id in keep]
 
 
@@ -274,8 +286,8 @@ def pair_thumbs(examples: Sequence[Example], explicit: Sequence[Pair]) -> Split:
         up_tok = tokens(up.prompt)
         best: tuple[float, float, Example] | None = None
         for d in downs:
-            if d.id in used:
-                continue
+            if d.id in used or d.response.strip() == up.response.strip():
+                continue  # an up and a down on one answer contrast nothing
             sim = jaccard(up_tok, down_tokens[d.id])
             if sim < NEAR_IDENTICAL:
                 continue

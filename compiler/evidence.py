@@ -6,6 +6,10 @@ with, phrases that appear only in rejected answers or only in preferred ones, an
 down-vote comments complain about. Each property becomes a
 candidate principle with a `Check` only when it separates the training contrasts clearly; it
 then goes through the same held-out validation as every other principle.
+
+Comments are data, never instructions: one that tries to instruct the compiler (`flag_comment`)
+is set aside, reported, and never becomes a principle nor reaches the proposer; a wish learned
+from comments needs `min_users` distinct commenters.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .checks import (
 )
 from .dataset import Example, Pair, Split, normalize
 from .principle import Principle
+from .prompts import COMMENT_TAG
 
 ALL_STOPWORDS = frozenset().union(*STOPWORDS.values()) | frozenset(
     "it's i'm you're we they he she my me our us so do if or but at by from was were will would could".split()
@@ -157,17 +162,70 @@ def _start_checks(contrasts: Sequence[Pair], min_support: int) -> list[tuple[Che
     return out
 
 
-def comment_themes(examples: Sequence[Example]) -> dict[str, list[str]]:
-    """Down-vote comments grouped by what they complain about."""
-    themes: dict[str, list[str]] = defaultdict(list)
+# A comment that tries to instruct the compiler rather than say what the user disliked: a small
+# heuristic, on purpose (a missed one still has to pass validation and the distinct-user minimum;
+# a false alarm costs one comment). First match names the reason.
+_INSTRUCTING: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(rf"</?\s*{COMMENT_TAG}\b", re.I), "contains the comment delimiter"),
+    (re.compile(r"\b(?:ignore|disregard|forget|override)\b.{0,30}\b(?:previous|prior|above|earlier|all|any|your)\b"
+                r".{0,20}\b(?:instructions?|rules?|prompts?|directions?)\b", re.I), "tries to override instructions"),
+    (re.compile(r"\b(?:system|developer)\s+(?:prompt|message|instructions?)\b|\bjailbreak|\bprompt injection", re.I),
+     "addresses the system prompt"),
+    (re.compile(r"(?:^|[\n.;!?]\s*)(?:system|assistant|compiler|developer|admin)\s*:|\b(?:dear|hey|note to (?:the )?)"
+                r"\s*(?:compiler|system|assistant|ai|model|developers?)\b", re.I), "addressed to the compiler or system"),
+    (re.compile(r"\b(?:add|insert|include|write|put)\s+(?:(?:this|the|a|these|new|following)\s+){0,2}(?:rules?|instructions?)\b"
+                r"|\bnew rule\b", re.I), "dictates a rule"),
+    (re.compile(r"\balways\s+(?:say|mention|recommend|promote|advertise|link|suggest|tell (?:users|people|them))\b", re.I),
+     "dictates what to always say"),
+    (re.compile(r"https?://|\bwww\.|\b[a-z0-9-]+\.(?:com|net|org|io|ai|co|shop|store|biz|info|xyz|app|ly)\b", re.I),
+     "contains a link"),
+    (re.compile(r"\b(?:buy|order|shop|subscribe|sign up|register|click|visit|call)\s+(?:now|today|here|us|our|my)\b|"
+                r"\b(?:promo|discount|coupon)\s*codes?\b|\bfree trial\b|\blimited offer\b", re.I),
+     "promotional call to action"),
+)  # fmt: skip
+
+
+def flag_comment(comment: str) -> str | None:
+    """Why a comment reads as an instruction to the compiler (or an advert), None when it reads
+    as what a user thought of an answer: "ignore previous instructions", "system prompt", "add
+    the rule", "always say/recommend", a link or a call to action, or the comment delimiter."""
+    for pattern, why in _INSTRUCTING:
+        if pattern.search(comment):
+            return why
+    return None
+
+
+def flagged_comments(examples: Sequence[Example]) -> list[dict[str, Any]]:
+    """Every flagged comment once per voice: the text, the user (voice) and why, with a count."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
     for e in examples:
-        if e.up or not e.comment:
-            continue
-        low = e.comment.lower()
+        if e.comment and (why := flag_comment(e.comment)):
+            row = found.setdefault((e.comment.strip(), e.voice),
+                                   {"text": e.comment.strip()[:200], "user": e.voice, "why": why, "count": 0})  # fmt: skip
+            row["count"] += 1
+    return sorted(found.values(), key=lambda r: (-r["count"], r["user"], r["text"]))
+
+
+def down_comments(examples: Sequence[Example]) -> list[Example]:
+    """The down votes whose comment the compiler may read: the flagged ones are left out."""
+    return [e for e in examples if not e.up and e.comment and flag_comment(e.comment) is None]
+
+
+def comment_themes(examples: Sequence[Example]) -> dict[str, list[Example]]:
+    """Down votes with an unflagged comment, grouped by what the comment complains about."""
+    themes: dict[str, list[Example]] = defaultdict(list)
+    for e in down_comments(examples):
+        low = (e.comment or "").lower()
         for theme, (keywords, _) in COMMENT_THEMES.items():
             if any(k in low for k in keywords):
-                themes[theme].append(e.comment.strip())
+                themes[theme].append(e)
     return dict(themes)
+
+
+def _comment_evidence(downs: Sequence[Example]) -> dict[str, Any]:
+    comments = [(e.comment or "").strip() for e in downs]
+    return {"comments": list(dict.fromkeys(comments))[:3], "count": len(comments),
+            "users": len({e.voice for e in downs})}  # fmt: skip
 
 
 THEME_OF_CHECK = {"max_words": "length", "min_words": "length", "language": "language", "list": "format",
@@ -209,28 +267,27 @@ def check_of_comment(comment: str) -> tuple[Check, str] | None:
     return None
 
 
-def comment_principles(examples: Sequence[Example], *, min_count: int = 2) -> tuple[list[Principle], dict[str, int]]:
+def comment_principles(
+    examples: Sequence[Example], *, min_count: int = 2, min_users: int = 1
+) -> tuple[list[Principle], dict[str, int]]:
     """Recurring down-vote comments that name a checkable wish -> candidate principles with that
     check, so validation measures them on held-out feedback like any other. When the answers
-    never satisfy a wish there are no ups to contrast with, and the comments are the only signal."""
-    found: dict[Check, list[str]] = defaultdict(list)
+    never satisfy a wish there are no ups to contrast with, and the comments are the only signal.
+    A wish needs `min_count` comments from `min_users` distinct voices (all anonymous feedback is
+    one); flagged comments (`flag_comment`) never count."""
+    found: dict[Check, list[Example]] = defaultdict(list)
     display: dict[Check, str] = {}
-    for e in examples:
-        if e.up or not e.comment:
-            continue
-        if hit := check_of_comment(e.comment):
-            found[hit[0]].append(e.comment.strip())
+    for e in down_comments(examples):
+        if hit := check_of_comment(e.comment or ""):
+            found[hit[0]].append(e)
             display.setdefault(hit[0], hit[1])
     out: list[Principle] = []
     counts = {str(c): len(v) for c, v in found.items()}
-    for check, comments in sorted(found.items(), key=lambda t: (-len(t[1]), str(t[0]))):
-        if len(comments) < min_count:
+    for check, downs in sorted(found.items(), key=lambda t: (-len(t[1]), str(t[0]))):
+        evidence = _comment_evidence(downs)
+        if len(downs) < min_count or evidence["users"] < min_users:
             continue
-        downs = [e for e in examples if not e.up and e.comment and e.comment.strip() in comments]
-        failing = sum(not check.test(e.response) for e in downs)
-        users = {e.user or "anonymous" for e in downs}  # anonymous feedback is one voice
-        evidence = {"comments": list(dict.fromkeys(comments))[:3], "count": len(comments), "users": len(users),
-                    "commented_answers_failing_check": failing}  # fmt: skip
+        evidence["commented_answers_failing_check"] = sum(not check.test(e.response) for e in downs)
         out.append(Principle(check_text(check, display[check]), "comment", check, evidence=evidence))
     return out, counts
 
@@ -261,13 +318,14 @@ def _explain_away(
 
 
 def find_evidence(
-    split: Split, *, min_support: int = 3, min_accuracy: float = 0.75, max_phrases: int = 3
+    split: Split, *, min_support: int = 3, min_accuracy: float = 0.75, max_phrases: int = 3, min_users: int = 1
 ) -> tuple[list[Principle], dict[str, Any]]:
     """Candidate principles from measured properties of the training contrasts, and a report of
-    every property measured (kept or not) for the round's printout and front matter."""
+    every property measured (kept or not) for the round's printout and front matter. What
+    comments say counts only when `min_users` distinct voices say it."""
     contrasts = split.contrasts()
     examples = split.examples
-    down_comments = comment_themes(examples)
+    themes = {t: downs for t, downs in comment_themes(examples).items() if len({e.voice for e in downs}) >= min_users}
     candidates: list[tuple[Check, str]] = [(c, "") for c in _length_checks(contrasts)]
     candidates += [(Check(k), "") for k in ("list", "no_list", "numbered", "headings", "question", "no_question")]
     languages = Counter(language(p.chosen.response) for p in contrasts)
@@ -287,7 +345,7 @@ def find_evidence(
         relevant, agree = measure(check, contrasts)
         accuracy = agree / relevant if relevant else 0.0
         theme = THEME_OF_CHECK.get(check.kind)
-        comments = down_comments.get(theme, []) if theme else []
+        comments = [(e.comment or "").strip() for e in themes.get(theme, [])] if theme else []
         row = {"check": str(check), "relevant": relevant, "agree": agree, "accuracy": round(accuracy, 3)}
         # comments lower the bar: users said it in words, the numbers only need to agree
         bar = max(2, min_support - 1) if comments else needed
@@ -301,24 +359,17 @@ def find_evidence(
                 ev["comments"] = list(dict.fromkeys(comments))[:3]
             strong.append((check, display, agreeing, ev))
     principles = _explain_away(strong, {row["check"]: row for row in measured})
-    from_comments, comment_counts = comment_principles(examples)
+    from_comments, comment_counts = comment_principles(examples, min_users=min_users)
     have = {str(p.check) for p in principles if p.check is not None}
     principles += [p for p in from_comments if str(p.check) not in have]
-    for theme, comments in down_comments.items():
+    for theme, downs in themes.items():
         text = COMMENT_THEMES[theme][1]
-        if text and len(comments) >= 2:
-            principles.append(
-                Principle(
-                    text,
-                    "comment",
-                    None,
-                    evidence={"comments": list(dict.fromkeys(comments))[:3], "count": len(comments)},
-                )
-            )
+        if text and len(downs) >= 2:
+            principles.append(Principle(text, "comment", None, evidence=_comment_evidence(downs)))
     report = {
         "contrasts": len(contrasts),
         "measured": measured,
-        "comment_themes": {k: len(v) for k, v in down_comments.items()},
+        "comment_themes": {k: len(v) for k, v in themes.items()},
         "comment_checks": comment_counts,
     }
     return principles, report

@@ -21,7 +21,7 @@ from .calibration import calibration_set
 from .compress import compress, shortlist
 from .dataset import Dataset, Pair
 from .errors import CompilerError, NotEnoughFeedback
-from .evidence import find_evidence
+from .evidence import down_comments, find_evidence, flagged_comments
 from .gate import GateResult, run_gate, unary_gate, wilson_lower
 from .judge import Calibration, Judge, PairwiseJudge, calibrate, make_judge
 from .llm import LLMClient, estimate_tokens
@@ -83,6 +83,7 @@ class RoundResult:
     cost: dict[str, Any] = field(default_factory=dict)
     dataset: dict[str, int] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
+    flagged_comments: list[dict[str, Any]] = field(default_factory=list)  # comments that tried to instruct
     window: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -148,7 +149,13 @@ class Round:
         r.current, r.window, r.dataset = self.current, self.dataset.window, self.dataset.summary()
         self.train = self.dataset.train.contrasts()
         held = self.dataset.heldout.contrasts()
-        self.evidence_principles, r.evidence = find_evidence(self.dataset.train)
+        # a pairs file names no users: whoever passes it vouches for it, so one voice is enough
+        from_file = str(self.dataset.window.get("source", "")).startswith("file:")
+        self.min_users = 1 if from_file else self.s.min_users
+        self.evidence_principles, r.evidence = find_evidence(self.dataset.train, min_users=self.min_users)
+        r.flagged_comments = flagged_comments(self.dataset.train.examples + self.dataset.heldout.examples)
+        if r.flagged_comments:
+            self.say(f"{len(r.flagged_comments)} comment(s) read as instructions to the compiler: set aside")
         self.singles = self.dataset.heldout.examples
         self.unary = False
         if not self.train or len(held) < self.s.min_heldout_pairs:
@@ -165,7 +172,7 @@ class Round:
             r.dataset["unary_heldout"] = len(self.singles)
         self.val_pairs, self.gate_pairs, r.dataset["validated_on"] = split_heldout(self.train, held)
         self.current_principles = current_principles(self.current, self.instruction)
-        self.complaints = [e.comment for e in self.dataset.train.examples if not e.up and e.comment]
+        self.complaints = [e.comment or "" for e in down_comments(self.dataset.train.examples)]
         self.plan = r.plan = self._fit(Plan.from_settings(self.s))
         r.projection = self.project(self.plan)
         return r
@@ -283,7 +290,8 @@ class Round:
                 if p.method == "judge":
                     p.judge = f"{cal.judge}, calibration {cal.agree}/{cal.n}"
         s = self.s
-        return select(candidates, top_k=s.top_k, min_accuracy=s.min_accuracy, min_prevalence=s.min_prevalence)
+        return select(candidates, top_k=s.top_k, min_accuracy=s.min_accuracy, min_prevalence=s.min_prevalence,
+                      min_users=self.min_users)  # fmt: skip
 
     def trusts(self, agree: int, n: int) -> bool:
         """A judge is trusted when it beats a coin on the known answers with 95% confidence
@@ -375,7 +383,7 @@ class Round:
             gate=gate.to_meta(), cost=r.cost, seed=s.seed, model=self.llm.model,
             synthesis={"method": r.synthesis.method, "format": s.spec_format, "repairs": r.synthesis.repairs},
             evidence={"contrasts": r.evidence.get("contrasts"), "comment_themes": r.evidence.get("comment_themes", {})},
-            forced=not gate.passed,
+            forced=not gate.passed, flagged_comments=r.flagged_comments,
         )  # fmt: skip
         parent = self.current.version if self.current else None
         r.version = await publish(self.registry, self.name, text, meta, parent=parent, label=self.label)

@@ -30,6 +30,7 @@ class Principle:
     n: int = 0
     relevant: int = 0
     support: int = 0
+    users: int = 0  # distinct voices the rule sides with on held-out feedback (dataset.Example.voice)
     status: str = ""  # kept | added | dropped | unvalidated
     judge: str = ""  # which judge validated it (method "judge"): model and kind, with its calibration
 
@@ -54,6 +55,7 @@ class Principle:
             method=self.method,
             support=self.support,
             relevant=self.relevant,
+            users=self.users,
             heldout=self.n,
             accuracy=None if self.accuracy is None else round(self.accuracy, 3),
             prevalence=round(self.prevalence, 3),

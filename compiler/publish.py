@@ -38,6 +38,7 @@ def build_meta(
     synthesis: dict[str, Any],
     evidence: dict[str, Any],
     forced: bool = False,
+    flagged_comments: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     feedback_window = dict(window)
     for key in ("since", "until"):
@@ -53,6 +54,8 @@ def build_meta(
         "gate": gate,
         "cost": cost,
     }
+    if flagged_comments:  # set aside as instructions to the compiler: the text, the user and why
+        meta["flagged_comments"] = list(flagged_comments)
     if forced:
         meta["forced"] = True
     return meta

@@ -20,7 +20,8 @@ def _numbers(p: Principle) -> str:
     acc = "n/a" if p.accuracy is None else f"{p.accuracy:.2f}"
     how = {"check": "measured", "judge": f"judged by {p.judge}" if p.judge else "judged",
            "none": "not validated"}.get(p.method, p.method or "-")  # fmt: skip
-    return f"support {p.support}/{p.relevant} of {p.n} held-out, accuracy {acc}, prevalence {p.prevalence:.2f}, {how}"
+    return (f"support {p.support}/{p.relevant} of {p.n} held-out from {p.users} user(s), accuracy {acc}, "
+            f"prevalence {p.prevalence:.2f}, {how}")  # fmt: skip
 
 
 def _evidence(p: Principle) -> str:
@@ -36,6 +37,8 @@ def _evidence(p: Principle) -> str:
         parts.append(f"check {p.check}")
     if ev.get("check_error"):
         parts.append(f"attached check refused: {ev['check_error']}")
+    if ev.get("too_few_users"):
+        parts.append(f"too few users: {ev['too_few_users']}")
     return "; ".join(parts)
 
 
@@ -47,6 +50,17 @@ def principles(result: RoundResult) -> str:
     for p in sorted(result.candidates, key=lambda p: (order.get(p.status, 4), -p.score)):
         lines.append(f"  [{p.status or '?':10}] {p.text}")
         lines.append(f"             {p.source}; {_numbers(p)}" + (f"; {_evidence(p)}" if _evidence(p) else ""))
+    return "\n".join(lines)
+
+
+def flagged(result: RoundResult) -> str:
+    """Comments that read as instructions to the compiler: set aside, shown here for a person."""
+    if not result.flagged_comments:
+        return ""
+    lines = ["flagged comments (read as instructions to the compiler; never shown to its LLM nor learned from):"]
+    for c in result.flagged_comments:
+        times = f" (x{c['count']})" if c.get("count", 1) > 1 else ""
+        lines.append(f"  {c['user']}: {c['text'][:120]!r}{times} - {c['why']}")
     return "\n".join(lines)
 
 
@@ -77,7 +91,7 @@ def gate(result: RoundResult) -> str:
 
 
 def summary(result: RoundResult) -> str:
-    parts = [principles(result), gate(result)]
+    parts = [principles(result), flagged(result), gate(result)]
     if result.diff:
         parts.append("diff:\n" + result.diff.rstrip())
     elif result.candidate_text and result.current is None:

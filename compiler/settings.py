@@ -52,12 +52,16 @@ class CompilerSettings(BaseSettings):
     judges: list[str] = Field(default_factory=lambda: ["pointwise+calibrated", "pairwise+calibrated"])
     min_accuracy: float = 0.55
     min_prevalence: float = 0.1
+    # every new principle needs held-out support from this many distinct voices (users; sessions
+    # where no user is known; all anonymous feedback is one voice), and a wish learned from
+    # comments this many distinct commenters: no one user writes the spec
+    min_users: int = 2
     spec_format: SpecFormat = "persona"
     similarity: float = 0.6  # compress: token-Jaccard/difflib threshold for near-duplicates
 
     # dataset
     holdout_fraction: float = 0.3
-    max_per_user: int = 50
+    max_per_user: int = 50  # judgments kept per voice: a user, a session, or all anonymous feedback as one
     window_days: float = 30.0
     min_heldout_pairs: int = 2
     # With no up/down pairs at all (a wish the answers never meet), learn from down-vote comments

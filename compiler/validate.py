@@ -2,16 +2,18 @@
 
 A checkable principle is measured by its predicate on every held-out pair; the others by the
 judge in both orders on a fixed sample. Either way: relevant = pairs where the rule takes a side,
-support = those where it sides with the user; ranked by prevalence x accuracy.
+support = those where it sides with the user; ranked by prevalence x accuracy. No one user
+writes the spec: a new rule must also be backed by `min_users` distinct voices (users, sessions
+where no user is known, all anonymous feedback as one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from .dataset import Example, Pair
-from .evidence import measure
 from .judge import Judge, verdict
 from .llm import run_all
 from .principle import Principle
@@ -25,6 +27,26 @@ def spread(pairs: Sequence[Pair], k: int) -> list[Pair]:
     return [pairs[int(i * step)] for i in range(k)]
 
 
+Side = tuple[Example | Pair, int]  # a held-out item and the rule on it: +1 sides with the user, -1 against, 0 none
+
+
+def backers(sides: Iterable[Side]) -> int:
+    """Distinct voices a rule sides with: a voice counts when the rule sides with it on more of
+    its held-out items than it goes against it (all anonymous feedback is one voice; a pair's
+    voices are its two voters', an explicit pair's its chooser's)."""
+    net: Counter[str] = Counter()
+    for item, side in sides:
+        for voice in item.voices if isinstance(item, Pair) else {item.voice}:
+            net[voice] += side
+    return sum(n > 0 for n in net.values())
+
+
+def _tally(p: Principle, method: str, n: int, sides: Sequence[Side]) -> None:
+    p.method, p.n = method, n
+    p.relevant, p.support = sum(side != 0 for _, side in sides), sum(side > 0 for _, side in sides)
+    p.users = backers(sides)
+
+
 async def validate(
     principles: Sequence[Principle],
     heldout: Sequence[Pair],
@@ -35,28 +57,25 @@ async def validate(
     on_done: Callable[[Principle], None] | None = None,
     singles: Sequence[Example] = (),
 ) -> None:
-    """Fill in method/n/relevant/support of each principle. With `judge_ok` false (the judge
-    failed calibration) rules without a check stay unvalidated rather than judged by noise."""
+    """Fill in method/n/relevant/support/users of each principle. With `judge_ok` false (the
+    judge failed calibration) rules without a check stay unvalidated rather than judged by noise."""
     sample = spread(heldout, max_pairs)
 
     async def one(p: Principle) -> None:
-        if p.check is not None:
-            p.method, p.n = "check", len(heldout)
-            p.relevant, p.support = measure(p.check, heldout)
+        if (check := p.check) is not None:
+            sides = [(pair, check.test(pair.chosen.response) - check.test(pair.rejected.response)) for pair in heldout]
+            _tally(p, "check", len(heldout), sides)
             if not p.relevant and p.source == "comment" and singles:
                 # no held-out pair to decide on (a wish the answers never met): the check must
                 # explain the held-out votes one by one, each up passing it and each down failing
-                p.method, p.n = "check-unary", len(singles)
-                p.relevant, p.support = len(singles), sum(p.check.test(e.response) == e.up for e in singles)
+                _tally(p, "check-unary", len(singles), [(e, 1 if check.test(e.response) == e.up else -1) for e in singles])
         elif judge is None or not sample:
             p.method, p.n = "none", 0
         elif not judge_ok:
             p.method, p.n = "uncalibrated", 0
         else:
             votes = [verdict(s) for s in await run_all(judge.by_rule(p.text, pair) for pair in sample)]
-            p.method, p.n = "judge", len(sample)
-            p.relevant = sum(v != 0 for v in votes)
-            p.support = sum(v > 0 for v in votes)
+            _tally(p, "judge", len(sample), [(pair, (v > 0) - (v < 0)) for pair, v in zip(sample, votes, strict=True)])
         if on_done:
             on_done(p)
 
@@ -89,15 +108,24 @@ def family(p: Principle) -> str:
     return _FAMILY.get(p.check.kind, p.check.kind)
 
 
-def select(principles: Sequence[Principle], *, top_k: int, min_accuracy: float, min_prevalence: float) -> Selection:
+def select(
+    principles: Sequence[Principle], *, top_k: int, min_accuracy: float, min_prevalence: float, min_users: int = 0
+) -> Selection:
     """Top K by prevalence x accuracy among the principles that validate, one per check family.
-    A current rule is kept unless the feedback contradicts it (it takes a side at least twice,
-    mostly the wrong one) or a better-validated rule of its family replaces it: no evidence
-    either way is no reason to drop what a person or an earlier round wrote."""
+    A new rule must also be backed by `min_users` distinct voices (else `rejected`, with
+    `evidence["too_few_users"]`). A current rule is kept unless the feedback contradicts it (it
+    takes a side at least twice, mostly the wrong one) or a better-validated rule of its family
+    replaces it: no evidence either way is no reason to drop what a person or an earlier round wrote."""
 
-    def validated(p: Principle) -> bool:
+    def accurate(p: Principle) -> bool:
         acc = p.accuracy
         return acc is not None and acc >= min_accuracy and p.prevalence >= min_prevalence
+
+    def too_few_users(p: Principle) -> bool:
+        return p.source != "current" and p.users < min_users
+
+    def validated(p: Principle) -> bool:
+        return accurate(p) and not too_few_users(p)
 
     def contradicted(p: Principle) -> bool:
         acc = p.accuracy
@@ -130,6 +158,9 @@ def select(principles: Sequence[Principle], *, top_k: int, min_accuracy: float, 
             p.evidence["superseded_by"] = taken[family(p)].text
         elif p.source == "current":
             p.status = "dropped"
+        elif accurate(p) and too_few_users(p):
+            p.status = "rejected"
+            p.evidence["too_few_users"] = f"backed by {p.users} distinct user(s) on held-out feedback, {min_users} needed"
         else:
             p.status = "rejected" if p.relevant or p.method == "check" else "unvalidated"
     return Selection(kept, dropped, rejected)

@@ -93,6 +93,9 @@ class FakeLLM:
     point_judge: Callable[[str, str], bool | None] | None = rule_follows
     knows_calibration: bool = True  # answers the shipped calibration items right
     persona: Callable[[list[str]], str] | None = None
+    # a gullible proposer: also turns every user comment quoted in its prompt into a rule, as a
+    # small model may do with text it should only analyse
+    echo_comments: bool = False
     answer: Callable[[dict[str, Any]], str] | None = None  # any other request (a served answer)
     logprobs: bool = True
     fail_first: int = 0  # answer the first N requests with HTTP 500
@@ -116,7 +119,8 @@ class FakeLLM:
         prompt = body["messages"][-1]["content"]
         task = prompt.split("\n", 1)[0]
         if task.startswith("TASK: propose rules"):
-            text = "Here are the rules:\n" + "\n".join(f"- {r}" for r in self.rules)
+            echoed = re.findall(r"<comment>(.*?)</comment>", prompt) if self.echo_comments else []
+            text = "Here are the rules:\n" + "\n".join(f"- {r}" for r in [*self.rules, *echoed])
         elif task.startswith("TASK: merge rules"):
             text = re.findall(r"^- (.*)$", prompt, re.M)[0]
         elif task.startswith("TASK: judge by a rule"):
@@ -315,10 +319,13 @@ def system_message(body: dict[str, Any]) -> str:
 
 
 async def one_round(tmp_path: Path, model: Callable[[dict[str, Any]], str], taste: str, *,
-                    complain_every: int = 3, **compiler_overrides: Any) -> list[LoopRound]:  # fmt: skip
+                    complain_every: int = 3, fake: FakeLLM | None = None,
+                    **compiler_overrides: Any) -> list[LoopRound]:  # fmt: skip
     """Rate, compile once, rate again through the real proxy, with the fake LLM as both the
     served model (answering with `model`) and the compiler's LLM; the two LoopRounds."""
-    with FakeLLM(answer=model).serve() as base_url:
+    fake = fake or FakeLLM()
+    fake.answer = model
+    with fake.serve() as base_url:
         return await closed_loop(base_url, tmp_path, TASTES[taste], rounds=1, samples=2,
                                  compiler_overrides={"seed": 1, **compiler_overrides}, say=lambda m: None,
                                  complain_every=complain_every)  # fmt: skip
