@@ -3,8 +3,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-RUN_EXTRAS := local
-TEST_EXTRAS := test,local,postgres,deploy-check,bench
+# `judge`: the 1.5B model the compiler judges with (≈1.1 GB once): the 0.5B judges at chance on
+# rules no check expresses (bench/README.md, "Judges"), so without it only checkable rules are learned
+RUN_EXTRAS := local,judge
+TEST_EXTRAS := test,local,judge,postgres,deploy-check,bench
 
 .PHONY: run test install-run install-test clean
 

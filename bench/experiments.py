@@ -37,9 +37,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from compiler.gate import wilson_lower
 from compiler.guardrails import ArmStats, Limits, check
 from compiler.promote import Decision, Rule, decide
+from compiler.stats import wilson_lower
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

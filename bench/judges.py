@@ -27,9 +27,16 @@ from typing import Any
 
 from compiler.calibration import shipped_items
 from compiler.dataset import Example, Pair
-from compiler.gate import wilson_lower
-from compiler.judge import KINDS, CalibrationItem, fit_scale, make_judge, rescale, verdict
+from compiler.judge import (
+    KINDS,
+    CalibrationItem,
+    fit_scale,
+    make_judge,
+    rescale,
+    verdict,
+)
 from compiler.llm import Budget, LLMClient
+from compiler.stats import wilson_lower
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "icai-synthetic"
 ORTHOGONAL_RULES = {  # the preference each question's annotator followed, written out for the judge

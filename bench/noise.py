@@ -34,11 +34,11 @@ from typing import Any
 
 from compiler import prompts
 from compiler.dataset import build_dataset
-from compiler.gate import wilson_lower
 from compiler.llm import LLMClient, run_all
 from compiler.runner import Context, compile_spec
 from compiler.settings import CompilerSettings
 from compiler.simulate import ASSISTANT, PROMPTS, TASTES
+from compiler.stats import wilson_lower
 from proxy.ledger import FeedbackEvent, FeedbackRecord, InferenceRecord
 from proxy.registry import FileRegistry
 from proxy.settings import Settings

@@ -32,8 +32,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from compiler.gate import wilson_lower
 from compiler.simulate import ASSISTANT, PROMPTS, SEVEN, TASTES, closed_loop
+from compiler.stats import wilson_lower
 
 DEFAULT_TASTES = SEVEN
 TARGET_RATIO, TARGET_EVENTS, TARGET_TASTES = 0.9, 40, 5  # >= 0.9 x oracle on 5 of 7, <= 40 events

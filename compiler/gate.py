@@ -39,19 +39,10 @@ from .checks import Check, checks_from_text
 from .dataset import Example, Pair
 from .judge import Judge, verdict
 from .llm import LLMClient, run_all
+from .stats import wilson_lower
 
 PAIR_SOURCES = ("explicit", "file")  # a person compared the two answers; the others are built from thumbs
 JUDGE_TEST = "judge guided by each spec, pairs sharing no answer (sign test)"
-
-
-def wilson_lower(wins: int, n: int, z: float = 1.96) -> float:
-    """Lower end of the Wilson score interval for a proportion (95% by default)."""
-    if n == 0:
-        return 0.0
-    p = wins / n
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, (centre - spread) / (1 + z * z / n))
 
 
 def independent(pairs: Sequence[Pair]) -> list[Pair]:

@@ -24,10 +24,17 @@ from scipy.optimize import minimize_scalar
 from . import prompts
 from .dataset import Example, Pair
 from .llm import LLMClient, Message, run_all
+from .stats import wilson_lower
 
 NO_OPINION = 0.1  # |P(preferred) - 0.5| below this: the judge takes no side
 YES_NO = ("Yes", "No")
 MAX_SCALE = 60.0  # calibration slope bound: a margin of 0.05 becomes at most P = 0.95
+
+
+def trusted(agree: int, n: int, min_agreement: float) -> bool:
+    """A judge is trusted when it beats a coin on the known answers with 95% confidence (Wilson
+    lower bound above one half) and reaches `min_agreement`."""
+    return n > 0 and agree / n >= min_agreement and wilson_lower(agree, n) > 0.5
 
 
 def verdict(p_chosen: float) -> int:

@@ -22,8 +22,8 @@ from .compress import compress, shortlist
 from .dataset import Dataset, Pair
 from .errors import CompilerError, NotEnoughFeedback
 from .evidence import down_comments, find_evidence, flagged_comments
-from .gate import GateResult, run_gate, unary_gate, wilson_lower
-from .judge import Calibration, Judge, PairwiseJudge, calibrate, make_judge
+from .gate import GateResult, run_gate, unary_gate
+from .judge import Calibration, Judge, PairwiseJudge, calibrate, make_judge, trusted
 from .llm import LLMClient, estimate_tokens
 from .principle import Principle
 from .propose import current_principles, propose_llm, sample_pairs
@@ -293,11 +293,6 @@ class Round:
         return select(candidates, top_k=s.top_k, min_accuracy=s.min_accuracy, min_prevalence=s.min_prevalence,
                       min_users=self.min_users)  # fmt: skip
 
-    def trusts(self, agree: int, n: int) -> bool:
-        """A judge is trusted when it beats a coin on the known answers with 95% confidence
-        (Wilson lower bound above one half) and reaches the configured agreement."""
-        return n > 0 and agree / n >= self.s.judge_min_agreement and wilson_lower(agree, n) > 0.5
-
     async def calibrate(self, candidates: list[Principle]) -> Judge | None:
         """The first judge (model x kind, in the configured order) that proves itself on items
         with a known answer: this round's checkable pairs and shipped rules no check expresses.
@@ -313,7 +308,7 @@ class Round:
         for llm in self.judge_llms:
             for kind in s.judges:
                 judge = make_judge(kind, llm, s.judge_max_tokens)
-                cal = await calibrate(judge, items, passes=self.trusts)
+                cal = await calibrate(judge, items, passes=lambda a, n: trusted(a, n, s.judge_min_agreement))
                 tried.append(cal)
                 self.say(f"judge calibration: {cal.describe()} -> {'trusted' if cal.trusted else 'not trusted'}")
                 if cal.trusted:

@@ -152,3 +152,11 @@ async def test_a_ledger_with_a_taste_still_publishes(tmp_path: Path) -> None:
     await close(ctx)
     assert result.result == "published", result.reason
     assert result.gate is not None and result.gate.p_value <= result.gate.alpha
+
+
+def test_trust_needs_a_judge_significantly_better_than_a_coin() -> None:
+    from compiler.judge import trusted
+
+    assert trusted(10, 12, 0.67) and not trusted(9, 12, 0.67)  # 0.75 is not enough on 12 items
+    assert trusted(12, 16, 0.67) and not trusted(3, 3, 0.67)  # 3/3 could be luck
+    assert not trusted(0, 0, 0.0)

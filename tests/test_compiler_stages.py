@@ -9,11 +9,12 @@ from compiler.checks import Check, check_text, checks_from_text, language
 from compiler.compress import compress, similarity
 from compiler.dataset import Example, Pair, Split
 from compiler.evidence import find_evidence, measure
-from compiler.gate import check_accuracy, run_gate, wilson_lower
+from compiler.gate import check_accuracy, run_gate
 from compiler.judge import PairwiseJudge, calibrate
 from compiler.llm import LLMClient
 from compiler.principle import Principle
 from compiler.propose import current_principles, parse_rules, propose_llm
+from compiler.stats import wilson_lower
 from compiler.synthesize import MIN_WORDS, synthesize
 from compiler.validate import select, validate
 from proxy.registry import SpecVersion
