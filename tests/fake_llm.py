@@ -203,9 +203,7 @@ class FakeLLM:
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                status, payload = fake.respond(body)
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -213,19 +211,17 @@ class FakeLLM:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                self._send(*fake.respond(body))
+
             def do_GET(self) -> None:
                 if self.path == "/health":
-                    status, payload = fake.health, {"status": "ok" if fake.health == 200 else "loading"}
+                    self._send(fake.health, {"status": "ok" if fake.health == 200 else "loading"})
                 elif self.path == "/v1/models":
-                    status, payload = 200, {"object": "list", "data": [{"id": m, "object": "model"} for m in fake.model_ids]}
+                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in fake.model_ids]})
                 else:
-                    status, payload = 404, {"error": {"message": "not found"}}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                    self._send(404, {"error": {"message": "not found"}})
 
             def log_message(self, *args: Any) -> None:
                 pass
