@@ -53,6 +53,9 @@ class CompilerSettings(BaseSettings):
     min_accuracy: float = 0.55
     min_prevalence: float = 0.1
     spec_format: SpecFormat = "persona"
+    # every request carries the spec: a synthesized spec over this many (estimated) tokens gives
+    # way to the template, which drops its lowest-ranked rules until it fits
+    max_spec_tokens: int = 600
     similarity: float = 0.6  # compress: token-Jaccard/difflib threshold for near-duplicates
 
     # dataset

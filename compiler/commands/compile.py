@@ -87,5 +87,6 @@ def to_json(r: RoundResult) -> dict:
         "cost": r.cost,
         "dataset": r.dataset,
         "text": r.candidate_text,
+        "spec_tokens": r.synthesis.tokens if r.synthesis else None,
         "diff": r.diff,
     }
