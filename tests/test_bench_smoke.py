@@ -73,3 +73,29 @@ def test_wording_counts_the_answers_the_taste_likes(capsys: pytest.CaptureFixtur
         assert main(["--taste", "closing", "--questions", "4", "--base-url", base_url,
                      "--spec", told, "--spec", "Be helpful."]) == 0  # fmt: skip
     assert capsys.readouterr().out.splitlines() == [f"4/4 [0.51,1.00]  {told}", "0/4 [0.00,0.49]  Be helpful."]
+
+
+def test_reconstruct_prints_one_line_per_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The reconstruction benchmark end to end on the fake LLM (compile, judge arms, checks)."""
+    import re
+
+    from bench.reconstruct import DATASETS, main
+    from tests.fake_llm import FakeLLM
+
+    out = tmp_path / "reconstruct.json"
+    with FakeLLM().serve() as base_url:
+        assert main(["--base-url", base_url, "--limit", "2", "--seeds", "0", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()[-len(DATASETS):]
+    num, ci = r"\d\.\d\d", r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]"
+    for name, line in zip(DATASETS, lines, strict=True):
+        oracle = "-" if name == "counsel-chat" else num
+        assert re.fullmatch(rf"{name}: unguided {ci} guided {ci} oracle {oracle} checks ({num}|-)", line), line
+    report = json.loads(out.read_text())
+    assert [r["dataset"] for r in report["results"]] == list(DATASETS)
+    for r in report["results"]:
+        assert r["unguided"]["n"] == r["guided"]["n"] == 2 and r["unguided"]["llm_calls"] == 4  # both orders
+        (run,) = r["runs"]
+        assert run["compile"]["llm_calls"] > 0 and run["compile"]["spec"]
+    counsel = report["results"][-1]
+    assert counsel["runs"][0]["train"] == 131 and counsel["oracle"] is None  # its own split column
+    assert report["results"][0]["runs"][0]["train"] == 20

@@ -12,7 +12,9 @@ import pytest
 
 from compiler.pairs_file import PairsFileError, dataset_from_pairs, read_file_pairs, read_pairs
 
-COUNSEL = Path(__file__).resolve().parents[3] / "shared" / "data" / "counsel-chat" / "pairs.jsonl"
+from helpers import SHARED
+
+COUNSEL = SHARED / "data" / "counsel-chat" / "pairs.jsonl"
 
 
 def jsonl(path: Path, rows: list[dict]) -> Path:
