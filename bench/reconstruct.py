@@ -253,7 +253,7 @@ async def run_seed(ep: Endpoints, judge: Judge, source: Source, items: list[tupl
     return {"seed": seed, "train": len(train), "test": len(test), "compile": compiled, **arms}
 
 
-async def run_dataset(ep: Endpoints, name: str, a: argparse.Namespace) -> dict[str, Any]:
+async def run_dataset(ep: Endpoints, judge: Judge, name: str, a: argparse.Namespace) -> dict[str, Any]:
     source = DATASETS[name]
 
     def say(m: str) -> None:
@@ -262,14 +262,26 @@ async def run_dataset(ep: Endpoints, name: str, a: argparse.Namespace) -> dict[s
     items = load(source)
     seeds = a.seeds[:1] if source.fixed_split else a.seeds
     started = time.monotonic()
-    async with LLMClient(ep.judge_url, ep.judge_model, budget=Budget(10**9, 10**12), concurrency=2) as llm:
-        judge, calibration = await calibrated_judge(ep, llm, say)
-        runs = [await run_seed(ep, judge, source, items, seed, a, say) for seed in seeds]
+    runs = [await run_seed(ep, judge, source, items, seed, a, say) for seed in seeds]
     arms = {arm: pool([r[arm] for r in runs]) for arm in ("unguided", "guided", "oracle", "checks")}
     compile_cost = {k: sum(r["compile"][k] for r in runs) for k in ("llm_calls", "tokens", "seconds")}
     return {"dataset": name, "file": str(source.path.relative_to(SHARED)), "flipped": source.flip,
-            "seeds": seeds, "judge": judge.name, "judge_calibration": calibration, **arms,
-            "compile": compile_cost, "runs": runs, "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+            "seeds": seeds, "judge": judge.name, **arms, "compile": compile_cost, "runs": runs,
+            "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+
+
+async def run_all(ep: Endpoints, a: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every data set with one judge, calibrated once; the JSON rewritten after each set, so an
+    interrupted run keeps what it measured."""
+    results: list[dict[str, Any]] = []
+    async with LLMClient(ep.judge_url, ep.judge_model, budget=Budget(10**9, 10**12), concurrency=2) as llm:
+        judge, calibration = await calibrated_judge(ep, llm, lambda m: print(f"[judge] {m}", file=sys.stderr, flush=True))
+        for name in a.dataset or list(DATASETS):
+            results.append(await run_dataset(ep, judge, name, a))
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            a.out.write_text(json.dumps({"results": results, "judge_calibration": calibration, "settings": {
+                k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}}, indent=2))  # fmt: skip
+    return results
 
 
 # -- output ----------------------------------------------------------------------------------------
@@ -337,13 +349,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    results: list[dict[str, Any]] = []
     with endpoints(a) as ep:
-        for name in a.dataset or list(DATASETS):
-            results.append(asyncio.run(run_dataset(ep, name, a)))
-            a.out.parent.mkdir(parents=True, exist_ok=True)
-            a.out.write_text(json.dumps({"results": results, "settings": {
-                k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}}, indent=2))  # fmt: skip
+        results = asyncio.run(run_all(ep, a))
     print(table(results))
     for r in results:
         for run in r["runs"]:

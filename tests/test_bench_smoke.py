@@ -99,3 +99,4 @@ def test_reconstruct_prints_one_line_per_data_set(tmp_path: Path, capsys: pytest
     counsel = report["results"][-1]
     assert counsel["runs"][0]["train"] == 131 and counsel["oracle"] is None  # its own split column
     assert report["results"][0]["runs"][0]["train"] == 20
+    assert report["judge_calibration"]["items"] == 30  # the shipped known-answer items, once
