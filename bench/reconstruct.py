@@ -46,6 +46,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bench.judges import wilson
 from compiler.calibration import shipped_items
 from compiler.checks import checks_from_text
 from compiler.dataset import Pair
@@ -148,12 +149,8 @@ def write_pairs(path: Path, pairs: Sequence[Pair]) -> Path:
 
 
 # -- arms ------------------------------------------------------------------------------------------
-def interval(right: int, n: int) -> list[float]:
-    return [round(wilson_lower(right, n), 3), round(1 - wilson_lower(n - right, n), 3)] if n else [0.0, 1.0]
-
-
 def cell(right: int, n: int, no_opinion: int, calls: int, tokens: int, seconds: float) -> dict[str, Any]:
-    return {"right": right, "n": n, "accuracy": round(right / n, 3) if n else None, "wilson95": interval(right, n),
+    return {"right": right, "n": n, "accuracy": round(right / n, 3) if n else None, "wilson95": wilson(right, n),
             "no_opinion": no_opinion, "llm_calls": calls, "tokens": tokens, "seconds": round(seconds, 1)}  # fmt: skip
 
 
@@ -212,7 +209,9 @@ async def compile_train(ep: Endpoints, source: Source, train: Sequence[Pair], se
     dataset = dataset_from_pairs(pairs_file, compiler.holdout_fraction, seed)
     started = time.monotonic()
     result = await compile_spec(ctx, source.name, dataset=dataset, publish_result=False, record_state=False,
-                                progress=lambda m: say(f"compile: {m}"))  # fmt: skip
+                                progress=lambda m: say(f"compile: {m}"),
+                                on_prepared=lambda r: say(f"compile: {r.dataset}; projected {r.projection.describe()}"
+                                                          if r.projection else "compile: no projection"))  # fmt: skip
     spec = result.candidate_text or source.instruction
     return {
         "result": result.result, "reason": result.reason, "spec": spec, "spec_tokens": spec_tokens(spec),
