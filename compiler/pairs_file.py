@@ -12,8 +12,9 @@ data usually comes in:
   `Human: ... Assistant:` prefix are split the same way.
 
 A `split` column (`train`, or `heldout`/`test`/`validation`/`eval`/`dev` for held out) is
-honoured; rows without one are split at random, seeded, whole prompts at a time (a pairs file
-carries no time to split by). Other columns are ignored, and one log line says which.
+honoured; rows without one are split at random, seeded (a pairs file carries no time to split
+by; compiler.dataset.split_pairs). Ties (`preferred_text` = `tie...`, as ICAI files may hold)
+carry no preference and are skipped. Other columns are ignored, and one log line says which.
 """
 
 from __future__ import annotations
@@ -141,7 +142,8 @@ def _shape(columns: Iterable[str]) -> tuple[str, set[str]]:
     raise PairsFileError(f"expected columns {EXPECTED}; found {sorted(c for c in cols if c)}")
 
 
-def _row(shape: str, row: dict[str, Any], where: str) -> tuple[str, str, str]:
+def _row(shape: str, row: dict[str, Any], where: str) -> tuple[str, str, str] | None:
+    """(prompt, chosen, rejected), or None for a tie."""
     prompt = next((row[c] for c in PROMPT_COLUMNS if row.get(c) not in (None, "")), "")
     if shape == "chosen/rejected":
         chosen, rejected = row.get("chosen"), row.get("rejected")
@@ -155,6 +157,8 @@ def _row(shape: str, row: dict[str, Any], where: str) -> tuple[str, str, str]:
             return (prompt_text({"messages": given}) if given else str(prompt)), chosen.strip(), rejected.strip()
         return _from_transcripts(chosen, rejected)
     pref = next(row[c] for c in PREFERRED_COLUMNS if c in row)
+    if str(pref or "").strip().lower().startswith("tie"):
+        return None
     first = _preferred(pref, where)
     other = "text_b" if first == "text_a" else "text_a"
     p1, chosen = split_instruction_output(str(row[first] or ""))
@@ -164,16 +168,10 @@ def _row(shape: str, row: dict[str, Any], where: str) -> tuple[str, str, str]:
 
 # -- the formats -----------------------------------------------------------------------------------
 def _csv_rows(path: Path) -> tuple[list[str], Iterator[tuple[str, dict[str, Any]]]]:
-    fh = path.open(newline="", encoding="utf-8-sig")
-    reader = csv.DictReader(fh)
-    columns = list(reader.fieldnames or ())
-
-    def rows() -> Iterator[tuple[str, dict[str, Any]]]:
-        with fh:
-            for n, row in enumerate(reader):
-                yield f"{path}: row {n + 1}", row
-
-    return columns, rows()
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        rows = [(f"{path}: row {n + 1}", row) for n, row in enumerate(reader)]
+        return list(reader.fieldnames or ()), iter(rows)
 
 
 def _json_rows(path: Path) -> tuple[list[str], Iterator[tuple[str, dict[str, Any]]]]:
@@ -218,7 +216,10 @@ def read_file_pairs(path: Path | str) -> list[FilePair]:
         log.info("pairs file %s (%s): ignoring column(s) %s", path.name, shape, ", ".join(ignored))
     out = []
     for n, (where, row) in enumerate(rows):
-        prompt, chosen, rejected = _row(shape, row, where)
+        found = _row(shape, row, where)
+        if found is None:
+            continue
+        prompt, chosen, rejected = found
         if chosen and rejected and chosen != rejected:
             out.append(FilePair(_pair(n, prompt, chosen, rejected), _split_of(row, where)))
     if not out:

@@ -71,6 +71,7 @@ def test_csv_prompt_chosen_rejected_and_preferred_column(tmp_path: Path) -> None
         w.writerow(["text_a", "text_b", "preferred"])
         w.writerow(["Instruction: Q\n\nOutput: first", "Instruction: Q\n\nOutput: second", "B"])
         w.writerow(["plain a", "plain b", "text_a"])
+        w.writerow(["same a", "same b", "tie (bothbad)"])  # a tie says nothing: skipped
     got = [(p.chosen.prompt, p.chosen.response, p.rejected.response) for p in read_pairs(g)]
     assert got == [("Q", "second", "first"), ("", "plain a", "plain b")]
 
