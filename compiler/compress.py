@@ -105,15 +105,15 @@ def cluster(principles: Sequence[Principle], threshold: float, sim: Similarity |
 
 async def similarity_of(
     principles: Sequence[Principle], llm: LLMClient | None, threshold: float, embed_threshold: float | None
-) -> tuple[Similarity | None, float, str]:
+) -> tuple[Similarity | None, float]:
     """The similarity compress uses and its threshold: semantic when embeddings can be had,
-    else lexical; and which it is."""
+    else lexical (None)."""
     if embed_threshold is not None and len(principles) > 1:
         texts = [p.text for p in principles]
         vectors = await embed(texts, llm)
         if vectors is not None:
-            return (lambda i, j: semantic_similarity(texts[i], texts[j], vectors[i], vectors[j])), embed_threshold, "embedding"
-    return None, threshold, "lexical"
+            return (lambda i, j: semantic_similarity(texts[i], texts[j], vectors[i], vectors[j])), embed_threshold
+    return None, threshold
 
 
 async def compress(
@@ -126,7 +126,7 @@ async def compress(
 ) -> list[Principle]:
     """Merge near-duplicates: by embeddings at `embed_threshold` when given and available, else
     lexically at `threshold`."""
-    sim, at, _ = await similarity_of(principles, llm, threshold, embed_threshold)
+    sim, at = await similarity_of(principles, llm, threshold, embed_threshold)
     clusters = cluster(principles, at, sim)
 
     async def one(c: list[Principle]) -> Principle:
