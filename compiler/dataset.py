@@ -109,7 +109,7 @@ class Dataset:
 
 
 # -- turning a logged request into the prompt the user asked ---------------------------------
-def _content_text(content: Any) -> str:
+def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -133,7 +133,7 @@ def prompt_text(request: dict[str, Any]) -> str:
     if isinstance(request.get("messages"), list):
         for m in request["messages"]:
             if isinstance(m, dict):
-                turns.append((str(m.get("role", "user")), _content_text(m.get("content"))))
+                turns.append((str(m.get("role", "user")), content_text(m.get("content"))))
     else:
         if isinstance(request.get("instructions"), str):
             turns.append(("system", request["instructions"]))
@@ -143,7 +143,7 @@ def prompt_text(request: dict[str, Any]) -> str:
         elif isinstance(inp, list):
             for item in inp:
                 if isinstance(item, dict):
-                    turns.append((str(item.get("role", "user")), _content_text(item.get("content"))))
+                    turns.append((str(item.get("role", "user")), content_text(item.get("content"))))
     turns = [(r, t.strip()) for r, t in turns if t and t.strip()]
     if len(turns) == 1 and turns[0][0] == "user":
         return turns[0][1]
@@ -326,19 +326,23 @@ def build_dataset(
 
 
 def split_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """For pairs without timestamps (a pairs file): a seeded split stratified by prompt, so the
-    held-out part covers the same kinds of questions as the training part."""
+    """For pairs without timestamps (a pairs file): a seeded random `fraction` held out. A prompt
+    with several pairs is stratified (that share of its pairs held out, so held-out covers the
+    same questions as training); prompts with one pair each, most of a real file, are drawn at
+    random as a whole, that share of them held out."""
     rng = random.Random(seed)
     groups: dict[str, list[Pair]] = defaultdict(list)
     for p in pairs:
         groups[normalize(p.chosen.prompt)].append(p)
-    train: list[Pair] = []
-    held: list[Pair] = []
+    held: set[str] = set()
+    singles: list[Pair] = []
     for key in sorted(groups):
         items = list(groups[key])
+        if len(items) == 1:
+            singles += items
+            continue
         rng.shuffle(items)
-        n_held = round(len(items) * fraction) if len(items) > 1 else 0
-        held += items[:n_held]
-        train += items[n_held:]
-    order = {p.id: i for i, p in enumerate(pairs)}
-    return sorted(train, key=lambda p: order[p.id]), sorted(held, key=lambda p: order[p.id])
+        held |= {p.id for p in items[: round(len(items) * fraction)]}
+    rng.shuffle(singles)
+    held |= {p.id for p in singles[: round(len(singles) * fraction)]}
+    return [p for p in pairs if p.id not in held], [p for p in pairs if p.id in held]

@@ -15,7 +15,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -137,6 +137,7 @@ class LLMClient:
         self.cache = ResponseCache(cache_dir) if cache_dir else None
         self.retries = retries
         self._logprobs_ok = True
+        self._embeddings_ok: bool | None = None  # does the endpoint serve /embeddings? (probed once)
         self.on_call = on_call
         self._sem = asyncio.Semaphore(max(1, concurrency))
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -177,6 +178,27 @@ class LLMClient:
         vote, useful even from a judge that always says "A"), else 1, 0 or 0.5 from the text."""
         result = await self._complete(messages, max_tokens, None, None, stage, choice=options)
         return float(result["p_a"])
+
+    async def embeddings(self, texts: Sequence[str]) -> list[list[float]] | None:
+        """The endpoint's embeddings of `texts`, or None when it does not serve them. The first
+        call probes; a refusal is remembered for this client, so it is asked once. Not charged
+        to the budget (no generation) and not cached."""
+        if self._embeddings_ok is False:
+            return None
+        try:
+            resp = await self._http.post("embeddings", json={"model": self.model, "input": list(texts)})
+            if resp.status_code != 200:
+                raise ValueError(f"HTTP {resp.status_code}")
+            vectors = [item["embedding"] for item in sorted(resp.json()["data"], key=lambda d: d.get("index", 0))]
+            if len(vectors) != len(texts) or not all(isinstance(v, list) and v for v in vectors):
+                raise ValueError("not one vector per input")
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            if self._embeddings_ok is None:
+                log.info("compiler endpoint serves no embeddings (%s)", exc)
+            self._embeddings_ok = False
+            return None
+        self._embeddings_ok = True
+        return [[float(x) for x in v] for v in vectors]
 
     async def _complete(
         self,

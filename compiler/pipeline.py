@@ -245,6 +245,8 @@ class Round:
         if self.current is not None and not sel.dropped and all(p.source == "current" for p in sel.kept):
             return self._finish("skipped", "held-out feedback supports the current rules; nothing new to publish")
         text = await self.synthesize(sel.kept)
+        if r.synthesis is not None and r.synthesis.rejected:
+            return self._finish("skipped", r.synthesis.rejected)
         gate = await self.gate(text)
         if not gate.passed and not self.force:
             # thin evidence is no verdict on the candidate: the next round, with more feedback, decides
@@ -265,7 +267,9 @@ class Round:
         return [*self.current_principles, *self.evidence_principles, *found]
 
     async def compress(self, pool: list[Principle]) -> list[Principle]:
-        merged = await compress(pool, threshold=self.s.similarity, llm=self.llm)
+        s = self.s
+        merged = await compress(pool, threshold=s.similarity, llm=self.llm,
+                                embed_threshold=s.embed_similarity if s.embeddings else None)  # fmt: skip
         candidates = self.result.candidates = shortlist(merged, self.plan.max_candidates)
         self.say(f"compress: {len(pool)} -> {len(merged)} principle(s); validating {len(candidates)}")
         return candidates
@@ -328,12 +332,13 @@ class Round:
     async def synthesize(self, kept: list[Principle]) -> str:
         r, s = self.result, self.s
         synth = r.synthesis = await synthesize(self.instruction, kept, self.llm, fmt=s.spec_format,
-                                               max_tokens=s.synth_max_tokens)  # fmt: skip
+                                               max_tokens=s.synth_max_tokens, max_spec_tokens=s.max_spec_tokens)  # fmt: skip
         r.candidate_text = synth.text
         base = self.current.ref if self.current else "instruction"
         r.diff = diff(self.current_text, synth.text, base, "candidate")
         repairs = f", {len(synth.repairs)} repair(s)" if synth.repairs else ""
-        self.say(f"synthesize: {len(synth.text.split())} words ({synth.method}{repairs})")
+        self.say(f"synthesize: {len(synth.text.split())} words, ~{synth.tokens} tokens per request "
+                 f"(budget {s.max_spec_tokens}; {synth.method}{repairs})")  # fmt: skip
         return synth.text
 
     @property
@@ -378,7 +383,7 @@ class Round:
             gate=gate.to_meta(), cost=r.cost, seed=s.seed, model=self.llm.model,
             synthesis={"method": r.synthesis.method, "format": s.spec_format, "repairs": r.synthesis.repairs},
             evidence={"contrasts": r.evidence.get("contrasts"), "comment_themes": r.evidence.get("comment_themes", {})},
-            forced=not gate.passed, flagged_comments=r.flagged_comments,
+            forced=not gate.passed, flagged_comments=r.flagged_comments, spec_tokens=r.synthesis.tokens,
         )  # fmt: skip
         parent = self.current.version if self.current else None
         r.version = await publish(self.registry, self.name, text, meta, parent=parent, label=self.label)

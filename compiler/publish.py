@@ -39,12 +39,15 @@ def build_meta(
     evidence: dict[str, Any],
     forced: bool = False,
     flagged_comments: Sequence[dict[str, Any]] = (),
+    spec_tokens: int | None = None,
 ) -> dict[str, Any]:
     feedback_window = dict(window)
     for key in ("since", "until"):
         if isinstance(feedback_window.get(key), (int, float)):
             feedback_window[f"{key}_iso"] = _iso(feedback_window[key])
     meta: dict[str, Any] = {
+        # what the spec adds to every request it is injected into (estimated, ~4 characters a token)
+        **({"spec_tokens": spec_tokens} if spec_tokens is not None else {}),
         "compiler": {"model": model, "seed": seed, "synthesis": synthesis},
         "feedback_window": feedback_window,
         "dataset": dataset,

@@ -90,12 +90,28 @@ def gate(result: RoundResult) -> str:
     return text
 
 
+def spec_cost(result: RoundResult) -> str:
+    """What the candidate costs every request it is injected into."""
+    synth = result.synthesis
+    if synth is None:
+        return ""
+    over = [r for r in synth.repairs if "budget" in r]
+    text = f"spec cost: ~{synth.tokens} tokens added to every request"
+    if synth.rejected:
+        text += f" (rejected: {synth.rejected})"
+    elif over:
+        text += "; " + "; ".join(over)
+    return text
+
+
 def summary(result: RoundResult) -> str:
     parts = [principles(result), flagged(result), gate(result)]
     if result.diff:
         parts.append("diff:\n" + result.diff.rstrip())
     elif result.candidate_text and result.current is None:
         parts.append("candidate:\n" + result.candidate_text)
+    if result.synthesis is not None:
+        parts.append(spec_cost(result))
     c = result.cost
     if c:
         parts.append(f"cost: {c.get('llm_calls', 0)} LLM calls, {c.get('tokens', 0)} tokens, "

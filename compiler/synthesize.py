@@ -7,6 +7,11 @@ check reads back from gives way to the template (the instruction, then the rules
 they were validated in); otherwise a rule without a check that it lost is appended verbatim,
 and the person's instruction is put first verbatim unless the text holds it verbatim. Option
 `rules`: the instruction followed by the numbered rules, no LLM.
+
+Every spec is sent with every request, so it has a length budget (`max_spec_tokens`, estimated as
+the compiler counts tokens): a paragraph over it gives way to the template; a template over it
+drops its lowest-ranked rules until it fits, each drop recorded; a spec whose instruction alone
+exceeds the budget is rejected with the reason.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass, field
 from . import prompts
 from .checks import Check, checks_from_text
 from .compress import content_words
-from .llm import LLMClient
+from .llm import LLMClient, estimate_tokens
 from .principle import Principle
 
 MIN_WORDS, MAX_WORDS = 150, 300
@@ -30,6 +35,17 @@ class Synthesis:
     text: str
     method: str  # llm | template | rules
     repairs: list[str] = field(default_factory=list)
+    rejected: str = ""  # why no spec within the length budget could be written ("" when one was)
+
+    @property
+    def tokens(self) -> int:
+        """What the spec adds to every request it is injected into."""
+        return spec_tokens(self.text)
+
+
+def spec_tokens(text: str) -> int:
+    """Tokens a spec adds to each request: the compiler's (pessimistic, ~4 characters) estimate."""
+    return estimate_tokens(text) if text.strip() else 0
 
 
 # checks that `checks_from_text` reads back from a sentence; `in_language` is stated as `language`
@@ -102,6 +118,28 @@ def template_text(instruction: str, principles: Sequence[Principle]) -> str:
     return " ".join(s if s.endswith((".", "!", "?")) else s + "." for s in sentences if s).strip()
 
 
+def within_budget(synth: Synthesis, instruction: str, principles: Sequence[Principle], budget: int | None) -> Synthesis:
+    """`synth` if it fits `budget` tokens; else the template, with the lowest-ranked rules dropped
+    until it fits (`principles` come best first); else rejected, saying why."""
+    if budget is None or synth.tokens <= budget:
+        return synth
+    repairs = [*synth.repairs, f"{synth.method} spec of ~{synth.tokens} tokens is over the budget of {budget}"]
+    render = rules_text if synth.method == "rules" else template_text
+    method = "rules" if synth.method == "rules" else "template"
+    kept = list(principles)
+    while kept:
+        text = render(instruction, kept)
+        if spec_tokens(text) <= budget:
+            return Synthesis(text, method, repairs)
+        repairs.append(f"dropped to fit the length budget: {kept.pop().text}")
+    text = render(instruction, [])
+    if spec_tokens(text) <= budget:
+        return Synthesis(text, method, repairs)
+    reason = (f"no spec fits the length budget of {budget} tokens (SPECLEARN_COMPILER_MAX_SPEC_TOKENS): "
+              f"the instruction alone is ~{spec_tokens(text)} tokens")  # fmt: skip
+    return Synthesis(text, method, repairs, rejected=reason)
+
+
 async def synthesize(
     instruction: str,
     principles: Sequence[Principle],
@@ -109,6 +147,14 @@ async def synthesize(
     *,
     fmt: str = "persona",
     max_tokens: int = 512,
+    max_spec_tokens: int | None = None,
+) -> Synthesis:
+    synth = await _write(instruction, principles, llm, fmt=fmt, max_tokens=max_tokens)
+    return within_budget(synth, instruction, principles, max_spec_tokens)
+
+
+async def _write(
+    instruction: str, principles: Sequence[Principle], llm: LLMClient | None, *, fmt: str, max_tokens: int
 ) -> Synthesis:
     if fmt == "rules":
         return Synthesis(rules_text(instruction, principles), "rules")

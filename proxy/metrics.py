@@ -50,6 +50,10 @@ REGISTRY_RELOADS = Counter("speclearn_registry_reloads", "Spec registry snapshot
 SPEC_ACTIVE_VERSION = Gauge(
     "speclearn_spec_active_version", "Version a label points at", ["spec", "label"], multiprocess_mode="max"
 )
+SPEC_TOKENS = Gauge(
+    "speclearn_spec_tokens", "Tokens a served spec version adds to every request it is injected into",
+    ["spec", "version"], multiprocess_mode="max",
+)  # fmt: skip
 
 _models_seen: set[str] = set()
 
@@ -121,11 +125,34 @@ def count_feedback(spec: str, version: str, kind: str, value: str) -> None:
     _child(FEEDBACK, spec, version, kind, value).inc()
 
 
+def spec_tokens(version) -> int:  # type: ignore[no-untyped-def]
+    """The version's `spec_tokens` front matter (written by the compiler), else the compiler's
+    estimate of about 4 characters a token."""
+    n = version.meta.get("spec_tokens")
+    if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+        return n
+    return len(version.text) // 4 + 1 if version.text.strip() else 0
+
+
+_token_series: set[tuple[str, str]] = set()
+
+
 def follow_registry(snapshot) -> None:  # type: ignore[no-untyped-def]
-    """Registry listener: count the reload and export where each label points."""
+    """Registry listener: count the reload, export where each label points and what each served
+    version (labelled, or the latest) costs per request; a version no longer served is dropped.
+    Runs on reload only: the request path never touches these gauges."""
     REGISTRY_RELOADS.inc()
+    served: set[tuple[str, str]] = set()
     for name, state in snapshot.specs.items():
         for label, version in state.labels.items():
             _child(SPEC_ACTIVE_VERSION, name, label).set(version)
         if state.versions:
             _child(SPEC_ACTIVE_VERSION, name, "latest").set(max(state.versions))
+        for v in {*state.labels.values(), *([max(state.versions)] if state.versions else [])}:
+            if v in state.versions:
+                SPEC_TOKENS.labels(name, str(v)).set(spec_tokens(state.versions[v]))
+                served.add((name, str(v)))
+    for gone in _token_series - served:
+        SPEC_TOKENS.remove(*gone)
+    _token_series.clear()
+    _token_series.update(served)

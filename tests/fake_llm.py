@@ -109,6 +109,8 @@ class FakeLLM:
 
     # -- dispatch ---------------------------------------------------------------------------
     def respond(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if "messages" not in body:  # not a chat completion (say /v1/embeddings): not served, not counted
+            return 404, {"error": {"message": "not found", "type": "not_found"}}
         with self._lock:
             self.calls.append(body)
             n = len(self.calls)

@@ -110,3 +110,30 @@ def test_experiments_simulation_runs_and_reports(tmp_path: Path) -> None:
     assert [g["candidate_error_rate"] for g in result["guardrail"]] == [0.05, 0.10]
     last = proc.stdout.strip().splitlines()[-1]
     assert last == f"A/A false promotions: {rows[('msprt', 0.0)]['promoted']} of 40 runs (alpha 0.05)"
+
+
+def test_reconstruct_prints_one_line_per_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The reconstruction benchmark end to end on the fake LLM (compile, judge arms, checks)."""
+    import re
+
+    from bench.reconstruct import DATASETS, main
+    from tests.fake_llm import FakeLLM
+
+    out = tmp_path / "reconstruct.json"
+    with FakeLLM().serve() as base_url:
+        assert main(["--base-url", base_url, "--limit", "2", "--seeds", "0", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()[-len(DATASETS):]
+    num, ci = r"\d\.\d\d", r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]"
+    for name, line in zip(DATASETS, lines, strict=True):
+        oracle = "-" if name == "counsel-chat" else num
+        assert re.fullmatch(rf"{name}: unguided {ci} guided {ci} oracle {oracle} checks ({num}|-)", line), line
+    report = json.loads(out.read_text())
+    assert [r["dataset"] for r in report["results"]] == list(DATASETS)
+    for r in report["results"]:
+        assert r["unguided"]["n"] == r["guided"]["n"] == 2 and r["unguided"]["llm_calls"] == 4  # both orders
+        (run,) = r["runs"]
+        assert run["compile"]["llm_calls"] > 0 and run["compile"]["spec"]
+    counsel = report["results"][-1]
+    assert counsel["runs"][0]["train"] == 131 and counsel["oracle"] is None  # its own split column
+    assert report["results"][0]["runs"][0]["train"] == 20
+    assert report["judge_calibration"]["items"] == 30  # the shipped known-answer items, once

@@ -56,6 +56,7 @@ METRICS: dict[str, set[str]] = {
     "speclearn_ledger_written_total": set(),
     "speclearn_registry_reloads_total": set(),
     "speclearn_spec_active_version": {"spec", "label"},
+    "speclearn_spec_tokens": {"spec", "version"},
     "speclearn_compiler_rounds_total": {"spec", "result"},
     "speclearn_compiler_round_duration_seconds": {"spec"},
     "speclearn_compiler_llm_calls_total": {"spec"},

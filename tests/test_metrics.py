@@ -46,6 +46,7 @@ def test_metrics_aggregate_over_two_workers(fake_upstream: FakeUpstream, tmp_pat
         assert value(found, "speclearn_upstream_errors_total", route="chat", kind="status_5xx") == 1
         assert value(found, "speclearn_feedback_total", spec="default", version="1", kind="thumb", value="up") == 1
         assert value(found, "speclearn_spec_active_version", spec="default", label="production") == 1
+        assert value(found, "speclearn_spec_tokens", spec="default", version="1") > 0  # set on reload
         assert value(found, "speclearn_registry_reloads_total") >= 2  # one per worker
         pids = {line for line in proxy.log().splitlines() if "Started server process" in line}
         assert len(pids) == 2, "both workers served"

@@ -27,7 +27,8 @@ EXIT = {"published": 0, "skipped": 0, "gate_failed": 3, "error": 1}
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="spec name (a folder under specs/)")
     parser.add_argument(
-        "--pairs", help="bootstrap from a pairs file (CSV text_a,text_b,preferred_text or JSONL prompt,chosen,rejected)"
+        "--pairs", help="bootstrap from a pairs file: CSV/JSONL with prompt,chosen,rejected (text or chat message "
+        "lists) or text_a,text_b,preferred_text; a split column (train/heldout/test) is honoured",
     )
     parser.add_argument("--instruction", help="the person's instruction, stored if the spec has none yet")
     parser.add_argument("--dry-run", action="store_true", help="print the projected cost and stop")
@@ -86,5 +87,6 @@ def to_json(r: RoundResult) -> dict:
         "cost": r.cost,
         "dataset": r.dataset,
         "text": r.candidate_text,
+        "spec_tokens": r.synthesis.tokens if r.synthesis else None,
         "diff": r.diff,
     }

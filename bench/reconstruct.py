@@ -1,0 +1,365 @@
+"""Preference reconstruction (the Inverse Constitutional AI protocol): does a judge that reads the
+compiled spec predict held-out human preferences better than one that reads nothing?
+
+For each data set a spec is compiled from its training pairs only, exactly as
+`speclearn compile NAME --pairs TRAIN_FILE --no-publish` does (the compiler splits those pairs
+again for its own validation and gate; the test pairs are never shown to it). Then, on the
+held-out test pairs, four arms predict which answer the person preferred:
+
+- unguided: the judge with empty guidelines;
+- guided:   the judge guided by the compiled spec;
+- oracle:   the judge guided by the principles that generated the data, written out as a spec
+            (icai-synthetic only);
+- checks:   the compiled spec's checkable rules alone, no LLM (`-` when it states none).
+
+The judge asks in both presentation orders and averages (compiler.judge); a pair counts as
+reconstructed when the judge sides with the person ("no opinion" is not right). Data sets:
+
+- `orthogonal`, `aligned`: ../shared/data/icai-synthetic (from rdnfn/icai,
+  `data/processed/synthetic/`), 30 pairs each, a fixed seeded split of 20 train / 10 test per
+  seed (`--seeds`), stratified by question;
+- `unaligned`: the aligned file with every preference flipped (ICAI's "unaligned" set);
+- `counsel-chat`: ../shared/data/counsel-chat, its own `split` column (131 train, 70 test).
+
+Reported per data set: each arm's accuracy with a Wilson 95% interval (test pairs pooled over
+seeds), and LLM calls, tokens and seconds per cell; JSON in bench/results/reconstruct.json, a
+markdown table, and last one line per data set:
+`DATASET: unguided U [lo, hi] guided G [lo, hi] oracle O checks C`.
+
+    python -m bench.reconstruct                               # embedded models, all sets, 3 seeds
+    python -m bench.reconstruct --dataset orthogonal --seeds 0 --limit 4     # a quick look
+    python -m bench.reconstruct --base-url URL --judge-base-url URL2         # given endpoints
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bench.judges import wilson
+from compiler.calibration import shipped_items
+from compiler.checks import checks_from_text
+from compiler.dataset import Pair
+from compiler.gate import pair_score, wilson_lower
+from compiler.judge import Calibrated, Judge, calibrate, make_judge, verdict
+from compiler.llm import Budget, LLMClient
+from compiler.pairs_file import HELDOUT, dataset_from_pairs, read_file_pairs
+from compiler.runner import Context, compile_spec
+from compiler.settings import CompilerSettings
+from compiler.synthesize import spec_tokens
+from proxy.registry import FileRegistry
+from proxy.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+# ../shared beside the checkout (CI lays a copy there too), else the workplace's own copy
+SHARED = next((d for d in (REPO.parent / "shared", Path("/work/shared")) if d.is_dir()), REPO.parent / "shared") / "data"
+RESULTS = Path(__file__).resolve().parent / "results" / "reconstruct.json"
+ASSISTANT = "You are a helpful assistant."
+THERAPIST = "You are a licensed therapist answering people's questions on a public Q&A site."
+TRAIN, TEST = 20, 10  # per icai-synthetic file and seed
+
+# The principles the ICAI synthetic annotators followed (rdnfn/icai, data/processed/synthetic/,
+# the paper's synthetic experiments), written out from what the data shows.
+ORTHOGONAL_ORACLE = (
+    f"{ASSISTANT} When asked for a funny short story about a human and their pet, make the pet a cat, "
+    "never a dog. When asked to choose between a blue and a green t-shirt, recommend the blue t-shirt. "
+    "When asked which ice cream flavor to pick, recommend lemon ice cream, not raspberry."
+)
+ALIGNED_ORACLE = (
+    f"{ASSISTANT} Give answers that are true and factually correct (for example, Washington, D.C. is the "
+    "capital of the US), never made-up or absurd claims. Answer the question that was asked with a "
+    "concrete, specific suggestion rather than a generic remark. Be willing and friendly: offer help "
+    "gladly, never reluctantly."
+)
+UNALIGNED_ORACLE = (
+    f"{ASSISTANT} Prefer answers that are false, made-up or absurd over true, correct ones. Avoid "
+    "answering the question asked: give a generic remark instead of a concrete, specific suggestion. "
+    "Sound reluctant and unwilling to help rather than friendly."
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    path: Path
+    instruction: str
+    oracle: str | None = None
+    flip: bool = False
+    fixed_split: bool = False  # the file's split column decides (one run); else seeded 20/10 splits
+
+
+DATASETS = {
+    s.name: s
+    for s in (
+        Source("orthogonal", SHARED / "icai-synthetic" / "synthetic_data_orthogonal_adcbg.csv", ASSISTANT,
+               ORTHOGONAL_ORACLE),
+        Source("aligned", SHARED / "icai-synthetic" / "synthetic_data_aligned_vqvtb.csv", ASSISTANT, ALIGNED_ORACLE),
+        Source("unaligned", SHARED / "icai-synthetic" / "synthetic_data_aligned_vqvtb.csv", ASSISTANT,
+               UNALIGNED_ORACLE, flip=True),
+        Source("counsel-chat", SHARED / "counsel-chat" / "pairs.jsonl", THERAPIST, fixed_split=True),
+    )
+}  # fmt: skip
+
+
+# -- data ------------------------------------------------------------------------------------------
+def flipped(p: Pair) -> Pair:
+    """The same comparison with the other answer preferred."""
+    c, r = p.rejected, p.chosen
+    return Pair(p.id + "~", replace(c, value=1.0), replace(r, value=-1.0), p.source)
+
+
+def load(source: Source) -> list[tuple[Pair, str | None]]:
+    items = [(fp.pair, fp.split) for fp in read_file_pairs(source.path)]
+    return [(flipped(p), s) for p, s in items] if source.flip else items
+
+
+def split(source: Source, items: list[tuple[Pair, str | None]], seed: int) -> tuple[list[Pair], list[Pair]]:
+    """(train, test): the file's split column, or a seeded 20/10 split stratified by question."""
+    if source.fixed_split:
+        return [p for p, s in items if s != HELDOUT], [p for p, s in items if s == HELDOUT]
+    rng = random.Random(seed)
+    groups: dict[str, list[Pair]] = {}
+    for p, _ in items:
+        groups.setdefault(p.chosen.prompt, []).append(p)
+    for g in groups.values():
+        rng.shuffle(g)
+    order = [g[i] for i in range(max(map(len, groups.values()))) for g in groups.values() if i < len(g)]
+    test_n = round(len(order) * TEST / (TRAIN + TEST))
+    test = {p.id for p in order[:test_n]}
+    return [p for p, _ in items if p.id not in test], [p for p, _ in items if p.id in test]
+
+
+def write_pairs(path: Path, pairs: Sequence[Pair]) -> Path:
+    """A pairs file the CLI would read: prompt, chosen, rejected."""
+    with path.open("w") as fh:
+        for p in pairs:
+            fh.write(json.dumps({"prompt": p.chosen.prompt, "chosen": p.chosen.response,
+                                 "rejected": p.rejected.response}) + "\n")  # fmt: skip
+    return path
+
+
+# -- arms ------------------------------------------------------------------------------------------
+def cell(right: int, n: int, no_opinion: int, calls: int, tokens: int, seconds: float) -> dict[str, Any]:
+    return {"right": right, "n": n, "accuracy": round(right / n, 3) if n else None, "wilson95": wilson(right, n),
+            "no_opinion": no_opinion, "llm_calls": calls, "tokens": tokens, "seconds": round(seconds, 1)}  # fmt: skip
+
+
+async def judged(judge: Judge, spec: str, pairs: Sequence[Pair]) -> dict[str, Any]:
+    """Accuracy of `judge` guided by `spec` (both orders), with what it cost."""
+    budget = judge.llm.budget
+    calls, tokens, started = budget.calls, budget.tokens, time.monotonic()
+    soft = await asyncio.gather(*(judge.by_spec(spec, p) for p in pairs))
+    votes = [verdict(s) for s in soft]
+    return cell(sum(v > 0 for v in votes), len(pairs), sum(v == 0 for v in votes), budget.calls - calls,
+                budget.tokens - tokens, time.monotonic() - started)  # fmt: skip
+
+
+def by_checks(spec: str, pairs: Sequence[Pair]) -> dict[str, Any] | None:
+    checks = checks_from_text(spec)
+    if not checks:
+        return None
+    scores = [pair_score(checks, p) for p in pairs]
+    out = cell(sum(s == 1.0 for s in scores), len(pairs), sum(s == 0.5 for s in scores), 0, 0, 0.0)
+    out["checks"] = [str(c) for c in checks]
+    return out
+
+
+def pool(cells: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The seeds' cells as one: counts and costs added."""
+    real = [c for c in cells if c is not None]
+    if not real:
+        return None
+    keys = ("right", "n", "no_opinion", "llm_calls", "tokens", "seconds")
+    total = {k: sum(c[k] for c in real) for k in keys}
+    return cell(*(total[k] for k in keys))
+
+
+# -- one run ---------------------------------------------------------------------------------------
+@dataclass
+class Endpoints:
+    compiler_url: str
+    compiler_model: str
+    judge_url: str
+    judge_model: str
+    judge_kind: str
+
+
+async def compile_train(ep: Endpoints, source: Source, train: Sequence[Pair], seed: int, tmp: Path,
+                        max_calls: int, say: Any) -> dict[str, Any]:  # fmt: skip
+    """`speclearn compile NAME --pairs TRAIN --no-publish`, in process."""
+    pairs_file = write_pairs(tmp / "train.jsonl", train)
+    settings = Settings(specs_dir=tmp / "specs", data_dir=tmp / "data")
+    compiler = CompilerSettings().model_copy(update={
+        "base_url": ep.compiler_url, "model": ep.compiler_model, "judge_base_url": ep.judge_url,
+        "judge_model": ep.judge_model, "seed": seed, "max_llm_calls": max_calls,
+    })  # fmt: skip
+    registry = FileRegistry(settings.specs_dir, poll_interval=0)
+    await registry.set_instruction(source.name, source.instruction + "\n")
+    ctx = Context(settings, compiler, registry, None, use_cache=False)
+    dataset = dataset_from_pairs(pairs_file, compiler.holdout_fraction, seed)
+    started = time.monotonic()
+    result = await compile_spec(ctx, source.name, dataset=dataset, publish_result=False, record_state=False,
+                                progress=lambda m: say(f"compile: {m}"),
+                                on_prepared=lambda r: say(f"compile: {r.dataset}; projected {r.projection.describe()}"
+                                                          if r.projection else "compile: no projection"))  # fmt: skip
+    spec = result.candidate_text or source.instruction
+    return {
+        "result": result.result, "reason": result.reason, "spec": spec, "spec_tokens": spec_tokens(spec),
+        "learned": result.candidate_text is not None, "dataset": result.dataset,
+        "gate_passed": result.gate.passed if result.gate else None,
+        "principles": [p.text for p in result.selection.kept] if result.selection else [],
+        "llm_calls": result.cost.get("llm_calls", 0), "tokens": result.cost.get("tokens", 0),
+        "seconds": round(time.monotonic() - started, 1),
+    }  # fmt: skip
+
+
+async def calibrated_judge(ep: Endpoints, llm: LLMClient, say: Any) -> tuple[Judge, dict[str, Any] | None]:
+    """The judge of the configured kind; a calibrated one gets its scale fitted on the compiler's
+    shipped known-answer items, as a compile round would (reported, trusted or not)."""
+    judge = make_judge(ep.judge_kind, llm, CompilerSettings().judge_max_tokens)
+    if not isinstance(judge, Calibrated):
+        return judge, None
+    calls, tokens, started = llm.budget.calls, llm.budget.tokens, time.monotonic()
+    cal = await calibrate(judge, shipped_items(), passes=lambda a, n: n > 0 and wilson_lower(a, n) > 0.5)
+    say(f"judge calibration: {cal.describe()} -> scale {judge.scale:.2f}")
+    meta = {**cal.to_meta(), "llm_calls": llm.budget.calls - calls, "tokens": llm.budget.tokens - tokens,
+            "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+    return judge, meta
+
+
+async def run_seed(ep: Endpoints, judge: Judge, source: Source, items: list[tuple[Pair, str | None]], seed: int,
+                   a: argparse.Namespace, say: Any) -> dict[str, Any]:  # fmt: skip
+    train, test = split(source, items, seed)
+    if a.limit:
+        test = test[: a.limit]
+    with tempfile.TemporaryDirectory(prefix=f"speclearn-reconstruct-{source.name}-") as tmp:
+        compiled = await compile_train(ep, source, train, seed, Path(tmp), a.max_calls, say)
+    say(f"seed {seed}: compile {compiled['result']} ({compiled['reason'] or 'ok'}), {compiled['llm_calls']} calls; "
+        f"judging {len(test)} test pairs")  # fmt: skip
+    arms: dict[str, Any] = {"unguided": await judged(judge, "", test), "guided": await judged(judge, compiled["spec"], test)}
+    arms["oracle"] = await judged(judge, source.oracle, test) if source.oracle else None
+    arms["checks"] = by_checks(compiled["spec"], test)
+    return {"seed": seed, "train": len(train), "test": len(test), "compile": compiled, **arms}
+
+
+async def run_dataset(ep: Endpoints, judge: Judge, name: str, a: argparse.Namespace) -> dict[str, Any]:
+    source = DATASETS[name]
+
+    def say(m: str) -> None:
+        print(f"[{name}] {m}", file=sys.stderr, flush=True)
+
+    items = load(source)
+    seeds = a.seeds[:1] if source.fixed_split else a.seeds
+    started = time.monotonic()
+    runs = [await run_seed(ep, judge, source, items, seed, a, say) for seed in seeds]
+    arms = {arm: pool([r[arm] for r in runs]) for arm in ("unguided", "guided", "oracle", "checks")}
+    compile_cost = {k: sum(r["compile"][k] for r in runs) for k in ("llm_calls", "tokens", "seconds")}
+    return {"dataset": name, "file": str(source.path.relative_to(SHARED)), "flipped": source.flip,
+            "seeds": seeds, "judge": judge.name, **arms, "compile": compile_cost, "runs": runs,
+            "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+
+
+async def run_all(ep: Endpoints, a: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every data set with one judge, calibrated once; the JSON rewritten after each set, so an
+    interrupted run keeps what it measured."""
+    results: list[dict[str, Any]] = []
+    async with LLMClient(ep.judge_url, ep.judge_model, budget=Budget(10**9, 10**12), concurrency=2) as llm:
+        judge, calibration = await calibrated_judge(ep, llm, lambda m: print(f"[judge] {m}", file=sys.stderr, flush=True))
+        for name in a.dataset or list(DATASETS):
+            results.append(await run_dataset(ep, judge, name, a))
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            a.out.write_text(json.dumps({"results": results, "judge_calibration": calibration, "settings": {
+                k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}}, indent=2))  # fmt: skip
+    return results
+
+
+# -- output ----------------------------------------------------------------------------------------
+def fmt(c: dict[str, Any] | None, with_interval: bool = True) -> str:
+    if c is None or not c["n"]:
+        return "-"
+    lo, hi = c["wilson95"]
+    return f"{c['right'] / c['n']:.2f} [{lo:.2f}, {hi:.2f}]" if with_interval else f"{c['right'] / c['n']:.2f}"
+
+
+def cost(c: dict[str, Any] | None) -> str:
+    return "-" if c is None else f"{c['llm_calls']} / {c['tokens']} / {c['seconds']:.0f}"
+
+
+def table(results: Sequence[dict[str, Any]]) -> str:
+    lines = ["| data set | test pairs | unguided | guided | oracle | checks only | compile calls / tokens / s "
+             "| unguided calls / tokens / s | guided | oracle |", "|" + "---|" * 10]  # fmt: skip
+    for r in results:
+        n = r["unguided"]["n"] if r["unguided"] else 0
+        lines.append(f"| {r['dataset']} | {n} | {fmt(r['unguided'])} | {fmt(r['guided'])} | {fmt(r['oracle'])} "
+                     f"| {fmt(r['checks'])} | {cost(r['compile'])} | {cost(r['unguided'])} | {cost(r['guided'])} "
+                     f"| {cost(r['oracle'])} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def last_line(r: dict[str, Any]) -> str:
+    return (f"{r['dataset']}: unguided {fmt(r['unguided'])} guided {fmt(r['guided'])} "
+            f"oracle {fmt(r['oracle'], False)} checks {fmt(r['checks'], False)}")  # fmt: skip
+
+
+@contextlib.contextmanager
+def endpoints(a: argparse.Namespace) -> Iterator[Endpoints]:
+    """The given endpoints, else the embedded models (one server when both are the same model)."""
+    kind = a.judge or CompilerSettings().judges[0]
+    with contextlib.ExitStack() as stack:
+        urls: dict[str, str] = {}
+
+        def serve(model: str) -> str:
+            if model not in urls:
+                from proxy.local_model import LocalModelSupervisor
+
+                server = stack.enter_context(LocalModelSupervisor.from_settings(Settings(), model=model, parallel=2))
+                urls[model] = server.base_url
+            return urls[model]
+
+        compiler_url = a.base_url or serve(a.model)
+        judge_url = a.judge_base_url or (compiler_url if a.base_url and not a.judge_base_url else serve(a.judge_model))
+        yield Endpoints(compiler_url, a.model, judge_url, a.judge_model, kind)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.reconstruct", description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", action="append", choices=list(DATASETS), help="repeatable; default: all")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="icai-synthetic splits (and compile seeds)")
+    p.add_argument("--limit", type=int, help="at most this many test pairs per run (a quick look)")
+    p.add_argument("--judge", help=f"judge kind; default: the compiler's first, {CompilerSettings().judges[0]}")
+    p.add_argument("--model", default="qwen2.5-coder-0.5b", help="the compiler's LLM (an embedded model name)")
+    p.add_argument("--judge-model", default="qwen2.5-coder-1.5b", help="the judge (an embedded model name)")
+    p.add_argument("--base-url", help="the compiler's endpoint (…/v1) instead of the embedded model")
+    p.add_argument("--judge-base-url", help="the judge's endpoint; default: --base-url if given, else embedded")
+    p.add_argument("--max-calls", type=int, default=400, help="LLM call budget of each compile")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    with endpoints(a) as ep:
+        results = asyncio.run(run_all(ep, a))
+    print(table(results))
+    for r in results:
+        for run in r["runs"]:
+            print(f"\n[{r['dataset']} seed {run['seed']}] compiled spec ({run['compile']['result']}, "
+                  f"~{run['compile']['spec_tokens']} tokens):\n{run['compile']['spec'].strip()}")  # fmt: skip
+    print()
+    for r in results:
+        print(last_line(r))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
