@@ -110,8 +110,11 @@ def test_a_wish_only_comments_show_needs_several_users() -> None:
     alone = unary_gate(french, BARE, downs, margin=0.0, requested_by=1, min_users=2)
     assert not alone.passed and "requested by 1 distinct user" in alone.reason
     assert unary_gate(french, BARE, downs, margin=0.0, requested_by=3, min_users=2).passed
-    ups = [Example("u", "q", "The capital is Rome.", 1.0), *downs]  # a vote the rule does not explain
-    assert not unary_gate(french, BARE, ups, margin=0.0, requested_by=3, min_users=2).passed
+    one_off = [Example("u", "q", "The capital is Rome.", 1.0), *downs]  # 6 of 7 votes explained
+    assert unary_gate(french, BARE, one_off, margin=0.0, requested_by=3, min_users=2).passed
+    ups = [Example(f"u{i}", "q", "The capital is Rome.", 1.0) for i in range(3)] + downs  # 6 of 9
+    refused = unary_gate(french, BARE, ups, margin=0.0, requested_by=3, min_users=2)
+    assert not refused.passed and "fewer than 80%" in refused.reason
 
 
 async def test_the_deciding_test_is_chosen_before_the_outcome() -> None:
