@@ -46,7 +46,10 @@ class CompilerSettings(BaseSettings):
     gate_pairs: int = 16  # held-out pairs the gate judges (x2 orders x2 specs)
     top_k: int = 8
     calibration_pairs: int = 6  # menu items: this round's pairs a candidate's check decides
-    calibration_open: int = 8  # open items: shipped rules no check expresses (compiler/data/calibration.jsonl)
+    # open items: shipped rules no check expresses (compiler/data/calibration.jsonl), all 24 of
+    # them: on 8 the fitted scale was unstable (a 1.5B judge 4/8 in a round, 42/54 in bench.judges);
+    # the LLM cache makes them free after a judge's first round
+    calibration_open: int = 24
     judge_min_agreement: float = 0.67  # and a Wilson lower bound above 0.5, else not trusted
     # judge kinds tried in order on each judge model (bench/README.md, "Judges", chose the order)
     judges: list[str] = Field(default_factory=lambda: ["pointwise+calibrated", "pairwise+calibrated"])

@@ -1,5 +1,7 @@
-"""The judge on real local models: the 1.5B judge earns the compiler's trust on rules no check
-expresses, the 0.5B one does not (bench.judges measures the same on 60 items)."""
+"""The judge on real local models. The 1.5B judge earns the compiler's trust on the ICAI
+orthogonal items (a preference no built-in check expresses: cats over dogs, blue over green,
+lemon over raspberry); the 0.5B judge is not trusted on the compiler's shipped open rules ("say
+when you are unsure", …), on which it takes no side (bench.judges measures both on 60 items)."""
 
 from __future__ import annotations
 
@@ -8,15 +10,17 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import real_model_cache
+from helpers import ICAI
 
+from bench.judges import icai_items
 from compiler.calibration import calibration_set
-from compiler.judge import Calibration, calibrate, make_judge, trusted
+from compiler.judge import Calibration, CalibrationItem, calibrate, make_judge, trusted
 from compiler.llm import LLMClient
 from compiler.settings import CompilerSettings
 from proxy import local_model as lm
 
 pytestmark = pytest.mark.real_model
-ITEMS = calibration_set([], [], menu=4, open_=12, seed=3)
+ITEMS = icai_items(ICAI / "synthetic_data_orthogonal_adcbg.csv")[::2]  # 15 items, 5 per question
 
 
 @pytest.fixture(scope="module")
@@ -31,21 +35,20 @@ def judge_model() -> Iterator[lm.LocalModelSupervisor]:
     sup.stop()
 
 
-async def _calibrate(base_url: str, model: str) -> Calibration:
+async def _calibrate(base_url: str, model: str, items: list[CalibrationItem]) -> Calibration:
     s = CompilerSettings()
     async with LLMClient(base_url, model, concurrency=2) as llm:
-        return await calibrate(make_judge(s.judges[0], llm), ITEMS,
+        return await calibrate(make_judge(s.judges[0], llm), items,
                                passes=lambda a, n: trusted(a, n, s.judge_min_agreement))  # fmt: skip
 
 
-async def test_the_1_5b_judge_passes_calibration_on_open_rules(judge_model: lm.LocalModelSupervisor) -> None:
-    cal = await _calibrate(judge_model.base_url, lm.JUDGE_MODEL)
+async def test_the_1_5b_judge_passes_calibration_on_a_preference_no_check_expresses(judge_model: lm.LocalModelSupervisor) -> None:
+    cal = await _calibrate(judge_model.base_url, lm.JUDGE_MODEL, ITEMS)
     print(f"1.5B: {cal.describe()}")
     assert cal.trusted, cal.describe()
-    assert cal.by_kind["open"][0] / cal.by_kind["open"][1] >= 0.6
 
 
-async def test_the_0_5b_judge_is_not_trusted(model: lm.LocalModelSupervisor) -> None:
-    cal = await _calibrate(model.base_url, model.model)
+async def test_the_0_5b_judge_is_not_trusted_on_the_shipped_open_rules(model: lm.LocalModelSupervisor) -> None:
+    cal = await _calibrate(model.base_url, model.model, calibration_set([], [], menu=0, open_=24, seed=0))
     print(f"0.5B: {cal.describe()}")
     assert not cal.trusted
