@@ -369,6 +369,8 @@ def test_the_spec_page_shows_the_experiment_and_its_decision_log(tmp_path: Path)
         assert "look 24" in rows[0] and "look 5" in rows[-1] and "look 4" not in log and "not ours" not in html
         assert "+0.012" in rows[1] and "0.4100" in rows[1] and "35/65" in rows[-1] and "29/65" in rows[-1]
         assert "2027-01-15 12:00 UTC" in rows[0]  # 1_800_014_400 s
+        for arm in (1, 2):  # both arms' pages point at the log
+            assert 'href="/console/specs/support#experiment"' in c.get(f"/console/specs/support/versions/{arm}", headers=HTML).text
 
 
 def test_the_experiment_without_a_canary_share_or_a_readable_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

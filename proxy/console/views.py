@@ -298,7 +298,7 @@ async def version(request: Request, state: ProxyState) -> Response:
         dropped=summary.principles(meta, "dropped_principles"), gate=summary.flat(meta.get("gate")),
         cost=summary.flat(meta.get("cost")), window=summary.flat(meta.get("feedback_window")),
         rate=plot.rates(tallies).get(this.version), done=done if done in DONE else None,
-        hold=spec_state.holds.get(this.version),
+        hold=spec_state.holds.get(this.version), experiment=summary.experiment(spec_state, state.settings.canary_fraction),
     )  # fmt: skip
 
 
