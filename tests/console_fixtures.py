@@ -80,6 +80,6 @@ def publish_held(c: TestClient, text: str, label: str) -> int:
     """A version the compiler published in approval mode (held, asking for `label`), seen by the app."""
     registry = FileRegistry(c.app.state.proxy.settings.specs_dir, poll_interval=0)  # type: ignore[attr-defined]
     registry.hold_compiled = True
-    version = registry.publish_sync("support", text, {"parent": 2}, "compiler", 2, [label]).version
+    version = registry.publish_sync("support", text, None, "compiler", 2, [label]).version
     c.portal.call(c.app.state.proxy.registry.refresh)  # type: ignore[attr-defined]
     return version
