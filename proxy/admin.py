@@ -9,7 +9,7 @@ from starlette.responses import Response, StreamingResponse
 
 from .bodies import read_json_object
 from .errors import InvalidRequest, ProxyError
-from .registry import SpecState
+from .registry import Hold, SpecState
 from .responses import error_response, json_response
 from .state import ProxyState
 
@@ -68,12 +68,17 @@ async def publish(request: Request) -> Response:
     return json_response({"name": spec.name, "version": spec.version, "sha256": spec.sha256}, status=201)
 
 
+def version_number(version: object) -> int:
+    """A version number: a positive integer that fits the registry."""
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version < 2**31:
+        raise InvalidRequest("'version' must be a version number (a positive integer)", param="version")
+    return version
+
+
 async def move_label(state: ProxyState, name: str, label: str, version: object) -> SpecState:
     """Point `label` of spec `name` at `version` (promotion, rollback): the admin API's and the
     console's one way to do it."""
-    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version < 2**31:
-        raise InvalidRequest("'version' must be a version number (a positive integer)", param="version")
-    await state.registry.set_label(name, label, version)
+    await state.registry.set_label(name, label, version_number(version))
     return state.registry.snapshot.get(name)
 
 
@@ -87,6 +92,12 @@ async def set_label(request: Request) -> Response:
     return json_response(describe(spec))
 
 
+async def decide_hold(state: ProxyState, name: str, version: object, approve: bool) -> Hold:
+    """Approval mode: serve a held version under the label the compiler asked for (approve), or
+    never (reject); the admin API's and the console's one way to do it."""
+    return await state.registry.decide_hold(name, version_number(version), approve=approve)
+
+
 async def approve(request: Request) -> Response:
     return await _decide_hold(request, approve=True)
 
@@ -96,16 +107,14 @@ async def reject(request: Request) -> Response:
 
 
 async def _decide_hold(request: Request, approve: bool) -> Response:
-    """Approval mode: serve a held version under the label the compiler asked for, or never."""
     try:
         state = _admin(request)
         name, raw = request.path_params["name"], request.path_params["version"]
-        if not raw.isdigit():
-            raise InvalidRequest("the version must be a number", param="version")
-        hold = await state.registry.decide_hold(name, int(raw), approve=approve)
+        version = int(raw) if raw.isascii() and raw.isdigit() else raw
+        hold = await decide_hold(state, name, version, approve)
     except ProxyError as exc:
         return error_response(exc)
-    return json_response({"name": name, "version": int(raw), **hold.to_dict()})
+    return json_response({"name": name, "version": version, **hold.to_dict()})
 
 
 async def export_feedback(request: Request) -> Response:

@@ -37,11 +37,16 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 
 NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": NAME_RE.pattern}}
+VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 LABEL = {"name": "label", "in": "path", "required": True, "schema": {"type": "string", "pattern": LABEL_RE.pattern}}
 ADMIN = [{"adminKey": []}]
 CONSOLE = [{"consoleSession": []}]
 CONSOLE_FORM_ERRORS = _errors("400", "401", "403", "404", "409", "413")
 REDIRECT = {"303": {"description": "Done: a redirect to the page to show next", "headers": {"Location": {"schema": {"type": "string"}}}}}
+HOLD_ACTIONS = {
+    "approve": "Approval mode: serve a held version, moving the label it asked for onto it",
+    "reject": "Approval mode: never serve a held version",
+}
 HTML = {"description": "A console page", "content": {"text/html": {"schema": {"type": "string"}}}}
 
 
@@ -157,6 +162,18 @@ def build() -> dict[str, Any]:
                 "meta": {"type": "object"},
             },
         },
+        "Hold": {
+            "type": "object",
+            "required": ["name", "version", "status", "label"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "integer"},
+                "status": {"type": "string", "enum": ["held", "approved", "rejected"]},
+                "label": {"type": ["string", "null"], "description": "the label the compiler asked for (moved on approval)"},
+                "requested_at": {"type": ["string", "null"]},
+                "decided_at": {"type": ["string", "null"]},
+            },
+        },
         "LabelRequest": {"type": "object", "required": ["version"], "properties": {"version": {"type": "integer", "minimum": 1}}},
     }
     responses = {
@@ -234,6 +251,15 @@ def build() -> dict[str, Any]:
                 "responses": {"200": _json(_ref("Spec"), "The spec after the move"), **_errors("400", "401", "403", "404", "413", "503")},
             }  # fmt: skip
         },
+        **{
+            f"/admin/specs/{{name}}/versions/{{version}}/{action}": {
+                "post": {
+                    "tags": ["admin"], "summary": summary, "security": ADMIN, "parameters": [NAME, VERSION],
+                    "responses": {"200": _json(_ref("Hold"), "The decided hold"), **_errors("400", "401", "403", "404", "409", "503")},
+                }  # fmt: skip
+            }
+            for action, summary in HOLD_ACTIONS.items()
+        },
         "/admin/feedback/export": {
             "get": {
                 "tags": ["admin"], "summary": "Feedback joined to inferences, as JSON lines", "security": ADMIN,
@@ -272,6 +298,16 @@ def build() -> dict[str, Any]:
                 "requestBody": _form({"csrf": {"type": "string"}, "from": {"type": "string", "description": "the production version the form was made for"}}, ["csrf"]),
                 "responses": {**REDIRECT, **CONSOLE_FORM_ERRORS},
             }  # fmt: skip
+        },
+        **{
+            f"/console/specs/{{name}}/versions/{{version}}/{action}": {
+                "post": {
+                    "tags": ["console"], "summary": summary + " (the admin API's code)", "security": CONSOLE,
+                    "parameters": [NAME, VERSION], "requestBody": _form({"csrf": {"type": "string"}}, ["csrf"]),
+                    "responses": {**REDIRECT, **CONSOLE_FORM_ERRORS},
+                }  # fmt: skip
+            }
+            for action, summary in HOLD_ACTIONS.items()
         },
         "/v1/chat/completions": {"post": _openai("Chat completion, with the spec as the first system message", "chat/create")},
         "/v1/responses": {"post": _openai("Responses API, with the spec in `instructions`", "responses/create")},

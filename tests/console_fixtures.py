@@ -74,3 +74,12 @@ def add_inference(c: TestClient, inference_id: str, version: int = 1, spec: str 
 def add_thumb(c: TestClient, feedback_id: str, inference_id: str, up: bool, at: float) -> None:
     ledger = c.app.state.proxy.ledger  # type: ignore[attr-defined]
     c.portal.call(ledger.add_feedback, FeedbackRecord(feedback_id, inference_id, THUMB, 1.0 if up else -1.0, at))  # type: ignore[attr-defined]
+
+
+def publish_held(c: TestClient, text: str, label: str) -> int:
+    """A version the compiler published in approval mode (held, asking for `label`), seen by the app."""
+    registry = FileRegistry(c.app.state.proxy.settings.specs_dir, poll_interval=0)  # type: ignore[attr-defined]
+    registry.hold_compiled = True
+    version = registry.publish_sync("support", text, None, "compiler", 2, [label]).version
+    c.portal.call(c.app.state.proxy.registry.refresh)  # type: ignore[attr-defined]
+    return version

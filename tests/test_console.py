@@ -1,5 +1,6 @@
 """The console in process: off without the admin key, login and its cookie, session expiry and
-forgery, CSRF and cross-origin forms, what the pages show, and promote / roll back."""
+forgery, CSRF and cross-origin forms, what the pages show, promote / roll back, approve / reject
+of held versions, and the experiment's decision log."""
 from __future__ import annotations
 
 import asyncio
@@ -10,8 +11,10 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from console_fixtures import ADMIN_KEY, SECRET, V2_TEXT, add_inference, add_thumb, client
+from console_fixtures import ADMIN_KEY, SECRET, V2_TEXT, add_inference, add_thumb, client, publish_held
 from proxy.console import diff, plot, summary
+from proxy.errors import ServiceUnavailable
+from proxy.ledger import DecisionRecord
 from proxy.console.session import COOKIE, Sessions
 from proxy.registry import SpecState, SpecVersion
 from proxy.registry.files import FileRegistry
@@ -160,7 +163,7 @@ def test_pages_show_versions_diff_principles_gate_cost_and_tokens(tmp_path: Path
                      "fake-model, both orders", "candidate_accuracy", "0.8333", "2804", "Explain every detail."):  # fmt: skip
             assert text in html, text
         assert f"≈ {round(len(V2_TEXT) / 4)}" in html and "estimate" in html
-        assert "RESERVED: approval" in open(Path(summary.__file__).parent / "templates" / "version.html").read()
+        assert 'id="approval"' not in html and "/approve" not in html  # not held: no approval section
         first = c.get("/console/specs/support/versions/1", headers=HTML).text
         assert "The first version" in first and "No principles recorded" in first
         assert c.get("/console/specs/support/versions/7", headers=HTML).status_code == 404
@@ -254,3 +257,136 @@ def test_login_attempts_are_rate_limited(tmp_path: Path) -> None:
         r = c.post("/console/login", data={"key": ADMIN_KEY})  # even the right key waits its turn
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         assert r.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def _registry_state(c: TestClient) -> tuple[dict[str, int], dict[int, tuple[str, str | None]]]:
+    """Labels and holds as a fresh reader of the registry on disk sees them (timestamps aside)."""
+    registry = FileRegistry(c.app.state.proxy.settings.specs_dir, poll_interval=0)  # type: ignore[attr-defined]
+    asyncio.run(registry.refresh())
+    state = registry.snapshot.get("support")
+    return state.labels, {v: (h.status, h.label) for v, h in state.holds.items()}
+
+
+def test_approve_and_reject_change_the_registry_as_the_admin_api_does(tmp_path: Path) -> None:
+    after = {}
+    for way in ("console", "admin"):
+        with client(tmp_path / way) as c:
+            assert publish_held(c, "Answer in French.", "candidate") == 3
+            assert publish_held(c, "Answer in German.", "production") == 4
+            before = _registry_state(c)
+            assert before == ({"production": 1, "candidate": 2}, {3: ("held", "candidate"), 4: ("held", "production")})
+            if way == "console":
+                login(c)
+                token = csrf_of(c, "/console/specs/support/versions/3")
+                r = c.post("/console/specs/support/versions/3/approve", data={"csrf": token}, follow_redirects=False)
+                assert r.status_code == 303 and r.headers["location"] == "/console/specs/support/versions/3?done=approved"
+                assert "Approved: candidate now points at v3." in c.get(r.headers["location"], headers=HTML).text
+                r = c.post("/console/specs/support/versions/4/reject", data={"csrf": token}, follow_redirects=False)
+                assert r.headers["location"] == "/console/specs/support/versions/4?done=rejected"
+                assert "Rejected: v4 will never be served." in c.get(r.headers["location"], headers=HTML).text
+                again = c.post("/console/specs/support/versions/3/approve", data={"csrf": token})
+                missing = c.post("/console/specs/support/versions/9/approve", data={"csrf": token})
+            else:
+                admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+                assert c.post("/admin/specs/support/versions/3/approve", headers=admin).json()["status"] == "approved"
+                assert c.post("/admin/specs/support/versions/4/reject", headers=admin).json()["status"] == "rejected"
+                again = c.post("/admin/specs/support/versions/3/approve", headers=admin)
+                missing = c.post("/admin/specs/support/versions/9/approve", headers=admin)
+            assert again.status_code == 409 and missing.status_code == 404  # decided once; no such version
+            after[way] = (_registry_state(c), again.json()["error"]["code"], missing.json()["error"]["code"])
+    assert after["console"] == after["admin"]
+    (labels, holds), _, _ = after["console"]
+    assert labels == {"production": 1, "candidate": 3} and holds == {3: ("approved", "candidate"), 4: ("rejected", "production")}
+
+
+def test_a_forged_form_approves_nothing(tmp_path: Path) -> None:
+    with client(tmp_path) as c:
+        publish_held(c, "Answer in French.", "production")
+        other_csrf = Sessions(ADMIN_KEY, SECRET, 600).issue()[1].csrf
+        login(c)
+        for action in ("approve", "reject"):
+            for form in ({"version": "3"}, {"csrf": "forged"}, {"csrf": other_csrf}):
+                r = c.post(f"/console/specs/support/versions/3/{action}", data=form)
+                assert r.status_code == 403 and r.json()["error"]["code"] == "csrf_failed", (action, form)
+            token = csrf_of(c, "/console/specs/support/versions/3")
+            r = c.post(f"/console/specs/support/versions/3/{action}", data={"csrf": token}, headers={"origin": "https://evil.example"})
+            assert r.status_code == 403 and r.json()["error"]["code"] == "cross_origin"
+        c.cookies.clear()
+        r = c.post("/console/specs/support/versions/3/approve", data={"csrf": token})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "session_required"
+        assert _registry_state(c) == ({"production": 1, "candidate": 2}, {3: ("held", "production")})
+
+
+def test_a_held_version_shows_its_hold_and_the_buttons_and_others_do_not(tmp_path: Path) -> None:
+    with client(tmp_path) as c:
+        publish_held(c, "Answer in French.", "candidate")
+        login(c)
+        held = c.get("/console/specs/support/versions/3", headers=HTML)
+        assert held.status_code == 200 and "French" in held.text  # a reviewer can read it (in the diff)
+        for text in ('id="approval"', 'action="/console/specs/support/versions/3/approve"', 'action="/console/specs/support/versions/3/reject"',
+                     "Approve v3 as candidate", 'class="label hold-held">held<', 'asks for <span class="label label-candidate">candidate'):  # fmt: skip
+            assert text in held.text, text
+        assert held.text.count('name="csrf"') == 3  # approve, reject, log out: no promote for a held version
+        assert 'id="promote"' not in held.text
+        plain = c.get("/console/specs/support/versions/2", headers=HTML).text
+        assert 'id="approval"' not in plain and "/approve" not in plain and "/reject" not in plain and 'id="promote"' in plain
+        for page in ("/console/specs", "/console/specs/support"):
+            html = c.get(page, headers=HTML).text
+            assert html.count('class="label hold-held">held</span>') == 1, page
+        token = csrf_of(c, "/console/specs/support/versions/3")
+        c.post("/console/specs/support/versions/3/reject", data={"csrf": token})
+        rejected = c.get("/console/specs/support/versions/3", headers=HTML).text
+        assert 'class="label hold-rejected">rejected<' in rejected and "/approve" not in rejected and 'id="promote"' not in rejected
+        assert "hold-held" not in c.get("/console/specs", headers=HTML).text
+
+
+def _decision(c: TestClient, i: int, decision: str = "continue", **numbers: float | int | None) -> DecisionRecord:
+    values: dict = {"p_value": 0.41, "lift": 0.012, "candidate_ups": 30 + i, "candidate_n": 60 + i,
+                    "production_ups": 29, "production_n": 60 + i, **numbers}  # fmt: skip
+    rec = DecisionRecord("support", 2, 1, decision, f"look {i}", 1_800_000_000.0 + 600 * i, **values)
+    c.portal.call(c.app.state.proxy.ledger.add_decision, rec)  # type: ignore[attr-defined]
+    return rec
+
+
+def test_the_spec_page_shows_the_experiment_and_its_decision_log(tmp_path: Path) -> None:
+    with client(tmp_path, canary_fraction=0.25) as c:
+        login(c)
+        html = c.get("/console/specs/support", headers=HTML).text
+        assert "No experiment decisions yet." in html and 'id="decision-log"' not in html
+        assert "live</span> candidate" in html and "25% of the users" in html
+        for i in range(24):
+            _decision(c, i)
+        _decision(c, 24, "rollback", p_value=0.0123, lift=-0.081, candidate_ups=40, candidate_n=120, production_ups=62, production_n=118)
+        c.portal.call(c.app.state.proxy.ledger.add_decision, DecisionRecord("other", 5, 4, "promote", "not ours", 1_900_000_000.0))  # type: ignore[attr-defined]
+        html = c.get("/console/specs/support", headers=HTML).text
+        latest = html[html.index('id="latest-decision"'):html.index("Decision log")]
+        for text in ("decision-rollback", "0.0123", "-0.081", "40/120", "62/118", "look 24"):
+            assert text in latest, text
+        log = html[html.index('id="decision-log"'):]
+        log = log[:log.index("</table>")]
+        rows = re.findall(r"<tr>(.*?)</tr>", log, re.S)[1:]  # past the header
+        assert len(rows) == 20  # the newest 20 of 25, newest first
+        assert "look 24" in rows[0] and "look 5" in rows[-1] and "look 4" not in log and "not ours" not in html
+        assert "+0.012" in rows[1] and "0.4100" in rows[1] and "35/65" in rows[-1] and "29/65" in rows[-1]
+        assert "2027-01-15 12:00 UTC" in rows[0]  # 1_800_014_400 s
+        for arm in (1, 2):  # both arms' pages point at the log
+            assert 'href="/console/specs/support#experiment"' in c.get(f"/console/specs/support/versions/{arm}", headers=HTML).text
+
+
+def test_the_experiment_without_a_canary_share_or_a_readable_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with client(tmp_path) as c:  # no canary share: the candidate gets no traffic
+        login(c)
+        _decision(c, 0, p_value=None, lift=None)
+        html = c.get("/console/specs/support", headers=HTML).text
+        assert "paused</span> candidate" in html and "SPECLEARN_CANARY_FRACTION" in html
+        row = re.findall(r"<tr>(.*?)</tr>", html[html.index('id="decision-log"'):], re.S)[1]
+        assert row.count("–") == 2  # no p-value or lift before the burn-in
+
+        async def unavailable(spec: str, limit: int | None = None) -> list[DecisionRecord]:
+            raise ServiceUnavailable("the database is unavailable (reading decisions)")
+
+        monkeypatch.setattr(c.app.state.proxy.ledger, "decisions", unavailable)  # type: ignore[attr-defined]
+        r = c.get("/console/specs/support", headers=HTML)
+        assert r.status_code == 200 and "No experiment decisions yet (the ledger could not be read)." in r.text
+        c.portal.call(c.app.state.proxy.registry.set_label, "support", "candidate", 1)  # type: ignore[attr-defined]
+        assert "No live experiment" in c.get("/console/specs/support", headers=HTML).text

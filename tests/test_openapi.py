@@ -27,7 +27,9 @@ def test_the_document_covers_our_endpoints_and_refers_to_openai() -> None:
         doc = c.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.1")
     for path in ("/v1/feedback", "/healthz", "/readyz", "/metrics", "/admin/specs", "/admin/specs/{name}/labels/{label}",
-                 "/console/login", "/console/specs/{name}/promote", "/console/specs/{name}/rollback"):  # fmt: skip
+                 "/console/login", "/console/specs/{name}/promote", "/console/specs/{name}/rollback",
+                 "/admin/specs/{name}/versions/{version}/approve", "/console/specs/{name}/versions/{version}/approve",
+                 "/console/specs/{name}/versions/{version}/reject"):  # fmt: skip
         assert path in doc["paths"], path
     chat = doc["paths"]["/v1/chat/completions"]["post"]
     assert chat["externalDocs"]["url"].startswith("https://platform.openai.com/docs/api-reference")

@@ -20,4 +20,6 @@ ROUTES: list[BaseRoute] = [
     Route("/specs/{name}/versions/{version:int}", views.version, methods=["GET"]),
     Route("/specs/{name}/promote", views.promote, methods=["POST"]),
     Route("/specs/{name}/rollback", views.rollback, methods=["POST"]),
+    Route("/specs/{name}/versions/{version:int}/approve", views.approve, methods=["POST"]),
+    Route("/specs/{name}/versions/{version:int}/reject", views.reject, methods=["POST"]),
 ]

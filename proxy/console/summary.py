@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..registry import PRODUCTION, SpecState, SpecVersion
+from ..routing import CANDIDATE
 
 
 @dataclass(slots=True)
@@ -40,6 +41,33 @@ def rollback_target(state: SpecState) -> int | None:
         return parent.version
     older = [v for v in state.versions if v < current]
     return max(older) if older else None
+
+
+def holds_of(state: SpecState) -> dict[int, str]:
+    """Versions awaiting approval or rejected (approval mode): their status, for a badge."""
+    return {v: hold.status for v, hold in state.holds.items() if hold.blocks}
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    """The canary experiment as the proxy runs it: `candidate` against `production`, served to
+    `fraction` of the users that name no version (what the auto-promote review compares)."""
+
+    candidate: int
+    production: int
+    fraction: float
+
+    @property
+    def live(self) -> bool:
+        return self.fraction > 0
+
+
+def experiment(state: SpecState, fraction: float) -> Experiment | None:
+    """None unless `candidate` and `production` point at two different versions."""
+    cand, prod = state.labels.get(CANDIDATE), state.labels.get(PRODUCTION)
+    if cand is None or prod is None or cand == prod or cand not in state.versions:
+        return None
+    return Experiment(cand, prod, fraction)
 
 
 def labels_of(state: SpecState) -> dict[int, list[str]]:

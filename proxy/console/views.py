@@ -1,5 +1,5 @@
 """The console's pages and form actions: thin handlers over the registry, the ledger and the
-admin API's label code, rendered by autoescaped Jinja2 templates.
+admin API's label and approval code, rendered by autoescaped Jinja2 templates.
 
 Off (404) unless the admin key is set. Every page but the login needs a session; every POST
 needs the session's CSRF token in its form and, when the browser names one, our own `Origin`.
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
+import sqlite3
 import urllib.parse
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -21,6 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from .. import admin
 from ..bodies import read_body
 from ..errors import Conflict, Forbidden, InvalidRequest, NotFound, ProxyError, RateLimited, Unauthorized
+from ..ledger import DecisionRecord
 from ..ratelimit import RateLimiter, retry_after
 from ..registry import PRODUCTION
 from ..responses import error_response
@@ -32,6 +35,8 @@ HERE = Path(__file__).parent
 PREFIX = "/console"
 MAX_FORM_BYTES = 16 * 1024
 LIST_VERSIONS = 8  # the newest versions linked from the list of specs
+DECISIONS = 20  # the newest experiment decisions shown on a spec's page
+log = logging.getLogger("speclearn.console")
 SECURITY_HEADERS = {
     # everything from the proxy itself; no inline script; the plot is inline SVG markup
     "Content-Security-Policy": (
@@ -42,7 +47,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-DONE = {"promoted": "Promoted", "rolled-back": "Rolled back"}
+DONE = {"promoted", "rolled-back", "approved", "rejected"}  # ?done= after a form action
 
 
 def _when(value: Any) -> str:
@@ -234,6 +239,7 @@ async def specs(request: Request, state: ProxyState) -> Response:
                 "older": max(0, len(spec_state.versions) - LIST_VERSIONS),
                 "latest": latest,
                 "tokens": summary.spec_tokens(served) if served else None,
+                "holds": summary.holds_of(spec_state),
             }
         )
     return render(request, "specs.html", session=session, specs=rows)
@@ -249,6 +255,15 @@ async def _tallies(state: ProxyState, name: str) -> tuple[list[Any], int]:
     return tallies, bucket
 
 
+async def _decisions(state: ProxyState, name: str) -> tuple[list[DecisionRecord], bool]:
+    """The newest experiment decisions, newest first, and whether the ledger could be read."""
+    try:
+        return list(reversed(await state.ledger.decisions(name, limit=DECISIONS))), True
+    except (ProxyError, sqlite3.Error) as exc:
+        log.warning("console: cannot read the decision log of %s: %s", name, exc)
+        return [], False
+
+
 @page
 async def spec(request: Request, state: ProxyState) -> Response:
     session = _session(request, state)
@@ -256,9 +271,12 @@ async def spec(request: Request, state: ProxyState) -> Response:
     tallies, bucket = await _tallies(state, spec_state.name)
     rates = plot.rates(tallies)
     versions = [spec_state.versions[v] for v in sorted(spec_state.versions, reverse=True)]
+    decisions, readable = await _decisions(state, spec_state.name)
     return render(
         request, "spec.html", session=session, spec=spec_state, versions=versions, labels=summary.labels_of(spec_state),
         rates=rates, plot=plot.build(tallies, bucket), tokens={v.version: summary.spec_tokens(v) for v in versions},
+        holds=summary.holds_of(spec_state), experiment=summary.experiment(spec_state, state.settings.canary_fraction),
+        decisions=decisions, ledger_readable=readable,
     )  # fmt: skip
 
 
@@ -266,7 +284,7 @@ async def spec(request: Request, state: ProxyState) -> Response:
 async def version(request: Request, state: ProxyState) -> Response:
     session = _session(request, state)
     spec_state = state.registry.snapshot.get(request.path_params["name"])
-    this = spec_state.resolve(int(request.path_params["version"]))
+    this = spec_state.resolve(int(request.path_params["version"]), include_held=True)  # held: to review it
     parent = summary.parent_of(this, spec_state)
     rows = diff.side_by_side(parent.text, this.text) if parent else []
     tallies, _ = await _tallies(state, spec_state.name)
@@ -279,11 +297,12 @@ async def version(request: Request, state: ProxyState) -> Response:
         tokens=summary.spec_tokens(this), principles=summary.principles(meta),
         dropped=summary.principles(meta, "dropped_principles"), gate=summary.flat(meta.get("gate")),
         cost=summary.flat(meta.get("cost")), window=summary.flat(meta.get("feedback_window")),
-        rate=plot.rates(tallies).get(this.version), done=DONE.get(done or ""),
+        rate=plot.rates(tallies).get(this.version), done=done if done in DONE else None,
+        hold=spec_state.holds.get(this.version), experiment=summary.experiment(spec_state, state.settings.canary_fraction),
     )  # fmt: skip
 
 
-# -- actions: the admin API's label code -----------------------------------------------------
+# -- actions: the admin API's label and approval code ---------------------------------------
 @page
 async def promote(request: Request, state: ProxyState) -> Response:
     _, form = await _posted(request, state)
@@ -309,3 +328,20 @@ async def rollback(request: Request, state: ProxyState) -> Response:
         raise InvalidRequest(f"spec {name!r} has no earlier version to roll back to")
     await admin.move_label(state, name, PRODUCTION, target)
     return RedirectResponse(_version_url(name, target, "rolled-back"), 303, headers=SECURITY_HEADERS)
+
+
+async def _decide(request: Request, state: ProxyState, approve: bool) -> Response:
+    await _posted(request, state)
+    name, number = request.path_params["name"], request.path_params["version"]
+    await admin.decide_hold(state, name, number, approve)
+    return RedirectResponse(_version_url(name, number, "approved" if approve else "rejected"), 303, headers=SECURITY_HEADERS)
+
+
+@page
+async def approve(request: Request, state: ProxyState) -> Response:
+    return await _decide(request, state, approve=True)
+
+
+@page
+async def reject(request: Request, state: ProxyState) -> Response:
+    return await _decide(request, state, approve=False)
