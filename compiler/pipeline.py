@@ -131,9 +131,10 @@ class Round:
         self.force = force
         self.say: Progress = progress or (lambda msg: log.info("%s: %s", name, msg))
         self.result = RoundResult(name, "skipped")
-        # judges are tried on the judge model first, then on the compiler's own; the first that
-        # passes calibration validates and gates this round (none: checks decide alone)
-        self.judge_llms = [m for m in (judge_llm, llm) if m is not None]
+        # the judge model when one is configured (the compiler's own model is the weaker one by
+        # design, and each judge tried is one more chance to trust a judge by luck), else the
+        # compiler's model; the first kind that passes calibration validates and gates this round
+        self.judge_llms = [judge_llm or llm]
         self.default_judge: Judge = PairwiseJudge(llm, settings.judge_max_tokens)
         self.judge: Judge | None = None
         self.judge_calibration: Calibration | None = None

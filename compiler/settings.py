@@ -51,8 +51,10 @@ class CompilerSettings(BaseSettings):
     # the LLM cache makes them free after a judge's first round
     calibration_open: int = 24
     judge_min_agreement: float = 0.67  # and a Wilson lower bound above 0.5, else not trusted
-    # judge kinds tried in order on each judge model (bench/README.md, "Judges", chose the order)
-    judges: list[str] = Field(default_factory=lambda: ["pointwise+calibrated", "pairwise+calibrated"])
+    # judge kinds tried in order on the judge model, the first trusted one judges; one by default
+    # (bench/README.md, "Judges": pointwise+calibrated, as accurate and cheaper), since every kind
+    # tried is one more chance to trust a judge by luck
+    judges: list[str] = Field(default_factory=lambda: ["pointwise+calibrated"])
     min_accuracy: float = 0.55
     min_prevalence: float = 0.1
     # every new principle needs held-out support from this many distinct voices (users; sessions

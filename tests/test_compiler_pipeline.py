@@ -107,7 +107,7 @@ async def test_gate_rejects_a_worse_candidate(tmp_path: Path) -> None:
         return rule_judge(criteria, a, b)
 
     fake = FakeLLM(judge=misled, persona=lambda rules: "You love long, detailed answers. " + default_persona(rules))
-    ctx = await make_ctx(tmp_path, fake)
+    ctx = await make_ctx(tmp_path, fake, judges=["pairwise+calibrated"])  # the misled judge is pairwise
     result = await compile_spec(ctx, "support")
     await close(ctx)
     assert result.result == "gate_failed" and result.gate is not None and not result.gate.passed
@@ -120,7 +120,7 @@ async def test_gate_rejects_a_worse_candidate(tmp_path: Path) -> None:
 async def test_a_blind_judge_never_decides_the_gate(tmp_path: Path) -> None:
     """Every candidate has a check, so none needs the judge to validate it; the gate would still
     ask the judge, so it is calibrated anyway, fails, and the specs' checks decide the gate."""
-    fake = FakeLLM(rules=['Never use the phrase "I guess".'], judge=lambda *a: None, point_judge=None)
+    fake = FakeLLM(rules=['Never use the phrase "I guess".'], judge=lambda *a: None, point_judge=None, knows_calibration=False)
     await fill_ledger(tmp_path / "l.db", comments=False)  # no "sounds reluctant": no tone rule
     ctx = await make_ctx(tmp_path, fake)
     await ctx.registry.publish("support", INSTRUCTION, labels=["production"])  # no rules of its own
@@ -129,11 +129,11 @@ async def test_a_blind_judge_never_decides_the_gate(tmp_path: Path) -> None:
     assert result.candidates and all(p.check is not None for p in result.candidates)
     assert result.calibration is not None and result.calibration["trusted"] is False
     assert result.gate is not None and result.gate.metric == "checks"
-    assert fake.count("judge by guidelines") == 0 and fake.count("judge by a rule") > 0
+    assert fake.count("check an answer against guidelines") == 0 and fake.count("check an answer against a rule") > 0
 
 
 async def test_force_publishes_past_the_gate_and_says_so(tmp_path: Path) -> None:
-    fake = FakeLLM(judge=lambda *a: None, point_judge=None)  # a blind judge: fails calibration, the checks decide
+    fake = FakeLLM(judge=lambda *a: None, point_judge=None, knows_calibration=False)  # a blind judge: fails calibration, the checks decide
     ctx = await make_ctx(tmp_path, fake, gate_margin=0.99)
     result = await compile_spec(ctx, "support", force=True)
     await close(ctx)
@@ -191,10 +191,11 @@ async def test_same_seed_and_cache_give_the_same_spec(tmp_path: Path) -> None:
         texts.append(result.candidate_text)
         if run == "a":
             calls_after_first = len(fake.calls)
+            asked_in_first = result.cost["llm_calls"] + result.cost["cached_calls"]  # a round may re-ask itself
             assert calls_after_first > 0
     assert texts[0] == texts[1] and texts[0]
     assert len(fake.calls) == calls_after_first  # the second round was served from the cache
-    assert result.cost["cached_calls"] == calls_after_first and result.cost["llm_calls"] == 0
+    assert result.cost["cached_calls"] == asked_in_first and result.cost["llm_calls"] == 0
 
 
 async def test_not_enough_feedback_is_skipped(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def tight_settings(base_url: str, tmp_path: Path) -> CompilerSettings:
         base_url=base_url, model=MODEL, seed=7, timeout=90, retries=1, concurrency=4,
         max_llm_calls=60, max_tokens=40_000,
         proposal_passes=2, proposal_sample=8, propose_max_tokens=96, synth_max_tokens=256,
-        max_candidates=8, validation_pairs=4, calibration_pairs=4, gate_pairs=4,
+        max_candidates=8, validation_pairs=4, calibration_pairs=4, calibration_open=4, gate_pairs=4,
         cache_dir=tmp_path / "cache",
     )  # fmt: skip
 

@@ -197,7 +197,7 @@ async def test_calibration_rejects_a_judge_that_cannot_see_checks() -> None:
     assert len(items) == 4 and {i.kind for i in items} == {"menu"}
     seeing = await calibrate(PairwiseJudge(llm(FakeLLM())), items, passes=lambda a, n: a == n)
     assert (seeing.agree, seeing.n, seeing.trusted, seeing.by_kind) == (4, 4, True, {"menu": (4, 4)})
-    blind = FakeLLM(judge=lambda *a: None, point_judge=None)  # a judge that always says "A"
+    blind = FakeLLM(judge=lambda *a: None, point_judge=None, knows_calibration=False)  # a judge that always says "A"
     unseeing = await calibrate(PairwiseJudge(llm(blind)), items, passes=lambda a, n: a == n)
     assert (unseeing.agree, unseeing.trusted) == (0, False)
 
