@@ -378,17 +378,17 @@ def unary_gate(
     words: publish when at least `min_users` distinct users requested the candidate's checkable
     rules and the held-out votes agree with them (ups pass, downs fail) at least UNARY_AGREEMENT
     of the time."""
-    cand, cur = checks_from_text(candidate), checks_from_text(current)
+    ups = [e.up for e in singles]
+    cand, cur = ([predicts_up(checks_from_text(spec), e) for e in singles] for spec in (candidate, current))
 
-    def accuracy(checks: Sequence[Check]) -> tuple[float, int]:
-        if not checks or not singles:
+    def accuracy(predicted: list[float]) -> tuple[float, int]:
+        if not predicted or 0.5 in predicted:  # no checkable rule: predicts nothing
             return 0.5, 0
-        agree = sum(predicts_up(checks, e) == float(e.up) for e in singles)
-        return agree / len(singles), agree
+        agree = sum(p == float(up) for p, up in zip(predicted, ups, strict=True))
+        return agree / len(predicted), agree
 
     (cand_acc, cand_agree), (cur_acc, cur_agree) = accuracy(cand), accuracy(cur)
-    test = vote_test([predicts_up(cand, e) for e in singles], [predicts_up(cur, e) for e in singles],
-                     [e.up for e in singles], "checks on held-out votes (Fisher exact)")  # fmt: skip
+    test = vote_test(cand, cur, ups, "checks on held-out votes (Fisher exact)")
     result = GateResult(False, cand_acc, cur_acc, margin, 0, cand_agree, cur_agree, metric="unary",
                         checks={"candidate": cand_acc, "current": cur_acc}, tests=[test], alpha=alpha,
                         correction=float(max(1, rules_tried)))  # fmt: skip

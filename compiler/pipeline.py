@@ -134,7 +134,7 @@ class Round:
         # the judge model when one is configured (the compiler's own model is the weaker one by
         # design, and each judge tried is one more chance to trust a judge by luck), else the
         # compiler's model; the first kind that passes calibration validates and gates this round
-        self.judge_llms = [judge_llm or llm]
+        self.judge_llm = judge_llm or llm
         self.default_judge: Judge = PairwiseJudge(llm, settings.judge_max_tokens)
         self.judge: Judge | None = None
         self.judge_calibration: Calibration | None = None
@@ -196,7 +196,7 @@ class Round:
             default=200,
         )
         judge_call = pair + 30 + s.judge_max_tokens
-        n_cal = (s.calibration_pairs + s.calibration_open) * len(self.judge_llms) * len(s.judges)
+        n_cal = (s.calibration_pairs + s.calibration_open) * len(s.judges)
         stages["calibrate"] = (n_cal * 2, n_cal * 2 * judge_call)
         judged = min(plan.max_candidates, len(self.current_principles) + 2 + passes * 5)
         n_val = min(plan.validation_pairs, len(self.val_pairs))
@@ -299,7 +299,7 @@ class Round:
                       min_users=self.min_users)  # fmt: skip
 
     async def calibrate(self, candidates: list[Principle]) -> Judge | None:
-        """The first judge (model x kind, in the configured order) that proves itself on items
+        """The first judge kind (in the configured order) that proves itself on items
         with a known answer: this round's checkable pairs and shipped rules no check expresses.
         Calibrated even when every candidate has a check: the gate still asks the judge, and an
         uncalibrated 0.5B judge passes candidates on noise (0.487 vs 0.475 measured)."""
@@ -310,16 +310,13 @@ class Round:
             return self.default_judge  # calibration switched off: the caller asked to trust it
         tried: list[Calibration] = []
         chosen: Judge | None = None
-        for llm in self.judge_llms:
-            for kind in s.judges:
-                judge = make_judge(kind, llm, s.judge_max_tokens)
-                cal = await calibrate(judge, items, passes=lambda a, n: trusted(a, n, s.judge_min_agreement))
-                tried.append(cal)
-                self.say(f"judge calibration: {cal.describe()} -> {'trusted' if cal.trusted else 'not trusted'}")
-                if cal.trusted:
-                    chosen, self.judge_calibration = judge, cal
-                    break
-            if chosen is not None:
+        for kind in s.judges:
+            judge = make_judge(kind, self.judge_llm, s.judge_max_tokens)
+            cal = await calibrate(judge, items, passes=lambda a, n: trusted(a, n, s.judge_min_agreement))
+            tried.append(cal)
+            self.say(f"judge calibration: {cal.describe()} -> {'trusted' if cal.trusted else 'not trusted'}")
+            if cal.trusted:
+                chosen, self.judge_calibration = judge, cal
                 break
         self.result.calibration = {
             "chosen": tried[-1].to_meta() if chosen is not None else None,
