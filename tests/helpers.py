@@ -269,7 +269,7 @@ def start_proxy(
     specs_dir: Path | None = None,
     data_dir: Path | None = None,
 ) -> ProxyProcess:
-    """Start `speclearn serve` and wait until /readyz says ready. `specs` = {name: text} published
+    """Start `speclearn serve` and wait until /readyz says ready and every worker has started. `specs` = {name: text} published
     as production versions first (default: a `default` spec)."""
     specs_dir = specs_dir or tmp_path / "specs"
     data_dir = data_dir or tmp_path / "data"
@@ -299,7 +299,9 @@ def start_proxy(
         if process.poll() is not None:
             raise RuntimeError(f"proxy exited with {process.returncode}:\n{handle.log()}")
         try:
-            if httpx.get(handle.root_url + "/readyz", timeout=1).status_code == 200:
+            ready = httpx.get(handle.root_url + "/readyz", timeout=1).status_code == 200
+            # /readyz answers from whichever worker is up first: wait for every worker's startup
+            if ready and handle.log().count("Application startup complete") >= workers:
                 return handle
         except httpx.HTTPError:
             pass
