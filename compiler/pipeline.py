@@ -31,6 +31,7 @@ from .publish import build_meta, diff, publish
 from .settings import CompilerSettings
 from .synthesize import Synthesis, synthesize
 from .validate import Selection, select, validate
+from .wishes import translate_wishes, untranslated_wishes
 
 log = logging.getLogger("speclearn.compiler")
 Progress = Callable[[str], None]
@@ -158,13 +159,18 @@ class Round:
         if r.flagged_comments:
             self.say(f"{len(r.flagged_comments)} comment(s) read as instructions to the compiler: set aside")
         self.singles = self.dataset.heldout.examples
+        self.wishes = untranslated_wishes(self.dataset.train.examples, limit=self.s.wish_translations)
         self.unary = False
         if not self.train or len(held) < self.s.min_heldout_pairs:
             # answers that never satisfy a wish give only down votes: no contrasts, and what the
             # users wrote is the only signal. Checkable wishes they named are still measured, on
             # the held-out votes one by one (does the check explain each up and each down?).
             asked = [p for p in self.evidence_principles if p.source == "comment" and p.check is not None]
-            if not self.s.unary_comments or not asked or len(self.singles) < 2 * self.s.min_heldout_pairs:
+            # wishes only the LLM can read count once enough users wrote them (checked again,
+            # per translated rule, after translation)
+            voices = {v for w in self.wishes for v in w.voices}
+            readable = asked or len(voices) >= self.min_users
+            if not self.s.unary_comments or not readable or len(self.singles) < 2 * self.s.min_heldout_pairs:
                 raise NotEnoughFeedback(
                     f"need training pairs and >= {self.s.min_heldout_pairs} held-out pairs; "
                     f"have {len(self.train)} and {len(held)} (ups and downs pair up as contrasts)"
@@ -182,6 +188,10 @@ class Round:
         """An upper bound of the round's LLM calls and tokens, stage by stage."""
         s = self.s
         stages: dict[str, tuple[int, int]] = {}
+        if self.wishes:
+            per_wish = max(estimate_tokens(prompts.translate_wish(self.instruction, w.comment)[0]["content"])
+                           for w in self.wishes)  # fmt: skip
+            stages["translate"] = (len(self.wishes), len(self.wishes) * (per_wish + s.translate_max_tokens))
         sample = sample_pairs(self.train, plan.sample, s.seed)
         passes = min(plan.passes, len(sample))
         if passes:
@@ -265,7 +275,17 @@ class Round:
             on_pass=lambda i, n: self.say(f"propose: pass {i}/{n}"),
         )  # fmt: skip
         self.say(f"propose: {len(found)} rule(s) from the LLM")
-        return [*self.current_principles, *self.evidence_principles, *found]
+        translated: list[Principle] = []
+        if self.wishes:
+            # the judge model is the stronger one: the 0.5B copies the prompt's first example
+            translated, self.result.evidence["wishes"] = await translate_wishes(
+                self.judge_llm, self.instruction, self.wishes, self.dataset.train.examples, min_users=self.min_users,
+                max_tokens=self.s.translate_max_tokens, seed=self.s.seed,
+            )  # fmt: skip
+            self.say(f"translate: {len(self.wishes)} comment(s) no pattern reads -> {len(translated)} rule(s) with a check")
+        have = {str(p.check) for p in self.evidence_principles if p.check is not None}
+        translated = [p for p in translated if str(p.check) not in have]
+        return [*self.current_principles, *self.evidence_principles, *translated, *found]
 
     async def compress(self, pool: list[Principle]) -> list[Principle]:
         s = self.s

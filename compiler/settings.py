@@ -80,6 +80,10 @@ class CompilerSettings(BaseSettings):
     # that name a checkable wish, validated and gated on single held-out votes (bench/README.md:
     # French 0.00 -> 0.83 vs oracle 0.75; an unprovable closing-line spec was refused by the gate).
     unary_comments: bool = True
+    # Comments no built-in pattern reads ("give me an example") are turned into a rule with a
+    # check by the LLM, one call per distinct comment, the most repeated first (compiler/wishes.py)
+    wish_translations: int = 6
+    translate_max_tokens: int = 64
 
     # gate and publish
     gate_alpha: float = 0.05  # the gate's error rate: how often feedback with no taste may publish

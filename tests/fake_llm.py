@@ -96,6 +96,8 @@ class FakeLLM:
     # a gullible proposer: also turns every user comment quoted in its prompt into a rule, as a
     # small model may do with text it should only analyse
     echo_comments: bool = False
+    # "TASK: turn a complaint into a rule": the complaint -> the reply (None: no rule)
+    translate: Callable[[str], str] | None = None
     answer: Callable[[dict[str, Any]], str] | None = None  # any other request (a served answer)
     logprobs: bool = True
     fail_first: int = 0  # answer the first N requests with HTTP 500
@@ -136,6 +138,9 @@ class FakeLLM:
             text = self._judge(guidelines, prompt)
         elif task.startswith("TASK: predict the user's preference"):
             text = self._judge(prompt, prompt)
+        elif task.startswith("TASK: turn a complaint into a rule"):
+            complaint = re.findall(r"<comment>(.*?)</comment>", prompt)[-1]
+            text = self.translate(complaint) if self.translate else "I cannot tell."
         elif task.startswith("TASK: write a persona"):
             listed = re.findall(r"^\d+\. (.*)$", prompt, re.M)
             text = self.persona(listed) if self.persona else default_persona(listed)

@@ -1,0 +1,169 @@
+"""Wishes users wrote in words no built-in pattern reads ("give me an example", "tell me why").
+
+`evidence.check_of_comment` reads the wishes that name their property ("answer in French",
+"end with 'Hope this helps!'"). The others are handed to the LLM one distinct comment at a
+time, with the answer it was written on, to write the one rule with a check (the check
+language of compiler/checks.py) that answer broke. The comment stays data: what it yields is a
+candidate like any other, validated and gated on held-out votes, and it is bounded twice over:
+
+- it counts as requested only by the distinct users whose commented answers break its check
+  (a complaint about an answer that already passes the check did not ask for it), and the
+  gate's minimum of requesting users applies to that count;
+- a check may require only phrases the served model has already written in some answer, so no
+  comment can bring new text (a brand, a link, a slogan) into the spec; phrases to avoid are
+  always allowed. A required phrase takes the form liked answers write it in (`liked_form`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import prompts
+from .checks import Check, check_text, contains_phrase
+from .dataset import Example, normalize
+from .evidence import check_of_comment, down_comments
+from .llm import LLMClient, run_all
+from .principle import Principle
+from .propose import llm_principle, parse_rules
+
+REQUIRES_PHRASE = ("contains", "contains_any", "starts_with", "ends_with")
+_CLAUSE_RE = re.compile(r"[.,;:!?()\n]")  # a phrase never grows across these
+
+
+@dataclass
+class Wish:
+    """One distinct comment (as first written) and the down votes that carry it."""
+
+    comment: str
+    downs: list[Example] = field(default_factory=list)
+
+    @property
+    def voices(self) -> set[str]:
+        return {e.voice for e in self.downs}
+
+
+def untranslated_wishes(examples: Sequence[Example], *, limit: int) -> list[Wish]:
+    """The unflagged down-vote comments no pattern translates, one Wish per distinct text, the
+    ones most users wrote first."""
+    groups: dict[str, Wish] = {}
+    for e in down_comments(examples):
+        comment = (e.comment or "").strip()
+        if comment and check_of_comment(comment) is None:
+            groups.setdefault(normalize(comment), Wish(comment)).downs.append(e)
+    ranked = sorted(groups.values(), key=lambda w: (-len(w.voices), -len(w.downs), normalize(w.comment)))
+    return ranked[: max(0, limit)]
+
+
+def written_phrases(check: Check, answers: Sequence[str]) -> Check | None:
+    """The check with only the required phrases some answer already contains (None when none
+    is left); checks that require no phrase are returned unchanged."""
+    if check.kind not in REQUIRES_PHRASE:
+        return check
+    if check.kind == "contains_any":
+        kept = [p for p in check.arg.split("|") if any(contains_phrase(a, p) for a in answers)]
+        return replace(check, arg="|".join(kept)) if kept else None
+    return check if any(contains_phrase(a, check.arg) for a in answers) else None
+
+
+def liked_form(phrase: str, liked: Sequence[str]) -> str:
+    """The phrase one word longer when every liked answer that uses it has that same longer
+    form ("example" -> "for example"), else the phrase: users liked a surface form, and a small
+    model follows a quoted phrase it can copy (measured: 'Include "example"' left the served
+    answers' rate where it was)."""
+    n = len(phrase.split())
+    lefts: list[set[str]] = []
+    rights: list[set[str]] = []
+    for text in liked:
+        at = [(words, i) for clause in _CLAUSE_RE.split(text) if (words := normalize(clause).split())
+              for i in range(len(words) - n + 1) if words[i : i + n] == phrase.split()]  # fmt: skip
+        if at:
+            lefts.append({" ".join(w[i - 1 : i + n]) for w, i in at if i > 0})
+            rights.append({" ".join(w[i : i + n + 1]) for w, i in at if i + n < len(w)})
+    for sides in (lefts, rights):
+        common = set.intersection(*sides) if sides else set()
+        if common:
+            return sorted(common)[0]
+    return phrase
+
+
+def in_liked_form(check: Check, liked: Sequence[str]) -> Check:
+    """A required phrase in the form liked answers write it (`liked_form`)."""
+    if check.kind not in ("contains", "contains_any"):
+        return check
+    forms = dict.fromkeys(liked_form(p, liked) for p in check.arg.split("|"))
+    return replace(check, arg="|".join(forms))
+
+
+def first_rule(reply: str) -> str | None:
+    """The rule of a completion-form reply ("Rule: Provide an example. [check: ...]")."""
+    lines = [ln.strip() for ln in reply.strip().splitlines() if ln.strip()]
+    if not lines:
+        return None
+    rules = parse_rules("- " + lines[0].removeprefix("Rule:").lstrip("- ").strip())
+    return rules[0] if rules else None
+
+
+def rule_text(proposed: Principle, check: Check) -> str:
+    """The rule in the LLM's words when they state the check; else those words (what the user
+    meant: "Provide an example.") followed by the check's canonical words (what reads back)."""
+    words = str(proposed.evidence.get("proposed_as", ""))
+    if check == proposed.check and not words:
+        return proposed.text
+    return f"{words} {check_text(check)}".strip()
+
+
+async def translate_wishes(
+    llm: LLMClient,
+    instruction: str,
+    wishes: Sequence[Wish],
+    examples: Sequence[Example],
+    *,
+    min_users: int,
+    max_tokens: int,
+    seed: int,
+) -> tuple[list[Principle], list[dict[str, Any]]]:
+    """Candidate principles (source `comment`) from the wishes, one per distinct check, and a
+    report row per wish: the rule the LLM wrote and what became of it. `examples`: the training
+    votes, whose answers bound the phrases a check may require."""
+
+    async def one(i: int, wish: Wish) -> str:
+        msgs = prompts.translate_wish(instruction, wish.comment)
+        return await llm.chat(msgs, max_tokens=max_tokens, temperature=0.0, seed=seed + i, stage="translate")
+
+    replies = await run_all(one(i, w) for i, w in enumerate(wishes))
+    answers = [e.response for e in examples]
+    liked = [e.response for e in examples if e.up]
+    by_check: dict[Check, tuple[Principle, list[Wish]]] = {}
+    report: list[dict[str, Any]] = []
+    for wish, reply in zip(wishes, replies, strict=True):
+        row: dict[str, Any] = {"comment": wish.comment[:200], "count": len(wish.downs), "users": len(wish.voices)}
+        report.append(row)
+        rule = first_rule(reply)
+        proposed = llm_principle(rule, []) if rule else None
+        if proposed is None or proposed.check is None:
+            row["outcome"] = "no rule with a check"
+            continue
+        row["rule"] = rule
+        check = written_phrases(proposed.check, answers)
+        if check is None:
+            row["outcome"] = "requires a phrase no answer has used"
+            continue
+        check = in_liked_form(check, liked)
+        row["check"] = str(check)
+        by_check.setdefault(check, (rule_text(proposed, check), []))[1].append(wish)
+    out: list[Principle] = []
+    for check, (text, asking) in by_check.items():
+        downs = [e for w in asking for e in w.downs if not check.test(e.response)]
+        voices = {e.voice for e in downs}
+        for row in report:
+            if row.get("check") == str(check):
+                row["outcome"] = "candidate" if len(voices) >= min_users else f"requested by {len(voices)} user(s)"
+        if len(voices) < min_users:
+            continue
+        comments = list(dict.fromkeys(w.comment for w in asking))[:3]
+        evidence = {"comments": comments, "count": len(downs), "users": len(voices), "translated": True}
+        out.append(Principle(text, "comment", check, evidence=evidence))
+    return out, report
