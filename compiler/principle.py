@@ -33,6 +33,8 @@ class Principle:
     users: int = 0  # distinct voices the rule sides with on held-out feedback (dataset.Example.voice)
     status: str = ""  # kept | added | dropped | unvalidated
     judge: str = ""  # which judge validated it (method "judge"): model and kind, with its calibration
+    seen: set[str] = field(default_factory=set)  # ids of the held-out items it was measured on
+    agrees: set[str] = field(default_factory=set)  # those it sides with the user on
 
     @property
     def prevalence(self) -> float:

@@ -39,6 +39,8 @@ def _evidence(p: Principle) -> str:
         parts.append(f"attached check refused: {ev['check_error']}")
     if ev.get("too_few_users"):
         parts.append(f"too few users: {ev['too_few_users']}")
+    if p.status == "redundant":
+        parts.append("the kept rules already side with the users on its items")
     return "; ".join(parts)
 
 
@@ -46,7 +48,7 @@ def principles(result: RoundResult) -> str:
     if not result.candidates:
         return ""
     lines = ["principles:"]
-    order = {"added": 0, "kept": 1, "dropped": 2, "superseded": 3, "rejected": 4}
+    order = {"added": 0, "kept": 1, "dropped": 2, "superseded": 3, "redundant": 4, "rejected": 5}
     for p in sorted(result.candidates, key=lambda p: (order.get(p.status, 4), -p.score)):
         lines.append(f"  [{p.status or '?':10}] {p.text}")
         lines.append(f"             {p.source}; {_numbers(p)}" + (f"; {_evidence(p)}" if _evidence(p) else ""))

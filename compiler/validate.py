@@ -45,6 +45,7 @@ def _tally(p: Principle, method: str, n: int, sides: Sequence[Side]) -> None:
     p.method, p.n = method, n
     p.relevant, p.support = sum(side != 0 for _, side in sides), sum(side > 0 for _, side in sides)
     p.users = backers(sides)
+    p.seen, p.agrees = {item.id for item, _ in sides}, {item.id for item, side in sides if side > 0}
 
 
 async def validate(
@@ -108,6 +109,21 @@ def family(p: Principle) -> str:
     return _FAMILY.get(p.check.kind, p.check.kind)
 
 
+PHRASE_KINDS = ("forbid", "contains", "contains_any", "starts_with", "ends_with")
+
+
+def redundant(p: Principle, explained: set[str]) -> bool:
+    """A new rule adds words, not evidence, when the better-ranked kept rules already side with
+    the users on 90%+ of the items it sides with them on, and on more of the items it was
+    measured on than it does itself: "say 'why'" beside "say 'because'" when the liked answers
+    are simply the ones that give a reason. Two rules the items cannot tell apart both stay, and
+    only a phrase rule can be redundant: phrases are bound to topics, length and format are not
+    (as in evidence.py's forward selection)."""
+    if p.check is None or p.check.kind not in PHRASE_KINDS or not (explained and p.agrees):
+        return False
+    return len(p.agrees & explained) >= 0.9 * len(p.agrees) and len(p.seen & explained) > len(p.agrees)
+
+
 def select(
     principles: Sequence[Principle], *, top_k: int, min_accuracy: float, min_prevalence: float, min_users: int = 0
 ) -> Selection:
@@ -115,7 +131,8 @@ def select(
     A new rule must also be backed by `min_users` distinct voices (else `rejected`, with
     `evidence["too_few_users"]`). A current rule is kept unless the feedback contradicts it (it
     takes a side at least twice, mostly the wrong one) or a better-validated rule of its family
-    replaces it: no evidence either way is no reason to drop what a person or an earlier round wrote."""
+    replaces it: no evidence either way is no reason to drop what a person or an earlier round wrote.
+    A new rule the kept ones already explain is left out (`redundant`)."""
 
     def accurate(p: Principle) -> bool:
         acc = p.accuracy
@@ -139,10 +156,15 @@ def select(
     eligible = [*ranked, *current]
     kept: list[Principle] = []
     taken: dict[str, Principle] = {}  # family -> the rule that holds its place
+    explained: set[str] = set()  # held-out items the kept rules already side with the user on
     for p in eligible:
+        if p.source != "current" and redundant(p, explained):
+            p.evidence["explained_by"] = [k.text for k in kept]
+            continue
         if len(kept) < top_k and family(p) not in taken:
             kept.append(p)
             taken[family(p)] = p
+            explained |= p.agrees
     kept_ids, eligible_ids = {id(p) for p in kept}, {id(p) for p in eligible}
     dropped, rejected = [], []
     for p in principles:
@@ -153,7 +175,9 @@ def select(
             dropped.append(p)
         else:
             rejected.append(p)
-        if family(p) in taken and id(p) in eligible_ids:
+        if "explained_by" in p.evidence and id(p) in eligible_ids:
+            p.status = "redundant"
+        elif family(p) in taken and id(p) in eligible_ids:
             p.status = "superseded"
             p.evidence["superseded_by"] = taken[family(p)].text
         elif p.source == "current":

@@ -190,6 +190,25 @@ def test_select_keeps_one_rule_per_check_family() -> None:
     assert sel.dropped == [fifty, prose] and sel.rejected == [ten, fifteen]
 
 
+def test_select_leaves_out_a_phrase_rule_the_kept_rules_already_explain() -> None:
+    """'because' sides with the users on all ten items; 'why' on three of them only: it adds
+    words, not evidence. A length rule is never redundant (length is not bound to a topic), and
+    two rules the items cannot tell apart both stay."""
+    def measured(text: str, check: Check, agrees: range, seen: range = range(10)) -> Principle:
+        p = Principle(text, "evidence", check)
+        p.method, p.n, p.relevant, p.support = "check", len(seen), len(agrees), len(agrees)
+        p.seen, p.agrees = {f"i{i}" for i in seen}, {f"i{i}" for i in agrees}
+        return p
+
+    because = measured('Include the phrase "because" in every answer.', Check("contains", "because"), range(10))
+    why = measured('Include the phrase "why" in every answer.', Check("contains", "why"), range(3))
+    short = measured("Keep every answer to at most 50 words.", Check("max_words", "50"), range(4))
+    twin = measured('Never use the phrase "sorry".', Check("forbid", "sorry"), range(10))
+    sel = select([because, why, short, twin], top_k=5, min_accuracy=0.6, min_prevalence=0.1)
+    assert sel.kept == [because, twin, short]
+    assert why.status == "redundant" and why.evidence["explained_by"] == [because.text, twin.text, short.text]
+
+
 async def test_calibration_rejects_a_judge_that_cannot_see_checks() -> None:
     held = pairs(6)
     ps = [Principle("Keep answers short: at most 20 words.", "evidence", Check("max_words", "20"))]
