@@ -283,9 +283,11 @@ class Round:
                 max_tokens=self.s.translate_max_tokens, seed=self.s.seed,
             )  # fmt: skip
             self.say(f"translate: {len(self.wishes)} comment(s) no pattern reads -> {len(translated)} rule(s) with a check")
-        have = {str(p.check) for p in self.evidence_principles if p.check is not None}
-        translated = [p for p in translated if str(p.check) not in have]
-        return [*self.current_principles, *self.evidence_principles, *translated, *found]
+        # the same check found by evidence too: the translation keeps it, with the words users
+        # meant and the users who asked (what the comment-only gate counts)
+        asked = {p.check for p in translated}
+        measured = [p for p in self.evidence_principles if p.check is None or p.check not in asked]
+        return [*self.current_principles, *measured, *translated, *found]
 
     async def compress(self, pool: list[Principle]) -> list[Principle]:
         s = self.s

@@ -77,7 +77,7 @@ async def test_a_translated_check_is_requested_only_by_users_whose_answers_break
     examples.append(down(2, "an example would help", "u2"))
     found, _ = await translate(FakeLLM(translate=translator), examples)
     (rule,) = found
-    assert (rule.source, rule.check, rule.evidence["users"]) == ("comment", Check("contains_any", "for example"), 2)
+    assert (rule.source, rule.check, rule.evidence["users"]) == ("comment", Check("contains", "for example"), 2)
     assert rule.text.startswith("Give a concrete example.")  # "for instance" was never written: dropped
 
 
@@ -97,8 +97,8 @@ async def test_a_required_phrase_takes_the_form_liked_answers_write() -> None:
 
     examples = [down(0, "give me an example", "u0"), down(1, "an example please", "u1")]
     (rule,) = (await translate(FakeLLM(translate=loose), examples))[0]
-    assert rule.check == Check("contains_any", "for example")
-    assert rule.text == 'Provide an example. Include one of these phrases in every answer: "for example".'
+    assert rule.check == Check("contains", "for example")
+    assert rule.text == 'Provide an example. Include the phrase "for example" in every answer.'
 
 
 def test_liked_form() -> None:
