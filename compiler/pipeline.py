@@ -375,7 +375,8 @@ class Round:
         if self.unary:
             # comment rules were validated on the same held-out votes one by one: correct for them
             tried = sum(p.source == "comment" and p.check is not None for p in self.result.candidates)
-            requested = [p.evidence.get("users", 0) for p in self.result.selection.kept if p.source == "comment"]
+            requested = [p.evidence.get("users", 0) for p in self.result.selection.kept
+                         if p.source == "comment" or "answers_request" in p.evidence]  # fmt: skip
             gate = self.result.gate = unary_gate(
                 text, self.current_text, self.singles, margin=s.gate_margin, alpha=s.gate_alpha, rules_tried=tried,
                 holdout_fraction=s.holdout_fraction, requested_by=min(requested, default=0),

@@ -39,6 +39,8 @@ def _evidence(p: Principle) -> str:
         parts.append(f"attached check refused: {ev['check_error']}")
     if ev.get("too_few_users"):
         parts.append(f"too few users: {ev['too_few_users']}")
+    if ev.get("answers_request"):
+        parts.append(f"answers the request {ev['answers_request'][:60]!r}")
     if p.status == "redundant":
         parts.append("the kept rules already side with the users on its items")
     return "; ".join(parts)

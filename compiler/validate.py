@@ -124,6 +124,14 @@ def redundant(p: Principle, explained: set[str]) -> bool:
     return len(p.agrees & explained) >= 0.9 * len(p.agrees) and len(p.seen & explained) > len(p.agrees)
 
 
+def answer_request(asked: Principle, kept: Sequence[Principle]) -> None:
+    """A rule users asked for in words that a kept rule explains ("say 'why'" under "say
+    'because'"): the kept rule answers the request, and carries its requesting users."""
+    best = max(kept, key=lambda k: len(asked.agrees & k.agrees))
+    best.evidence["answers_request"] = asked.text
+    best.evidence["users"] = max(int(best.evidence.get("users", 0)), int(asked.evidence.get("users", 0)))
+
+
 def select(
     principles: Sequence[Principle], *, top_k: int, min_accuracy: float, min_prevalence: float, min_users: int = 0
 ) -> Selection:
@@ -160,6 +168,8 @@ def select(
     for p in eligible:
         if p.source != "current" and redundant(p, explained):
             p.evidence["explained_by"] = [k.text for k in kept]
+            if p.source == "comment":
+                answer_request(p, kept)
             continue
         if len(kept) < top_k and family(p) not in taken:
             kept.append(p)

@@ -207,6 +207,13 @@ def test_select_leaves_out_a_phrase_rule_the_kept_rules_already_explain() -> Non
     sel = select([because, why, short, twin], top_k=5, min_accuracy=0.6, min_prevalence=0.1)
     assert sel.kept == [because, twin, short]
     assert why.status == "redundant" and why.evidence["explained_by"] == [because.text, twin.text, short.text]
+    assert "answers_request" not in because.evidence  # nobody asked for "why" in words
+
+    asked = measured('Include the phrase "why" in every answer.', Check("contains", "why"), range(3))
+    asked.source, asked.evidence["users"] = "comment", 3
+    select([because, asked], top_k=5, min_accuracy=0.6, min_prevalence=0.1)
+    assert asked.status == "redundant"  # the rule that explains it answers the request, with its users
+    assert (because.evidence["answers_request"], because.evidence["users"]) == (asked.text, 3)
 
 
 async def test_calibration_rejects_a_judge_that_cannot_see_checks() -> None:
