@@ -78,7 +78,7 @@ def _ngrams(text: str, n_max: int = 3) -> set[str]:
     return out
 
 
-def _display(phrase: str, examples: Sequence[Example]) -> str:
+def display_phrase(phrase: str, examples: Sequence[Example]) -> str:
     """The phrase as a user saw it (original casing), found in one of the answers."""
     pattern = re.compile(r"\b" + r"\W+".join(map(re.escape, phrase.split())) + r"\b", re.I)
     for e in examples:
@@ -133,7 +133,7 @@ def _phrase_checks(contrasts: Sequence[Pair], min_support: int, limit: int, *, w
         if any(ids <= c for c in covered):
             continue  # a sub- or super-phrase of one already picked, same answers
         covered.append(ids)
-        picked.append((Check("contains" if wanted else "forbid", g), _display(g, examples)))
+        picked.append((Check("contains" if wanted else "forbid", g), display_phrase(g, examples)))
         if len(picked) >= limit:
             break
     return picked
@@ -158,7 +158,7 @@ def _start_checks(contrasts: Sequence[Pair], min_support: int) -> list[tuple[Che
         if all(any(f" {w} " in f" {q} " for q in echoes) for w in words):
             continue  # an echo of the question ("The capital ..."), not a way of answering
         if count >= max(min_support, len(contrasts) // 4) and rejected_starts[phrase] * 5 <= count:
-            out.append((Check("starts_with", phrase), _display(phrase, [p.chosen for p in contrasts])))
+            out.append((Check("starts_with", phrase), display_phrase(phrase, [p.chosen for p in contrasts])))
     return out
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from . import prompts
 from .checks import Check, check_text, contains_phrase
 from .dataset import Example, normalize
-from .evidence import check_of_comment, down_comments
+from .evidence import check_of_comment, display_phrase, down_comments
 from .llm import LLMClient, run_all
 from .principle import Principle
 from .propose import llm_principle, parse_rules
@@ -107,13 +107,17 @@ def first_rule(reply: str) -> str | None:
     return rules[0] if rules else None
 
 
-def rule_text(proposed: Principle, check: Check) -> str:
+def rule_text(proposed: Principle, check: Check, examples: Sequence[Example]) -> str:
     """The rule in the LLM's words when they state the check; else those words (what the user
-    meant: "Provide an example.") followed by the check's canonical words (what reads back)."""
+    meant: "Provide an example.") followed by the check's canonical words (what reads back),
+    quoting a required phrase as the answers wrote it: in two bench.quality runs the 0.5B model
+    gave an example in 6/12 answers when the spec quoted "For example" (beside "for example"),
+    in 1/12 when it quoted only "for example"."""
     words = str(proposed.evidence.get("proposed_as", ""))
     if check == proposed.check and not words:
         return proposed.text
-    return f"{words} {check_text(check)}".strip()
+    display = "|".join(display_phrase(p, examples) for p in check.arg.split("|")) if check.kind in REQUIRES_PHRASE else ""
+    return f"{words} {check_text(check, display)}".strip()
 
 
 async def translate_wishes(
@@ -137,6 +141,7 @@ async def translate_wishes(
     replies = await run_all(one(i, w) for i, w in enumerate(wishes))
     answers = [e.response for e in examples]
     liked = [e.response for e in examples if e.up]
+    shown = sorted(examples, key=lambda e: not e.up)  # a phrase's casing: liked answers first
     by_check: dict[Check, tuple[Principle, list[Wish]]] = {}
     report: list[dict[str, Any]] = []
     for wish, reply in zip(wishes, replies, strict=True):
@@ -154,7 +159,7 @@ async def translate_wishes(
             continue
         check = in_liked_form(check, liked)
         row["check"] = str(check)
-        by_check.setdefault(check, (rule_text(proposed, check), []))[1].append(wish)
+        by_check.setdefault(check, (rule_text(proposed, check, shown), []))[1].append(wish)
     out: list[Principle] = []
     for check, (text, asking) in by_check.items():
         downs = [e for w in asking for e in w.downs if not check.test(e.response)]

@@ -42,7 +42,7 @@ async def test_a_vague_comment_is_learned_through_a_translated_check(tmp_path: P
     before, after = await one_round(tmp_path, example_when_told, "example", complain_every=2, fake=fake)
     assert before.eval_up_rate < 0.2 and fake.count("turn a complaint into a rule") >= 1
     assert before.compile_result == "published", before.compile_reason
-    assert "Give a concrete example." in after.spec_text and '"for example"' in after.spec_text
+    assert "Give a concrete example." in after.spec_text and '"For example"' in after.spec_text  # as the answers write it
     assert after.eval_up_rate == 1.0
 
 
@@ -98,7 +98,7 @@ async def test_a_required_phrase_takes_the_form_liked_answers_write() -> None:
     examples = [down(0, "give me an example", "u0"), down(1, "an example please", "u1")]
     (rule,) = (await translate(FakeLLM(translate=loose), examples))[0]
     assert rule.check == Check("contains", "for example")
-    assert rule.text == 'Provide an example. Include the phrase "for example" in every answer.'
+    assert rule.text == 'Provide an example. Include the phrase "For example" in every answer.'
 
 
 def test_liked_form() -> None:
