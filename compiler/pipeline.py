@@ -318,7 +318,7 @@ class Round:
                     p.judge = f"{cal.judge}, calibration {cal.agree}/{cal.n}"
         s = self.s
         return select(candidates, top_k=s.top_k, min_accuracy=s.min_accuracy, min_prevalence=s.min_prevalence,
-                      min_users=self.min_users)  # fmt: skip
+                      min_users=self.min_users, requested_only=self.unary)  # fmt: skip
 
     async def calibrate(self, candidates: list[Principle]) -> Judge | None:
         """The first judge kind (in the configured order) that proves itself on items
@@ -375,8 +375,7 @@ class Round:
         if self.unary:
             # comment rules were validated on the same held-out votes one by one: correct for them
             tried = sum(p.source == "comment" and p.check is not None for p in self.result.candidates)
-            requested = [p.evidence.get("users", 0) for p in self.result.selection.kept
-                         if p.source == "comment" or "answers_request" in p.evidence]  # fmt: skip
+            requested = [p.evidence.get("users", 0) for p in self.result.selection.kept if p.source == "comment"]
             gate = self.result.gate = unary_gate(
                 text, self.current_text, self.singles, margin=s.gate_margin, alpha=s.gate_alpha, rules_tried=tried,
                 holdout_fraction=s.holdout_fraction, requested_by=min(requested, default=0),

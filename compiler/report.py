@@ -39,8 +39,8 @@ def _evidence(p: Principle) -> str:
         parts.append(f"attached check refused: {ev['check_error']}")
     if ev.get("too_few_users"):
         parts.append(f"too few users: {ev['too_few_users']}")
-    if ev.get("answers_request"):
-        parts.append(f"answers the request {ev['answers_request'][:60]!r}")
+    if p.status == "unrequested":
+        parts.append("no held-out contrast: only rules users asked for can be learned")
     if p.status == "redundant":
         parts.append("the kept rules already side with the users on its items")
     return "; ".join(parts)
@@ -50,7 +50,7 @@ def principles(result: RoundResult) -> str:
     if not result.candidates:
         return ""
     lines = ["principles:"]
-    order = {"added": 0, "kept": 1, "dropped": 2, "superseded": 3, "redundant": 4, "rejected": 5}
+    order = {"added": 0, "kept": 1, "dropped": 2, "superseded": 3, "redundant": 4, "unrequested": 5, "rejected": 6}
     for p in sorted(result.candidates, key=lambda p: (order.get(p.status, 4), -p.score)):
         lines.append(f"  [{p.status or '?':10}] {p.text}")
         lines.append(f"             {p.source}; {_numbers(p)}" + (f"; {_evidence(p)}" if _evidence(p) else ""))

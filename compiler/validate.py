@@ -124,23 +124,23 @@ def redundant(p: Principle, explained: set[str]) -> bool:
     return len(p.agrees & explained) >= 0.9 * len(p.agrees) and len(p.seen & explained) > len(p.agrees)
 
 
-def answer_request(asked: Principle, kept: Sequence[Principle]) -> None:
-    """A rule users asked for in words that a kept rule explains ("say 'why'" under "say
-    'because'"): the kept rule answers the request, and carries its requesting users."""
-    best = max(kept, key=lambda k: len(asked.agrees & k.agrees))
-    best.evidence["answers_request"] = asked.text
-    best.evidence["users"] = max(int(best.evidence.get("users", 0)), int(asked.evidence.get("users", 0)))
-
-
 def select(
-    principles: Sequence[Principle], *, top_k: int, min_accuracy: float, min_prevalence: float, min_users: int = 0
+    principles: Sequence[Principle],
+    *,
+    top_k: int,
+    min_accuracy: float,
+    min_prevalence: float,
+    min_users: int = 0,
+    requested_only: bool = False,
 ) -> Selection:
     """Top K by prevalence x accuracy among the principles that validate, one per check family.
     A new rule must also be backed by `min_users` distinct voices (else `rejected`, with
     `evidence["too_few_users"]`). A current rule is kept unless the feedback contradicts it (it
     takes a side at least twice, mostly the wrong one) or a better-validated rule of its family
     replaces it: no evidence either way is no reason to drop what a person or an earlier round wrote.
-    A new rule the kept ones already explain is left out (`redundant`)."""
+    A new rule the kept ones already explain is left out (`redundant`). With `requested_only`
+    (a round with no held-out contrast, where nothing could tell a measured rule from luck) a
+    new rule must be one users asked for in their comments (`unrequested` otherwise)."""
 
     def accurate(p: Principle) -> bool:
         acc = p.accuracy
@@ -149,8 +149,11 @@ def select(
     def too_few_users(p: Principle) -> bool:
         return p.source != "current" and p.users < min_users
 
+    def unrequested(p: Principle) -> bool:
+        return requested_only and p.source not in ("current", "comment")
+
     def validated(p: Principle) -> bool:
-        return accurate(p) and not too_few_users(p)
+        return accurate(p) and not too_few_users(p) and not unrequested(p)
 
     def contradicted(p: Principle) -> bool:
         acc = p.accuracy
@@ -168,8 +171,6 @@ def select(
     for p in eligible:
         if p.source != "current" and redundant(p, explained):
             p.evidence["explained_by"] = [k.text for k in kept]
-            if p.source == "comment":
-                answer_request(p, kept)
             continue
         if len(kept) < top_k and family(p) not in taken:
             kept.append(p)
@@ -192,6 +193,8 @@ def select(
             p.evidence["superseded_by"] = taken[family(p)].text
         elif p.source == "current":
             p.status = "dropped"
+        elif accurate(p) and unrequested(p):
+            p.status = "unrequested"
         elif accurate(p) and too_few_users(p):
             p.status = "rejected"
             p.evidence["too_few_users"] = f"backed by {p.users} distinct user(s) on held-out feedback, {min_users} needed"

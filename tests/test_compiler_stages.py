@@ -207,13 +207,21 @@ def test_select_leaves_out_a_phrase_rule_the_kept_rules_already_explain() -> Non
     sel = select([because, why, short, twin], top_k=5, min_accuracy=0.6, min_prevalence=0.1)
     assert sel.kept == [because, twin, short]
     assert why.status == "redundant" and why.evidence["explained_by"] == [because.text, twin.text, short.text]
-    assert "answers_request" not in because.evidence  # nobody asked for "why" in words
 
-    asked = measured('Include the phrase "why" in every answer.', Check("contains", "why"), range(3))
-    asked.source, asked.evidence["users"] = "comment", 3
-    select([because, asked], top_k=5, min_accuracy=0.6, min_prevalence=0.1)
-    assert asked.status == "redundant"  # the rule that explains it answers the request, with its users
-    assert (because.evidence["answers_request"], because.evidence["users"]) == (asked.text, 3)
+
+def test_with_no_held_out_contrast_only_requested_rules_are_learned() -> None:
+    def measured(text: str, source: str, check: Check) -> Principle:
+        p = Principle(text, source, check)
+        p.method, p.n, p.relevant, p.support = "check", 4, 2, 2
+        return p
+
+    asked = measured('Include the phrase "For example" in every answer.', "comment", Check("contains", "for example"))
+    lucky = measured("Write answers as numbered steps (1., 2., 3.).", "evidence", Check("numbered"))
+    written = measured("Keep every answer to at most 70 words.", "current", Check("max_words", "70"))
+    sel = select([asked, lucky, written], top_k=5, min_accuracy=0.6, min_prevalence=0.1, requested_only=True)
+    assert sel.kept == [asked, written] and lucky.status == "unrequested"
+    sel = select([asked, lucky, written], top_k=5, min_accuracy=0.6, min_prevalence=0.1)
+    assert lucky in sel.kept
 
 
 async def test_calibration_rejects_a_judge_that_cannot_see_checks() -> None:
