@@ -8,7 +8,7 @@ candidate like any other, validated and gated on held-out votes, and it is bound
 
 - it counts as requested only by the distinct users whose commented answers break its check
   (a complaint about an answer that already passes the check did not ask for it), and the
-  gate's minimum of requesting users applies to that count;
+  gate's minimum of requesting users applies to that count; most liked answers must pass it;
 - a check may require only phrases the served model has already written in some answer, so no
   comment can bring new text (a brand, a link, a slogan) into the spec; phrases to avoid are
   always allowed. A required phrase takes the form liked answers write it in (`liked_form`).
@@ -158,6 +158,9 @@ async def translate_wishes(
             row["outcome"] = "requires a phrase no answer has used"
             continue
         check = in_liked_form(check, liked)
+        if 2 * sum(check.test(a) for a in liked) < len(liked):
+            row["outcome"] = "most liked answers break it"  # whatever users asked, it is not this
+            continue
         row["check"] = str(check)
         by_check.setdefault(check, (rule_text(proposed, check, shown), []))[1].append(wish)
     out: list[Principle] = []

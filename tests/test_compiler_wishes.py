@@ -101,6 +101,21 @@ async def test_a_required_phrase_takes_the_form_liked_answers_write() -> None:
     assert rule.text == 'Provide an example. Include the phrase "For example" in every answer.'
 
 
+async def test_a_translation_most_liked_answers_break_is_refused() -> None:
+    """Users asked "tell me why"; the LLM's check is a phrase that only one of three liked
+    answers uses: whatever they asked for, it is not that."""
+    def why(complaint: str) -> str:
+        return "Rule: Explain why it is so. [check: contains:that is why]"
+
+    liked = [Example(f"l{i}", "q", text, 1.0, user=f"v{i}") for i, text in
+             enumerate(["It rains because clouds cool. That is why.", "Tea cools because air moves.", "Cats purr because they are calm."])]  # fmt: skip
+    examples = [down(0, "tell me why", "u0"), down(1, "tell me why", "u1")]
+    wishes = untranslated_wishes(examples, limit=6)
+    async with LLMClient("http://fake/v1", "m", transport=FakeLLM(translate=why).transport) as llm:
+        found, report = await translate_wishes(llm, "", wishes, [*examples, *liked], min_users=2, max_tokens=32, seed=0)
+    assert found == [] and report[0]["outcome"] == "most liked answers break it"
+
+
 def test_liked_form() -> None:
     assert liked_form("example", ["For example, tea.", "for example: coffee"]) == "for example"
     assert liked_form("example", ["For example, tea.", "an example: coffee"]) == "example"  # no common form
