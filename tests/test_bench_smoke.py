@@ -137,3 +137,71 @@ def test_reconstruct_prints_one_line_per_data_set(tmp_path: Path, capsys: pytest
     assert counsel["runs"][0]["train"] == 131 and counsel["oracle"] is None  # its own split column
     assert report["results"][0]["runs"][0]["train"] == 20
     assert report["judge_calibration"]["items"] == 30  # the shipped known-answer items, once
+
+
+# -- bench.versus_dpo: what runs without the `dpo` extra (the benchmark itself needs it and a model)
+def test_versus_dpo_arguments_and_measures() -> None:
+    from bench.versus_dpo import best_fluent, measure, pairwise_summary, parse_args, repeats_ngram
+    from compiler.simulate import TASTES
+
+    a = parse_args(["--taste", "short", "--lrs", "5e-5,2e-4", "--arms", "a,b,c,d", "--limit-pairs", "8"])
+    assert (a.taste, a.lrs, a.arms, a.limit_pairs, a.epochs) == (["short"], [5e-5, 2e-4], ["a", "b", "c", "d"], 8, 1.0)
+    assert parse_args([]).arms == ["a", "b", "c"]
+    with pytest.raises(SystemExit):
+        parse_args(["--arms", "a,x"])
+    # a collapsed policy repeats itself; a fluent answer does not
+    assert repeats_ngram("Hope this helps! Hope this helps! Hope this helps! Hope this helps!")
+    assert not repeats_ngram("Cats purr when they are content, and sometimes when they are hurt.")
+    m = measure(TASTES["short"], ["Red.", "word " * 40, "Blue is a color."], [False, True, False])
+    assert (m["ups"], m["n"], m["repetition"]["n"], m["truncated"]["n"]) == (2, 3, 1, 1)
+    sweep = [{"lr": 5e-5, "arm": {"rate": 0.2, "repetition": {"share": 0.0}}},
+             {"lr": 2e-4, "arm": {"rate": 0.9, "repetition": {"share": 0.8}}}]  # fmt: skip
+    best = best_fluent(sweep, base_repetition=0.0, margin=0.1)  # the high rate came from collapse
+    assert best is not None and best["lr"] == 5e-5 and [s["fluent"] for s in sweep] == [True, False]
+    assert pairwise_summary([1, 1, -1, 0])["spec_win_rate"] == round(2 / 3, 3)
+
+
+def test_versus_dpo_pairs_are_the_compilers_with_the_instruction_first() -> None:
+    from bench.versus_dpo import training_rows
+    from compiler.dpo_export import dpo_rows
+    from proxy.ledger import FeedbackEvent, FeedbackRecord, InferenceRecord
+
+    def inference(i: int, question: str, answer: str) -> InferenceRecord:
+        return InferenceRecord(f"i{i}", float(i), "chat", "m", "demo", 1, "h",
+                               {"messages": [{"role": "user", "content": question}]}, answer,
+                               metadata={"user": f"sim-{i % 2}"})  # fmt: skip
+
+    events = []
+    for i in range(8):
+        q = f"Question {i // 2}?"
+        inf = inference(i, q, "Short." if i % 2 else "A long answer " * 10)
+        events.append(FeedbackEvent(FeedbackRecord(f"f{i}", inf.id, "thumb", 1.0 if i % 2 else -1.0, float(i)), inf))
+    rows = dpo_rows(events, "all")
+    assert len(rows) == 4 and {r["source"] for r in rows} == {"thumbs"}
+    assert all(r["chosen"][0]["content"] == "Short." for r in rows)
+    train = training_rows(rows, "You are a helpful assistant.", limit=3)
+    assert len(train) == 3
+    assert train[0]["prompt"][0] == {"role": "system", "content": "You are a helpful assistant."}
+    assert train[0]["prompt"][1:] == rows[0]["prompt"]
+
+
+def test_versus_dpo_without_the_extra_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import dpo_train, versus_dpo
+
+    monkeypatch.setattr(dpo_train, "missing_packages", lambda: ["trl"])
+    assert versus_dpo.main(["--taste", "short"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "trl" in err[0]
+    assert err[0].endswith("pip install torch==2.13.0 && pip install -e '.[dpo]'")
+
+
+def test_versus_dpo_config_fits_the_installed_trl(tmp_path: Path) -> None:
+    """The DPOConfig bench/dpo_train.py builds is accepted by the installed TRL (no model loaded)."""
+    pytest.importorskip("trl", reason="the `dpo` extra is not installed: pip install torch==2.13.0 && pip install -e '.[dpo]'")
+    from bench.dpo_train import dpo_config
+
+    config = dpo_config(str(tmp_path), lr=5e-5, epochs=1, max_length=256)
+    assert (config.learning_rate, config.max_length, config.gradient_checkpointing) == (5e-5, 256, False)
+    assert config.per_device_train_batch_size == 2 and config.use_cpu

@@ -1,39 +1,82 @@
-"""`speclearn feedback export`: feedback joined to its inferences as JSONL, for any other tool."""
+"""`speclearn feedback export`: feedback joined to its inferences as JSONL, for any other tool.
+
+`--format events` (the default): one feedback event with its inference per line.
+`--format dpo`: the preference pairs a compile round would build from that feedback (the same
+per-user cap, time window and held-out split), in the conversational shape TRL's DPOTrainer
+reads (compiler/dpo_export.py says which keys and why).
+"""
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+import time
+from typing import Any
 
 import orjson
 
 from ..ledger import open_ledger
 from ..settings import Settings
 
+FORMATS = ("events", "dpo")
+DAY = 86400.0
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
-    export = sub.add_parser("export", help="write JSONL: one feedback event with its inference per line")
+    export = sub.add_parser("export", help="write JSONL: feedback events, or the compiler's preference pairs")
+    export.add_argument("--format", choices=FORMATS, default="events",
+                        help="events: one feedback event with its inference per line (default); "
+                        "dpo: the compiler's preference pairs as TRL DPOTrainer rows (prompt, chosen, rejected)")  # fmt: skip
     export.add_argument("--spec", help="only feedback on inferences served with this spec")
-    export.add_argument("--since", type=float, help="Unix time; only feedback at or after it")
+    export.add_argument("--since", type=float, help="Unix time; only feedback at or after it "
+                        "(dpo default: the compiler's window, SPECLEARN_COMPILER_WINDOW_DAYS)")  # fmt: skip
+    export.add_argument("--split", choices=("train", "heldout", "all"), default="train",
+                        help="dpo: the compiler's training pairs (default), its held-out pairs, or both")  # fmt: skip
+    export.add_argument("--no-cross", action="store_true",
+                        help="dpo: leave out cross pairs (an up and a down on different questions)")  # fmt: skip
     export.add_argument("-o", "--output", help="file to write (default: standard output)")
 
 
+def _dpo_lines(events: list[Any], split: str, cross: bool) -> list[bytes]:
+    from compiler.dpo_export import dpo_rows
+    from compiler.settings import CompilerSettings
+
+    c = CompilerSettings()
+    rows = dpo_rows(events, split, holdout_fraction=c.holdout_fraction, max_per_user=c.max_per_user, cross=cross)  # type: ignore[arg-type]
+    return [orjson.dumps(r) + b"\n" for r in rows]
+
+
 def run(args: argparse.Namespace) -> int:
+    dpo = args.format == "dpo"
+    if not dpo and (args.split != "train" or args.no_cross):
+        print("speclearn feedback export: --split and --no-cross apply to --format dpo only", file=sys.stderr)
+        return 2
+
     async def export() -> list[bytes]:
+        since, until = args.since, None
+        if dpo:
+            from compiler.settings import CompilerSettings
+
+            until = time.time()
+            if since is None:  # the window a compile round reads (compiler/runner.py ledger_dataset)
+                since = until - CompilerSettings().window_days * DAY
         ledger = open_ledger(Settings())
         await ledger.start()
         try:
-            events = await ledger.feedback_events(spec=args.spec, since=args.since)
+            events = await ledger.feedback_events(spec=args.spec, since=since, until=until)
         finally:
             await ledger.close()
+        if dpo:
+            return _dpo_lines(events, args.split, cross=not args.no_cross)
         return [orjson.dumps(e.to_dict()) + b"\n" for e in events]
 
     lines = asyncio.run(export())
+    what = f"{args.split} preference pairs" if dpo else "feedback events"
     if args.output:
         with open(args.output, "wb") as fh:
             fh.writelines(lines)
-        print(f"wrote {len(lines)} feedback events to {args.output}", file=sys.stderr)
+        print(f"wrote {len(lines)} {what} to {args.output}", file=sys.stderr)
     else:
         sys.stdout.buffer.writelines(lines)
     return 0
