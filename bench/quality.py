@@ -28,6 +28,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,20 @@ def wilson(ups: int, n: int) -> tuple[float, float]:
     if n == 0:
         return 0.0, 1.0
     return round(wilson_lower(ups, n), 3), round(1 - wilson_lower(n - ups, n), 3)
+
+
+@contextlib.contextmanager
+def embedded_models(a: argparse.Namespace, settings: Any) -> Iterator[str]:
+    """The embedded served model (its base URL is yielded) and, unless `--judge-model none` or
+    `--judge-base-url` was given, the judge model, whose URL goes into `a.judge_base_url`."""
+    from proxy.local_model import LocalModelSupervisor
+
+    with contextlib.ExitStack() as stack:
+        served = stack.enter_context(LocalModelSupervisor.from_settings(settings))
+        if a.judge_model != "none" and not a.judge_base_url:
+            judge = stack.enter_context(LocalModelSupervisor.from_settings(settings, model=a.judge_model, parallel=2))
+            a.judge_base_url = judge.base_url
+        yield served.base_url
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -175,16 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.base_url:
         run_all(a.base_url, "default")
     else:
-        from proxy.local_model import LocalModelSupervisor
         from proxy.settings import Settings
 
         s = Settings()
-        with contextlib.ExitStack() as stack:
-            model = stack.enter_context(LocalModelSupervisor.from_settings(s))
-            if a.judge_model != "none" and not a.judge_base_url:
-                judge = stack.enter_context(LocalModelSupervisor.from_settings(s, model=a.judge_model, parallel=2))
-                a.judge_base_url = judge.base_url
-            run_all(model.base_url, s.local_model)
+        with embedded_models(a, s) as served_url:
+            run_all(served_url, s.local_model)
     write()
     print(table(results))
     t = target(results)

@@ -51,7 +51,7 @@ from typing import Any
 import httpx
 
 from bench import dpo_train
-from bench.quality import arm, fmt_arm, wilson
+from bench.quality import arm, embedded_models, fmt_arm, wilson
 from compiler.judge import verdict
 from compiler.simulate import ASSISTANT, PROMPTS, SEVEN, TASTES, Taste, ask_and_rate, closed_loop, proxy_process
 
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: bench.versus_dpo needs the `dpo` extra ({', '.join(missing)} not installed): "
               f"{dpo_train.INSTALL}", file=sys.stderr)  # fmt: skip
         return 2
-    from proxy.local_model import LocalModelSupervisor, ensure_model
+    from proxy.local_model import ensure_model
     from proxy.settings import Settings
 
     tastes = a.taste or list(SEVEN)
@@ -400,13 +400,9 @@ def main(argv: list[str] | None = None) -> int:
                                      "versions": _versions()}, indent=2))  # fmt: skip
 
     s = Settings()
-    with contextlib.ExitStack() as stack:
-        served_model = stack.enter_context(LocalModelSupervisor.from_settings(s))
-        if a.judge_model != "none" and not a.judge_base_url:
-            judge = stack.enter_context(LocalModelSupervisor.from_settings(s, model=a.judge_model, parallel=2))
-            a.judge_base_url = judge.base_url
+    with embedded_models(a, s) as served_url:
         for name in tastes:
-            results.append(run_taste(name, a, served_model.base_url, s.local_model, policy_of,
+            results.append(run_taste(name, a, served_url, s.local_model, policy_of,
                                      lambda m, n=name: print(f"[{n}] {m}", file=sys.stderr, flush=True)))  # fmt: skip
             write()  # a partial report survives an interrupted run
     write()

@@ -101,6 +101,7 @@ ARGS: dict[str, str] = {
     "forbid": "phrase", "contains": "phrase", "starts_with": "phrase", "ends_with": "phrase",
     "contains_any": "phrases",
 }  # fmt: skip
+PHRASE_KINDS = tuple(k for k, arg in ARGS.items() if arg in ("phrase", "phrases"))  # checks on wording
 _NEGATION = {"list": "no_list", "question": "no_question", "contains": "forbid", "no_list": "list",
              "no_question": "question", "forbid": "contains"}  # fmt: skip
 MAX_PHRASES, MAX_PHRASE_WORDS, MAX_NUMBER = 8, 8, 5000

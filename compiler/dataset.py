@@ -123,8 +123,8 @@ def content_text(content: Any) -> str:
     return ""
 
 
-def prompt_text(request: dict[str, Any]) -> str:
-    """The conversation a response answered, rendered as text; the last user turn last.
+def request_turns(request: dict[str, Any]) -> list[tuple[str, str]]:
+    """(role, text) of each non-empty turn a logged request sent.
 
     Chat bodies have `messages`; Responses bodies have `input` (a string or items) and
     `instructions` (the client's own system text; the spec is never stored there).
@@ -144,7 +144,12 @@ def prompt_text(request: dict[str, Any]) -> str:
             for item in inp:
                 if isinstance(item, dict):
                     turns.append((str(item.get("role", "user")), content_text(item.get("content"))))
-    turns = [(r, t.strip()) for r, t in turns if t and t.strip()]
+    return [(r, t.strip()) for r, t in turns if t and t.strip()]
+
+
+def prompt_text(request: dict[str, Any]) -> str:
+    """The conversation a response answered, rendered as text; the last user turn last."""
+    turns = request_turns(request)
     if len(turns) == 1 and turns[0][0] == "user":
         return turns[0][1]
     return "\n".join(f"{role}: {text}" for role, text in turns)

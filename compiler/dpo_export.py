@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from proxy.ledger import FeedbackEvent
 
-from .dataset import Dataset, Pair, build_dataset, content_text
+from .dataset import Dataset, Pair, build_dataset, request_turns
 
 SplitName = Literal["train", "heldout", "all"]
 SPLITS: tuple[str, ...] = ("train", "heldout", "all")
@@ -45,26 +45,11 @@ Message = dict[str, str]
 
 
 def prompt_messages(request: dict[str, Any]) -> list[Message]:
-    """The chat messages a logged request sent, text only, empty turns dropped: Chat bodies'
-    `messages`; Responses bodies' `instructions` (the client's own system text) and `input`.
-    A `developer` message becomes `system`, the role chat templates know."""
-    raw: list[tuple[str, Any]] = []
-    if isinstance(request.get("messages"), list):
-        raw = [(str(m.get("role", "user")), m.get("content")) for m in request["messages"] if isinstance(m, dict)]
-    else:
-        if isinstance(request.get("instructions"), str):
-            raw.append(("system", request["instructions"]))
-        inp = request.get("input")
-        if isinstance(inp, str):
-            raw.append(("user", inp))
-        elif isinstance(inp, list):
-            raw += [(str(i.get("role", "user")), i.get("content")) for i in inp if isinstance(i, dict)]
-    out: list[Message] = []
-    for role, content in raw:
-        text = content_text(content).strip()
-        if text:
-            out.append({"role": "system" if role == "developer" else role, "content": text})
-    return out
+    """The chat messages a logged request sent, text only, empty turns dropped
+    (`dataset.request_turns`). A `developer` message becomes `system`, the role chat templates
+    know."""
+    return [{"role": "system" if role == "developer" else role, "content": text}
+            for role, text in request_turns(request)]  # fmt: skip
 
 
 def _messages_by_inference(events: Iterable[FeedbackEvent]) -> dict[str, list[Message]]:

@@ -292,6 +292,11 @@ def comment_principles(
     return out, counts
 
 
+def mostly_explained(agreeing: set[str], explained: set[str]) -> bool:
+    """90%+ of the items a rule sides with the users on are ones other rules already explain."""
+    return bool(agreeing) and len(agreeing & explained) >= 0.9 * len(agreeing)
+
+
 def _explain_away(
     strong: list[tuple[Check, str, set[str], dict[str, Any]]], rows: dict[str, dict[str, Any]]
 ) -> list[Principle]:
@@ -308,7 +313,7 @@ def _explain_away(
                                           t[0].kind in REFINES.values(), t[0].kind == "contains",
                                           str(t[0])))  # fmt: skip
     for check, display, agreeing, ev in order:
-        if chosen and agreeing and len(agreeing & explained) >= 0.9 * len(agreeing):
+        if chosen and mostly_explained(agreeing, explained):
             rows[str(check)]["candidate"] = False
             rows[str(check)]["explained_by"] = [str(p.check) for p in chosen]
             continue

@@ -13,7 +13,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from .checks import PHRASE_KINDS
 from .dataset import Example, Pair
+from .evidence import mostly_explained
 from .judge import Judge, verdict
 from .llm import run_all
 from .principle import Principle
@@ -109,9 +111,6 @@ def family(p: Principle) -> str:
     return _FAMILY.get(p.check.kind, p.check.kind)
 
 
-PHRASE_KINDS = ("forbid", "contains", "contains_any", "starts_with", "ends_with")
-
-
 def redundant(p: Principle, explained: set[str]) -> bool:
     """A new rule adds words, not evidence, when the better-ranked kept rules already side with
     the users on 90%+ of the items it sides with them on, and on more of the items it was
@@ -119,9 +118,9 @@ def redundant(p: Principle, explained: set[str]) -> bool:
     are simply the ones that give a reason. Two rules the items cannot tell apart both stay, and
     only a phrase rule can be redundant: phrases are bound to topics, length and format are not
     (as in evidence.py's forward selection)."""
-    if p.check is None or p.check.kind not in PHRASE_KINDS or not (explained and p.agrees):
+    if p.check is None or p.check.kind not in PHRASE_KINDS or not explained:
         return False
-    return len(p.agrees & explained) >= 0.9 * len(p.agrees) and len(p.seen & explained) > len(p.agrees)
+    return mostly_explained(p.agrees, explained) and len(p.seen & explained) > len(p.agrees)
 
 
 def select(

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import prompts
-from .checks import Check, check_text, contains_phrase
+from .checks import PHRASE_KINDS, Check, check_text, contains_phrase
 from .dataset import Example, normalize
 from .evidence import check_of_comment, display_phrase, down_comments
 from .llm import LLMClient, run_all
 from .principle import Principle
 from .propose import llm_principle, parse_rules
 
-REQUIRES_PHRASE = ("contains", "contains_any", "starts_with", "ends_with")
+REQUIRES_PHRASE = tuple(k for k in PHRASE_KINDS if k != "forbid")
 _CLAUSE_RE = re.compile(r"[.,;:!?()\n]")  # a phrase never grows across these
 
 
