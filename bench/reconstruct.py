@@ -10,10 +10,15 @@ held-out test pairs, four arms predict which answer the person preferred:
 - guided:   the judge guided by the compiled spec;
 - oracle:   the judge guided by the principles that generated the data, written out as a spec
             (icai-synthetic only);
-- checks:   the compiled spec's checkable rules alone, no LLM (`-` when it states none).
+- checks:   the compiled spec's checkable rules alone, no LLM (`-` when it states none);
+- spec:     the compiled spec as the compiler applies it: its checks where they decide, else
+            the guided judge ("checks, then judge").
 
 The judge asks in both presentation orders and averages (compiler.judge); a pair counts as
-reconstructed when the judge sides with the person ("no opinion" is not right). Data sets:
+reconstructed when that average favours the person's answer: a forced choice, as ICAI's annotator
+makes (an exact tie is "no opinion", not right). The compiler's own "no opinion" band is not
+applied: its width depends on a calibration scale fitted on other items, and the question here is
+which answer the judge prefers, not whether it is sure. Data sets:
 
 - `orthogonal`, `aligned`: ../shared/data/icai-synthetic (from rdnfn/icai,
   `data/processed/synthetic/`), 30 pairs each, a fixed seeded split of 20 train / 10 test per
@@ -47,11 +52,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.judges import wilson
-from compiler.calibration import shipped_items
+from bench.stats import paired_difference
 from compiler.checks import checks_from_text
 from compiler.dataset import Pair
-from compiler.gate import pair_score, wilson_lower
-from compiler.judge import Calibrated, Judge, calibrate, make_judge, verdict
+from compiler.gate import pair_score
+from compiler.judge import Judge, make_judge
 from compiler.llm import Budget, LLMClient
 from compiler.pairs_file import HELDOUT, dataset_from_pairs, read_file_pairs
 from compiler.runner import Context, compile_spec
@@ -154,14 +159,22 @@ def cell(right: int, n: int, no_opinion: int, calls: int, tokens: int, seconds: 
             "no_opinion": no_opinion, "llm_calls": calls, "tokens": tokens, "seconds": round(seconds, 1)}  # fmt: skip
 
 
+def forced_choice(p_chosen: float) -> int:
+    """+1 the judge prefers the person's answer, -1 the other, 0 an exact tie."""
+    return (p_chosen > 0.5) - (p_chosen < 0.5)
+
+
 async def judged(judge: Judge, spec: str, pairs: Sequence[Pair]) -> dict[str, Any]:
     """Accuracy of `judge` guided by `spec` (both orders), with what it cost."""
     budget = judge.llm.budget
     calls, tokens, started = budget.calls, budget.tokens, time.monotonic()
     soft = await asyncio.gather(*(judge.by_spec(spec, p) for p in pairs))
-    votes = [verdict(s) for s in soft]
-    return cell(sum(v > 0 for v in votes), len(pairs), sum(v == 0 for v in votes), budget.calls - calls,
-                budget.tokens - tokens, time.monotonic() - started)  # fmt: skip
+    votes = [forced_choice(s) for s in soft]
+    out = cell(sum(v > 0 for v in votes), len(pairs), sum(v == 0 for v in votes), budget.calls - calls,
+               budget.tokens - tokens, time.monotonic() - started)  # fmt: skip
+    out["mean_margin"] = round(sum(s - 0.5 for s in soft) / len(soft), 4) if soft else None
+    out["votes"] = votes  # per test pair, in order: the arms' paired difference is computed from these
+    return out
 
 
 def by_checks(spec: str, pairs: Sequence[Pair]) -> dict[str, Any] | None:
@@ -171,6 +184,19 @@ def by_checks(spec: str, pairs: Sequence[Pair]) -> dict[str, Any] | None:
     scores = [pair_score(checks, p) for p in pairs]
     out = cell(sum(s == 1.0 for s in scores), len(pairs), sum(s == 0.5 for s in scores), 0, 0, 0.0)
     out["checks"] = [str(c) for c in checks]
+    out["votes"] = [round(2 * s - 1) for s in scores]
+    return out
+
+
+def checks_then_judge(checks: dict[str, Any] | None, guided: dict[str, Any]) -> dict[str, Any]:
+    """The spec applied as the compiler applies it: its checkable rules decide where they do,
+    the guided judge elsewhere. No LLM call beyond the guided arm's."""
+    if checks is None:
+        return guided
+    votes = [c or g for c, g in zip(checks["votes"], guided["votes"], strict=True)]
+    out = cell(sum(v > 0 for v in votes), len(votes), sum(v == 0 for v in votes), guided["llm_calls"],
+               guided["tokens"], guided["seconds"])  # fmt: skip
+    out["votes"] = votes
     return out
 
 
@@ -181,7 +207,26 @@ def pool(cells: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
         return None
     keys = ("right", "n", "no_opinion", "llm_calls", "tokens", "seconds")
     total = {k: sum(c[k] for c in real) for k in keys}
-    return cell(*(total[k] for k in keys))
+    out = cell(*(total[k] for k in keys))
+    if all("mean_margin" in c for c in real) and total["n"]:
+        out["mean_margin"] = round(sum(c["mean_margin"] * c["n"] for c in real) / total["n"], 4)
+    return out
+
+
+def guided_gain(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """guided - unguided on the same test pairs (seeds pooled), with Newcombe's paired interval:
+    the margin the issue's targets are about."""
+    pairs = [(g > 0, u > 0) for r in runs if r["guided"] and r["unguided"]
+             for g, u in zip(r["guided"]["votes"], r["unguided"]["votes"], strict=True)]  # fmt: skip
+    if not pairs:
+        return None
+    table = [sum(1 for g, u in pairs if (g, u) == key) for key in ((True, True), (True, False), (False, True), (False, False))]
+    d, lo, hi = paired_difference(*table)
+    return {"difference": round(d, 3), "interval95": [round(lo, 3), round(hi, 3)], "n": len(pairs),
+            "only_guided_right": table[1], "only_unguided_right": table[2]}  # fmt: skip
+
+
+ARMS = ("unguided", "guided", "oracle", "checks", "spec")
 
 
 # -- one run ---------------------------------------------------------------------------------------
@@ -223,20 +268,6 @@ async def compile_train(ep: Endpoints, source: Source, train: Sequence[Pair], se
     }  # fmt: skip
 
 
-async def calibrated_judge(ep: Endpoints, llm: LLMClient, say: Any) -> tuple[Judge, dict[str, Any] | None]:
-    """The judge of the configured kind; a calibrated one gets its scale fitted on the compiler's
-    shipped known-answer items, as a compile round would (reported, trusted or not)."""
-    judge = make_judge(ep.judge_kind, llm, CompilerSettings().judge_max_tokens)
-    if not isinstance(judge, Calibrated):
-        return judge, None
-    calls, tokens, started = llm.budget.calls, llm.budget.tokens, time.monotonic()
-    cal = await calibrate(judge, shipped_items(), passes=lambda a, n: n > 0 and wilson_lower(a, n) > 0.5)
-    say(f"judge calibration: {cal.describe()} -> scale {judge.scale:.2f}")
-    meta = {**cal.to_meta(), "llm_calls": llm.budget.calls - calls, "tokens": llm.budget.tokens - tokens,
-            "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
-    return judge, meta
-
-
 async def run_seed(ep: Endpoints, judge: Judge, source: Source, items: list[tuple[Pair, str | None]], seed: int,
                    a: argparse.Namespace, say: Any) -> dict[str, Any]:  # fmt: skip
     train, test = split(source, items, seed)
@@ -249,6 +280,7 @@ async def run_seed(ep: Endpoints, judge: Judge, source: Source, items: list[tupl
     arms: dict[str, Any] = {"unguided": await judged(judge, "", test), "guided": await judged(judge, compiled["spec"], test)}
     arms["oracle"] = await judged(judge, source.oracle, test) if source.oracle else None
     arms["checks"] = by_checks(compiled["spec"], test)
+    arms["spec"] = checks_then_judge(arms["checks"], arms["guided"])
     return {"seed": seed, "train": len(train), "test": len(test), "compile": compiled, **arms}
 
 
@@ -262,7 +294,8 @@ async def run_dataset(ep: Endpoints, judge: Judge, name: str, a: argparse.Namesp
     seeds = a.seeds[:1] if source.fixed_split else a.seeds
     started = time.monotonic()
     runs = [await run_seed(ep, judge, source, items, seed, a, say) for seed in seeds]
-    arms = {arm: pool([r[arm] for r in runs]) for arm in ("unguided", "guided", "oracle", "checks")}
+    arms = {arm: pool([r[arm] for r in runs]) for arm in ARMS}
+    arms["gain"] = guided_gain(runs)
     compile_cost = {k: sum(r["compile"][k] for r in runs) for k in ("llm_calls", "tokens", "seconds")}
     return {"dataset": name, "file": str(source.path.relative_to(SHARED)), "flipped": source.flip,
             "seeds": seeds, "judge": judge.name, **arms, "compile": compile_cost, "runs": runs,
@@ -270,15 +303,15 @@ async def run_dataset(ep: Endpoints, judge: Judge, name: str, a: argparse.Namesp
 
 
 async def run_all(ep: Endpoints, a: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every data set with one judge, calibrated once; the JSON rewritten after each set, so an
-    interrupted run keeps what it measured."""
+    """Every data set with one judge; the JSON rewritten after each set, so an interrupted run
+    keeps what it measured."""
     results: list[dict[str, Any]] = []
     async with LLMClient(ep.judge_url, ep.judge_model, budget=Budget(10**9, 10**12), concurrency=2) as llm:
-        judge, calibration = await calibrated_judge(ep, llm, lambda m: print(f"[judge] {m}", file=sys.stderr, flush=True))
+        judge = make_judge(ep.judge_kind, llm, CompilerSettings().judge_max_tokens)
         for name in a.dataset or list(DATASETS):
             results.append(await run_dataset(ep, judge, name, a))
             a.out.parent.mkdir(parents=True, exist_ok=True)
-            a.out.write_text(json.dumps({"results": results, "judge_calibration": calibration, "settings": {
+            a.out.write_text(json.dumps({"results": results, "settings": {
                 k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}}, indent=2))  # fmt: skip
     return results
 
@@ -291,17 +324,22 @@ def fmt(c: dict[str, Any] | None, with_interval: bool = True) -> str:
     return f"{c['right'] / c['n']:.2f} [{lo:.2f}, {hi:.2f}]" if with_interval else f"{c['right'] / c['n']:.2f}"
 
 
+def gain(g: dict[str, Any] | None) -> str:
+    return "-" if g is None else f"{g['difference']:+.2f} [{g['interval95'][0]:+.2f}, {g['interval95'][1]:+.2f}]"
+
+
 def cost(c: dict[str, Any] | None) -> str:
     return "-" if c is None else f"{c['llm_calls']} / {c['tokens']} / {c['seconds']:.0f}"
 
 
 def table(results: Sequence[dict[str, Any]]) -> str:
-    lines = ["| data set | test pairs | unguided | guided | oracle | checks only | compile calls / tokens / s "
-             "| unguided calls / tokens / s | guided | oracle |", "|" + "---|" * 10]  # fmt: skip
+    lines = ["| data set | test pairs | unguided | guided | guided - unguided | oracle | checks only | checks, then judge "
+             "| compile calls / tokens / s | unguided calls / tokens / s | guided | oracle |", "|" + "---|" * 12]  # fmt: skip
     for r in results:
         n = r["unguided"]["n"] if r["unguided"] else 0
-        lines.append(f"| {r['dataset']} | {n} | {fmt(r['unguided'])} | {fmt(r['guided'])} | {fmt(r['oracle'])} "
-                     f"| {fmt(r['checks'])} | {cost(r['compile'])} | {cost(r['unguided'])} | {cost(r['guided'])} "
+        lines.append(f"| {r['dataset']} | {n} | {fmt(r['unguided'])} | {fmt(r['guided'])} | {gain(r.get('gain'))} "
+                     f"| {fmt(r['oracle'])} "
+                     f"| {fmt(r['checks'])} | {fmt(r.get('spec'))} | {cost(r['compile'])} | {cost(r['unguided'])} | {cost(r['guided'])} "
                      f"| {cost(r['oracle'])} |")  # fmt: skip
     return "\n".join(lines)
 
@@ -314,7 +352,7 @@ def last_line(r: dict[str, Any]) -> str:
 @contextlib.contextmanager
 def endpoints(a: argparse.Namespace) -> Iterator[Endpoints]:
     """The given endpoints, else the embedded models (one server when both are the same model)."""
-    kind = a.judge or CompilerSettings().judges[0]
+    kind = a.judge or CompilerSettings().judges[0].partition("+")[0]  # a scale cannot change a forced choice
     with contextlib.ExitStack() as stack:
         urls: dict[str, str] = {}
 
@@ -336,7 +374,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dataset", action="append", choices=list(DATASETS), help="repeatable; default: all")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="icai-synthetic splits (and compile seeds)")
     p.add_argument("--limit", type=int, help="at most this many test pairs per run (a quick look)")
-    p.add_argument("--judge", help=f"judge kind; default: the compiler's first, {CompilerSettings().judges[0]}")
+    p.add_argument("--judge", help="judge kind; default: the compiler's first, uncalibrated")
     p.add_argument("--model", default="qwen2.5-coder-0.5b", help="the compiler's LLM (an embedded model name)")
     p.add_argument("--judge-model", default="qwen2.5-coder-1.5b", help="the judge (an embedded model name)")
     p.add_argument("--base-url", help="the compiler's endpoint (…/v1) instead of the embedded model")

@@ -75,3 +75,28 @@ class Recorder:
             "self_reported_overhead_ms": summarize(self.self_overhead),
             "sched_lag_ms": summarize(self.sched_lag),
         }
+
+
+def paired_difference(both: int, only_first: int, only_second: int, neither: int, z: float = 1.96) -> tuple[float, float, float]:
+    """Difference of two proportions measured on the same items (first - second) and its 95%
+    interval: Newcombe's hybrid score method for paired data (Newcombe 1998, Statistics in
+    Medicine 17:2635, method 10), Wilson bounds of each proportion combined with their
+    correlation. It stays inside [-1, 1] and behaves at 0 and n, where a Wald interval does not."""
+    from compiler.stats import wilson_lower
+
+    n = both + only_first + only_second + neither
+    if n == 0:
+        return 0.0, -1.0, 1.0
+    p1, p2 = (both + only_first) / n, (both + only_second) / n
+    l1, u1 = wilson_lower(both + only_first, n, z), 1 - wilson_lower(n - both - only_first, n, z)
+    l2, u2 = wilson_lower(both + only_second, n, z), 1 - wilson_lower(n - both - only_second, n, z)
+    margins = (both + only_first) * (only_second + neither) * (both + only_second) * (only_first + neither)
+    # the correlation with Newcombe's continuity correction (as in biostatUZH's
+    # confIntPairedProportion): without it all-concordant data give an interval of width zero
+    b = both * neither - only_first * only_second
+    corrected = b - n / 2 if b > n / 2 else (b if b < 0 else 0.0)
+    phi = corrected / math.sqrt(margins) if margins else 0.0
+    d = p1 - p2
+    lower = d - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    upper = d + math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return d, max(-1.0, lower), min(1.0, upper)

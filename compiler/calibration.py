@@ -41,7 +41,7 @@ def round_items(principles: Sequence[Principle], heldout: Sequence[Pair], k: int
         [
             CalibrationItem(p.text, pair, "menu", "round")
             for pair in heldout
-            if p.check.test(pair.chosen.response) and not p.check.test(pair.rejected.response)
+            if p.check.passes(pair.chosen) and not p.check.passes(pair.rejected)
         ]
         for p in principles
         if p.check is not None

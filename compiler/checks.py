@@ -5,7 +5,7 @@ principle proposed by an LLM (or read from a spec file) can carry one without an
 being executed. Every check has canonical words (`check_text`) that `checks_from_text` reads
 back, so a principle and its check travel together through the spec text itself.
 
-    check  := ["not:"] KIND [":" ARG]
+    check  := ["when:" PHRASE ";"] ["not:"] KIND [":" ARG]
     KIND   := max_words | min_words | max_sentences | min_sentences      ARG = an integer
             | list | no_list | numbered | headings | question | no_question  (no ARG)
             | language | in_language                                      ARG = en, fr, de, es, it, pt
@@ -13,6 +13,8 @@ back, so a principle and its check travel together through the spec text itself.
             | contains_any                                                ARG = phrase|phrase|...
     "not:" is sugar for the negative kinds: not:list = no_list, not:question = no_question,
     not:contains:X = forbid:X.
+    "when:PHRASE;" scopes a check to questions that mention PHRASE ("when:t-shirt;contains:blue":
+    recommend the blue one when asked about t-shirts); an answer to any other question follows it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from .dataset import normalize
 
@@ -163,26 +166,56 @@ _TESTS: dict[str, Callable[[str, str], bool]] = {
 assert set(_TESTS) == set(ARGS)
 
 
+class Rated(Protocol):
+    prompt: str
+    response: str
+
+
 @dataclass(frozen=True, slots=True)
 class Check:
     """One predicate of the language; build it with `Check.parse` when the text comes from
-    outside (an LLM, a spec file), which validates it."""
+    outside (an LLM, a spec file), which validates it. `scope`: a phrase the question must
+    mention for the check to ask anything of the answer."""
 
     kind: str
     arg: str = ""
+    scope: str = ""
 
-    def test(self, text: str) -> bool:
+    def test(self, text: str, question: str | None = None) -> bool:
+        """Does the answer `text` follow the check? A scoped check needs the question: outside
+        its scope every answer follows it."""
+        if self.scope:
+            if question is None:
+                raise ValueError(f"the scoped check {self} needs the question")
+            if not contains_phrase(question, self.scope):
+                return True
         try:
             return _TESTS[self.kind](text, self.arg)
         except KeyError:
             raise ValueError(f"unknown check {self.kind!r}") from None
 
+    def passes(self, answer: Rated) -> bool:
+        return self.test(answer.response, answer.prompt)
+
+    def applies(self, question: str) -> bool:
+        return not self.scope or contains_phrase(question, self.scope)
+
+    def scoped(self, scope: str) -> Check:
+        return Check(self.kind, self.arg, _phrase(scope) if scope else "")
+
     def __str__(self) -> str:
-        return f"{self.kind}:{self.arg}" if self.arg else self.kind
+        body = f"{self.kind}:{self.arg}" if self.arg else self.kind
+        return f"when:{self.scope};{body}" if self.scope else body
 
     @classmethod
     def parse(cls, raw: str) -> Check:
         text = raw.strip().strip("`").strip()
+        scope = ""
+        if text.lower().startswith("when:"):
+            scope, sep, text = text[5:].partition(";")
+            if not sep:
+                raise CheckSyntaxError("when: needs a phrase and ';' before the check, e.g. when:refund;contains:policy")
+            scope, text = _phrase(scope), text.strip()
         negate = text.lower().startswith("not:")
         if negate:
             text = text[4:]
@@ -194,7 +227,7 @@ class Check:
             kind = _NEGATION[kind]
         if kind not in ARGS:
             raise CheckSyntaxError(f"unknown check kind {kind!r}; the language has {', '.join(ARGS)}")
-        return cls(kind, _arg(kind, arg))
+        return cls(kind, _arg(kind, arg), scope)
 
 
 def _quoted(phrases: str) -> str:
@@ -202,9 +235,18 @@ def _quoted(phrases: str) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" or {items[-1]}"
 
 
-def check_text(check: Check, display: str = "") -> str:
+SCOPE_WORDS = 'When the question mentions "{scope}", '
+_SCOPED_RE = re.compile(r'\bWhen the question mentions "([^"\n]+)",\s*((?:[^"\n.!?]|"[^"\n]*")*[.!?]?)')
+
+
+def check_text(check: Check, display: str = "", scope_display: str = "") -> str:
     """The canonical words of a check: what a spec says so that `checks_from_text` finds it
-    again. `display` is the phrase as users saw it (original casing)."""
+    again. `display` is the phrase as users saw it (original casing), `scope_display` the
+    scope as the questions wrote it."""
+    if check.scope:
+        words = check_text(Check(check.kind, check.arg), display).replace(" in every answer", "")
+        words = words.replace("every answer", "your answer")
+        return SCOPE_WORDS.format(scope=scope_display or check.scope) + words[0].lower() + words[1:]
     k, arg = check.kind, check.arg
     if k == "max_words" and int(arg) <= 30:
         # measured on the 0.5B model: "one short sentence" is obeyed 8/8, a bare word count 2/8
@@ -282,8 +324,14 @@ _TEXT_CHECKS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], Check]], ..
 
 def checks_from_text(text: str) -> list[Check]:
     """The checkable rules a spec states in words ("at most 40 words", never "X", ...), so any
-    spec — hand-written or compiled, paragraph or list — can be scored on held-out pairs."""
+    spec — hand-written or compiled, paragraph or list — can be scored on held-out pairs. A
+    sentence opening 'When the question mentions "X",' states scoped checks."""
     found: list[Check] = []
+    for m in _SCOPED_RE.finditer(text):
+        for check in checks_from_text(m.group(2)):
+            if (scoped := check.scoped(m.group(1))) not in found:
+                found.append(scoped)
+    text = _SCOPED_RE.sub(" ", text)
     for pattern, make in _TEXT_CHECKS:
         for m in pattern.finditer(text):
             check = make(m)

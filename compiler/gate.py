@@ -72,13 +72,13 @@ def singles_of(pairs: Sequence[Pair]) -> list[Example]:
 
 def pair_score(checks: Sequence[Check], p: Pair) -> float:
     """1 when the preferred answer passes more of the checks, 0 when fewer, 0.5 on a tie."""
-    margin = sum(c.test(p.chosen.response) for c in checks) - sum(c.test(p.rejected.response) for c in checks)
+    margin = sum(c.passes(p.chosen) for c in checks) - sum(c.passes(p.rejected) for c in checks)
     return 1.0 if margin > 0 else 0.0 if margin < 0 else 0.5
 
 
 def predicts_up(checks: Sequence[Check], e: Example) -> float:
     """1 when the answer passes every check, 0 when it fails one, 0.5 when there is none."""
-    return 0.5 if not checks else float(all(c.test(e.response) for c in checks))
+    return 0.5 if not checks else float(all(c.passes(e) for c in checks))
 
 
 def check_accuracy(spec: str, pairs: Sequence[Pair]) -> tuple[float, int]:

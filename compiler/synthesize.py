@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import prompts
 from .checks import Check, checks_from_text
@@ -54,7 +54,7 @@ _READABLE = {"max_words", "min_words", "forbid", "starts_with", "ends_with", "qu
 
 
 def _stated(check: Check) -> Check:
-    return Check(_STATED_AS.get(check.kind, check.kind), check.arg)
+    return replace(check, kind=_STATED_AS.get(check.kind, check.kind))
 
 
 def covers(text: str, p: Principle) -> bool:

@@ -66,12 +66,12 @@ async def validate(
 
     async def one(p: Principle) -> None:
         if (check := p.check) is not None:
-            sides = [(pair, check.test(pair.chosen.response) - check.test(pair.rejected.response)) for pair in heldout]
+            sides = [(pair, check.passes(pair.chosen) - check.passes(pair.rejected)) for pair in heldout]
             _tally(p, "check", len(heldout), sides)
             if not p.relevant and p.source == "comment" and singles:
                 # no held-out pair to decide on (a wish the answers never met): the check must
                 # explain the held-out votes one by one, each up passing it and each down failing
-                _tally(p, "check-unary", len(singles), [(e, 1 if check.test(e.response) == e.up else -1) for e in singles])
+                _tally(p, "check-unary", len(singles), [(e, 1 if check.passes(e) == e.up else -1) for e in singles])
         elif judge is None or not sample:
             p.method, p.n = "none", 0
         elif not judge_ok:

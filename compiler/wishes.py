@@ -95,7 +95,7 @@ def in_liked_form(check: Check, liked: Sequence[str]) -> Check:
     if check.kind not in ("contains", "contains_any"):
         return check
     forms = list(dict.fromkeys(liked_form(p, liked) for p in check.arg.split("|")))
-    return Check("contains", forms[0]) if len(forms) == 1 else replace(check, arg="|".join(forms))
+    return replace(check, kind="contains", arg=forms[0]) if len(forms) == 1 else replace(check, arg="|".join(forms))
 
 
 def first_rule(reply: str) -> str | None:
@@ -140,7 +140,8 @@ async def translate_wishes(
 
     replies = await run_all(one(i, w) for i, w in enumerate(wishes))
     answers = [e.response for e in examples]
-    liked = [e.response for e in examples if e.up]
+    liked_answers = [e for e in examples if e.up]
+    liked = [e.response for e in liked_answers]
     shown = sorted(examples, key=lambda e: not e.up)  # a phrase's casing: liked answers first
     by_check: dict[Check, tuple[str, list[Wish]]] = {}  # check -> the rule's text, the wishes asking
     report: list[dict[str, Any]] = []
@@ -158,14 +159,14 @@ async def translate_wishes(
             row["outcome"] = "requires a phrase no answer has used"
             continue
         check = in_liked_form(check, liked)
-        if 2 * sum(check.test(a) for a in liked) < len(liked):
+        if 2 * sum(check.passes(e) for e in liked_answers) < len(liked_answers):
             row["outcome"] = "most liked answers break it"  # whatever users asked, it is not this
             continue
         row["check"] = str(check)
         by_check.setdefault(check, (rule_text(proposed, check, shown), []))[1].append(wish)
     out: list[Principle] = []
     for check, (text, asking) in by_check.items():
-        downs = [e for w in asking for e in w.downs if not check.test(e.response)]
+        downs = [e for w in asking for e in w.downs if not check.passes(e)]
         voices = {e.voice for e in downs}
         for row in report:
             if row.get("check") == str(check):

@@ -136,7 +136,52 @@ def test_reconstruct_prints_one_line_per_data_set(tmp_path: Path, capsys: pytest
     counsel = report["results"][-1]
     assert counsel["runs"][0]["train"] == 131 and counsel["oracle"] is None  # its own split column
     assert report["results"][0]["runs"][0]["train"] == 20
-    assert report["judge_calibration"]["items"] == 30  # the shipped known-answer items, once
+    assert report["settings"]["judge"] is None and "mean_margin" in report["results"][0]["guided"]
+    assert all(r["gain"]["n"] == 2 for r in report["results"])  # guided vs unguided, paired on the test pairs
+    for r in report["results"]:  # checks, then judge: the checks' vote where they decide, else the judge's
+        for run in r["runs"]:
+            if run["checks"] is None:
+                assert run["spec"] == run["guided"]
+            else:
+                assert run["spec"]["votes"] == [c or g for c, g in zip(run["checks"]["votes"], run["guided"]["votes"])]
+
+
+def test_reconstruct_counts_a_forced_choice() -> None:
+    """A judge leaning the person's way by a hair reconstructs the pair; only an exact tie is no opinion."""
+    from bench.reconstruct import forced_choice, pool
+
+    assert [forced_choice(p) for p in (0.51, 0.49, 0.5)] == [1, -1, 0]
+    a = {"right": 1, "n": 2, "no_opinion": 0, "llm_calls": 4, "tokens": 10, "seconds": 1.0, "mean_margin": 0.1}
+    b = {**a, "right": 3, "n": 6, "mean_margin": -0.1}
+    pooled = pool([a, None, b])
+    assert pooled is not None and (pooled["right"], pooled["n"], pooled["mean_margin"]) == (4, 8, -0.05)
+    from bench.reconstruct import checks_then_judge
+
+    guided = {**a, "votes": [1, -1, -1, 0], "n": 4}
+    both = checks_then_judge({"votes": [0, 1, -1, 0]}, guided)
+    assert (both["votes"], both["right"], both["no_opinion"], both["llm_calls"]) == ([1, 1, -1, 0], 2, 1, 4)
+    assert checks_then_judge(None, guided) is guided
+
+
+def test_paired_difference_interval() -> None:
+    """Newcombe's paired interval: holds the estimate, mirrors when the arms swap, excludes zero
+    only for a clear gain, and stays inside [-1, 1] at the extremes."""
+    from bench.reconstruct import guided_gain
+    from bench.stats import paired_difference
+
+    d, lo, hi = paired_difference(3, 4, 1, 2)
+    assert lo < d < hi and d == pytest.approx(0.3)
+    d2, lo2, hi2 = paired_difference(3, 1, 4, 2)
+    assert (d2, lo2, hi2) == pytest.approx((-d, -hi, -lo))
+    assert paired_difference(0, 10, 0, 0)[1] > 0 and paired_difference(0, 0, 10, 0)[2] < 0
+    d, lo, hi = paired_difference(5, 0, 0, 5)  # all concordant: no gain, and not a zero-width interval
+    assert d == 0 and lo < 0 < hi
+    assert -1 <= paired_difference(0, 1, 0, 0)[1] and paired_difference(1, 0, 0, 0)[2] <= 1
+    wide, narrow = paired_difference(1, 2, 0, 1), paired_difference(10, 20, 0, 10)
+    assert narrow[2] - narrow[1] < wide[2] - wide[1]
+    runs = [{"guided": {"votes": [1, 1, -1, 0]}, "unguided": {"votes": [-1, 1, 1, -1]}}]
+    g = guided_gain(runs)
+    assert g is not None and (g["n"], g["only_guided_right"], g["only_unguided_right"], g["difference"]) == (4, 1, 1, 0.0)
 
 
 # -- bench.versus_dpo: what runs without the `dpo` extra (the benchmark itself needs it and a model)

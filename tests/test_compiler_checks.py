@@ -118,3 +118,50 @@ async def test_a_required_phrase_is_its_own_family_and_validates_on_held_out_pai
     assert (rule.method, rule.relevant, rule.support) == ("check", 6, 6)
     assert family(numbered) == "list" and family(rule) == str(rule.check)
     assert select([rule, numbered], top_k=4, min_accuracy=0.55, min_prevalence=0.1).kept == [rule]
+
+
+# -- checks scoped to the questions that mention a phrase --------------------------------------
+@pytest.mark.parametrize("kind", sorted(ARGS))
+def test_a_scoped_check_of_every_kind_reads_back_with_its_scope(kind: str) -> None:
+    check = Check.parse(f"when:T-shirt;{kind}:{EXAMPLES[kind]}" if ARGS[kind] else f"when:t-shirt;{kind}")
+    assert check.scope == "t shirt" and Check.parse(str(check)) == check
+    words = check_text(check, scope_display="t-shirt")
+    assert words.startswith('When the question mentions "t-shirt", ')
+    found = checks_from_text(f"You are a helpful assistant. {words} Never use the phrase \"sure\".")
+    expected = Check("language", check.arg, check.scope) if kind == "in_language" else check
+    assert expected in found and Check("forbid", "sure") in found, words
+    assert all(c.scope in ("", "t shirt") for c in found)  # the scope binds its own sentence only
+
+
+def test_a_scoped_check_asks_nothing_of_answers_to_other_questions() -> None:
+    blue = Check.parse("when:t-shirt;contains:blue")
+    assert blue.test("Take the blue one.", "Which t-shirt should I buy?")
+    assert not blue.test("Take the green one.", "Which t-shirt should I buy?")
+    assert blue.test("Lemon, always.", "Which ice cream should I pick?")  # not its question
+    assert blue.passes(Example("e", "Which T-shirt, then?", "Green.", 1.0)) is False
+    with pytest.raises(ValueError, match="needs the question"):
+        blue.test("Take the blue one.")  # a caller that forgot the question fails loudly
+    with pytest.raises(CheckSyntaxError, match="when: needs a phrase and ';'"):
+        Check.parse("when:t-shirt contains:blue")
+    from compiler.gate import pair_score
+
+    other = Pair("o", Example("c", "Which ice cream?", "Lemon.", 1.0), Example("r", "Which ice cream?", "Blue.", -1.0), "thumbs")
+    shirt = Pair("s", Example("c", "Which t-shirt?", "The blue.", 1.0), Example("r", "Which t-shirt?", "The green.", -1.0), "thumbs")
+    assert (pair_score([blue], other), pair_score([blue], shirt)) == (0.5, 1.0)
+
+
+def test_evidence_scopes_a_phrase_to_the_topic_it_is_bound_to() -> None:
+    shirts = ["Which t-shirt should I wear to the party?", "Is a t-shirt fine for the office?",
+              "Should I pack a t-shirt for the hike?", "What t-shirt goes with jeans?"]  # fmt: skip
+    pairs = [Pair(f"s{i}", Example(f"sc{i}", q, "Go with the blue one, it suits you.", 1.0, float(i)),
+                  Example(f"sr{i}", q, "Go with the green one, it suits you.", -1.0, float(i)), "thumbs")
+             for i, q in enumerate(shirts)]  # fmt: skip
+    pairs += _pairs("It depends on {q}.", "Well, it depends on {q}, and on many other things too, really.", n=8)
+    found, report = find_evidence(Split(pairs=pairs))
+    scoped = [p for p in found if p.check is not None and p.check.scope]
+    assert scoped and all(p.check.scope == "t shirt" for p in scoped), report["measured"]
+    assert all({"blue", "green"} & set(p.check.arg.split()) for p in scoped)
+    assert all(p.text.startswith('When the question mentions "t-shirt", ') for p in scoped)
+    assert all(p.check in checks_from_text(p.text) for p in scoped)  # what is validated is what the spec says
+    # the length preference spans every question: it stays unscoped
+    assert any(p.check is not None and p.check.kind == "max_words" and not p.check.scope for p in found)
