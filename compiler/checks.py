@@ -328,9 +328,11 @@ def checks_from_text(text: str) -> list[Check]:
     sentence opening 'When the question mentions "X",' states scoped checks."""
     found: list[Check] = []
     for m in _SCOPED_RE.finditer(text):
-        for check in checks_from_text(m.group(2)):
-            if (scoped := check.scoped(m.group(1))) not in found:
-                found.append(scoped)
+        try:
+            scoped = [check.scoped(m.group(1)) for check in checks_from_text(m.group(2))]
+        except CheckSyntaxError:
+            continue  # a hand-written scope longer than a phrase: the sentence states no check
+        found += [c for c in scoped if c not in found]
     text = _SCOPED_RE.sub(" ", text)
     for pattern, make in _TEXT_CHECKS:
         for m in pattern.finditer(text):

@@ -143,6 +143,8 @@ def test_a_scoped_check_asks_nothing_of_answers_to_other_questions() -> None:
         blue.test("Take the blue one.")  # a caller that forgot the question fails loudly
     with pytest.raises(CheckSyntaxError, match="when: needs a phrase and ';'"):
         Check.parse("when:t-shirt contains:blue")
+    long_scope = 'When the question mentions "' + "very " * 9 + 'long", never use the phrase "sure".'
+    assert checks_from_text(long_scope) == []  # not a scope the language has: no check, no crash
     from compiler.gate import pair_score
 
     other = Pair("o", Example("c", "Which ice cream?", "Lemon.", 1.0), Example("r", "Which ice cream?", "Blue.", -1.0), "thumbs")
