@@ -294,12 +294,30 @@ async def run_dataset(ep: Endpoints, judge: Judge, name: str, a: argparse.Namesp
     seeds = a.seeds[:1] if source.fixed_split else a.seeds
     started = time.monotonic()
     runs = [await run_seed(ep, judge, source, items, seed, a, say) for seed in seeds]
-    arms = {arm: pool([r[arm] for r in runs]) for arm in ARMS}
-    arms["gain"] = guided_gain(runs)
     compile_cost = {k: sum(r["compile"][k] for r in runs) for k in ("llm_calls", "tokens", "seconds")}
     return {"dataset": name, "file": str(source.path.relative_to(SHARED)), "flipped": source.flip,
-            "seeds": seeds, "judge": judge.name, **arms, "compile": compile_cost, "runs": runs,
+            "seeds": seeds, "judge": judge.name, **pooled(runs), "compile": compile_cost, "runs": runs,
             "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+
+
+def pooled(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Each arm over the seeds, and the guided arm's paired gain."""
+    return {**{arm: pool([r.get(arm) for r in runs]) for arm in ARMS}, "gain": guided_gain(runs)}
+
+
+def rescored(saved: dict[str, Any]) -> list[dict[str, Any]]:
+    """A saved run's results with the arms that need no LLM (checks, checks then judge, the paired
+    gain) computed again by this code from the stored specs, test splits and judge votes."""
+    results = []
+    for r in saved["results"]:
+        source = DATASETS[r["dataset"]]
+        items = load(source)
+        for run in r["runs"]:
+            test = split(source, items, run["seed"])[1][: run["test"]]
+            run["checks"] = by_checks(run["compile"]["spec"], test)
+            run["spec"] = checks_then_judge(run["checks"], run["guided"])
+        results.append({**r, **pooled(r["runs"])})
+    return results
 
 
 async def run_all(ep: Endpoints, a: argparse.Namespace) -> list[dict[str, Any]]:
@@ -381,13 +399,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--judge-base-url", help="the judge's endpoint; default: --base-url if given, else embedded")
     p.add_argument("--max-calls", type=int, default=400, help="LLM call budget of each compile")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--report", type=Path, help="print the table of a saved run again (no LLM), its derived arms recomputed")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    with endpoints(a) as ep:
-        results = asyncio.run(run_all(ep, a))
+    if a.report:
+        results = rescored(json.loads(a.report.read_text()))
+    else:
+        with endpoints(a) as ep:
+            results = asyncio.run(run_all(ep, a))
     print(table(results))
     for r in results:
         for run in r["runs"]:

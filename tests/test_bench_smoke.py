@@ -138,6 +138,9 @@ def test_reconstruct_prints_one_line_per_data_set(tmp_path: Path, capsys: pytest
     assert report["results"][0]["runs"][0]["train"] == 20
     assert report["settings"]["judge"] is None and "mean_margin" in report["results"][0]["guided"]
     assert all(r["gain"]["n"] == 2 for r in report["results"])  # guided vs unguided, paired on the test pairs
+    # a saved run prints again without an LLM, its derived arms recomputed to the same values
+    assert main(["--report", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[-len(DATASETS):] == lines
     for r in report["results"]:  # checks, then judge: the checks' vote where they decide, else the judge's
         for run in r["runs"]:
             if run["checks"] is None:
