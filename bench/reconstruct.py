@@ -305,15 +305,20 @@ def pooled(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {**{arm: pool([r.get(arm) for r in runs]) for arm in ARMS}, "gain": guided_gain(runs)}
 
 
-def rescored(saved: dict[str, Any]) -> list[dict[str, Any]]:
+async def rescored(saved: dict[str, Any], judge: Judge | None = None) -> list[dict[str, Any]]:
     """A saved run's results with the arms that need no LLM (checks, checks then judge, the paired
-    gain) computed again by this code from the stored specs, test splits and judge votes."""
+    gain) computed again by this code from the stored specs, test splits and judge votes; with
+    `judge`, its judge arms asked again of that judge (the same specs, no compile)."""
     results = []
     for r in saved["results"]:
         source = DATASETS[r["dataset"]]
         items = load(source)
         for run in r["runs"]:
             test = split(source, items, run["seed"])[1][: run["test"]]
+            if judge is not None:
+                run["unguided"], run["guided"] = await judged(judge, "", test), await judged(judge, run["compile"]["spec"], test)
+                run["oracle"] = await judged(judge, source.oracle, test) if source.oracle else None
+                r["judge"] = judge.name
             run["checks"] = by_checks(run["compile"]["spec"], test)
             run["spec"] = checks_then_judge(run["checks"], run["guided"])
         results.append({**r, **pooled(r["runs"])})
@@ -367,6 +372,22 @@ def last_line(r: dict[str, Any]) -> str:
             f"oracle {fmt(r['oracle'], False)} checks {fmt(r['checks'], False)}")  # fmt: skip
 
 
+async def rejudged(a: argparse.Namespace) -> list[dict[str, Any]]:
+    """`--report FILE --judge KIND`: the saved specs judged again by another judge kind."""
+    url = a.judge_base_url or a.base_url
+    with contextlib.ExitStack() as stack:
+        if url is None:
+            from proxy.local_model import LocalModelSupervisor
+
+            url = stack.enter_context(LocalModelSupervisor.from_settings(Settings(), model=a.judge_model, parallel=2)).base_url
+        async with LLMClient(url, a.judge_model, budget=Budget(10**9, 10**12), concurrency=2) as llm:
+            results = await rescored(json.loads(a.report.read_text()), make_judge(a.judge, llm, CompilerSettings().judge_max_tokens))
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps({"results": results, "settings": {k: str(v) if isinstance(v, Path) else v
+                                                                   for k, v in vars(a).items()}}, indent=2))  # fmt: skip
+    return results
+
+
 @contextlib.contextmanager
 def endpoints(a: argparse.Namespace) -> Iterator[Endpoints]:
     """The given endpoints, else the embedded models (one server when both are the same model)."""
@@ -399,14 +420,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--judge-base-url", help="the judge's endpoint; default: --base-url if given, else embedded")
     p.add_argument("--max-calls", type=int, default=400, help="LLM call budget of each compile")
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--report", type=Path, help="print the table of a saved run again (no LLM), its derived arms recomputed")
+    p.add_argument("--report", type=Path, help="print the table of a saved run again (no LLM), its derived arms "
+                   "recomputed; with --judge, its specs judged again by that judge kind (written to --out)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    if a.report:
-        results = rescored(json.loads(a.report.read_text()))
+    if a.report and not a.judge:
+        results = asyncio.run(rescored(json.loads(a.report.read_text())))
+    elif a.report:
+        results = asyncio.run(rejudged(a))
     else:
         with endpoints(a) as ep:
             results = asyncio.run(run_all(ep, a))

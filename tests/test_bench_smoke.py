@@ -141,6 +141,12 @@ def test_reconstruct_prints_one_line_per_data_set(tmp_path: Path, capsys: pytest
     # a saved run prints again without an LLM, its derived arms recomputed to the same values
     assert main(["--report", str(out)]) == 0
     assert capsys.readouterr().out.splitlines()[-len(DATASETS):] == lines
+    with FakeLLM().serve() as base_url:  # the saved specs judged again by another judge kind, no compile
+        again = tmp_path / "again.json"
+        assert main(["--report", str(out), "--judge", "pairwise", "--base-url", base_url, "--out", str(again)]) == 0
+    rejudged = json.loads(again.read_text())["results"]
+    assert [r["runs"][0]["compile"] for r in rejudged] == [r["runs"][0]["compile"] for r in report["results"]]
+    assert all(r["judge"].endswith("/pairwise") and r["guided"]["llm_calls"] == 4 for r in rejudged)  # both orders
     for r in report["results"]:  # checks, then judge: the checks' vote where they decide, else the judge's
         for run in r["runs"]:
             if run["checks"] is None:
