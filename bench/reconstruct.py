@@ -14,8 +14,9 @@ held-out test pairs, four arms predict which answer the person preferred:
 - spec:     the compiled spec as the compiler applies it: its checks where they decide, else
             the guided judge ("checks, then judge").
 
-The judge asks in both presentation orders and averages (compiler.judge); a pair counts as
-reconstructed when that average favours the person's answer: a forced choice, as ICAI's annotator
+The judge (compiler.judge) asks of each answer alone (pointwise) or of the pair in both
+presentation orders, averaged (pairwise); a pair counts as reconstructed when its probability
+favours the person's answer: a forced choice, as ICAI's annotator
 makes (an exact tie is "no opinion", not right). The compiler's own "no opinion" band is not
 applied: its width depends on a calibration scale fitted on other items, and the question here is
 which answer the judge prefers, not whether it is sure. Data sets:
@@ -333,10 +334,14 @@ async def run_all(ep: Endpoints, a: argparse.Namespace) -> list[dict[str, Any]]:
         judge = make_judge(ep.judge_kind, llm, CompilerSettings().judge_max_tokens)
         for name in a.dataset or list(DATASETS):
             results.append(await run_dataset(ep, judge, name, a))
-            a.out.parent.mkdir(parents=True, exist_ok=True)
-            a.out.write_text(json.dumps({"results": results, "settings": {
-                k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}}, indent=2))  # fmt: skip
+            save(a, results)
     return results
+
+
+def save(a: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}
+    a.out.write_text(json.dumps({"results": results, "settings": settings}, indent=2))
 
 
 # -- output ----------------------------------------------------------------------------------------
@@ -382,9 +387,7 @@ async def rejudged(a: argparse.Namespace) -> list[dict[str, Any]]:
             url = stack.enter_context(LocalModelSupervisor.from_settings(Settings(), model=a.judge_model, parallel=2)).base_url
         async with LLMClient(url, a.judge_model, budget=Budget(10**9, 10**12), concurrency=2) as llm:
             results = await rescored(json.loads(a.report.read_text()), make_judge(a.judge, llm, CompilerSettings().judge_max_tokens))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"results": results, "settings": {k: str(v) if isinstance(v, Path) else v
-                                                                   for k, v in vars(a).items()}}, indent=2))  # fmt: skip
+    save(a, results)
     return results
 
 
