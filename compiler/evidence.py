@@ -155,41 +155,43 @@ REQUEST_WORDS = frozenset(
 
 def _scope(check: Check, contrasts: Sequence[Pair], min_support: int) -> str | None:
     """The word of the questions a phrase's preference is bound to, when it is bound to one:
-    every contrast the phrase decides has a question mentioning the word, it decides most of the
-    contrasts whose question does (75%+), and the word leaves out at least half of the questions
-    and `min_support` contrasts, where the phrase decides nothing. "blue" wins the t-shirt
-    questions and no other: the rule is "when asked about a t-shirt", not "in every answer"."""
-    relevant = [p for p in contrasts if check.passes(p.chosen) != check.passes(p.rejected)]
-    if len(relevant) < min_support:
+    every contrast the phrase decides has a question mentioning the word on the side that breaks
+    the rule, the phrase decides most of the contrasts whose questions do (75%+), and the word
+    leaves out at least half of the questions and `min_support` contrasts, where the phrase
+    decides nothing. "blue" wins the t-shirt questions and no other: the rule is "when asked
+    about a t-shirt", not "in every answer"."""
+    breaking = [p.rejected if check.passes(p.chosen) else p.chosen
+                for p in contrasts if check.passes(p.chosen) != check.passes(p.rejected)]  # fmt: skip
+    if len(breaking) < min_support:
         return None
-    questions = {normalize(p.chosen.prompt) for p in contrasts}
+    questions = {normalize(p.chosen.prompt) for p in contrasts} | {normalize(p.rejected.prompt) for p in contrasts}
     said = set(normalize(check.arg.replace("|", " ")).split())
-    common = set.intersection(*(set(normalize(p.chosen.prompt).split()) for p in relevant))
+    common = set.intersection(*(set(normalize(e.prompt).split()) for e in breaking))
     best: tuple[tuple[int, int, int, str], str] | None = None
     for word in common - ALL_STOPWORDS - REQUEST_WORDS - said:
         if len(word) < 3 or word.isdigit():
             continue
-        inside = [p for p in contrasts if contains_phrase(p.chosen.prompt, word)]
+        inside = [p for p in contrasts if contains_phrase(p.chosen.prompt, word) or contains_phrase(p.rejected.prompt, word)]
         asked = sum(contains_phrase(q, word) for q in questions)
-        if len(relevant) < 0.75 * len(inside) or 2 * asked > len(questions) or len(contrasts) - len(inside) < min_support:
+        if len(breaking) < 0.75 * len(inside) or 2 * asked > len(questions) or len(contrasts) - len(inside) < min_support:
             continue
         echoed = sum(contains_phrase(e.response, word) for p in inside for e in (p.chosen, p.rejected))
         key = (asked, -echoed, -len(word), word)  # the narrowest topic, then the one answers echo
         if best is None or key < best[0]:
             best = (key, word)
-    return _widened(best[1], relevant, questions) if best else None
+    return _widened(best[1], [e.prompt for e in breaking], questions) if best else None
 
 
-def _widened(word: str, relevant: Sequence[Pair], questions: set[str]) -> str:
+def _widened(word: str, prompts: Sequence[str], questions: set[str]) -> str:
     """The word with the neighbour every deciding question gives it ("cream" -> "ice cream",
     "shirt" -> "t shirt"), when that names no more questions than the word; else the word."""
-    first = normalize(relevant[0].chosen.prompt).split()
+    first = normalize(prompts[0]).split()
     asked = sum(contains_phrase(q, word) for q in questions)
     for i in (i for i, w in enumerate(first) if w == word):
         for gram in (first[max(0, i - 1) : i + 1], first[i : i + 2]):
             phrase = " ".join(gram)
             if (len(gram) == 2 and not set(gram) & (ALL_STOPWORDS | REQUEST_WORDS)
-                    and all(contains_phrase(p.chosen.prompt, phrase) for p in relevant)
+                    and all(contains_phrase(q, phrase) for q in prompts)
                     and sum(contains_phrase(q, phrase) for q in questions) == asked):  # fmt: skip
                 return phrase
     return word

@@ -167,3 +167,13 @@ def test_evidence_scopes_a_phrase_to_the_topic_it_is_bound_to() -> None:
     assert all(p.check in checks_from_text(p.text) for p in scoped)  # what is validated is what the spec says
     # the length preference spans every question: it stays unscoped
     assert any(p.check is not None and p.check.kind == "max_words" and not p.check.scope for p in found)
+
+
+def test_evidence_keeps_a_phrase_unscoped_when_many_questions_decide_it() -> None:
+    """Thumbs on distinct questions (cross pairs): the disliked phrase spans topics, no scope."""
+    ups = [Example(f"u{i}", q, f"Sure: {q.rstrip('?').lower()} is simple.", 1.0, float(i)) for i, q in enumerate(QUESTIONS[:6])]
+    downs = [Example(f"d{i}", q, f"Here are some thoughts: {q.rstrip('?').lower()}.", -1.0, float(i))
+             for i, q in enumerate(QUESTIONS[6:12])]  # fmt: skip
+    found, report = find_evidence(Split(ups=ups, downs=downs))
+    here = [p.check for p in found if p.check is not None and p.check.kind == "forbid" and "here" in p.check.arg]
+    assert here and all(not c.scope for c in here), report["measured"]
