@@ -306,12 +306,13 @@ def pooled(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {**{arm: pool([r.get(arm) for r in runs]) for arm in ARMS}, "gain": guided_gain(runs)}
 
 
-async def rescored(saved: dict[str, Any], judge: Judge | None = None) -> list[dict[str, Any]]:
+async def rescored(saved: dict[str, Any], judge: Judge | None = None, only: Sequence[str] = ()) -> list[dict[str, Any]]:
     """A saved run's results with the arms that need no LLM (checks, checks then judge, the paired
     gain) computed again by this code from the stored specs, test splits and judge votes; with
-    `judge`, its judge arms asked again of that judge (the same specs, no compile)."""
+    `judge`, its judge arms asked again of that judge (the same specs, no compile). `only`: these
+    data sets (default all)."""
     results = []
-    for r in saved["results"]:
+    for r in (r for r in saved["results"] if not only or r["dataset"] in only):
         source = DATASETS[r["dataset"]]
         items = load(source)
         for run in r["runs"]:
@@ -386,7 +387,8 @@ async def rejudged(a: argparse.Namespace) -> list[dict[str, Any]]:
 
             url = stack.enter_context(LocalModelSupervisor.from_settings(Settings(), model=a.judge_model, parallel=2)).base_url
         async with LLMClient(url, a.judge_model, budget=Budget(10**9, 10**12), concurrency=2) as llm:
-            results = await rescored(json.loads(a.report.read_text()), make_judge(a.judge, llm, CompilerSettings().judge_max_tokens))
+            judge = make_judge(a.judge, llm, CompilerSettings().judge_max_tokens)
+            results = await rescored(json.loads(a.report.read_text()), judge, a.dataset or ())
     save(a, results)
     return results
 
@@ -431,7 +433,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     if a.report and not a.judge:
-        results = asyncio.run(rescored(json.loads(a.report.read_text())))
+        results = asyncio.run(rescored(json.loads(a.report.read_text()), only=a.dataset or ()))
     elif a.report:
         results = asyncio.run(rejudged(a))
     else:

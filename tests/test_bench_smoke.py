@@ -143,9 +143,11 @@ def test_reconstruct_prints_one_line_per_data_set(tmp_path: Path, capsys: pytest
     assert capsys.readouterr().out.splitlines()[-len(DATASETS):] == lines
     with FakeLLM().serve() as base_url:  # the saved specs judged again by another judge kind, no compile
         again = tmp_path / "again.json"
-        assert main(["--report", str(out), "--judge", "pairwise", "--base-url", base_url, "--out", str(again)]) == 0
+        assert main(["--report", str(out), "--judge", "pairwise", "--base-url", base_url, "--out", str(again),
+                     "--dataset", "orthogonal", "--dataset", "unaligned"]) == 0
     rejudged = json.loads(again.read_text())["results"]
-    assert [r["runs"][0]["compile"] for r in rejudged] == [r["runs"][0]["compile"] for r in report["results"]]
+    chosen = [r for r in report["results"] if r["dataset"] in ("orthogonal", "unaligned")]
+    assert [r["runs"][0]["compile"] for r in rejudged] == [r["runs"][0]["compile"] for r in chosen]
     assert all(r["judge"].endswith("/pairwise") and r["guided"]["llm_calls"] == 4 for r in rejudged)  # both orders
     for r in report["results"]:  # checks, then judge: the checks' vote where they decide, else the judge's
         for run in r["runs"]:
