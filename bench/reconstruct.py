@@ -74,8 +74,13 @@ ASSISTANT = "You are a helpful assistant."
 THERAPIST = "You are a licensed therapist answering people's questions on a public Q&A site."
 TRAIN, TEST = 20, 10  # per icai-synthetic file and seed
 
-# The principles the ICAI synthetic annotators followed (rdnfn/icai, data/processed/synthetic/,
-# the paper's synthetic experiments), written out from what the data shows.
+# The principles that generated the ICAI synthetic sets, written out as specs. Source: rdnfn/icai,
+# notebooks/03_generating_synthetic_data.ipynb (commit 5435d00), where each pair's preferred answer
+# comes from the first of `differing_parts`: orthogonal, a pet story whose pet is a cat (not a
+# dog), a reason to pick the blue t-shirt (not green), the lemon ice cream (not raspberry);
+# aligned, the true capital of the US (not "a made-up reason why Paris is"), one interesting UK
+# destination (not why travel is good, "do not mention any specific destination"), a helpful
+# reply to "Can you help me?" (not one "rudely and lazily ... not enthusiastically").
 ORTHOGONAL_ORACLE = (
     f"{ASSISTANT} When asked for a funny short story about a human and their pet, make the pet a cat, "
     "never a dog. When asked to choose between a blue and a green t-shirt, recommend the blue t-shirt. "
