@@ -20,8 +20,8 @@ back, so a principle and its check travel together through the spec text itself.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from .dataset import normalize
@@ -105,6 +105,7 @@ ARGS: dict[str, str] = {
     "contains_any": "phrases",
 }  # fmt: skip
 PHRASE_KINDS = tuple(k for k, arg in ARGS.items() if arg in ("phrase", "phrases"))  # checks on wording
+REQUIRES_PHRASE = tuple(k for k in PHRASE_KINDS if k != "forbid")  # an answer must write the phrase
 _NEGATION = {"list": "no_list", "question": "no_question", "contains": "forbid", "no_list": "list",
              "no_question": "question", "forbid": "contains"}  # fmt: skip
 MAX_PHRASES, MAX_PHRASE_WORDS, MAX_NUMBER = 8, 8, 5000
@@ -352,3 +353,14 @@ def split_attached(rule: str) -> tuple[str, str | None]:
     if m is None:
         return rule, None
     return (rule[: m.start()] + " " + rule[m.end() :]).strip(), m.group(1)
+
+
+def written_phrases(check: Check, answers: Sequence[str]) -> Check | None:
+    """The check with only the required phrases some answer already contains (None when none
+    is left); checks that require no phrase are returned unchanged."""
+    if check.kind not in REQUIRES_PHRASE:
+        return check
+    if check.kind == "contains_any":
+        kept = [p for p in check.arg.split("|") if any(contains_phrase(a, p) for a in answers)]
+        return replace(check, arg="|".join(kept)) if kept else None
+    return check if any(contains_phrase(a, check.arg) for a in answers) else None

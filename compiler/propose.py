@@ -24,6 +24,7 @@ from .checks import (
     check_text,
     checks_from_text,
     split_attached,
+    written_phrases,
 )
 from .dataset import Pair, normalize
 from .llm import LLMClient, run_all
@@ -152,4 +153,16 @@ async def propose_llm(
         return [llm_principle(r, [p.id for p in batch]) for r in parse_rules(text)[:n_rules]]
 
     found = await run_all(one(i, b) for i, b in enumerate(batches))
-    return [p for batch in found for p in batch]
+    answers = [e.response for p in contrasts for e in (p.chosen, p.rejected)]
+    return [only_written_phrases(p, answers) for batch in found for p in batch]
+
+
+def only_written_phrases(p: Principle, answers: Sequence[str]) -> Principle:
+    """A proposed check may require only phrases some answer has written: the 0.5B proposer
+    copies the prompt's placeholder ("phrase two") into a check, which no answer can have been
+    liked for. Such a check is refused with the reason; the rule keeps the LLM's own words."""
+    if p.check is None or written_phrases(p.check, answers) is not None:
+        return p
+    p.evidence["check_error"] = f"{p.check}: requires a phrase no answer has used"
+    p.text, p.check = str(p.evidence.pop("proposed_as", p.text)), None
+    return p

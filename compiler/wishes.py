@@ -22,14 +22,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import prompts
-from .checks import PHRASE_KINDS, Check, check_text, contains_phrase
+from .checks import REQUIRES_PHRASE, Check, check_text, written_phrases
 from .dataset import Example, normalize
 from .evidence import check_of_comment, display_phrase, down_comments
 from .llm import LLMClient, run_all
 from .principle import Principle
 from .propose import llm_principle, parse_rules
 
-REQUIRES_PHRASE = tuple(k for k in PHRASE_KINDS if k != "forbid")
 _CLAUSE_RE = re.compile(r"[.,;:!?()\n]")  # a phrase never grows across these
 
 
@@ -55,17 +54,6 @@ def untranslated_wishes(examples: Sequence[Example], *, limit: int) -> list[Wish
             groups.setdefault(normalize(comment), Wish(comment)).downs.append(e)
     ranked = sorted(groups.values(), key=lambda w: (-len(w.voices), -len(w.downs), normalize(w.comment)))
     return ranked[: max(0, limit)]
-
-
-def written_phrases(check: Check, answers: Sequence[str]) -> Check | None:
-    """The check with only the required phrases some answer already contains (None when none
-    is left); checks that require no phrase are returned unchanged."""
-    if check.kind not in REQUIRES_PHRASE:
-        return check
-    if check.kind == "contains_any":
-        kept = [p for p in check.arg.split("|") if any(contains_phrase(a, p) for a in answers)]
-        return replace(check, arg="|".join(kept)) if kept else None
-    return check if any(contains_phrase(a, check.arg) for a in answers) else None
 
 
 def liked_form(phrase: str, liked: Sequence[str]) -> str:

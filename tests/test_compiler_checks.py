@@ -177,3 +177,18 @@ def test_evidence_keeps_a_phrase_unscoped_when_many_questions_decide_it() -> Non
     found, report = find_evidence(Split(ups=ups, downs=downs))
     phrases = [p.check for p in found if p.check is not None and p.check.kind in ("forbid", "contains", "starts_with")]
     assert phrases and all(not c.scope for c in phrases), report["measured"]
+
+
+def test_a_proposed_check_requiring_a_phrase_no_answer_wrote_is_refused() -> None:
+    """The small proposer copies the prompt's placeholder into a check: it is refused, reported,
+    and the rule keeps the LLM's words; a phrase the answers do use is kept."""
+    from compiler.propose import only_written_phrases
+
+    answers = ["It depends. For example, rest helps.", "Sleep more."]
+    copied = only_written_phrases(llm_principle("Use clear wording. [check: contains_any:phrase one|phrase two]", []), answers)
+    assert copied.check is None and copied.text == "Use clear wording."
+    assert "requires a phrase no answer has used" in copied.evidence["check_error"]
+    kept = only_written_phrases(llm_principle("Give an example. [check: contains:for example]", []), answers)
+    assert kept.check == Check("contains", "for example") and "check_error" not in kept.evidence
+    avoid = only_written_phrases(llm_principle('Never say "Certainly". [check: forbid:certainly]', []), answers)
+    assert avoid.check == Check("forbid", "certainly")  # a phrase to avoid needs no answer to have used it

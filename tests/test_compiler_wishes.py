@@ -8,7 +8,8 @@ from typing import Any
 from compiler.checks import Check
 from compiler.dataset import Example
 from compiler.llm import LLMClient
-from compiler.wishes import first_rule, liked_form, translate_wishes, untranslated_wishes, written_phrases
+from compiler.checks import written_phrases
+from compiler.wishes import first_rule, liked_form, translate_wishes, untranslated_wishes
 from tests.fake_llm import FakeLLM, one_round, system_message
 
 PLAIN = "Tea: boil water, steep the leaves for three minutes, then pour it into a cup."
