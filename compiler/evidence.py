@@ -22,12 +22,10 @@ from typing import Any
 
 from .checks import (
     LANGUAGES_RE,
-    PHRASE_KINDS,
     REFINES,
     STOPWORDS,
     Check,
     check_text,
-    contains_phrase,
     language,
     language_check,
     word_count,
@@ -80,18 +78,13 @@ def _ngrams(text: str, n_max: int = 3) -> set[str]:
     return out
 
 
-def written_as(phrase: str, texts: Sequence[str]) -> str:
-    """A normalized phrase as the first of `texts` that has it writes it ("t shirt" -> "t-shirt")."""
-    pattern = re.compile(r"\b" + r"\W+".join(map(re.escape, phrase.split())) + r"\b", re.I)
-    for text in texts:
-        if m := pattern.search(text):
-            return m.group(0)
-    return phrase
-
-
 def display_phrase(phrase: str, examples: Sequence[Example]) -> str:
     """The phrase as a user saw it (original casing), found in one of the answers."""
-    return written_as(phrase, [e.response for e in examples])
+    pattern = re.compile(r"\b" + r"\W+".join(map(re.escape, phrase.split())) + r"\b", re.I)
+    for e in examples:
+        if m := pattern.search(e.response):
+            return m.group(0)
+    return phrase
 
 
 def _length_checks(contrasts: Sequence[Pair]) -> list[Check]:
@@ -144,72 +137,6 @@ def _phrase_checks(contrasts: Sequence[Pair], min_support: int, limit: int, *, w
         if len(picked) >= limit:
             break
     return picked
-
-
-# words a question is asked with, never what it is about
-REQUEST_WORDS = frozenset(
-    "please write tell give explain describe show help make want need know should could would which what how why "
-    "where who whom about their there this that these those some any like get good best".split()
-)
-
-
-def _scope(check: Check, contrasts: Sequence[Pair], min_support: int) -> str | None:
-    """The word of the questions a phrase's preference is bound to, when it is bound to one:
-    every contrast the phrase decides has a question mentioning the word on the side that breaks
-    the rule, the phrase decides most of the contrasts whose questions do (75%+), and the word
-    leaves out at least half of the questions and `min_support` contrasts, where the phrase
-    decides nothing. "blue" wins the t-shirt questions and no other: the rule is "when asked
-    about a t-shirt", not "in every answer"."""
-    breaking = [p.rejected if check.passes(p.chosen) else p.chosen
-                for p in contrasts if check.passes(p.chosen) != check.passes(p.rejected)]  # fmt: skip
-    if len(breaking) < min_support:
-        return None
-    questions = {normalize(p.chosen.prompt) for p in contrasts} | {normalize(p.rejected.prompt) for p in contrasts}
-    said = set(normalize(check.arg.replace("|", " ")).split())
-    common = set.intersection(*(set(normalize(e.prompt).split()) for e in breaking))
-    best: tuple[tuple[int, int, int, str], str] | None = None
-    for word in common - ALL_STOPWORDS - REQUEST_WORDS - said:
-        if len(word) < 3 or word.isdigit():
-            continue
-        inside = [p for p in contrasts if contains_phrase(p.chosen.prompt, word) or contains_phrase(p.rejected.prompt, word)]
-        asked = sum(contains_phrase(q, word) for q in questions)
-        if len(breaking) < 0.75 * len(inside) or 2 * asked > len(questions) or len(contrasts) - len(inside) < min_support:
-            continue
-        echoed = sum(contains_phrase(e.response, word) for p in inside for e in (p.chosen, p.rejected))
-        key = (asked, -echoed, -len(word), word)  # the narrowest topic, then the one answers echo
-        if best is None or key < best[0]:
-            best = (key, word)
-    return _widened(best[1], [e.prompt for e in breaking], questions) if best else None
-
-
-def _widened(word: str, prompts: Sequence[str], questions: set[str]) -> str:
-    """The word with the neighbour every deciding question gives it ("cream" -> "ice cream",
-    "shirt" -> "t shirt"), when that names no more questions than the word; else the word."""
-    first = normalize(prompts[0]).split()
-    asked = sum(contains_phrase(q, word) for q in questions)
-    for i in (i for i, w in enumerate(first) if w == word):
-        for gram in (first[max(0, i - 1) : i + 1], first[i : i + 2]):
-            phrase = " ".join(gram)
-            if (len(gram) == 2 and not set(gram) & (ALL_STOPWORDS | REQUEST_WORDS)
-                    and all(contains_phrase(q, phrase) for q in prompts)
-                    and sum(contains_phrase(q, phrase) for q in questions) == asked):  # fmt: skip
-                return phrase
-    return word
-
-
-def scoped_candidates(
-    candidates: Sequence[tuple[Check, str]], contrasts: Sequence[Pair], min_support: int
-) -> list[tuple[Check, str, str]]:
-    """(check, phrase as shown, scope as the questions wrote it): phrase checks bound to a topic
-    get their scope (`_scope`), every other check stays as it is."""
-    out = []
-    for check, display in candidates:
-        scope = _scope(check, contrasts, min_support) if check.kind in PHRASE_KINDS and not check.scope else None
-        if scope is None:
-            out.append((check, display, ""))
-        else:
-            out.append((check.scoped(scope), display, written_as(scope, [p.chosen.prompt for p in contrasts])))
-    return out
 
 
 def _start_checks(contrasts: Sequence[Pair], min_support: int) -> list[tuple[Check, str]]:
@@ -373,10 +300,10 @@ def mostly_explained(agreeing: set[str], explained: set[str]) -> bool:
 def _explain_away(
     strong: list[tuple[Check, str, set[str], dict[str, Any]]], rows: dict[str, dict[str, Any]]
 ) -> list[Principle]:
-    """Forward selection over `strong` (check, its words, the contrasts it agrees on, evidence),
-    general properties first, then the strongest: a property whose agreeing pairs (90%+) the
-    chosen ones already explain adds nothing but noise to the spec ("never say 'help'" when the
-    disliked answers are simply the long ones), so it is left out and the report says why."""
+    """Forward selection, general properties first, then the strongest: a property whose
+    agreeing pairs (90%+) the chosen ones already explain adds nothing but noise to the spec
+    ("never say 'help'" when the disliked answers are simply the long ones), so it is left out
+    and the report says why."""
     chosen: list[Principle] = []
     explained: set[str] = set()
     phrase = {"forbid", "contains", "starts_with"}  # phrases are bound to topics; length, format are not
@@ -385,13 +312,13 @@ def _explain_away(
     order = sorted(strong, key=lambda t: (t[0].kind in phrase, -len(t[2]), t[3]["train_passing"],
                                           t[0].kind in REFINES.values(), t[0].kind == "contains",
                                           str(t[0])))  # fmt: skip
-    for check, text, agreeing, ev in order:
+    for check, display, agreeing, ev in order:
         if chosen and mostly_explained(agreeing, explained):
             rows[str(check)]["candidate"] = False
             rows[str(check)]["explained_by"] = [str(p.check) for p in chosen]
             continue
         explained |= agreeing
-        chosen.append(Principle(text, "evidence", check, evidence=ev))
+        chosen.append(Principle(check_text(check, display), "evidence", check, evidence=ev))
     return chosen
 
 
@@ -418,7 +345,7 @@ def find_evidence(
     measured: list[dict[str, Any]] = []
     strong: list[tuple[Check, str, set[str], dict[str, Any]]] = []
     needed = max(min_support, math.ceil(0.1 * len(contrasts)))
-    for check, display, scope_shown in scoped_candidates(candidates, contrasts, min_support):
+    for check, display in candidates:
         agreeing = {p.id for p in contrasts if check.passes(p.chosen) and not check.passes(p.rejected)}
         relevant, agree = measure(check, contrasts)
         accuracy = agree / relevant if relevant else 0.0
@@ -435,7 +362,7 @@ def find_evidence(
                                   "train_passing": passing}  # fmt: skip
             if comments:
                 ev["comments"] = list(dict.fromkeys(comments))[:3]
-            strong.append((check, check_text(check, display, scope_shown), agreeing, ev))
+            strong.append((check, display, agreeing, ev))
     principles = _explain_away(strong, {row["check"]: row for row in measured})
     from_comments, comment_counts = comment_principles(examples, min_users=min_users)
     have = {str(p.check) for p in principles if p.check is not None}

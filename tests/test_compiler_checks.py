@@ -152,33 +152,6 @@ def test_a_scoped_check_asks_nothing_of_answers_to_other_questions() -> None:
     assert (pair_score([blue], other), pair_score([blue], shirt)) == (0.5, 1.0)
 
 
-def test_evidence_scopes_a_phrase_to_the_topic_it_is_bound_to() -> None:
-    shirts = ["Which t-shirt should I wear to the party?", "Is a t-shirt fine for the office?",
-              "Should I pack a t-shirt for the hike?", "What t-shirt goes with jeans?"]  # fmt: skip
-    pairs = [Pair(f"s{i}", Example(f"sc{i}", q, "Go with the blue one, it suits you.", 1.0, float(i)),
-                  Example(f"sr{i}", q, "Go with the green one, it suits you.", -1.0, float(i)), "thumbs")
-             for i, q in enumerate(shirts)]  # fmt: skip
-    pairs += _pairs("It depends on {q}.", "Well, it depends on {q}, and on many other things too, really.", n=8)
-    found, report = find_evidence(Split(pairs=pairs))
-    scoped = [p for p in found if p.check is not None and p.check.scope]
-    assert scoped and all(p.check.scope == "t shirt" for p in scoped), report["measured"]
-    assert all({"blue", "green"} & set(p.check.arg.split()) for p in scoped)
-    assert all(p.text.startswith('When the question mentions "t-shirt", ') for p in scoped)
-    assert all(p.check in checks_from_text(p.text) for p in scoped)  # what is validated is what the spec says
-    # the length preference spans every question: it stays unscoped
-    assert any(p.check is not None and p.check.kind == "max_words" and not p.check.scope for p in found)
-
-
-def test_evidence_keeps_a_phrase_unscoped_when_many_questions_decide_it() -> None:
-    """Thumbs on distinct questions (cross pairs): the disliked phrase spans topics, no scope."""
-    ups = [Example(f"u{i}", q, f"Sure: {q.rstrip('?').lower()} is simple.", 1.0, float(i)) for i, q in enumerate(QUESTIONS[:6])]
-    downs = [Example(f"d{i}", q, f"Here are some thoughts: {q.rstrip('?').lower()}.", -1.0, float(i))
-             for i, q in enumerate(QUESTIONS[6:12])]  # fmt: skip
-    found, report = find_evidence(Split(ups=ups, downs=downs))
-    phrases = [p.check for p in found if p.check is not None and p.check.kind in ("forbid", "contains", "starts_with")]
-    assert phrases and all(not c.scope for c in phrases), report["measured"]
-
-
 def test_a_proposed_check_requiring_a_phrase_no_answer_wrote_is_refused() -> None:
     """The small proposer copies the prompt's placeholder into a check: it is refused, reported,
     and the rule keeps the LLM's words; a phrase the answers do use is kept."""
