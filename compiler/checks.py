@@ -198,9 +198,6 @@ class Check:
     def passes(self, answer: Rated) -> bool:
         return self.test(answer.response, answer.prompt)
 
-    def applies(self, question: str) -> bool:
-        return not self.scope or contains_phrase(question, self.scope)
-
     def scoped(self, scope: str) -> Check:
         return Check(self.kind, self.arg, _phrase(scope) if scope else "")
 
@@ -236,18 +233,16 @@ def _quoted(phrases: str) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" or {items[-1]}"
 
 
-SCOPE_WORDS = 'When the question mentions "{scope}", '
 _SCOPED_RE = re.compile(r'\bWhen the question mentions "([^"\n]+)",\s*((?:[^"\n.!?]|"[^"\n]*")*[.!?]?)')
 
 
-def check_text(check: Check, display: str = "", scope_display: str = "") -> str:
+def check_text(check: Check, display: str = "") -> str:
     """The canonical words of a check: what a spec says so that `checks_from_text` finds it
-    again. `display` is the phrase as users saw it (original casing), `scope_display` the
-    scope as the questions wrote it."""
+    again. `display` is the phrase as users saw it (original casing)."""
     if check.scope:
         words = check_text(Check(check.kind, check.arg), display).replace(" in every answer", "")
         words = words.replace("every answer", "your answer")
-        return SCOPE_WORDS.format(scope=scope_display or check.scope) + words[0].lower() + words[1:]
+        return f'When the question mentions "{check.scope}", ' + words[0].lower() + words[1:]
     k, arg = check.kind, check.arg
     if k == "max_words" and int(arg) <= 30:
         # measured on the 0.5B model: "one short sentence" is obeyed 8/8, a bare word count 2/8

@@ -125,8 +125,8 @@ async def test_a_required_phrase_is_its_own_family_and_validates_on_held_out_pai
 def test_a_scoped_check_of_every_kind_reads_back_with_its_scope(kind: str) -> None:
     check = Check.parse(f"when:T-shirt;{kind}:{EXAMPLES[kind]}" if ARGS[kind] else f"when:t-shirt;{kind}")
     assert check.scope == "t shirt" and Check.parse(str(check)) == check
-    words = check_text(check, scope_display="t-shirt")
-    assert words.startswith('When the question mentions "t-shirt", ')
+    words = check_text(check)
+    assert words.startswith('When the question mentions "t shirt", ')
     found = checks_from_text(f"You are a helpful assistant. {words} Never use the phrase \"sure\".")
     expected = Check("language", check.arg, check.scope) if kind == "in_language" else check
     assert expected in found and Check("forbid", "sure") in found, words
