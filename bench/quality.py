@@ -86,12 +86,18 @@ def arm(ups: int, n: int) -> dict[str, Any]:
     return {"rate": round(ups / n, 3) if n else 0.0, "ups": ups, "n": n, "wilson95": wilson(ups, n)}
 
 
+def compiler_overrides(model: str, a: argparse.Namespace) -> dict[str, Any]:
+    """The compile round's settings in these benchmarks: a small budget the 0.5B model runs in
+    minutes, and the judge model when one is served."""
+    return {"model": model, "proposal_passes": 2, "proposal_sample": 8, "propose_max_tokens": 96,
+            "synth_max_tokens": 256, "validation_pairs": 4, "calibration_pairs": 4, "gate_pairs": 8,
+            "max_llm_calls": a.max_calls, "judge_base_url": a.judge_base_url,
+            "judge_model": a.judge_model if a.judge_base_url else None}  # fmt: skip
+
+
 async def run_taste(base_url: str, model: str, name: str, a: argparse.Namespace) -> dict[str, Any]:
     taste = TASTES[name]
-    overrides = {"model": model, "proposal_passes": 2, "proposal_sample": 8, "propose_max_tokens": 96,
-                 "synth_max_tokens": 256, "validation_pairs": 4, "calibration_pairs": 4, "gate_pairs": 8,
-                 "max_llm_calls": a.max_calls, "judge_base_url": a.judge_base_url,
-                 "judge_model": a.judge_model if a.judge_base_url else None}  # fmt: skip
+    overrides = compiler_overrides(model, a)
 
     def say(m: str) -> None:
         print(f"[{name}] {m}", file=sys.stderr, flush=True)

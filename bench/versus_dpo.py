@@ -51,7 +51,7 @@ from typing import Any
 import httpx
 
 from bench import dpo_train
-from bench.quality import arm, embedded_models, fmt_arm, wilson
+from bench.quality import arm, compiler_overrides, embedded_models, fmt_arm, wilson
 from compiler.judge import verdict
 from compiler.simulate import ASSISTANT, PROMPTS, SEVEN, TASTES, Taste, ask_and_rate, closed_loop, proxy_process
 
@@ -178,10 +178,7 @@ def run_taste(name: str, a: argparse.Namespace, base_url: str, model: str, polic
     taste = TASTES[name]
     max_tokens = taste.max_tokens
     train, held = PROMPTS[: a.train], PROMPTS[a.train : a.train + a.eval]
-    overrides = {"model": model, "proposal_passes": 2, "proposal_sample": 8, "propose_max_tokens": 96,
-                 "synth_max_tokens": 256, "validation_pairs": 4, "calibration_pairs": 4, "gate_pairs": 8,
-                 "max_llm_calls": a.max_calls, "judge_base_url": a.judge_base_url,
-                 "judge_model": a.judge_model if a.judge_base_url else None}  # fmt: skip (as bench.quality)
+    overrides = compiler_overrides(model, a)  # the round bench.quality runs
     out: dict[str, Any] = {"taste": name, "description": taste.description, "max_tokens": max_tokens, "arms": {}}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"speclearn-versus-{name}-") as tmp:
