@@ -11,12 +11,15 @@ import argparse
 import asyncio
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..ledger import open_ledger
 from ..settings import Settings
+
+if TYPE_CHECKING:  # the compiler is imported only for --format dpo
+    from compiler.settings import CompilerSettings
 
 FORMATS = ("events", "dpo")
 DAY = 86400.0
@@ -38,11 +41,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     export.add_argument("-o", "--output", help="file to write (default: standard output)")
 
 
-def _dpo_lines(events: list[Any], split: str, cross: bool) -> list[bytes]:
+def _dpo_lines(events: list[Any], split: str, cross: bool, c: CompilerSettings) -> list[bytes]:
+    """The pairs with the per-user cap and held-out split a compile round under `c` would use."""
     from compiler.dpo_export import dpo_rows
-    from compiler.settings import CompilerSettings
 
-    c = CompilerSettings()
     rows = dpo_rows(events, split, holdout_fraction=c.holdout_fraction, max_per_user=c.max_per_user, cross=cross)  # type: ignore[arg-type]
     return [orjson.dumps(r) + b"\n" for r in rows]
 
@@ -54,21 +56,21 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     async def export() -> list[bytes]:
-        since, until = args.since, None
+        since, until, compiler = args.since, None, None
         if dpo:
             from compiler.settings import CompilerSettings
 
-            until = time.time()
+            compiler, until = CompilerSettings(), time.time()
             if since is None:  # the window a compile round reads (compiler/runner.py ledger_dataset)
-                since = until - CompilerSettings().window_days * DAY
+                since = until - compiler.window_days * DAY
         ledger = open_ledger(Settings())
         await ledger.start()
         try:
             events = await ledger.feedback_events(spec=args.spec, since=since, until=until)
         finally:
             await ledger.close()
-        if dpo:
-            return _dpo_lines(events, args.split, cross=not args.no_cross)
+        if compiler is not None:
+            return _dpo_lines(events, args.split, not args.no_cross, compiler)
         return [orjson.dumps(e.to_dict()) + b"\n" for e in events]
 
     lines = asyncio.run(export())
