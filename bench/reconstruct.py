@@ -57,7 +57,7 @@ from bench.stats import paired_difference
 from compiler.checks import checks_from_text
 from compiler.dataset import Pair
 from compiler.gate import pair_score
-from compiler.judge import Judge, make_judge
+from compiler.judge import Judge, forced_choice, make_judge
 from compiler.llm import Budget, LLMClient
 from compiler.pairs_file import HELDOUT, dataset_from_pairs, read_file_pairs
 from compiler.runner import Context, compile_spec
@@ -163,11 +163,6 @@ def write_pairs(path: Path, pairs: Sequence[Pair]) -> Path:
 def cell(right: int, n: int, no_opinion: int, calls: int, tokens: int, seconds: float) -> dict[str, Any]:
     return {"right": right, "n": n, "accuracy": round(right / n, 3) if n else None, "wilson95": wilson(right, n),
             "no_opinion": no_opinion, "llm_calls": calls, "tokens": tokens, "seconds": round(seconds, 1)}  # fmt: skip
-
-
-def forced_choice(p_chosen: float) -> int:
-    """+1 the judge prefers the person's answer, -1 the other, 0 an exact tie."""
-    return (p_chosen > 0.5) - (p_chosen < 0.5)
 
 
 async def judged(judge: Judge, spec: str, pairs: Sequence[Pair]) -> dict[str, Any]:

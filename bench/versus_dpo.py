@@ -21,7 +21,8 @@ the control that separates what DPO changed from what the runtime changed (fp32 
 Each arm: the users' own check (Taste.likes) with Wilson 95% intervals, mean words, and
 degeneration: the share of answers with a word 4-gram repeated 3+ times, and the share cut by the
 token cap. Spec vs DPO: pairwise by the 1.5B local judge (compiler.judge.PairwiseJudge, both
-presentation orders), once by the preference stated as a rule and once by plain helpfulness.
+presentation orders), once by the preference stated as a rule and once by plain helpfulness; a
+question goes to the side the judge leans to (forced choice, as bench.reconstruct counts).
 Costs: the compile's LLM calls and seconds, DPO training seconds and peak RSS.
 
     flock /tmp/speclearn-cpu.lock python -m bench.versus_dpo --taste short --taste french --taste example
@@ -52,7 +53,7 @@ import httpx
 
 from bench import dpo_train
 from bench.quality import arm, compiler_overrides, embedded_models, fmt_arm, wilson
-from compiler.judge import verdict
+from compiler.judge import forced_choice
 from compiler.simulate import ASSISTANT, PROMPTS, SEVEN, TASTES, Taste, ask_and_rate, closed_loop, proxy_process
 
 ARMS = ("a", "b", "c", "d")
@@ -106,9 +107,9 @@ def best_fluent(sweep: Sequence[dict[str, Any]], base_repetition: float, margin:
 
 
 def pairwise_summary(verdicts: Sequence[int], scores: Sequence[float] = ()) -> dict[str, Any]:
-    """+1 spec won, -1 DPO won, 0 no opinion (compiler.judge.verdict: within 0.1 of even after
-    averaging both orders): the spec's win rate among decided questions; `scores` are the judge's
-    P(spec better), whose mean shows a lean the no-opinion band hides."""
+    """+1 spec won, -1 DPO won, 0 an exact tie (compiler.judge.forced_choice on the mean of both
+    orders, as bench.reconstruct counts): the spec's win rate among decided questions; `scores`
+    are the judge's P(spec better), whose mean says how far it leans."""
     wins, losses = verdicts.count(1), verdicts.count(-1)
     decided = wins + losses
     return {"spec_wins": wins, "dpo_wins": losses, "ties": verdicts.count(0), "n": len(verdicts),
@@ -273,7 +274,7 @@ def run_taste(name: str, a: argparse.Namespace, base_url: str, model: str, polic
                 scores, calls = asyncio.run(judge_pairs(a.judge_base_url, a.judge_model, rule, held,
                                                         out["arms"]["b"]["answers"], out["arms"][other]["answers"]))  # fmt: skip
                 judge_calls += calls
-                verdicts[label] = {**pairwise_summary([verdict(x) for x in scores], scores), "rule": rule,
+                verdicts[label] = {**pairwise_summary([forced_choice(x) for x in scores], scores), "rule": rule,
                                    "p_spec": [round(x, 3) for x in scores]}  # fmt: skip
             out["pairwise"][f"b_vs_{other}"] = verdicts
     out["judge_llm_calls"] = judge_calls

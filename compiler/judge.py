@@ -46,6 +46,12 @@ def verdict(p_chosen: float) -> int:
     return 0
 
 
+def forced_choice(p_chosen: float) -> int:
+    """+1 the judge leans to `chosen`, -1 to the other, 0 an exact tie: the choice an annotator
+    who must pick one makes. Benchmarks score by it; `verdict`'s band is the compiler's caution."""
+    return (p_chosen > 0.5) - (p_chosen < 0.5)
+
+
 class Judge:
     """P(`pair.chosen` follows the rule or spec better than `pair.rejected`)."""
 

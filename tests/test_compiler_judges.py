@@ -19,6 +19,7 @@ from compiler.judge import (
     PointwiseJudge,
     calibrate,
     fit_scale,
+    forced_choice,
     make_judge,
     rescale,
     verdict,
@@ -64,6 +65,11 @@ def test_the_calibration_scale_follows_how_reliable_the_margins_are() -> None:
     assert verdict(rescale(0.52, fit_scale([0.02] * 10))) == 1
     assert verdict(rescale(0.52, fit_scale([0.02, -0.02] * 5))) == 0
     assert fit_scale([]) == 0.0
+
+
+def test_a_forced_choice_takes_the_lean_the_no_opinion_band_hides() -> None:
+    assert [forced_choice(p) for p in (0.52, 0.5, 0.48)] == [1, 0, -1]
+    assert [verdict(p) for p in (0.52, 0.48)] == [0, 0]
 
 
 async def test_calibrated_judge_is_scored_leave_one_out() -> None:
