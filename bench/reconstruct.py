@@ -15,7 +15,10 @@ held-out test pairs, four arms predict which answer the person preferred:
             the guided judge ("checks, then judge").
 
 The judge (compiler.judge) asks of each answer alone (pointwise) or of the pair in both
-presentation orders, averaged (pairwise); a pair counts as reconstructed when its probability
+presentation orders, averaged (pairwise). Which of the two a run uses is decided before any data
+set is judged (`--judge` unset): the kind whose forced choice is right most often on the
+compiler's shipped known-answer items (compiler/data/calibration.jsonl: rules and answers none of
+the data sets contain), asked as the benchmark asks, the item's rule as the spec. A pair counts as reconstructed when its probability
 favours the person's answer: a forced choice, as ICAI's annotator
 makes (an exact tie is "no opinion", not right). The compiler's own "no opinion" band is not
 applied: its width depends on a calibration scale fitted on other items, and the question here is
@@ -57,7 +60,8 @@ from bench.stats import paired_difference
 from compiler.checks import checks_from_text
 from compiler.dataset import Pair
 from compiler.gate import pair_score
-from compiler.judge import Judge, forced_choice, make_judge
+from compiler.calibration import shipped_items
+from compiler.judge import KINDS, CalibrationItem, Judge, forced_choice, make_judge
 from compiler.llm import Budget, LLMClient
 from compiler.pairs_file import HELDOUT, dataset_from_pairs, read_file_pairs
 from compiler.runner import Context, compile_spec
@@ -237,7 +241,34 @@ class Endpoints:
     compiler_model: str
     judge_url: str
     judge_model: str
-    judge_kind: str
+    judge_kind: str | None  # None: chosen by `choose_kind`
+
+
+async def choose_kind(llm: LLMClient, items: Sequence[CalibrationItem] | None = None) -> tuple[Judge, dict[str, Any]]:
+    """The judge kind for a run, chosen before any test pair is seen: the one whose forced choice
+    sides with the known answer most often on `items` (default: the compiler's shipped set),
+    asked as the benchmark asks (the item's rule as the spec). A tie keeps the compiler's first
+    kind.
+    No `+calibrated`: a positive scale cannot change a forced choice."""
+    items = shipped_items() if items is None else items
+    kinds = list(dict.fromkeys([*(k.partition("+")[0] for k in CompilerSettings().judges), *KINDS]))
+    max_tokens = CompilerSettings().judge_max_tokens
+    by_kind: dict[str, Any] = {}
+    for kind in kinds:
+        judge = make_judge(kind, llm, max_tokens)
+        soft = await asyncio.gather(*(judge.by_spec(i.rule, i.pair) for i in items))
+        right = sum(forced_choice(p) > 0 for p in soft)
+        by_kind[kind] = {"right": right, "n": len(items), "wilson95": wilson(right, len(items))}
+    best = max(kinds, key=lambda k: (by_kind[k]["right"], -kinds.index(k)))
+    return make_judge(best, llm, max_tokens), {"kind": best, "by": "known-answer items", "by_kind": by_kind}
+
+
+def given_kind(kind: str, llm: LLMClient) -> tuple[Judge, dict[str, Any]]:
+    return make_judge(kind, llm, CompilerSettings().judge_max_tokens), {"kind": kind, "by": "--judge"}
+
+
+async def judge_for(kind: str | None, llm: LLMClient) -> tuple[Judge, dict[str, Any]]:
+    return given_kind(kind, llm) if kind else await choose_kind(llm)
 
 
 async def compile_train(ep: Endpoints, source: Source, train: Sequence[Pair], seed: int, tmp: Path,
@@ -285,7 +316,8 @@ async def run_seed(ep: Endpoints, judge: Judge, source: Source, items: list[tupl
     return {"seed": seed, "train": len(train), "test": len(test), "compile": compiled, **arms}
 
 
-async def run_dataset(ep: Endpoints, judge: Judge, name: str, a: argparse.Namespace) -> dict[str, Any]:
+async def run_dataset(ep: Endpoints, judge: Judge, choice: dict[str, Any], name: str,
+                      a: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
     source = DATASETS[name]
 
     def say(m: str) -> None:
@@ -297,7 +329,7 @@ async def run_dataset(ep: Endpoints, judge: Judge, name: str, a: argparse.Namesp
     runs = [await run_seed(ep, judge, source, items, seed, a, say) for seed in seeds]
     compile_cost = {k: sum(r["compile"][k] for r in runs) for k in ("llm_calls", "tokens", "seconds")}
     return {"dataset": name, "file": str(source.path.relative_to(SHARED)), "flipped": source.flip,
-            "seeds": seeds, "judge": judge.name, **pooled(runs), "compile": compile_cost, "runs": runs,
+            "seeds": seeds, "judge": judge.name, "judge_choice": choice, **pooled(runs), "compile": compile_cost, "runs": runs,
             "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
 
 
@@ -306,10 +338,12 @@ def pooled(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {**{arm: pool([r.get(arm) for r in runs]) for arm in ARMS}, "gain": guided_gain(runs)}
 
 
-async def rescored(saved: dict[str, Any], judge: Judge | None = None, only: Sequence[str] = ()) -> list[dict[str, Any]]:
+async def rescored(saved: dict[str, Any], judge: tuple[Judge, dict[str, Any]] | None = None,
+                   only: Sequence[str] = ()) -> list[dict[str, Any]]:  # fmt: skip
     """A saved run's results with the arms that need no LLM (checks, checks then judge, the paired
     gain) computed again by this code from the stored specs, test splits and judge votes; with
-    `judge`, its judge arms asked again of that judge (the same specs, no compile). `only`: these
+    `judge` (a judge and how it was chosen), its judge arms asked again of that judge (the same
+    specs, no compile). `only`: these
     data sets (default all)."""
     results = []
     for r in (r for r in saved["results"] if not only or r["dataset"] in only):
@@ -318,9 +352,10 @@ async def rescored(saved: dict[str, Any], judge: Judge | None = None, only: Sequ
         for run in r["runs"]:
             test = split(source, items, run["seed"])[1][: run["test"]]
             if judge is not None:
-                run["unguided"], run["guided"] = await judged(judge, "", test), await judged(judge, run["compile"]["spec"], test)
-                run["oracle"] = await judged(judge, source.oracle, test) if source.oracle else None
-                r["judge"] = judge.name
+                j, r["judge_choice"] = judge
+                run["unguided"], run["guided"] = await judged(j, "", test), await judged(j, run["compile"]["spec"], test)
+                run["oracle"] = await judged(j, source.oracle, test) if source.oracle else None
+                r["judge"] = j.name
             run["checks"] = by_checks(run["compile"]["spec"], test)
             run["spec"] = checks_then_judge(run["checks"], run["guided"])
         results.append({**r, **pooled(r["runs"])})
@@ -332,9 +367,10 @@ async def run_all(ep: Endpoints, a: argparse.Namespace) -> list[dict[str, Any]]:
     keeps what it measured."""
     results: list[dict[str, Any]] = []
     async with LLMClient(ep.judge_url, ep.judge_model, budget=Budget(10**9, 10**12), concurrency=2) as llm:
-        judge = make_judge(ep.judge_kind, llm, CompilerSettings().judge_max_tokens)
+        judge, choice = await judge_for(ep.judge_kind, llm)
+        print(f"judge: {describe_choice(choice)}", file=sys.stderr, flush=True)
         for name in a.dataset or list(DATASETS):
-            results.append(await run_dataset(ep, judge, name, a))
+            results.append(await run_dataset(ep, judge, choice, name, a))
             save(a, results)
     return results
 
@@ -373,13 +409,23 @@ def table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def describe_choice(choice: dict[str, Any] | None) -> str:
+    if not choice:
+        return "-"
+    if choice["by"] == "--judge":
+        return f"{choice['kind']} (--judge)"
+    scores = ", ".join(f"{k} {v['right']}/{v['n']}" for k, v in choice["by_kind"].items())
+    return f"{choice['kind']}, chosen on the shipped known-answer items ({scores})"
+
+
 def last_line(r: dict[str, Any]) -> str:
     return (f"{r['dataset']}: unguided {fmt(r['unguided'])} guided {fmt(r['guided'])} "
             f"oracle {fmt(r['oracle'], False)} checks {fmt(r['checks'], False)}")  # fmt: skip
 
 
 async def rejudged(a: argparse.Namespace) -> list[dict[str, Any]]:
-    """`--report FILE --judge KIND`: the saved specs judged again by another judge kind."""
+    """`--report FILE --judge KIND`: the saved specs judged again by another judge kind (`auto`:
+    chosen as a fresh run chooses it)."""
     url = a.judge_base_url or a.base_url
     with contextlib.ExitStack() as stack:
         if url is None:
@@ -387,7 +433,7 @@ async def rejudged(a: argparse.Namespace) -> list[dict[str, Any]]:
 
             url = stack.enter_context(LocalModelSupervisor.from_settings(Settings(), model=a.judge_model, parallel=2)).base_url
         async with LLMClient(url, a.judge_model, budget=Budget(10**9, 10**12), concurrency=2) as llm:
-            judge = make_judge(a.judge, llm, CompilerSettings().judge_max_tokens)
+            judge = await judge_for(None if a.judge == "auto" else a.judge, llm)
             results = await rescored(json.loads(a.report.read_text()), judge, a.dataset or ())
     save(a, results)
     return results
@@ -396,7 +442,7 @@ async def rejudged(a: argparse.Namespace) -> list[dict[str, Any]]:
 @contextlib.contextmanager
 def endpoints(a: argparse.Namespace) -> Iterator[Endpoints]:
     """The given endpoints, else the embedded models (one server when both are the same model)."""
-    kind = a.judge or CompilerSettings().judges[0].partition("+")[0]  # a scale cannot change a forced choice
+    kind = None if a.judge in (None, "auto") else a.judge
     with contextlib.ExitStack() as stack:
         urls: dict[str, str] = {}
 
@@ -418,7 +464,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dataset", action="append", choices=list(DATASETS), help="repeatable; default: all")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="icai-synthetic splits (and compile seeds)")
     p.add_argument("--limit", type=int, help="at most this many test pairs per run (a quick look)")
-    p.add_argument("--judge", help="judge kind; default: the compiler's first, uncalibrated")
+    p.add_argument("--judge", help="judge kind (pointwise, pairwise; auto: chosen on known-answer items); "
+                   "default auto")
     p.add_argument("--model", default="qwen2.5-coder-0.5b", help="the compiler's LLM (an embedded model name)")
     p.add_argument("--judge-model", default="qwen2.5-coder-1.5b", help="the judge (an embedded model name)")
     p.add_argument("--base-url", help="the compiler's endpoint (…/v1) instead of the embedded model")
@@ -440,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         with endpoints(a) as ep:
             results = asyncio.run(run_all(ep, a))
     print(table(results))
+    for judge in dict.fromkeys(describe_choice(r.get("judge_choice")) for r in results):
+        print(f"\njudge: {judge}")
     for r in results:
         for run in r["runs"]:
             print(f"\n[{r['dataset']} seed {run['seed']}] compiled spec ({run['compile']['result']}, "

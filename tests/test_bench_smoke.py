@@ -137,6 +137,10 @@ def test_reconstruct_prints_one_line_per_data_set(tmp_path: Path, capsys: pytest
     assert counsel["runs"][0]["train"] == 131 and counsel["oracle"] is None  # its own split column
     assert report["results"][0]["runs"][0]["train"] == 20
     assert report["settings"]["judge"] is None and "mean_margin" in report["results"][0]["guided"]
+    choice = report["results"][0]["judge_choice"]  # chosen on the shipped items before any data set
+    assert choice["by"] == "known-answer items" and set(choice["by_kind"]) == {"pointwise", "pairwise"}
+    assert all(v["n"] == 30 for v in choice["by_kind"].values())
+    assert report["results"][0]["judge"].endswith("/" + choice["kind"])
     assert all(r["gain"]["n"] == 2 for r in report["results"])  # guided vs unguided, paired on the test pairs
     # a saved run prints again without an LLM, its derived arms recomputed to the same values
     assert main(["--report", str(out)]) == 0
@@ -149,6 +153,7 @@ def test_reconstruct_prints_one_line_per_data_set(tmp_path: Path, capsys: pytest
     chosen = [r for r in report["results"] if r["dataset"] in ("orthogonal", "unaligned")]
     assert [r["runs"][0]["compile"] for r in rejudged] == [r["runs"][0]["compile"] for r in chosen]
     assert all(r["judge"].endswith("/pairwise") and r["guided"]["llm_calls"] == 4 for r in rejudged)  # both orders
+    assert all(r["judge_choice"] == {"kind": "pairwise", "by": "--judge"} for r in rejudged)
     for r in report["results"]:  # checks, then judge: the checks' vote where they decide, else the judge's
         for run in r["runs"]:
             if run["checks"] is None:
@@ -157,11 +162,28 @@ def test_reconstruct_prints_one_line_per_data_set(tmp_path: Path, capsys: pytest
                 assert run["spec"]["votes"] == [c or g for c, g in zip(run["checks"]["votes"], run["guided"]["votes"])]
 
 
+async def test_reconstruct_chooses_its_judge_kind_on_known_answers() -> None:
+    """The kind right most often on the shipped items judges the run; a tie keeps the compiler's first."""
+    from bench.reconstruct import choose_kind
+    from compiler.llm import LLMClient
+    from tests.fake_llm import CALIBRATION, FakeLLM
+
+    def knows(criteria: str, a: str, b: str) -> str | None:
+        return "A" if (a, b) in CALIBRATION else "B" if (b, a) in CALIBRATION else None
+
+    only_pairwise = FakeLLM(judge=knows, point_judge=None, knows_calibration=False)  # pointwise: always "Yes"
+    judge, choice = await choose_kind(LLMClient("http://fake/v1", "fake", transport=only_pairwise.transport))
+    assert (judge.kind, choice["kind"]) == ("pairwise", "pairwise")
+    assert (choice["by_kind"]["pairwise"]["right"], choice["by_kind"]["pointwise"]["right"]) == (30, 0)
+    both = FakeLLM()
+    judge, choice = await choose_kind(LLMClient("http://fake/v1", "fake", transport=both.transport))
+    assert judge.kind == "pointwise" and {v["right"] for v in choice["by_kind"].values()} == {30}
+
+
 def test_reconstruct_counts_a_forced_choice() -> None:
     """A judge leaning the person's way by a hair reconstructs the pair; only an exact tie is no opinion."""
-    from bench.reconstruct import forced_choice, pool
+    from bench.reconstruct import pool
 
-    assert [forced_choice(p) for p in (0.51, 0.49, 0.5)] == [1, -1, 0]
     a = {"right": 1, "n": 2, "no_opinion": 0, "llm_calls": 4, "tokens": 10, "seconds": 1.0, "mean_margin": 0.1}
     b = {**a, "right": 3, "n": 6, "mean_margin": -0.1}
     pooled = pool([a, None, b])
