@@ -12,6 +12,12 @@ candidate like any other, validated and gated on held-out votes, and it is bound
 - a check may require only phrases the served model has already written in some answer, so no
   comment can bring new text (a brand, a link, a slogan) into the spec; phrases to avoid are
   always allowed. A required phrase takes the form liked answers write it in (`liked_form`).
+
+When the LLM's check does not fit what users liked (no check, a phrase no answer used, or one
+most liked answers break), the wish is grounded instead (`grounded_check`): the phrases most
+liked answers share and none of the answers it was written on contain are offered to the LLM,
+one Yes/No question each, and the one it says the complaint asks for becomes the check ("tell me
+why" -> the liked answers' "because", where the LLM itself wrote "why").
 """
 
 from __future__ import annotations
@@ -22,14 +28,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import prompts
-from .checks import REQUIRES_PHRASE, Check, check_text, written_phrases
+from .checks import REQUIRES_PHRASE, Check, check_text, checks_from_text, written_phrases
 from .dataset import Example, normalize
 from .evidence import check_of_comment, display_phrase, down_comments
+from .judge import NO_OPINION, YES_NO
 from .llm import LLMClient, run_all
 from .principle import Principle
 from .propose import llm_principle, parse_rules
 
 _CLAUSE_RE = re.compile(r"[.,;:!?()\n]")  # a phrase never grows across these
+GROUNDING_CANDIDATES = 6  # shared phrases offered to the LLM per wish, most widely liked first
 
 
 @dataclass
@@ -86,6 +94,58 @@ def in_liked_form(check: Check, liked: Sequence[str]) -> Check:
     return replace(check, kind="contains", arg=forms[0]) if len(forms) == 1 else replace(check, arg="|".join(forms))
 
 
+def _phrases(text: str, n_max: int = 3) -> set[str]:
+    """Word n-grams inside one clause, stopwords included: "because" is what "tell me why" wants."""
+    out: set[str] = set()
+    for clause in _CLAUSE_RE.split(text):
+        words = normalize(clause).split()
+        out |= {" ".join(words[i : i + n]) for n in range(1, n_max + 1) for i in range(len(words) - n + 1)}
+    return out
+
+
+def shared_phrases(liked: Sequence[str], complained: Sequence[str], disliked: Sequence[str], limit: int) -> list[str]:
+    """Phrases at least two and most of the liked answers use, none of the answers the wish was
+    written on (`complained`), and at most a fifth as many disliked answers: the widest first,
+    then the shortest, one per set of liked answers (a longer phrase on the same answers adds
+    nothing)."""
+    in_liked: dict[str, set[int]] = {}
+    for i, text in enumerate(liked):
+        for g in _phrases(text):
+            in_liked.setdefault(g, set()).add(i)
+    banned = set().union(*map(_phrases, complained)) if complained else set()
+    disliked_grams = [_phrases(t) for t in disliked]
+    ranked = sorted(((g, ids) for g, ids in in_liked.items() if len(ids) >= 2 and 2 * len(ids) >= len(liked)
+                     and g not in banned), key=lambda t: (-len(t[1]), len(t[0].split()), t[0]))  # fmt: skip
+    picked: list[tuple[str, set[int]]] = []
+    for g, ids in ranked:
+        if 5 * sum(g in d for d in disliked_grams) > len(ids):
+            continue
+        if any(ids == got and (got_g in g or g in got_g) for got_g, got in picked):
+            continue
+        picked.append((g, ids))
+        if len(picked) >= limit:
+            break
+    return [g for g, _ in picked]
+
+
+async def grounded_check(llm: LLMClient, instruction: str, wish: Wish, examples: Sequence[Example], *,
+                         max_tokens: int) -> tuple[Check, float] | None:  # fmt: skip
+    """The shared phrase the LLM says this wish asks for (P(yes) above the judge's no-opinion
+    band, the highest one), as a `contains` check; None when it names none."""
+    liked = [e.response for e in examples if e.up]
+    disliked = [e.response for e in examples if not e.up]
+    candidates = shared_phrases(liked, [e.response for e in wish.downs], disliked, GROUNDING_CANDIDATES)
+    if not candidates:
+        return None
+    p_yes = await run_all(
+        llm.choose(prompts.phrase_meets_wish(instruction, wish.comment, display_phrase(g, examples)),
+                   max_tokens=max_tokens, stage="translate", options=YES_NO)
+        for g in candidates
+    )  # fmt: skip
+    p, phrase = max(zip(p_yes, candidates, strict=True), key=lambda t: t[0])
+    return (Check("contains", phrase), p) if p > 0.5 + NO_OPINION else None
+
+
 def first_rule(reply: str) -> str | None:
     """The rule of a completion-form reply ("Rule: Provide an example. [check: ...]")."""
     lines = [ln.strip() for ln in reply.strip().splitlines() if ln.strip()]
@@ -104,6 +164,8 @@ def rule_text(proposed: Principle, check: Check, examples: Sequence[Example]) ->
     words = str(proposed.evidence.get("proposed_as", ""))
     if check == proposed.check and not words:
         return proposed.text
+    if not words and not checks_from_text(proposed.text):
+        words = proposed.text  # a rule that stated no check of its own: what the user meant
     display = "|".join(display_phrase(p, examples) for p in check.arg.split("|")) if check.kind in REQUIRES_PHRASE else ""
     return f"{words} {check_text(check, display)}".strip()
 
@@ -119,8 +181,9 @@ async def translate_wishes(
     seed: int,
 ) -> tuple[list[Principle], list[dict[str, Any]]]:
     """Candidate principles (source `comment`) from the wishes, one per distinct check, and a
-    report row per wish: the rule the LLM wrote and what became of it. `examples`: the training
-    votes, whose answers bound the phrases a check may require."""
+    report row per wish: the rule the LLM wrote and what became of it (`grounded`: the shared
+    phrase that replaced a check that did not fit). `examples`: the training votes, whose answers
+    bound the phrases a check may require."""
 
     async def one(i: int, wish: Wish) -> str:
         msgs = prompts.translate_wish(instruction, wish.comment)
@@ -138,20 +201,24 @@ async def translate_wishes(
         report.append(row)
         rule = first_rule(reply)
         proposed = llm_principle(rule, []) if rule else None
+        if rule:
+            row["rule"] = rule
+        check: Check | None = None
         if proposed is None or proposed.check is None:
             row["outcome"] = "no rule with a check"
-            continue
-        row["rule"] = rule
-        check = written_phrases(proposed.check, answers)
-        if check is None:
+        elif (written := written_phrases(proposed.check, answers)) is None:
             row["outcome"] = "requires a phrase no answer has used"
-            continue
-        check = in_liked_form(check, liked)
-        if 2 * sum(check.passes(e) for e in liked_answers) < len(liked_answers):
-            row["outcome"] = "most liked answers break it"  # whatever users asked, it is not this
-            continue
+        elif 2 * sum((check := in_liked_form(written, liked)).passes(e) for e in liked_answers) < len(liked_answers):
+            row["outcome"], check = "most liked answers break it", None  # whatever users asked, it is not this
+        if check is None:
+            found = await grounded_check(llm, instruction, wish, examples, max_tokens=max_tokens)
+            if found is None:
+                continue
+            check, p_yes = found
+            row["grounded"] = {"phrase": check.arg, "p_yes": round(p_yes, 3), "instead_of": row.pop("outcome")}
         row["check"] = str(check)
-        by_check.setdefault(check, (rule_text(proposed, check, shown), []))[1].append(wish)
+        text = rule_text(proposed, check, shown) if proposed else check_text(check, display_phrase(check.arg, shown))
+        by_check.setdefault(check, (text, []))[1].append(wish)
     out: list[Principle] = []
     for check, (text, asking) in by_check.items():
         downs = [e for w in asking for e in w.downs if not check.passes(e)]

@@ -98,6 +98,8 @@ class FakeLLM:
     echo_comments: bool = False
     # "TASK: turn a complaint into a rule": the complaint -> the reply (None: no rule)
     translate: Callable[[str], str] | None = None
+    # "TASK: does a phrase meet a wish": (complaint, phrase) -> yes? (None: never answers Yes or No)
+    grounds: Callable[[str, str], bool] | None = None
     answer: Callable[[dict[str, Any]], str] | None = None  # any other request (a served answer)
     logprobs: bool = True
     fail_first: int = 0  # answer the first N requests with HTTP 500
@@ -141,6 +143,10 @@ class FakeLLM:
         elif task.startswith("TASK: turn a complaint into a rule"):
             complaint = re.findall(r"<comment>(.*?)</comment>", prompt)[-1]
             text = self.translate(complaint) if self.translate else "I cannot tell."
+        elif task.startswith("TASK: does a phrase meet a wish"):
+            complaint = re.findall(r"<comment>(.*?)</comment>", prompt)[-1]
+            phrase = re.findall(r'Is using the phrase "(.*?)"', prompt)[-1]
+            text = ("Yes" if self.grounds(complaint, phrase) else "No") if self.grounds else "I cannot tell."
         elif task.startswith("TASK: write a persona"):
             listed = re.findall(r"^\d+\. (.*)$", prompt, re.M)
             text = self.persona(listed) if self.persona else default_persona(listed)

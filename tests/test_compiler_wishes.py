@@ -9,7 +9,7 @@ from compiler.checks import Check
 from compiler.dataset import Example
 from compiler.llm import LLMClient
 from compiler.checks import written_phrases
-from compiler.wishes import first_rule, liked_form, translate_wishes, untranslated_wishes
+from compiler.wishes import first_rule, liked_form, shared_phrases, translate_wishes, untranslated_wishes
 from tests.fake_llm import FakeLLM, one_round, system_message
 
 PLAIN = "Tea: boil water, steep the leaves for three minutes, then pour it into a cup."
@@ -45,6 +45,26 @@ async def test_a_vague_comment_is_learned_through_a_translated_check(tmp_path: P
     assert before.compile_result == "published", before.compile_reason
     assert "Give a concrete example." in after.spec_text and '"For example"' in after.spec_text  # as the answers write it
     assert after.eval_up_rate == 1.0
+
+
+async def test_a_grounded_wish_is_learned_end_to_end(tmp_path: Path) -> None:
+    """"tell me why": the LLM's check ("why") fits no liked answer; grounded in the liked
+    answers' "because", the rule is validated, published and followed (without grounding the
+    round learns nothing: no other path finds a lone stopword)."""
+    why = ("Why do cats purr?", "Why is exercise important?", "How do airplanes fly?", "Describe a rainbow.")
+
+    def because_when_told(body: dict[str, Any]) -> str:
+        asked = "because" in system_message(body).lower()
+        if asked or body["messages"][-1]["content"] in why:
+            return "Tea: boil water and steep the leaves, because heat opens them."
+        return PLAIN
+
+    fake = FakeLLM(translate=lambda c: "Rule: Explain why it is so. [check: contains:why]",
+                   grounds=lambda complaint, phrase: phrase == "because")  # fmt: skip
+    before, after = await one_round(tmp_path, because_when_told, "reason", complain_every=2, fake=fake)
+    assert before.compile_result == "published", before.compile_reason
+    assert 'Include the phrase "because" in every answer.' in after.spec_text
+    assert before.eval_up_rate < 0.5 and after.eval_up_rate == 1.0
 
 
 async def test_without_a_translation_the_round_learns_nothing(tmp_path: Path) -> None:
@@ -115,6 +135,53 @@ async def test_a_translation_most_liked_answers_break_is_refused() -> None:
     async with LLMClient("http://fake/v1", "m", transport=FakeLLM(translate=why).transport) as llm:
         found, report = await translate_wishes(llm, "", wishes, [*examples, *liked], min_users=2, max_tokens=32, seed=0)
     assert found == [] and report[0]["outcome"] == "most liked answers break it"
+
+
+BECAUSE = ["It rains because clouds cool. That is why.", "Tea cools because air moves.", "Cats purr because they are calm."]
+
+
+async def ground(translation: str, grounds: Any, liked: list[str] = BECAUSE) -> tuple[list, list]:
+    """Two users wrote "tell me why" on plain answers; three liked answers say "because"."""
+    likes = [Example(f"l{i}", "q", text, 1.0, user=f"v{i}") for i, text in enumerate(liked)]
+    examples = [down(0, "tell me why", "u0"), down(1, "tell me why", "u1")]
+    fake = FakeLLM(translate=lambda c: translation, grounds=grounds)
+    async with LLMClient("http://fake/v1", "m", transport=fake.transport) as llm:
+        return await translate_wishes(llm, "", untranslated_wishes(examples, limit=6), [*examples, *likes],
+                                      min_users=2, max_tokens=32, seed=0)  # fmt: skip
+
+
+async def test_a_check_that_does_not_fit_is_grounded_in_what_liked_answers_share() -> None:
+    """The LLM's "why" is in no liked answer; of the phrases liked answers share it says
+    "because" is what "tell me why" asks for: that becomes the check, in the LLM's words."""
+    asked: list[str] = []
+
+    def because(complaint: str, phrase: str) -> bool:
+        asked.append(phrase)
+        return complaint == "tell me why" and phrase == "because"
+
+    (rule,), (row,) = await ground("Rule: Explain why it is so. [check: contains:why]", because)
+    assert rule.check == Check("contains", "because") and rule.evidence["users"] == 2
+    assert rule.text == 'Explain why it is so. Include the phrase "because" in every answer.'
+    assert row["grounded"] == {"phrase": "because", "p_yes": 0.9, "instead_of": "most liked answers break it"}
+    assert "because" in asked and not {"tea", "cats", "that is why"} & set(asked)  # shared by most liked answers only
+    (rule,), _ = await ground("Rule: Answer the question clearly.", because)  # no check at all: grounded too
+    assert rule.text == 'Answer the question clearly. Include the phrase "because" in every answer.'
+
+
+async def test_a_wish_no_shared_phrase_meets_is_not_grounded() -> None:
+    found, (row,) = await ground("Rule: Explain why it is so. [check: contains:why]", lambda c, p: False)
+    assert found == [] and row["outcome"] == "most liked answers break it" and "grounded" not in row
+    # what the answers the users complained about already say is never offered
+    found, (row,) = await ground("Rule: Be clear.", lambda c, p: True, liked=["Boil water, because.", "Boil water."])
+    assert found == [] and row["outcome"] == "no rule with a check"
+
+
+def test_shared_phrases() -> None:
+    liked = ["Tea cools because air moves.", "Cats purr because they are calm.", "Rain falls, as clouds cool."]
+    assert shared_phrases(liked, ["Boil water."], [], 6) == ["because"]  # two of three; "because air" is one answer
+    assert shared_phrases(liked, ["It is so because."], [], 6) == []  # the complained-about answers say it
+    assert shared_phrases(liked, [], ["x because y"], 6) == []  # disliked answers say it as often
+    assert shared_phrases(liked[:1], [], [], 6) == []  # one liked answer is no pattern
 
 
 def test_liked_form() -> None:
