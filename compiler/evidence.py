@@ -122,10 +122,13 @@ def _phrase_checks(contrasts: Sequence[Pair], min_support: int, limit: int, *, w
             seen_side.add(side.id)
             for g in _ngrams(side.response):
                 in_side[g].add(side.id)
+    # the widest net separation first (answers of this side minus the other side's): of "here"
+    # and "here are" on the same disliked answers, the one liked answers never say
     ranked = sorted(
         ((g, ids) for g, ids in in_side.items() if len(ids) >= min_support and in_other[g] * 5 <= len(ids)),
-        key=lambda t: (-len(t[1]), t[0].split()[-1] in ALL_STOPWORDS, {2: 0, 1: 1, 3: 2}[len(t[0].split())], t[0]),
-    )
+        key=lambda t: (in_other[t[0]] - len(t[1]), t[0].split()[-1] in ALL_STOPWORDS,
+                       {2: 0, 1: 1, 3: 2}[len(t[0].split())], t[0]),
+    )  # fmt: skip
     examples = [p.chosen if wanted else p.rejected for p in contrasts]
     picked: list[tuple[Check, str]] = []
     covered: list[set[str]] = []

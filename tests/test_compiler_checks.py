@@ -3,6 +3,8 @@ canonical words, and principles learned beyond the built-in menu carry a check."
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from compiler.checks import ARGS, Check, CheckSyntaxError, check_text, checks_from_text, sentence_count
@@ -100,6 +102,18 @@ def test_evidence_finds_a_phrase_only_preferred_answers_use() -> None:
     checks = {str(p.check) for p in found}
     assert "contains:for example" in checks, report["measured"]
     assert not any(c.startswith("forbid:") for c in checks)
+
+
+def test_evidence_prefers_the_phrase_the_other_side_never_says() -> None:
+    """Every disliked answer says "Here are", a liked one says "here is": "here" and "here are"
+    cover the same disliked answers, and only "here are" separates them from the liked ones."""
+    words = ("ideas", "tips", "steps", "facts")
+    pairs = [Pair(p.id, replace(p.chosen, response=("Here is one: " if i == 0 else "Some: ") + p.chosen.response),
+                  replace(p.rejected, response=f"Here are {words[i % 4]}: " + p.rejected.response), "thumbs")
+             for i, p in enumerate(_pairs("rest and {q}.", "rest and {q}."))]  # fmt: skip
+    found, report = find_evidence(Split(pairs=pairs))
+    assert "forbid:here are" in {str(p.check) for p in found}, report["measured"]
+    assert "forbid:here" not in {str(p.check) for p in found}
 
 
 def test_evidence_finds_numbered_steps() -> None:
