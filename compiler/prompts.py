@@ -100,7 +100,10 @@ def translate_wish(instruction: str, comment: str) -> list[Message]:
 
 def phrase_meets_wish(instruction: str, comment: str, phrase: str) -> list[Message]:
     """Yes/No: is a phrase the liked answers share what a complaint asks for? The phrase comes
-    from the served model's own answers; the comment only picks among them."""
+    from the served model's own answers; the comment only picks among them. Zero-shot on
+    purpose: asked of the 1.5B model, "tell me why" gave "because" P(yes) 0.52 against 0.37-0.47
+    for five other phrases, "give me an example" "for example" 0.55 against 0.47-0.52; with four
+    worked examples every phrase rose to 0.62-0.83 and "for example" tied "because" for "why"."""
     return [{"role": "user", "content": (
         "TASK: does a phrase meet a wish.\n"
         f"The assistant's instruction: {instruction or '(none)'}\n"

@@ -174,6 +174,9 @@ async def test_a_wish_no_shared_phrase_meets_is_not_grounded() -> None:
     # what the answers the users complained about already say is never offered
     found, (row,) = await ground("Rule: Be clear.", lambda c, p: True, liked=["Boil water, because.", "Boil water."])
     assert found == [] and row["outcome"] == "no rule with a check"
+    # a judge that affirms every shared phrase alike names none of them
+    found, _ = await ground("Rule: Be clear.", lambda c, p: True, liked=["Cats purr because they rest.", "Dogs bark because they rest."])
+    assert found == []
 
 
 def test_shared_phrases() -> None:
