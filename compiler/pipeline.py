@@ -31,7 +31,7 @@ from .publish import build_meta, diff, publish
 from .settings import CompilerSettings
 from .synthesize import Synthesis, synthesize
 from .validate import Selection, select, validate
-from .wishes import translate_wishes, untranslated_wishes
+from .wishes import GROUNDING_CANDIDATES, translate_wishes, untranslated_wishes
 
 log = logging.getLogger("speclearn.compiler")
 Progress = Callable[[str], None]
@@ -191,7 +191,11 @@ class Round:
         if self.wishes:
             per_wish = max(estimate_tokens(prompts.translate_wish(self.instruction, w.comment)[0]["content"])
                            for w in self.wishes)  # fmt: skip
-            stages["translate"] = (len(self.wishes), len(self.wishes) * (per_wish + s.translate_max_tokens))
+            # a check that does not fit is grounded: one Yes/No question per shared phrase
+            per_phrase = max(estimate_tokens(prompts.phrase_meets_wish(self.instruction, w.comment, "a b c")[0]["content"])
+                             for w in self.wishes) + s.translate_max_tokens  # fmt: skip
+            stages["translate"] = (len(self.wishes) * (1 + GROUNDING_CANDIDATES),
+                                   len(self.wishes) * (per_wish + s.translate_max_tokens + GROUNDING_CANDIDATES * per_phrase))
         sample = sample_pairs(self.train, plan.sample, s.seed)
         passes = min(plan.passes, len(sample))
         if passes:

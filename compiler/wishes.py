@@ -172,6 +172,20 @@ def rule_text(proposed: Principle, check: Check, examples: Sequence[Example]) ->
     return f"{words} {check_text(check, display)}".strip()
 
 
+def fitting_check(proposed: Principle | None, answers: Sequence[str],
+                  liked: Sequence[Example]) -> tuple[Check | None, str]:  # fmt: skip
+    """The LLM's check as the liked answers write it, or None and why it does not fit."""
+    if proposed is None or proposed.check is None:
+        return None, "no rule with a check"
+    written = written_phrases(proposed.check, answers)
+    if written is None:
+        return None, "requires a phrase no answer has used"
+    check = in_liked_form(written, [e.response for e in liked])
+    if 2 * sum(check.passes(e) for e in liked) < len(liked):
+        return None, "most liked answers break it"  # whatever users asked, it is not this
+    return check, ""
+
+
 async def translate_wishes(
     llm: LLMClient,
     instruction: str,
@@ -194,7 +208,6 @@ async def translate_wishes(
     replies = await run_all(one(i, w) for i, w in enumerate(wishes))
     answers = [e.response for e in examples]
     liked_answers = [e for e in examples if e.up]
-    liked = [e.response for e in liked_answers]
     shown = sorted(examples, key=lambda e: not e.up)  # a phrase's casing: liked answers first
     by_check: dict[Check, tuple[str, list[Wish]]] = {}  # check -> the rule's text, the wishes asking
     report: list[dict[str, Any]] = []
@@ -205,19 +218,14 @@ async def translate_wishes(
         proposed = llm_principle(rule, []) if rule else None
         if rule:
             row["rule"] = rule
-        check: Check | None = None
-        if proposed is None or proposed.check is None:
-            row["outcome"] = "no rule with a check"
-        elif (written := written_phrases(proposed.check, answers)) is None:
-            row["outcome"] = "requires a phrase no answer has used"
-        elif 2 * sum((check := in_liked_form(written, liked)).passes(e) for e in liked_answers) < len(liked_answers):
-            row["outcome"], check = "most liked answers break it", None  # whatever users asked, it is not this
+        check, misfit = fitting_check(proposed, answers, liked_answers)
         if check is None:
             found = await grounded_check(llm, instruction, wish, examples, max_tokens=max_tokens)
             if found is None:
+                row["outcome"] = misfit
                 continue
             check, p_yes = found
-            row["grounded"] = {"phrase": check.arg, "p_yes": round(p_yes, 3), "instead_of": row.pop("outcome")}
+            row["grounded"] = {"phrase": check.arg, "p_yes": round(p_yes, 3), "instead_of": misfit}
         row["check"] = str(check)
         text = rule_text(proposed, check, shown) if proposed else check_text(check, display_phrase(check.arg, shown))
         by_check.setdefault(check, (text, []))[1].append(wish)
