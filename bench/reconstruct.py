@@ -426,22 +426,18 @@ def last_line(r: dict[str, Any]) -> str:
 async def rejudged(a: argparse.Namespace) -> list[dict[str, Any]]:
     """`--report FILE --judge KIND`: the saved specs judged again by another judge kind (`auto`:
     chosen as a fresh run chooses it)."""
-    url = a.judge_base_url or a.base_url
-    with contextlib.ExitStack() as stack:
-        if url is None:
-            from proxy.local_model import LocalModelSupervisor
-
-            url = stack.enter_context(LocalModelSupervisor.from_settings(Settings(), model=a.judge_model, parallel=2)).base_url
-        async with LLMClient(url, a.judge_model, budget=Budget(10**9, 10**12), concurrency=2) as llm:
-            judge = await judge_for(None if a.judge == "auto" else a.judge, llm)
+    with endpoints(a, compiler=False) as ep:
+        async with LLMClient(ep.judge_url, a.judge_model, budget=Budget(10**9, 10**12), concurrency=2) as llm:
+            judge = await judge_for(ep.judge_kind, llm)
             results = await rescored(json.loads(a.report.read_text()), judge, a.dataset or ())
     save(a, results)
     return results
 
 
 @contextlib.contextmanager
-def endpoints(a: argparse.Namespace) -> Iterator[Endpoints]:
-    """The given endpoints, else the embedded models (one server when both are the same model)."""
+def endpoints(a: argparse.Namespace, compiler: bool = True) -> Iterator[Endpoints]:
+    """The given endpoints, else the embedded models (one server when both are the same model;
+    none for the compiler when it is not needed, as when saved specs are judged again)."""
     kind = None if a.judge in (None, "auto") else a.judge
     with contextlib.ExitStack() as stack:
         urls: dict[str, str] = {}
@@ -454,8 +450,8 @@ def endpoints(a: argparse.Namespace) -> Iterator[Endpoints]:
                 urls[model] = server.base_url
             return urls[model]
 
-        compiler_url = a.base_url or serve(a.model)
-        judge_url = a.judge_base_url or (compiler_url if a.base_url and not a.judge_base_url else serve(a.judge_model))
+        compiler_url = a.base_url or (serve(a.model) if compiler else "")
+        judge_url = a.judge_base_url or a.base_url or serve(a.judge_model)
         yield Endpoints(compiler_url, a.model, judge_url, a.judge_model, kind)
 
 
