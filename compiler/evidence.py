@@ -54,16 +54,17 @@ COMMENT_THEMES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-def measure(check: Check, contrasts: Sequence[Pair]) -> tuple[int, int]:
-    """(relevant, agree): pairs where the check passes one answer only, and of those, the
-    ones where it passes the preferred one."""
-    relevant = agree = 0
+def measure(check: Check, contrasts: Sequence[Pair]) -> tuple[int, set[str]]:
+    """(relevant, agreeing): how many pairs the check passes one answer of only, and the ids of
+    those where it passes the preferred one."""
+    relevant, agreeing = 0, set()
     for p in contrasts:
         a, b = check.passes(p.chosen), check.passes(p.rejected)
         if a != b:
             relevant += 1
-            agree += a
-    return relevant, agree
+            if a:
+                agreeing.add(p.id)
+    return relevant, agreeing
 
 
 def _ngrams(text: str, n_max: int = 3) -> set[str]:
@@ -349,8 +350,8 @@ def find_evidence(
     strong: list[tuple[Check, str, set[str], dict[str, Any]]] = []
     needed = max(min_support, math.ceil(0.1 * len(contrasts)))
     for check, display in candidates:
-        agreeing = {p.id for p in contrasts if check.passes(p.chosen) and not check.passes(p.rejected)}
-        relevant, agree = measure(check, contrasts)
+        relevant, agreeing = measure(check, contrasts)
+        agree = len(agreeing)
         accuracy = agree / relevant if relevant else 0.0
         theme = THEME_OF_CHECK.get(check.kind)
         comments = [(e.comment or "").strip() for e in themes.get(theme, [])] if theme else []

@@ -74,7 +74,8 @@ def test_language_check() -> None:
     assert language("The answer is in the box and it is red.") == "en"
     fr = Example("f", "q", "C'est une bonne question, et la réponse est dans le livre.", 1.0)
     en = Example("e", "q", "That is a good question and the answer is in the book.", -1.0)
-    assert measure(Check("language", "fr"), [Pair("x", fr, en, "thumbs")]) == (1, 1)
+    assert measure(Check("language", "fr"), [Pair("x", fr, en, "thumbs")]) == (1, {"x"})
+    assert measure(Check("language", "fr"), [Pair("y", en, fr, "thumbs")]) == (1, set())
 
 
 def test_checks_round_trip_through_text() -> None:
