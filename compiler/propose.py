@@ -32,7 +32,8 @@ from .principle import Principle
 
 _BULLET_RE = re.compile(r"^\s*(?:[-*•+]|\d+[.)]|rule\s*\d*:)\s*", re.I)
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
-_JUNK = ("preferred", "rejected", "question:", "answer a", "answer b", "here are", "rules:")
+# echoes of the prompt; "[check:" left after the rule's own check is the check menu copied out
+_JUNK = ("preferred", "rejected", "question:", "answer a", "answer b", "here are", "rules:", "[check")
 
 
 def parse_rules(text: str) -> list[str]:
@@ -46,7 +47,7 @@ def parse_rules(text: str) -> list[str]:
         rule = rule.strip().strip("*` ").strip()
         if len(rule) > 1 and rule[0] == rule[-1] and rule[0] in "\"'":
             rule = rule[1:-1].strip()  # the whole rule quoted, not a quoted phrase inside it
-        words = rule.split()
+        words = [w for w in rule.split() if any(c.isalpha() for c in w)]
         if not (3 <= len(words) <= 30) or any(j in rule.lower() for j in _JUNK):
             continue
         rule = rule[0].upper() + rule[1:]

@@ -92,6 +92,9 @@ def test_checks_round_trip_through_text() -> None:
 def test_parse_rules_drops_junk() -> None:
     text = 'Here are the rules:\n- keep it short\n1. Never say "I guess"\n- ok\n- PREFERRED answers are better\n* Be kind to users'
     assert parse_rules(text) == ["Keep it short.", 'Never say "I guess".', "Be kind to users."]
+    # the check menu copied out (a 0.5B proposal in a bench.versus_dpo round) is no rule
+    assert parse_rules("- , , [check: forbid:phrase], [check: max_words:N], [check: max_sentences:N]") == []
+    assert parse_rules("- 1, 2, 3 and 4") == []
 
 
 def test_current_principles_from_front_matter_or_sentences() -> None:
