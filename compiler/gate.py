@@ -396,7 +396,10 @@ def unary_gate(
         return decide(result, holdout_fraction=holdout_fraction)
     consistent = bool(singles) and cand_acc >= UNARY_AGREEMENT and cand_acc - cur_acc > margin
     result.passed = consistent and requested_by >= min_users
-    if not result.passed:
+    if result.passed:
+        result.reason = (f"requested by {requested_by} distinct users; {cand_acc:.3f} of {len(singles)} held-out votes "
+                         "agree with the requested rules (no contrast of ups and downs to test)")  # fmt: skip
+    else:
         result.reason = (
             f"candidate {cand_acc:.3f} vs current {cur_acc:.3f} on {len(singles)} held-out votes (unary): "
             + (f"fewer than {UNARY_AGREEMENT:.0%} of the held-out votes agree with the requested rules"

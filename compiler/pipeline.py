@@ -394,8 +394,10 @@ class Round:
             )  # fmt: skip
         gate.judge_calibration = self.result.calibration
         outcome = "pass" if gate.passed else "not enough feedback yet" if gate.not_enough else "FAIL"
+        basis = (gate.reason if gate.passed and gate.metric == "unary" and gate.reason
+                 else f"p = {min(gate.p_value, 1.0):.4f} (alpha {gate.alpha})")  # fmt: skip
         self.say(f"gate: candidate {gate.candidate_accuracy:.3f} vs current {gate.current_accuracy:.3f}, "
-                 f"p = {min(gate.p_value, 1.0):.4f} (alpha {gate.alpha}) -> {outcome}")  # fmt: skip
+                 f"{basis} -> {outcome}")  # fmt: skip
         return gate
 
     async def publish(self, text: str, sel: Selection, gate: GateResult) -> None:

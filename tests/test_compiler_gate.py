@@ -109,7 +109,8 @@ def test_a_wish_only_comments_show_needs_several_users() -> None:
     french = "You help. Always answer in French."
     alone = unary_gate(french, BARE, downs, margin=0.0, requested_by=1, min_users=2)
     assert not alone.passed and "requested by 1 distinct user" in alone.reason
-    assert unary_gate(french, BARE, downs, margin=0.0, requested_by=3, min_users=2).passed
+    asked = unary_gate(french, BARE, downs, margin=0.0, requested_by=3, min_users=2)
+    assert asked.passed and asked.reason.startswith("requested by 3 distinct users; 1.000 of 6 held-out votes")
     one_off = [Example("u", "q", "The capital is Rome.", 1.0), *downs]  # 6 of 7 votes explained
     assert unary_gate(french, BARE, one_off, margin=0.0, requested_by=3, min_users=2).passed
     ups = [Example(f"u{i}", "q", "The capital is Rome.", 1.0) for i in range(3)] + downs  # 6 of 9
