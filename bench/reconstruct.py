@@ -18,9 +18,9 @@ The judge (compiler.judge) asks of each answer alone (pointwise) or of the pair 
 presentation orders, averaged (pairwise). Which of the two a run uses is decided before any data
 set is judged (`--judge` unset): the kind whose forced choice is right most often on the
 compiler's shipped known-answer items (compiler/data/calibration.jsonl: rules and answers none of
-the data sets contain), asked as the benchmark asks, the item's rule as the spec. A pair counts as reconstructed when its probability
-favours the person's answer: a forced choice, as ICAI's annotator
-makes (an exact tie is "no opinion", not right). The compiler's own "no opinion" band is not
+the data sets contain), asked as the benchmark asks, the item's rule as the spec. A pair counts
+as reconstructed when its probability favours the person's answer: a forced choice, as ICAI's
+annotator makes (an exact tie is "no opinion", not right). The compiler's own "no opinion" band is not
 applied: its width depends on a calibration scale fitted on other items, and the question here is
 which answer the judge prefers, not whether it is sure. Data sets:
 
@@ -57,10 +57,10 @@ from typing import Any
 
 from bench.judges import wilson
 from bench.stats import paired_difference
+from compiler.calibration import shipped_items
 from compiler.checks import checks_from_text
 from compiler.dataset import Pair
 from compiler.gate import pair_score
-from compiler.calibration import shipped_items
 from compiler.judge import KINDS, CalibrationItem, Judge, forced_choice, make_judge
 from compiler.llm import Budget, LLMClient
 from compiler.pairs_file import HELDOUT, dataset_from_pairs, read_file_pairs
@@ -248,8 +248,7 @@ async def choose_kind(llm: LLMClient, items: Sequence[CalibrationItem] | None = 
     """The judge kind for a run, chosen before any test pair is seen: the one whose forced choice
     sides with the known answer most often on `items` (default: the compiler's shipped set),
     asked as the benchmark asks (the item's rule as the spec). A tie keeps the compiler's first
-    kind.
-    No `+calibrated`: a positive scale cannot change a forced choice."""
+    kind. No `+calibrated`: a positive scale cannot change a forced choice."""
     items = shipped_items() if items is None else items
     kinds = list(dict.fromkeys([*(k.partition("+")[0] for k in CompilerSettings().judges), *KINDS]))
     max_tokens = CompilerSettings().judge_max_tokens
@@ -343,8 +342,7 @@ async def rescored(saved: dict[str, Any], judge: tuple[Judge, dict[str, Any]] | 
     """A saved run's results with the arms that need no LLM (checks, checks then judge, the paired
     gain) computed again by this code from the stored specs, test splits and judge votes; with
     `judge` (a judge and how it was chosen), its judge arms asked again of that judge (the same
-    specs, no compile). `only`: these
-    data sets (default all)."""
+    specs, no compile). `only`: these data sets (default all)."""
     results = []
     for r in (r for r in saved["results"] if not only or r["dataset"] in only):
         source = DATASETS[r["dataset"]]
