@@ -250,8 +250,9 @@ async def choose_kind(llm: LLMClient, items: Sequence[CalibrationItem] | None = 
     asked as the benchmark asks (the item's rule as the spec). A tie keeps the compiler's first
     kind. No `+calibrated`: a positive scale cannot change a forced choice."""
     items = shipped_items() if items is None else items
-    kinds = list(dict.fromkeys([*(k.partition("+")[0] for k in CompilerSettings().judges), *KINDS]))
-    max_tokens = CompilerSettings().judge_max_tokens
+    settings = CompilerSettings()
+    kinds = list(dict.fromkeys([*(k.partition("+")[0] for k in settings.judges), *KINDS]))
+    max_tokens = settings.judge_max_tokens
     by_kind: dict[str, Any] = {}
     for kind in kinds:
         judge = make_judge(kind, llm, max_tokens)
@@ -347,13 +348,14 @@ async def rescored(saved: dict[str, Any], judge: tuple[Judge, dict[str, Any]] | 
     for r in (r for r in saved["results"] if not only or r["dataset"] in only):
         source = DATASETS[r["dataset"]]
         items = load(source)
+        if judge is not None:
+            j, r["judge_choice"] = judge
+            r["judge"] = j.name
         for run in r["runs"]:
             test = split(source, items, run["seed"])[1][: run["test"]]
             if judge is not None:
-                j, r["judge_choice"] = judge
                 run["unguided"], run["guided"] = await judged(j, "", test), await judged(j, run["compile"]["spec"], test)
                 run["oracle"] = await judged(j, source.oracle, test) if source.oracle else None
-                r["judge"] = j.name
             run["checks"] = by_checks(run["compile"]["spec"], test)
             run["spec"] = checks_then_judge(run["checks"], run["guided"])
         results.append({**r, **pooled(r["runs"])})
