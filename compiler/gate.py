@@ -20,7 +20,8 @@ the two specs state different checkable rules, else the judge; the other tests c
 many there are (Bonferroni), and in the comment-only path, where the same votes validated the
 rules, by the rules tried too. Not
 significant while the candidate leads means "not enough feedback yet", with how much more would
-settle it at the effect seen. Optionally (`--gate-regenerate`) answers to held-out prompts are
+settle it at the effect seen, except for rules users asked for in words (on_request: they
+ship on the comment-only criterion, which does not get harder with a little contrast). Optionally (`--gate-regenerate`) answers to held-out prompts are
 regenerated under both specs and the candidate must also win with a Wilson 95% lower bound
 above one half.
 """
@@ -407,4 +408,31 @@ def unary_gate(
                f"requested by {requested_by} distinct user(s), {min_users} needed")
         )  # fmt: skip
         result.not_enough = consistent
+    return result
+
+
+def on_request(
+    result: GateResult,
+    candidate: str,
+    current: str,
+    pairs: Sequence[Pair],
+    *,
+    requested_by: int,
+    min_users: int = 2,
+) -> GateResult:
+    """A few held-out contrasts must not make a rule users asked for harder to ship than none
+    (unary_gate): when the contrasts lead but cannot reach significance, and every rule the
+    candidate adds was requested (`requested_by` distinct users, 0 when any was not), the
+    comment-only criterion applies to the gate's own votes. Nothing else changes: a veto or a
+    candidate that does not lead still stops it."""
+    if result.passed or not result.not_enough or not requested_by:
+        return result
+    singles = singles_of(pairs)
+    asked = unary_gate(candidate, current, singles, margin=result.margin, alpha=result.alpha,
+                       requested_by=requested_by, min_users=min_users)  # fmt: skip
+    if asked.passed:
+        result.passed, result.not_enough = True, False
+        result.reason = (f"requested by {requested_by} distinct users; {asked.candidate_accuracy:.3f} of "
+                         f"{len(singles)} held-out votes agree with the requested rules; the held-out "
+                         f"contrasts lead but are too few to test (p = {min(result.p_value, 1.0):.3f} > {result.alpha})")  # fmt: skip
     return result

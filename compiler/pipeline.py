@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,7 +22,7 @@ from .compress import compress, shortlist
 from .dataset import Dataset, Pair
 from .errors import CompilerError, NotEnoughFeedback
 from .evidence import down_comments, find_evidence, flagged_comments
-from .gate import GateResult, run_gate, unary_gate
+from .gate import GateResult, on_request, run_gate, unary_gate
 from .judge import Calibration, Judge, PairwiseJudge, calibrate, make_judge, trusted
 from .llm import LLMClient, estimate_tokens
 from .principle import Principle
@@ -96,6 +96,15 @@ def served(state: SpecState | None) -> SpecVersion | None:
         return state.resolve(None) if state is not None and state.versions else None
     except NotFound:
         return None
+
+
+def requested_by(kept: Sequence[Principle]) -> int:
+    """How many distinct users asked for every rule a candidate adds: 0 when any added rule is
+    one nobody asked for in words, or has no check the held-out votes can test."""
+    added = [p for p in kept if p.source != "current"]
+    if not added or any(p.source != "comment" or p.check is None for p in added):
+        return 0
+    return min(int(p.evidence.get("users", 0)) for p in added)
 
 
 MIN_GATE_ITEMS = 10  # a gate half smaller than this could never reach significance: do not split
@@ -392,9 +401,12 @@ class Round:
                 regenerate=s.gate_regenerate, answer_max_tokens=s.answer_max_tokens, alpha=s.gate_alpha,
                 holdout_fraction=s.holdout_fraction,
             )  # fmt: skip
+            kept = self.result.selection.kept if self.result.selection else []
+            on_request(gate, text, self.current_text, pairs, requested_by=requested_by(kept),
+                       min_users=s.min_requesting_users)  # fmt: skip
         gate.judge_calibration = self.result.calibration
         outcome = "pass" if gate.passed else "not enough feedback yet" if gate.not_enough else "FAIL"
-        basis = (gate.reason if gate.passed and gate.metric == "unary" and gate.reason
+        basis = (gate.reason if gate.passed and gate.reason
                  else f"p = {min(gate.p_value, 1.0):.4f} (alpha {gate.alpha})")  # fmt: skip
         self.say(f"gate: candidate {gate.candidate_accuracy:.3f} vs current {gate.current_accuracy:.3f}, "
                  f"{basis} -> {outcome}")  # fmt: skip

@@ -3,6 +3,8 @@ said and how the spec changes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from .pipeline import Projection, RoundResult
 from .principle import Principle
 
@@ -127,3 +129,15 @@ def summary(result: RoundResult) -> str:
         outcome += f" ({result.reason})"
     parts.append(outcome)
     return "\n\n".join(p for p in parts if p)
+
+
+def record(result: RoundResult) -> dict[str, Any]:
+    """The round's decisions as data (candidates, translated wishes, judge calibration, gate),
+    so a benchmark can say why a spec was or was not learned without re-running the round."""
+    return {
+        "candidates": [p.to_meta() for p in result.candidates],
+        "wishes": result.evidence.get("wishes", []),
+        "calibration": result.calibration,
+        "gate": result.gate.to_meta() if result.gate is not None else None,
+        "dataset": result.dataset,
+    }

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -209,6 +210,7 @@ class LoopRound:
     compile_seconds: float = 0.0
     diff: str = ""
     spec_text: str = ""
+    report: dict[str, Any] = field(default_factory=dict)  # the compile's decisions (report.record)
 
 
 async def closed_loop(
@@ -234,6 +236,7 @@ async def closed_loop(
     from proxy.registry import FileRegistry
     from proxy.settings import Settings
 
+    from .report import record
     from .runner import Context, compile_spec
     from .settings import CompilerSettings
 
@@ -281,7 +284,7 @@ async def closed_loop(
                 row.compile_result, row.compile_reason = result.result, result.reason
                 row.llm_calls, row.tokens = int(result.cost.get("llm_calls", 0)), int(result.cost.get("tokens", 0))
                 row.compile_seconds = time.monotonic() - started
-                row.diff = result.diff
+                row.diff, row.report = result.diff, record(result)
                 if result.version is not None:
                     row.published = result.version.ref
                     await asyncio.sleep(1.0)  # the proxy hot-reloads the registry

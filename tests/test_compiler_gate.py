@@ -6,7 +6,10 @@ from __future__ import annotations
 import random
 
 from compiler.dataset import Example, Pair
-from compiler.gate import independent, run_gate, unary_gate, vote_test
+from compiler.gate import independent, on_request, run_gate, unary_gate, vote_test
+from compiler.checks import Check
+from compiler.pipeline import requested_by
+from compiler.principle import Principle
 from compiler.judge import PairwiseJudge
 from compiler.llm import LLMClient
 from tests.fake_llm import FakeLLM
@@ -116,6 +119,41 @@ def test_a_wish_only_comments_show_needs_several_users() -> None:
     ups = [Example(f"u{i}", "q", "The capital is Rome.", 1.0) for i in range(3)] + downs  # 6 of 9
     refused = unary_gate(french, BARE, ups, margin=0.0, requested_by=3, min_users=2)
     assert not refused.passed and "fewer than 80%" in refused.reason
+
+
+async def test_a_requested_rule_held_out_contrasts_cannot_yet_prove_ships_on_request() -> None:
+    """Two held-out contrasts that lead cannot reach significance; they must not make a rule
+    users asked for harder to ship than no contrast at all (the comment-only criterion)."""
+    judge = PairwiseJudge(LLMClient("http://unused/v1", "x", transport=FakeLLM().transport))
+    french = "You help. Always answer in French."
+    ups = [Example(f"u{i}", "q", "La capitale est Rome, bien sûr.", 1.0) for i in range(2)]
+    downs = [Example(f"d{i}", "q", "The capital is Rome, of course.", -1.0) for i in range(2)]
+    pairs = [Pair(f"x{i}", u, d, "cross") for i, (u, d) in enumerate(zip(ups, downs, strict=True))]
+
+    async def gate(requested: int, candidate: str = french) -> object:
+        thin = await run_gate(judge, candidate, BARE, pairs, margin=0.0, use_judge=False)
+        return on_request(thin, candidate, BARE, pairs, requested_by=requested, min_users=2)
+
+    waits = await gate(0)
+    assert waits.not_enough and not waits.passed and waits.reason.startswith("not enough feedback yet")
+    asked = await gate(3)
+    assert asked.passed and not asked.not_enough
+    assert asked.reason.startswith("requested by 3 distinct users") and "too few to test (p = 0.167 > 0.05)" in asked.reason
+    assert not (await gate(1)).passed  # one voice is not a request
+    english = "You help. Always answer in English."  # does not lead: the request cannot rescue it
+    refused = await gate(3, english)
+    assert not refused.passed and not refused.not_enough
+
+
+def test_a_candidate_is_requested_only_when_every_rule_it_adds_was_asked_for() -> None:
+    def rule(source: str, users: int, check: str | None = "language:fr") -> Principle:
+        return Principle(f"{source} rule", source=source, check=Check.parse(check) if check else None,
+                         evidence={"users": users})  # fmt: skip
+
+    assert requested_by([rule("current", 0), rule("comment", 3), rule("comment", 2, "max_words:25")]) == 2
+    assert requested_by([rule("comment", 3), rule("evidence", 0, "forbid:here")]) == 0  # one nobody asked for
+    assert requested_by([rule("comment", 3, None)]) == 0  # nothing the votes can test
+    assert requested_by([rule("current", 0)]) == 0  # adds nothing
 
 
 async def test_the_deciding_test_is_chosen_before_the_outcome() -> None:
