@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, help="answer length cap of the served model; default: the taste's "
                    "(80; 200 for the closing line, which an answer cut short never reaches)")
     p.add_argument("--complain-every", type=int, default=2, help="every N-th user comments on a down vote (0: none)")
-    p.add_argument("--concurrency", type=int, default=4, help="simulated users asking at once")
+    p.add_argument("--concurrency", type=int, default=4, help="simulated users asking training questions at once (held-out ones are asked one at a time)")
     p.add_argument("--no-oracle", action="store_true", help="skip the oracle arm")
     p.add_argument("--base-url", help="OpenAI-compatible upstream; default: the embedded local model")
     p.add_argument("--max-calls", type=int, default=160, help="LLM call budget per compile round")

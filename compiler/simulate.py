@@ -252,9 +252,11 @@ async def closed_loop(
     with proxy_process(base_url, specs, data) as proxy:
         async with httpx.AsyncClient(timeout=180) as client:
             for r in range(rounds + 1):
+                # one at a time: a server batching concurrent requests is not deterministic at
+                # temperature 0 (two identical 12-answer runs on the embedded model, 4 at once,
+                # agreed on 6 answers; one at a time on 11), and the arms must differ by spec only
                 ev = await ask_and_rate(client, proxy, "demo", eval_prompts, taste, samples=1, temperature=0.0,
-                                        max_tokens=max_tokens, complain_every=0, seed=r,
-                                        concurrency=concurrency)  # fmt: skip
+                                        max_tokens=max_tokens, complain_every=0, seed=r, concurrency=1)  # fmt: skip
                 version = ",".join(sorted(ev.versions))
                 say(f"round {r}: {version} thumbs-up rate on held-out questions {ev.up_rate:.2f} ({ev.ups}/{ev.n})")
                 await registry.refresh()
