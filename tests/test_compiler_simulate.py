@@ -7,6 +7,8 @@ message states one and otherwise rambles on every other seed, so the loop has so
 from __future__ import annotations
 
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +30,25 @@ async def test_the_loop_learns_what_users_like(tmp_path: Path) -> None:
     assert before.compile_result == "published" and before.published == "demo@2"
     assert after.eval_up_rate == 1.0 > before.eval_up_rate
     assert before.llm_calls > 0 and "words" in before.diff
+
+
+async def test_held_out_questions_are_asked_one_at_a_time(tmp_path: Path) -> None:
+    """A server batching concurrent requests is not deterministic at temperature 0, so the
+    held-out arms must not overlap; training questions still may (users ask at once)."""
+    in_flight = {"eval": 0, "train": 0}
+    most = {"eval": 0, "train": 0}
+    lock = threading.Lock()
+
+    def slow_model(body: dict[str, Any]) -> str:
+        kind = "eval" if body.get("temperature") == 0.0 else "train"
+        with lock:
+            in_flight[kind] += 1
+            most[kind] = max(most[kind], in_flight[kind])
+        time.sleep(0.05)  # long enough for concurrent requests to overlap
+        with lock:
+            in_flight[kind] -= 1
+        return obedient_model(body)
+
+    await one_round(tmp_path, slow_model, "short", concurrency=4)
+    assert most["train"] > 1  # the detector sees overlap where there is some
+    assert most["eval"] == 1
