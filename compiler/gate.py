@@ -21,9 +21,9 @@ many there are (Bonferroni), and in the comment-only path, where the same votes 
 rules, by the rules tried too. Not
 significant while the candidate leads means "not enough feedback yet", with how much more would
 settle it at the effect seen, except for rules users asked for in words (on_request: they
-ship on the comment-only criterion, which does not get harder with a little contrast). Optionally (`--gate-regenerate`) answers to held-out prompts are
-regenerated under both specs and the candidate must also win with a Wilson 95% lower bound
-above one half.
+ship on the comment-only criterion, which must not get harder with a little contrast).
+Optionally (`--gate-regenerate`) answers to held-out prompts are regenerated under both specs
+and the candidate must also win with a Wilson 95% lower bound above one half.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ async def test_the_loop_learns_what_users_like(tmp_path: Path) -> None:
     assert before.compile_result == "published" and before.published == "demo@2"
     assert after.eval_up_rate == 1.0 > before.eval_up_rate
     assert before.llm_calls > 0 and "words" in before.diff
+    # the compile's decisions travel with the row (bench.quality keeps them)
+    assert before.report["gate"]["passed"] is True
+    assert any(c["status"] == "added" and c["check"].startswith("max_words") for c in before.report["candidates"])
 
 
 async def test_held_out_questions_are_asked_one_at_a_time(tmp_path: Path) -> None:
