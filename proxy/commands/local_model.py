@@ -10,6 +10,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any, NoReturn
 
@@ -86,8 +87,5 @@ def _serve(args: argparse.Namespace, announced: list[lm.Announcement]) -> int:
         file=sys.stderr,
         flush=True,
     )
-    # until Ctrl-C (see run). Not one blocking wait: the kernel may hand SIGINT to one of
-    # llama.cpp's threads, and then only a main thread that wakes up runs Python's handler
-    while True:
-        time.sleep(0.2)
+    threading.Event().wait()  # until Ctrl-C (see run)
     return 0
