@@ -231,19 +231,24 @@ def test_proxy_feedback_is_joined_in_export(real_proxy: Any) -> None:
     pytest.fail(f"feedback on {completion.id} not in `speclearn feedback export`: {rows[-3:]}")
 
 
-def _local_model_command(data_dir: Path) -> subprocess.Popen[str]:
+def _local_model_command(data_dir: Path, *, sigint: Any = signal.SIG_DFL) -> subprocess.Popen[str]:
+    """`sigint`: the disposition the command inherits; SIG_IGN is what a non-interactive shell
+    gives a background job (and what this suite's children get when it runs as one)."""
     return subprocess.Popen(
         [sys.executable, "-m", "proxy.cli", "local-model", "--port", "0", "--parallel", "1",
          "--ctx", "2048", "--cache-dir", str(real_model_cache())],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "SPECLEARN_DATA_DIR": str(data_dir)},  # its discovery file goes there
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
     )  # fmt: skip
 
 
-def test_local_model_command_serves_in_foreground(model: lm.LocalModelSupervisor, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["terminal", "background-job"])
+def test_local_model_command_serves_in_foreground(model: lm.LocalModelSupervisor, tmp_path: Path, sigint: Any) -> None:
     """`speclearn local-model --port 0`: prints only the base URL on stdout, announces it for
-    the compiler (DATA_DIR/local-models/MODEL.json), stops on Ctrl-C and withdraws the file."""
-    proc = _local_model_command(tmp_path)
+    the compiler (DATA_DIR/local-models/MODEL.json), stops on Ctrl-C and withdraws the file,
+    also when started with SIGINT ignored."""
+    proc = _local_model_command(tmp_path, sigint=sigint)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()

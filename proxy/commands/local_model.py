@@ -33,6 +33,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     announced: list[lm.Announcement] = []
+    # Ctrl-C is how this command stops, also when a non-interactive shell started it in the
+    # background, which leaves SIGINT ignored for the process (uvicorn, behind `speclearn
+    # serve`, installs its own handler the same way)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _serve(args, announced)
     except KeyboardInterrupt:
