@@ -385,13 +385,13 @@ class Round:
         self.say(
             f"gate: {len(pairs)} held-out pair(s), candidate vs {self.current.ref if self.current else 'instruction'}"
         )
+        kept = self.result.selection.kept if self.result.selection else []
         if self.unary:
             # comment rules were validated on the same held-out votes one by one: correct for them
             tried = sum(p.source == "comment" and p.check is not None for p in self.result.candidates)
-            requested = [p.evidence.get("users", 0) for p in self.result.selection.kept if p.source == "comment"]
             gate = self.result.gate = unary_gate(
                 text, self.current_text, self.singles, margin=s.gate_margin, alpha=s.gate_alpha, rules_tried=tried,
-                holdout_fraction=s.holdout_fraction, requested_by=min(requested, default=0),
+                holdout_fraction=s.holdout_fraction, requested_by=requested_by(kept),
                 min_users=s.min_requesting_users,
             )  # fmt: skip
         else:
@@ -401,7 +401,6 @@ class Round:
                 regenerate=s.gate_regenerate, answer_max_tokens=s.answer_max_tokens, alpha=s.gate_alpha,
                 holdout_fraction=s.holdout_fraction,
             )  # fmt: skip
-            kept = self.result.selection.kept if self.result.selection else []
             on_request(gate, text, self.current_text, pairs, requested_by=requested_by(kept),
                        min_users=s.min_requesting_users)  # fmt: skip
         gate.judge_calibration = self.result.calibration
