@@ -28,12 +28,12 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from compiler.simulate import ASSISTANT, PROMPTS, SEVEN, TASTES, closed_loop
+from compiler.simulate import ASSISTANT, EVAL_LLAMA_CPP, PROMPTS, SEVEN, TASTES, closed_loop
 from compiler.stats import wilson_lower
 
 DEFAULT_TASTES = SEVEN
@@ -45,6 +45,12 @@ def wilson(ups: int, n: int) -> tuple[float, float]:
     if n == 0:
         return 0.0, 1.0
     return round(wilson_lower(ups, n), 3), round(1 - wilson_lower(n - ups, n), 3)
+
+
+def eval_extra(a: argparse.Namespace) -> Mapping[str, object] | None:
+    """The embedded llama.cpp answers held-out questions with its prompt cache off (see
+    EVAL_LLAMA_CPP); another endpoint gets no field it may not know."""
+    return None if a.base_url else EVAL_LLAMA_CPP
 
 
 @contextlib.contextmanager
@@ -108,7 +114,7 @@ async def run_taste(base_url: str, model: str, name: str, a: argparse.Namespace)
         rows = await closed_loop(
             base_url, Path(tmp), taste, rounds=a.rounds, train_prompts=train, eval_prompts=held,
             samples=a.samples, max_tokens=a.max_tokens, compiler_overrides=overrides, instruction=ASSISTANT,
-            say=say, complain_every=a.complain_every, concurrency=a.concurrency,
+            say=say, complain_every=a.complain_every, concurrency=a.concurrency, eval_extra=eval_extra(a),
         )  # fmt: skip
     loop_seconds = time.monotonic() - started
     oracle: dict[str, Any] | None = None
@@ -117,6 +123,7 @@ async def run_taste(base_url: str, model: str, name: str, a: argparse.Namespace)
             (o,) = await closed_loop(
                 base_url, Path(tmp), taste, rounds=0, eval_prompts=held, max_tokens=a.max_tokens,
                 instruction=taste.oracle, say=lambda m: say(f"oracle: {m}"), concurrency=a.concurrency,
+                eval_extra=eval_extra(a),
             )  # fmt: skip
         oracle = {**arm(o.eval_ups, o.eval_n), "spec": taste.oracle, "answers": o.eval_answers}
     before, after = rows[0], rows[-1]

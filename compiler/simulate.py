@@ -104,6 +104,13 @@ class Rated:
         return self.ups / self.n if self.n else 0.0
 
 
+# llama.cpp reuses a cached prompt prefix by default, and its logits are "not guaranteed to be
+# bit-for-bit identical for different batch sizes" (server README, `cache_prompt`): the same spec
+# and question after another request history gave another greedy answer on 2 of 8 and 2 of 12
+# held-out questions of the embedded model (bench/README.md); with the cache off, none.
+EVAL_LLAMA_CPP: Mapping[str, object] = {"cache_prompt": False}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -157,11 +164,12 @@ async def ask_and_rate(
     temperature: float = 0.8,
     complain_every: int = 3,
     concurrency: int = 1,
+    extra: Mapping[str, object] | None = None,
 ) -> Rated:
     """Each prompt `samples` times through the proxy (path form: /specs/NAME/v1), each answer
     rated by the taste and the rating posted to /v1/feedback, as a production app would.
     Users are `sim-0`..`sim-5` (by prompt); every `complain_every`-th of them writes the taste's
-    complaint on a down vote (0: nobody comments)."""
+    complaint on a down vote (0: nobody comments). `extra`: more request fields for the upstream."""
     rated = Rated()
     gate = asyncio.Semaphore(max(1, concurrency))
 
@@ -170,7 +178,7 @@ async def ask_and_rate(
             resp = await client.post(
                 f"{proxy}/specs/{spec}/v1/chat/completions",
                 json={"model": "local", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-                      "temperature": temperature, "seed": seed + 1000 * s + i, "user": f"sim-{i % 6}"},
+                      "temperature": temperature, "seed": seed + 1000 * s + i, "user": f"sim-{i % 6}", **(extra or {})},
             )  # fmt: skip
             resp.raise_for_status()
             text = resp.json()["choices"][0]["message"]["content"] or ""
@@ -228,11 +236,13 @@ async def closed_loop(
     say: Callable[[str], None] = print,
     complain_every: int = 3,
     concurrency: int = 1,
+    eval_extra: Mapping[str, object] | None = None,
 ) -> list[LoopRound]:
     """Serve -> rate -> compile (publishing to production) -> serve again, `rounds` times; the
     thumbs-up rate on `eval_prompts` (never compiled from before it is measured) tells whether
     the learned spec serves these users better. `max_tokens`: the app's answer cap (default: the
-    taste's)."""
+    taste's). `eval_extra`: more request fields for the held-out questions, such as llama.cpp's
+    `{"cache_prompt": False}` (EVAL_LLAMA_CPP), so an answer does not depend on what came before."""
     from proxy.registry import FileRegistry
     from proxy.settings import Settings
 
@@ -252,11 +262,12 @@ async def closed_loop(
     with proxy_process(base_url, specs, data) as proxy:
         async with httpx.AsyncClient(timeout=180) as client:
             for r in range(rounds + 1):
-                # one at a time: a server batching concurrent requests is not deterministic at
-                # temperature 0 (two identical 12-answer runs on the embedded model, 4 at once,
-                # agreed on 6 answers; one at a time on 11), and the arms must differ by spec only
+                # one at a time, one seed, `eval_extra`: the arms must differ by spec only, and a
+                # server batching concurrent requests is not deterministic at temperature 0 (two
+                # identical 12-answer runs on the embedded model, 4 at once, agreed on 6 answers)
                 ev = await ask_and_rate(client, proxy, "demo", eval_prompts, taste, samples=1, temperature=0.0,
-                                        max_tokens=max_tokens, complain_every=0, seed=r, concurrency=1)  # fmt: skip
+                                        max_tokens=max_tokens, complain_every=0, seed=0, concurrency=1,
+                                        extra=eval_extra)  # fmt: skip
                 version = ",".join(sorted(ev.versions))
                 say(f"round {r}: {version} thumbs-up rate on held-out questions {ev.up_rate:.2f} ({ev.ups}/{ev.n})")
                 await registry.refresh()

@@ -329,7 +329,7 @@ def system_message(body: dict[str, Any]) -> str:
 
 async def one_round(tmp_path: Path, model: Callable[[dict[str, Any]], str], taste: str, *,
                     complain_every: int = 3, fake: FakeLLM | None = None, concurrency: int = 1,
-                    **compiler_overrides: Any) -> list[LoopRound]:  # fmt: skip
+                    eval_extra: dict[str, object] | None = None, **compiler_overrides: Any) -> list[LoopRound]:  # fmt: skip
     """Rate, compile once, rate again through the real proxy, with the fake LLM as both the
     served model (answering with `model`) and the compiler's LLM; the two LoopRounds."""
     fake = fake or FakeLLM()
@@ -337,4 +337,4 @@ async def one_round(tmp_path: Path, model: Callable[[dict[str, Any]], str], tast
     with fake.serve() as base_url:
         return await closed_loop(base_url, tmp_path, TASTES[taste], rounds=1, samples=2,
                                  compiler_overrides={"seed": 1, **compiler_overrides}, say=lambda m: None,
-                                 complain_every=complain_every, concurrency=concurrency)  # fmt: skip
+                                 complain_every=complain_every, concurrency=concurrency, eval_extra=eval_extra)  # fmt: skip

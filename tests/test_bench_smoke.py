@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,6 +75,25 @@ def test_wording_counts_the_answers_the_taste_likes(capsys: pytest.CaptureFixtur
         assert main(["--taste", "closing", "--questions", "4", "--base-url", base_url,
                      "--spec", told, "--spec", "Be helpful."]) == 0  # fmt: skip
     assert capsys.readouterr().out.splitlines() == [f"4/4 [0.51,1.00]  {told}", "0/4 [0.00,0.49]  Be helpful."]
+
+
+def test_prompt_cache_counts_answers_that_depend_on_the_request_before() -> None:
+    """A model whose cached answers remember the previous request's system message: with the
+    cache on, only the first question (asked right after each history) differs."""
+    from bench.prompt_cache import identical_after_histories
+    from tests.fake_llm import FakeLLM, system_message
+
+    previous = {"system": ""}
+
+    def remembering_model(body: dict[str, Any]) -> str:
+        before, previous["system"] = previous["system"], system_message(body)
+        question = body["messages"][-1]["content"]
+        return f"{question} (after {before})" if body.get("cache_prompt") else question
+
+    questions = ["Why is the sky blue?", "What is a prime?", "How do I boil an egg?"]
+    with FakeLLM(answer=remembering_model).serve() as base_url:
+        assert identical_after_histories(base_url, questions, cache=True) == 2
+        assert identical_after_histories(base_url, questions, cache=False) == 3
 
 
 def test_noise_benchmark_runs_on_a_small_pool(tmp_path: Path) -> None:

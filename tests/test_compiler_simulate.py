@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from compiler.simulate import EVAL_LLAMA_CPP
 from tests.fake_llm import one_round, system_message
 
 LONG = ("Well, this is a big topic and there is a lot to say about it, so let me walk you through the "
@@ -55,3 +56,20 @@ async def test_held_out_questions_are_asked_one_at_a_time(tmp_path: Path) -> Non
     await one_round(tmp_path, slow_model, "short", concurrency=4)
     assert most["train"] > 1  # the detector sees overlap where there is some
     assert most["eval"] == 1
+
+
+async def test_held_out_questions_carry_the_eval_fields_through_the_proxy(tmp_path: Path) -> None:
+    """llama.cpp's prompt cache makes an answer depend on the request before it: the held-out
+    questions reach the upstream with it off, the users' questions as they sent them."""
+    seen: dict[str, list[Any]] = {"eval": [], "train": []}
+
+    def recording_model(body: dict[str, Any]) -> str:
+        seen["eval" if body.get("temperature") == 0.0 else "train"].append((body.get("cache_prompt"), body.get("seed")))
+        return obedient_model(body)
+
+    await one_round(tmp_path, recording_model, "short", eval_extra=EVAL_LLAMA_CPP)
+    assert seen["eval"] and all(cache is False for cache, _ in seen["eval"])
+    assert seen["train"] and all(cache is None for cache, _ in seen["train"])
+    # both rounds ask each held-out question with the same seed: only the spec differs
+    half = len(seen["eval"]) // 2
+    assert [s for _, s in seen["eval"][:half]] == [s for _, s in seen["eval"][half:]]

@@ -18,7 +18,7 @@ from typing import Any
 from proxy.settings import Settings
 
 from ..settings import CompilerSettings
-from ..simulate import TASTES, LoopRound, Taste, closed_loop
+from ..simulate import EVAL_LLAMA_CPP, TASTES, LoopRound, Taste, closed_loop
 from .common import run_cleanly
 from .endpoints import resolve_llms
 
@@ -74,4 +74,5 @@ def _loop(args: argparse.Namespace, workdir: Path, taste: Taste, overrides: dict
         judge = {k: getattr(compiler, k) for k in ("judge_base_url", "judge_model") if getattr(compiler, k)}
         model = {} if args.base_url else {"model": compiler.model}
         return asyncio.run(closed_loop(compiler.base_url, workdir, taste, rounds=args.rounds, samples=args.samples,
-                                       compiler_overrides={**overrides, **model, **judge}, say=say))  # fmt: skip
+                                       compiler_overrides={**overrides, **model, **judge}, say=say,
+                                       eval_extra=None if args.base_url else EVAL_LLAMA_CPP))  # fmt: skip
