@@ -194,10 +194,11 @@ def test_select_keeps_one_rule_per_check_family() -> None:
     assert sel.dropped == [fifty, prose] and sel.rejected == [ten, fifteen]
 
 
-def test_select_leaves_out_a_phrase_rule_the_kept_rules_already_explain() -> None:
+def test_select_leaves_out_a_rule_the_kept_rules_already_explain() -> None:
     """'because' sides with the users on all ten items; 'why' on three of them only: it adds
-    words, not evidence. A length rule is never redundant (length is not bound to a topic), and
-    two rules the items cannot tell apart both stay."""
+    words, not evidence. A length limit whose items the kept list rule already explains adds
+    none either; a language rule whose items only phrase rules explain stays (a phrase says
+    nothing of the next answer's language), and two rules the items cannot tell apart both stay."""
     def measured(text: str, check: Check, agrees: range, seen: range = range(10)) -> Principle:
         p = Principle(text, "evidence", check)
         p.method, p.n, p.relevant, p.support = "check", len(seen), len(agrees), len(agrees)
@@ -206,11 +207,15 @@ def test_select_leaves_out_a_phrase_rule_the_kept_rules_already_explain() -> Non
 
     because = measured('Include the phrase "because" in every answer.', Check("contains", "because"), range(10))
     why = measured('Include the phrase "why" in every answer.', Check("contains", "why"), range(3))
-    short = measured("Keep every answer to at most 50 words.", Check("max_words", "50"), range(4))
     twin = measured('Never use the phrase "sorry".', Check("forbid", "sorry"), range(10))
-    sel = select([because, why, short, twin], top_k=5, min_accuracy=0.6, min_prevalence=0.1)
-    assert sel.kept == [because, twin, short]
-    assert why.status == "redundant" and why.evidence["explained_by"] == [because.text, twin.text, short.text]
+    prose = measured("Never answer with a list.", Check("no_list"), range(8, 14), range(14))
+    short = measured("Keep every answer to at most 50 words.", Check("max_words", "50"), range(9, 13), range(14))
+    french = measured("Always answer in French.", Check("in_language", "fr"), range(4))
+    sel = select([because, why, twin, prose, short, french], top_k=5, min_accuracy=0.6, min_prevalence=0.1)
+    assert sel.kept == [because, twin, prose, french]
+    assert why.status == short.status == "redundant"
+    assert why.evidence["explained_by"] == [because.text, twin.text, prose.text, french.text]
+    assert short.evidence["explained_by"] == [prose.text, french.text]
 
 
 def test_with_no_held_out_contrast_only_requested_rules_are_learned() -> None:
