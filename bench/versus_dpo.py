@@ -119,13 +119,16 @@ def pairwise_summary(verdicts: Sequence[int], scores: Sequence[float] = ()) -> d
 
 # -- the served arms and the feedback ------------------------------------------------------------
 async def served(proxy: str, ref: str, questions: Sequence[str], max_tokens: int) -> tuple[list[str], list[bool]]:
-    """Greedy answers through the proxy under spec `ref` (no feedback posted)."""
+    """Greedy answers through the proxy under spec `ref` (no feedback posted), each independent
+    of the question before (llama.cpp's prompt cache off, as the closed loop asks)."""
+    from compiler.simulate import EVAL_LLAMA_CPP
+
     texts, cut = [], []
     async with httpx.AsyncClient(timeout=300) as client:
         for q in questions:
             r = await client.post(f"{proxy}/specs/{ref}/v1/chat/completions", json={
                 "model": "local", "messages": [{"role": "user", "content": q}], "max_tokens": max_tokens,
-                "temperature": 0.0, "seed": 0})  # fmt: skip
+                "temperature": 0.0, "seed": 0, **EVAL_LLAMA_CPP})  # fmt: skip
             r.raise_for_status()
             choice = r.json()["choices"][0]
             texts.append((choice["message"]["content"] or "").strip())

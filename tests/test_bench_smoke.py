@@ -259,6 +259,23 @@ def test_versus_dpo_arguments_and_measures() -> None:
     assert pairwise_summary([1, 1, -1, 0])["spec_win_rate"] == round(2 / 3, 3)
 
 
+async def test_versus_dpo_asks_the_served_arms_greedily_and_one_answer_apart() -> None:
+    """The spec arms' answers must not depend on the question before (llama.cpp's prompt cache)."""
+    from bench.versus_dpo import served
+    from tests.fake_llm import FakeLLM
+
+    bodies: list[dict[str, Any]] = []
+
+    def model(body: dict[str, Any]) -> str:
+        bodies.append(body)
+        return "ok"
+
+    with FakeLLM(answer=model).serve() as base_url:
+        texts, cut = await served(base_url, "support", ["Why?", "How?"], max_tokens=16)
+    assert texts == ["ok", "ok"] and cut == [False, False]
+    assert [(b["temperature"], b["seed"], b["cache_prompt"], b["max_tokens"]) for b in bodies] == [(0.0, 0, False, 16)] * 2
+
+
 def test_versus_dpo_pairs_are_the_compilers_with_the_instruction_first() -> None:
     from bench.versus_dpo import training_rows
     from compiler.dpo_export import dpo_rows
