@@ -131,7 +131,7 @@ def redundant(p: Principle, explained: set[str], explained_generally: set[str]) 
     if p.check is None:
         return False
     covered = explained_generally if general(p) else explained
-    return bool(covered) and mostly_explained(p.agrees, covered) and len(p.seen & covered) > len(p.agrees)
+    return mostly_explained(p.agrees, covered) and len(p.seen & covered) > len(p.agrees)
 
 
 def select(
