@@ -117,21 +117,25 @@ def general(p: Principle) -> bool:
     return p.check is not None and p.check.kind not in PHRASE_KINDS
 
 
-def redundant(p: Principle, explained: set[str], explained_generally: set[str]) -> bool:
-    """A new rule adds words, not evidence, when the better-ranked kept rules already side with
-    the users on 90%+ of the items it sides with them on, and on more of the items it was
-    measured on than it does itself: "say 'why'" beside "say 'because'" when the liked answers
-    are simply the ones that give a reason, or "never a list" beside "at most 25 words" when
-    they are simply the short ones (a rule that rides along changes what the model writes: in
-    one bench.quality run, 9 of 12 answers under 25 words with both rules, 12 of 12 with the
-    length rule alone). Incremental validity, as in evidence.py's forward selection: a general
-    rule is explained away only by general ones (a phrase that happens to mark the same
-    held-out items says nothing of the next answer's length). Two rules the items cannot tell
-    apart both stay."""
+def explainers(p: Principle, kept: Sequence[Principle]) -> list[Principle]:
+    """The kept rules that may explain `p` away: any of them for a phrase rule, only the general
+    ones for a general rule (a phrase that happens to mark the same held-out items says nothing
+    of the next answer's length)."""
+    return [k for k in kept if general(k) or not general(p)]
+
+
+def redundant(p: Principle, explained: set[str]) -> bool:
+    """A new rule adds words, not evidence, when the better-ranked kept rules in `explained`
+    already side with the users on 90%+ of the items it sides with them on, and on more of the
+    items it was measured on than it does itself: "say 'why'" beside "say 'because'" when the
+    liked answers are simply the ones that give a reason, or "never a list" beside "at most 25
+    words" when they are simply the short ones (a rule that rides along changes what the model
+    writes: in one bench.quality run, 9 of 12 answers under 25 words with both rules, 12 of 12
+    with the length rule alone). Incremental validity, as in evidence.py's forward selection.
+    Two rules the items cannot tell apart both stay."""
     if p.check is None:
         return False
-    covered = explained_generally if general(p) else explained
-    return mostly_explained(p.agrees, covered) and len(p.seen & covered) > len(p.agrees)
+    return mostly_explained(p.agrees, explained) and len(p.seen & explained) > len(p.agrees)
 
 
 def select(
@@ -177,18 +181,16 @@ def select(
     eligible = [*ranked, *current]
     kept: list[Principle] = []
     taken: dict[str, Principle] = {}  # family -> the rule that holds its place
-    explained: set[str] = set()  # held-out items the kept rules already side with the user on
-    explained_generally: set[str] = set()  # ... the kept general rules
     for p in eligible:
-        if p.source != "current" and redundant(p, explained, explained_generally):
-            p.evidence["explained_by"] = [k.text for k in kept if general(k) or not general(p)]
+        explaining = explainers(p, kept)
+        # held-out items those kept rules already side with the user on
+        explained: set[str] = set().union(*(k.agrees for k in explaining))
+        if p.source != "current" and redundant(p, explained):
+            p.evidence["explained_by"] = [k.text for k in explaining]
             continue
         if len(kept) < top_k and family(p) not in taken:
             kept.append(p)
             taken[family(p)] = p
-            explained |= p.agrees
-            if general(p):
-                explained_generally |= p.agrees
     kept_ids, eligible_ids = {id(p) for p in kept}, {id(p) for p in eligible}
     dropped, rejected = [], []
     for p in principles:
