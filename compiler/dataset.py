@@ -13,7 +13,7 @@ import hashlib
 import random
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +157,13 @@ def prompt_text(request: dict[str, Any]) -> str:
 
 def normalize(text: str) -> str:
     return " ".join(_WORD_RE.findall(text.lower()))
+
+
+def word_ngrams(words: Sequence[str], n_max: int) -> Iterator[tuple[str, ...]]:
+    """Every run of 1..n_max consecutive words, shortest first."""
+    for n in range(1, n_max + 1):
+        for i in range(len(words) - n + 1):
+            yield tuple(words[i : i + n])
 
 
 def tokens(text: str) -> set[str]:

@@ -30,7 +30,7 @@ from .checks import (
     language_check,
     word_count,
 )
-from .dataset import Example, Pair, Split, normalize
+from .dataset import Example, Pair, Split, normalize, word_ngrams
 from .principle import Principle
 from .prompts import COMMENT_TAG
 
@@ -68,15 +68,8 @@ def measure(check: Check, contrasts: Sequence[Pair]) -> tuple[int, set[str]]:
 
 
 def _ngrams(text: str, n_max: int = 3) -> set[str]:
-    words = normalize(text).split()
-    out = set()
-    for n in range(1, n_max + 1):
-        for i in range(len(words) - n + 1):
-            gram = words[i : i + n]
-            if all(w in ALL_STOPWORDS for w in gram) or (n == 1 and len(gram[0]) < 3):
-                continue
-            out.add(" ".join(gram))
-    return out
+    return {" ".join(gram) for gram in word_ngrams(normalize(text).split(), n_max)
+            if not all(w in ALL_STOPWORDS for w in gram) and not (len(gram) == 1 and len(gram[0]) < 3)}  # fmt: skip
 
 
 def display_phrase(phrase: str, examples: Sequence[Example]) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 from . import prompts
 from .checks import REQUIRES_PHRASE, Check, check_text, checks_from_text, written_phrases
-from .dataset import Example, normalize
+from .dataset import Example, normalize, word_ngrams
 from .evidence import check_of_comment, display_phrase, down_comments
 from .judge import YES_NO
 from .llm import LLMClient, run_all
@@ -99,7 +99,7 @@ def _phrases(text: str, n_max: int = 3) -> set[str]:
     out: set[str] = set()
     for clause in _CLAUSE_RE.split(text):
         words = normalize(clause).split()
-        out |= {" ".join(words[i : i + n]) for n in range(1, n_max + 1) for i in range(len(words) - n + 1)}
+        out |= {" ".join(gram) for gram in word_ngrams(words, n_max)}
     return out
 
 
