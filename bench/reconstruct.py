@@ -66,6 +66,7 @@ from compiler.llm import Budget, LLMClient
 from compiler.pairs_file import HELDOUT, dataset_from_pairs, read_file_pairs
 from compiler.runner import Context, compile_spec
 from compiler.settings import CompilerSettings
+from compiler.simulate import EVAL_LLAMA_CPP
 from compiler.synthesize import spec_tokens
 from proxy.registry import FileRegistry
 from proxy.settings import Settings
@@ -242,6 +243,15 @@ class Endpoints:
     judge_url: str
     judge_model: str
     judge_kind: str | None  # None: chosen by `choose_kind`
+    judge_embedded: bool = False  # the judge is a llama.cpp server this run started
+
+
+def judge_client(ep: Endpoints) -> LLMClient:
+    """The judge's client. On an embedded llama.cpp judge its prompt cache is off: with it on, the
+    same prompts after another history got other verdicts (counsel-chat's unguided arm 31/70 in one
+    run, 36/70 in the next; the judge kind chosen on the known-answer items changed sides)."""
+    extra = EVAL_LLAMA_CPP if ep.judge_embedded else None
+    return LLMClient(ep.judge_url, ep.judge_model, budget=Budget(10**9, 10**12), concurrency=2, extra_body=extra)
 
 
 async def choose_kind(llm: LLMClient, items: Sequence[CalibrationItem] | None = None) -> tuple[Judge, dict[str, Any]]:
@@ -366,7 +376,7 @@ async def run_all(ep: Endpoints, a: argparse.Namespace) -> list[dict[str, Any]]:
     """Every data set with one judge; the JSON rewritten after each set, so an interrupted run
     keeps what it measured."""
     results: list[dict[str, Any]] = []
-    async with LLMClient(ep.judge_url, ep.judge_model, budget=Budget(10**9, 10**12), concurrency=2) as llm:
+    async with judge_client(ep) as llm:
         judge, choice = await judge_for(ep.judge_kind, llm)
         print(f"judge: {describe_choice(choice)}", file=sys.stderr, flush=True)
         for name in a.dataset or list(DATASETS):
@@ -427,7 +437,7 @@ async def rejudged(a: argparse.Namespace) -> list[dict[str, Any]]:
     """`--report FILE --judge KIND`: the saved specs judged again by another judge kind (`auto`:
     chosen as a fresh run chooses it)."""
     with endpoints(a, compiler=False) as ep:
-        async with LLMClient(ep.judge_url, a.judge_model, budget=Budget(10**9, 10**12), concurrency=2) as llm:
+        async with judge_client(ep) as llm:
             judge = await judge_for(ep.judge_kind, llm)
             results = await rescored(json.loads(a.report.read_text()), judge, a.dataset or ())
     save(a, results)
@@ -452,7 +462,7 @@ def endpoints(a: argparse.Namespace, compiler: bool = True) -> Iterator[Endpoint
 
         compiler_url = a.base_url or (serve(a.model) if compiler else "")
         judge_url = a.judge_base_url or a.base_url or serve(a.judge_model)
-        yield Endpoints(compiler_url, a.model, judge_url, a.judge_model, kind)
+        yield Endpoints(compiler_url, a.model, judge_url, a.judge_model, kind, judge_embedded=judge_url in urls.values())
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -15,7 +15,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -131,8 +131,13 @@ class LLMClient:
         retries: int = 3,
         transport: httpx.AsyncBaseTransport | None = None,
         on_call: Callable[[int], None] | None = None,
+        extra_body: Mapping[str, object] | None = None,
     ) -> None:
+        """`extra_body`: fields this endpoint understands beyond the OpenAI API, sent with every
+        chat call (a benchmark's judge on llama.cpp: `{"cache_prompt": False}`, so a verdict does
+        not depend on the requests before it)."""
         self.model, self.seed, self.temperature = model, seed, temperature
+        self.extra_body = dict(extra_body or {})
         self.budget = budget or Budget(10**9, 10**12)
         self.cache = ResponseCache(cache_dir) if cache_dir else None
         self.retries = retries
@@ -217,6 +222,7 @@ class LLMClient:
             "max_tokens": max_tokens,
             "temperature": self.temperature if temperature is None else temperature,
             "seed": seed,
+            **self.extra_body,
         }
         if choice:
             body["logprobs"], body["top_logprobs"] = True, 10

@@ -200,6 +200,23 @@ async def test_reconstruct_chooses_its_judge_kind_on_known_answers() -> None:
     assert judge.kind == "pointwise" and {v["right"] for v in choice["by_kind"].values()} == {30}
 
 
+async def test_reconstruct_turns_the_prompt_cache_off_only_on_its_own_llama_cpp_judge(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import contextlib
+    from types import SimpleNamespace
+
+    from bench.reconstruct import endpoints, judge_client, parse_args
+    from proxy.local_model import LocalModelSupervisor
+
+    started = contextlib.nullcontext(SimpleNamespace(base_url="http://127.0.0.1:1/v1"))
+    monkeypatch.setattr(LocalModelSupervisor, "from_settings", classmethod(lambda cls, *a, **kw: started))
+    for argv, embedded in (([], True), (["--judge-base-url", "https://api.example/v1"], False)):
+        with endpoints(parse_args(argv), compiler=False) as ep:
+            async with judge_client(ep) as llm:  # another API may refuse a field it does not know
+                assert (ep.judge_embedded, llm.extra_body) == (embedded, {"cache_prompt": False} if embedded else {})
+
+
 def test_reconstruct_counts_a_forced_choice() -> None:
     """A judge leaning the person's way by a hair reconstructs the pair; only an exact tie is no opinion."""
     from bench.reconstruct import pool

@@ -108,6 +108,25 @@ async def test_logprobs_refused_falls_back_to_text() -> None:
     assert ["logprobs" in b for b in seen] == [True, False, False]
 
 
+async def test_extra_body_fields_go_with_every_chat_call() -> None:
+    """An endpoint-specific field (llama.cpp's cache_prompt) is sent on plain and choice calls alike."""
+    seen: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        import json
+
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json={"choices": [{"message": {"content": "A"}}], "usage": {"total_tokens": 5}})
+
+    async with LLMClient("http://x/v1", "m", transport=httpx.MockTransport(handler),
+                         extra_body={"cache_prompt": False}) as llm:  # fmt: skip
+        await llm.choose(MSG)
+        await llm.chat(MSG + MSG, max_tokens=8)
+    async with LLMClient("http://x/v1", "m", transport=httpx.MockTransport(handler)) as llm:
+        await llm.chat(MSG, max_tokens=8)
+    assert [b.get("cache_prompt") for b in seen] == [False, False, None]
+
+
 async def test_run_all_cancels_the_rest_on_failure() -> None:
     import asyncio
 
