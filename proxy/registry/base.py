@@ -19,6 +19,13 @@ LATEST = "latest"
 HELD, REJECTED, APPROVED = "held", "rejected", "approved"  # approval mode: a compiled version's hold
 
 
+def held_for_a_person(meta: dict[str, Any] | None) -> bool:
+    """A compiled version whose front matter says why only a person may release it (`held_for`):
+    a proposal to change the person's own text, or a wish the defences would not publish alone.
+    Held as in approval mode, whatever the mode."""
+    return bool(meta and meta.get("held_for"))
+
+
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
         raise InvalidRequest(

@@ -35,6 +35,7 @@ from .base import (
     SpecVersion,
     check_label,
     check_name,
+    held_for_a_person,
 )
 
 log = logging.getLogger(__name__)
@@ -273,7 +274,7 @@ class FileRegistry(Registry):
         number = max(existing, default=0) + 1
         if parent is None and existing:
             parent = max(existing)
-        hold = self.hold_compiled and author == "compiler"
+        hold = author == "compiler" and (self.hold_compiled or held_for_a_person(meta))
         sha = specfile.body_sha256(text)
         folder = self.root / name
         with self._holds_locked(folder) if hold else contextlib.nullcontext():

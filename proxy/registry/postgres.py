@@ -35,6 +35,7 @@ from .base import (
     SpecVersion,
     check_label,
     check_name,
+    held_for_a_person,
 )
 
 log = logging.getLogger(__name__)
@@ -270,7 +271,7 @@ class PostgresRegistry(Registry):
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 name, number, text, sha, record, author, parent, now,
             )  # fmt: skip
-            if self.hold_compiled and author == "compiler":  # in the same transaction: never served unheld
+            if author == "compiler" and (self.hold_compiled or held_for_a_person(meta)):  # in the same transaction: never served unheld
                 await conn.execute(
                     "INSERT INTO spec_holds (name, version, status, label, requested_at) VALUES ($1, $2, $3, $4, $5)",
                     name, number, HELD, labels[0] if labels else None, now,
