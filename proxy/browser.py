@@ -1,10 +1,11 @@
 """Feedback straight from browsers: CORS on `/v1/feedback`, publishable keys and their rate limits.
 
 A publishable key (`SPECLEARN_FEEDBACK_KEYS`) lives in web pages, so it can do one thing: post
-feedback, within a token bucket per key and per client address. Everything else refuses it
-(`ProxyState.check_client`, `check_admin`). Browsers may call `/v1/feedback` from the configured
-origins (`SPECLEARN_CORS_ORIGINS`) and from the proxy's own pages; a request that names any other
-`Origin` is refused outright, since a form-encoded POST reaches the server without a preflight.
+feedback, and change or retract the feedback it posted (`/v1/feedback/{id}`), within a token
+bucket per key and per client address. Everything else refuses it (`ProxyState.check_client`,
+`check_admin`). Browsers may call these from the configured origins (`SPECLEARN_CORS_ORIGINS`)
+and from the proxy's own pages; a request that names any other `Origin` is refused outright,
+since a form-encoded POST reaches the server without a preflight.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from .responses import error_response
 from .settings import Settings
 
 
-ALLOWED_HEADERS = "authorization, content-type, x-inference-id"
+ALLOWED_HEADERS = "authorization, content-type, x-inference-id, x-user-id"
 PREFLIGHT_MAX_AGE = "600"
 
 
@@ -52,18 +53,19 @@ class FeedbackAccess:
             return {}
         return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
-    def preflight(self, request: Request) -> Response:
-        """`OPTIONS /v1/feedback`: allow POST with a key and a JSON body from allowed origins."""
+    def preflight(self, request: Request, methods: str = "POST", allow: str = "POST, OPTIONS") -> Response:
+        """`OPTIONS /v1/feedback` (POST) or `/v1/feedback/{id}` (PUT, DELETE): with a key and a
+        JSON body, from allowed origins."""
         try:
             origin = self.origin(request)
         except Forbidden as exc:
             return error_response(exc, {"Vary": "Origin"})
         headers = {
             **self.cors_headers(origin),
-            "Access-Control-Allow-Methods": "POST",
+            "Access-Control-Allow-Methods": methods,
             "Access-Control-Allow-Headers": ALLOWED_HEADERS,
             "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
-            "Allow": "POST, OPTIONS",
+            "Allow": allow,
         }
         return Response(status_code=204, headers=headers)
 

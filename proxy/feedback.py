@@ -1,22 +1,28 @@
-"""`POST /v1/feedback`: thumbs, scores and pairwise judgments on logged inferences.
+"""`/v1/feedback`: thumbs, scores and pairwise judgments on logged inferences; and
+`/v1/feedback/{feedback_id}`: a user changing (PUT) or taking back (DELETE) their judgment.
 
 The judgment is stored durably before the answer; an inference still in the write queue (or in
 another worker's) counts as known, so feedback may race ahead of its inference and still join.
+A change is made in place, so the judgment is counted once, with its latest value; a retracted
+one is counted nowhere. A publishable (browser) key may change only what it created, and only by
+the id it was given back: server-made ids are random, and an id the page chooses must be long.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import uuid
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import metrics
+from . import identity, metrics
 from .bodies import ID_RE, ID_RULE, read_json_object
 from .errors import InvalidRequest, MethodNotAllowed, NotFound, ProxyError, RateLimited
 from .ledger import PAIR, SCORE, THUMB, FeedbackRecord, InferenceRecord
+from .ledger.base import KEEP
 from .responses import error_response, json_response
 from .routing import version_label
 from .keys import bearer
@@ -25,6 +31,8 @@ from .state import ProxyState
 MAX_FEEDBACK_BYTES = 64 * 1024
 MAX_COMMENT = 8_000
 MAX_TAGS = 32
+MIN_BROWSER_ID = 16  # a feedback_id a page chooses is its proof of authorship: not a guessable one
+ITEM_METHODS = "PUT, DELETE, OPTIONS"
 
 
 def parse_value(value: Any) -> tuple[str, float]:
@@ -77,7 +85,7 @@ def _tags(body: dict[str, Any]) -> dict[str, str] | None:
 
 
 def parse_feedback(body: dict[str, Any]) -> FeedbackRecord:
-    known = {"inference_id", "value", "comment", "tags", "feedback_id", "chosen_id", "rejected_id"}
+    known = {"inference_id", "value", "comment", "tags", "feedback_id", "chosen_id", "rejected_id", *identity.USER_FIELDS}
     unknown = sorted(set(body) - known)
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}", param=unknown[0])
@@ -110,15 +118,40 @@ async def _known(state: ProxyState, inference_id: str, field: str) -> InferenceR
     return found
 
 
-def _authorize(state: ProxyState, request: Request) -> None:
-    """A client key (or an open proxy) as for inference, or a publishable key within its limits."""
+def parse_change(body: dict[str, Any]) -> tuple[tuple[str, float] | None, object]:
+    """A PUT body: the new (kind, value) and/or comment (null erases it; absent keeps it)."""
+    unknown = sorted(set(body) - {"value", "comment"})
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}: send 'value' and/or 'comment'", param=unknown[0])
+    if not body:
+        raise InvalidRequest("send the new 'value' and/or 'comment'")
+    value = parse_value(body["value"]) if "value" in body else None
+    return value, _comment(body) if "comment" in body else KEEP
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _authorize(state: ProxyState, request: Request) -> str | None:
+    """A client key (or an open proxy) as for inference: None; or a publishable key within its
+    limits: its fingerprint, the owner of what it creates."""
     access = state.feedback_access
     token = bearer(request.headers.get("authorization"))
     if access.is_feedback_key(token):
         assert token is not None
-        access.limit(token, request.client.host if request.client else "unknown")
-    else:
-        state.check_client(request.headers.get("authorization"))
+        access.limit(token, _address(request))
+        return identity.key_owner(token)
+    state.check_client(request.headers.get("authorization"))
+    return None
+
+
+def _judge(state: ProxyState, request: Request, body: dict[str, Any], owner: str | None) -> str | None:
+    """Who judged: an id the feedback names, else for a browser (publishable key) its hashed address."""
+    user = identity.feedback_user(body, request.headers)
+    if user is None and owner is not None:
+        user = identity.address_user(_address(request), state.ledger.address_key)
+    return user
 
 
 async def wrong_method(request: Request) -> Response:
@@ -126,9 +159,20 @@ async def wrong_method(request: Request) -> Response:
     return error_response(MethodNotAllowed(f"{request.method} {request.url.path}: use POST"), {"Allow": "POST, OPTIONS"})
 
 
+async def wrong_item_method(request: Request) -> Response:
+    return error_response(
+        MethodNotAllowed(f"{request.method} {request.url.path}: use PUT to change, DELETE to retract"), {"Allow": ITEM_METHODS}
+    )
+
+
 async def feedback_preflight(request: Request) -> Response:
     state: ProxyState = request.app.state.proxy
     return state.feedback_access.preflight(request)
+
+
+async def item_preflight(request: Request) -> Response:
+    state: ProxyState = request.app.state.proxy
+    return state.feedback_access.preflight(request, methods="PUT, DELETE", allow=ITEM_METHODS)
 
 
 async def post_feedback(request: Request) -> Response:
@@ -136,9 +180,15 @@ async def post_feedback(request: Request) -> Response:
     cors: dict[str, str] = {}
     try:
         cors = state.feedback_access.cors_headers(state.feedback_access.origin(request))
-        _authorize(state, request)
+        owner = _authorize(state, request)
         body = await read_json_object(request, min(MAX_FEEDBACK_BYTES, state.settings.max_body_bytes))
         feedback = parse_feedback(body)
+        if owner is not None and "feedback_id" in body and len(feedback.id) < MIN_BROWSER_ID:
+            raise InvalidRequest(
+                f"with a publishable key, a 'feedback_id' you choose must be at least {MIN_BROWSER_ID} random "
+                "characters (it is what lets this browser change the vote later), or leave it out", param="feedback_id",
+            )  # fmt: skip
+        feedback = dataclasses.replace(feedback, user_id=_judge(state, request, body, owner), owner=owner)
         inference = await _known(state, feedback.inference_id, "chosen_id" if feedback.rejected_id else "inference_id")
         if feedback.rejected_id:
             await _known(state, feedback.rejected_id, "rejected_id")
@@ -154,3 +204,50 @@ async def post_feedback(request: Request) -> Response:
         metrics.count_feedback(inference.spec_name or "none", version, stored.kind, value)
     metrics.observe_request("feedback", "none", "none", 200, 0.0, 0.0)
     return json_response({"feedback_id": stored.id, "status": "created" if created else "duplicate"}, headers=cors or None)
+
+
+# -- one judgment: change or retract -----------------------------------------------------------------
+Action = Callable[[ProxyState, Request, str, "str | None"], Awaitable[tuple[FeedbackRecord, bool] | None]]
+
+
+async def _on_item(request: Request, action: Action, done: str, same: str) -> Response:
+    """Shared by PUT and DELETE: CORS, key, the id, the error shape; `done` or `same` as status."""
+    state: ProxyState = request.app.state.proxy
+    cors: dict[str, str] = {}
+    feedback_id = request.path_params["feedback_id"]
+    try:
+        cors = state.feedback_access.cors_headers(state.feedback_access.origin(request))
+        owner = _authorize(state, request)
+        if not ID_RE.match(feedback_id):
+            raise InvalidRequest(f"a feedback id is {ID_RULE}", param="feedback_id")
+        result = await action(state, request, feedback_id, owner)
+        if result is None:  # unknown, or another key's: the same answer, so ids cannot be probed
+            raise NotFound(f"no feedback with id {feedback_id!r}", param="feedback_id", code="feedback_not_found")
+    except ProxyError as exc:
+        metrics.observe_request("feedback", "none", "none", exc.status, 0.0, 0.0)
+        if isinstance(exc, RateLimited):
+            cors = {**cors, "Retry-After": str(exc.retry_after)}
+        return error_response(exc, cors or None)
+    stored, changed = result
+    metrics.observe_request("feedback", "none", "none", 200, 0.0, 0.0)
+    return json_response({"feedback_id": stored.id, "status": done if changed else same}, headers=cors or None)
+
+
+async def _update(state: ProxyState, request: Request, feedback_id: str, owner: str | None) -> tuple[FeedbackRecord, bool] | None:
+    body = await read_json_object(request, min(MAX_FEEDBACK_BYTES, state.settings.max_body_bytes))
+    value, comment = parse_change(body)
+    return await state.ledger.update_feedback(feedback_id, time.time(), owner=owner, value=value, comment=comment)
+
+
+async def _retract(state: ProxyState, request: Request, feedback_id: str, owner: str | None) -> tuple[FeedbackRecord, bool] | None:
+    return await state.ledger.retract_feedback(feedback_id, time.time(), owner=owner)
+
+
+async def put_feedback(request: Request) -> Response:
+    """`PUT /v1/feedback/{id}`: a new value (same kind: a thumb stays a thumb) and/or comment."""
+    return await _on_item(request, _update, "updated", "unchanged")
+
+
+async def delete_feedback(request: Request) -> Response:
+    """`DELETE /v1/feedback/{id}`: take the judgment back; again is a no-op with the same answer."""
+    return await _on_item(request, _retract, "retracted", "retracted")

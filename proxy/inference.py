@@ -18,6 +18,7 @@ from . import metrics, routing, sse
 from .routing import version_label
 from .bodies import ID_RE, ID_RULE, ClientGone, read_json_object, validate_chat, validate_completions, validate_responses
 from .errors import InvalidRequest, ProxyError, ServiceUnavailable
+from .identity import request_user
 from .injection import inject_chat, inject_responses
 from .ledger import InferenceRecord
 from .registry import SpecVersion
@@ -151,9 +152,7 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
         forward_auth = state.check_client(request.headers.get("authorization"))
         body = await read_json_object(request, state.settings.max_body_bytes)
         endpoint.validate(body)
-        user = body.get("user")
-        if not isinstance(user, str) or not user:
-            user = request.headers.get("x-user-id")
+        user = request_user(body, request.headers)
         session = request.headers.get("x-session-id")
         if user:
             call.unit, unit_id = routing.USER, user

@@ -48,6 +48,18 @@ HOLD_ACTIONS = {
     "reject": "Approval mode: never serve a held version",
 }
 HTML = {"description": "A console page", "content": {"text/html": {"schema": {"type": "string"}}}}
+FEEDBACK_ID = {"name": "feedback_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_RE.pattern}}
+USER_HEADER = {"name": "X-User-Id", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 256},
+               "description": "the end user, when the body names none"}  # fmt: skip
+PREFLIGHT: dict[str, Any] = {
+    "tags": ["feedback"],
+    "summary": "CORS preflight for browsers",
+    "parameters": [
+        {"name": "Origin", "in": "header", "required": False, "schema": {"type": "string"}},
+        {"name": "Access-Control-Request-Method", "in": "header", "required": False, "schema": {"type": "string"}},
+    ],
+    "responses": {"204": {"description": "Allowed: the Access-Control-Allow-* headers"}, **_errors("403")},
+}
 
 
 def _form(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -77,6 +89,12 @@ def _openai(summary: str, page: str, method: str = "post") -> dict[str, Any]:
 
 def build() -> dict[str, Any]:
     ident = {"type": "string", "pattern": ID_RE.pattern}
+    user = {"type": "string", "maxLength": 256}
+    judge = {
+        "user": {**user, "description": "the end user who judged (else `safety_identifier`, `X-User-Id`, or for a "
+                 "publishable key a keyed hash of the client address): the compiler counts voices"},
+        "safety_identifier": {**user, "description": "OpenAI's end-user id, read when `user` is absent"},
+    }  # fmt: skip
     schemas: dict[str, Any] = {
         "Error": {
             "type": "object",
@@ -106,7 +124,9 @@ def build() -> dict[str, Any]:
                 },
                 "comment": {"type": "string", "maxLength": 8000},
                 "tags": {"type": "object", "maxProperties": 32, "additionalProperties": {"type": "string", "maxLength": 256}},
-                "feedback_id": {**ident, "description": "idempotency key: the same id twice is stored once"},
+                "feedback_id": {**ident, "description": "idempotency key: the same id twice is stored once; with a "
+                                "publishable key at least 16 random characters"},
+                **judge,
             },
         },
         "Pair": {
@@ -119,12 +139,35 @@ def build() -> dict[str, Any]:
                 "comment": {"type": "string", "maxLength": 8000},
                 "tags": {"type": "object", "maxProperties": 32, "additionalProperties": {"type": "string", "maxLength": 256}},
                 "feedback_id": ident,
+                **judge,
             },
         },
         "FeedbackAck": {
             "type": "object",
             "required": ["feedback_id", "status"],
             "properties": {"feedback_id": {"type": "string"}, "status": {"type": "string", "enum": ["created", "duplicate"]}},
+        },
+        "FeedbackChange": {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "properties": {
+                "value": {
+                    "description": "the new value, of the same kind (a thumb stays a thumb, a score a score; a pair has none)",
+                    "oneOf": [{"type": "string", "enum": ["up", "down"]}, {"type": "boolean"}, {"type": "number"}],
+                },
+                "comment": {"type": ["string", "null"], "maxLength": 8000, "description": "null erases it"},
+            },
+        },
+        "FeedbackChangeAck": {
+            "type": "object",
+            "required": ["feedback_id", "status"],
+            "properties": {"feedback_id": {"type": "string"}, "status": {"type": "string", "enum": ["updated", "unchanged"]}},
+        },
+        "FeedbackRetractAck": {
+            "type": "object",
+            "required": ["feedback_id", "status"],
+            "properties": {"feedback_id": {"type": "string"}, "status": {"type": "string", "enum": ["retracted"]}},
         },
         "Spec": {
             "type": "object",
@@ -143,14 +186,22 @@ def build() -> dict[str, Any]:
             "required": ["text"],
             "properties": {
                 "text": {"type": "string", "minLength": 1},
-                "labels": {"type": "array", "items": {"type": "string"}},
+                "labels": {
+                    "type": ["array", "null"], "items": {"type": "string"},
+                    "description": "labels to move onto the new version. Omitted or null: `production` when the "
+                                   "spec has no production label yet (a person's first version), else none; "
+                                   "`[]`: none, the version waits until a label is moved onto it",
+                },  # fmt: skip
                 "meta": {"type": "object", "description": "front matter to record (principles, gate, cost, ...)"},
             },
         },
         "Published": {
             "type": "object",
-            "required": ["name", "version", "sha256"],
-            "properties": {"name": {"type": "string"}, "version": {"type": "integer"}, "sha256": {"type": "string"}},
+            "required": ["name", "version", "sha256", "labels"],
+            "properties": {
+                "name": {"type": "string"}, "version": {"type": "integer"}, "sha256": {"type": "string"},
+                "labels": {"type": "array", "items": {"type": "string"}, "description": "the labels now on this version"},
+            },  # fmt: skip
         },
         "Version": {
             "type": "object",
@@ -194,18 +245,39 @@ def build() -> dict[str, Any]:
                 ),
                 "security": [{"clientKey": []}, {"feedbackKey": []}, {}],
                 "requestBody": feedback_body,
+                "parameters": [USER_HEADER],
                 "responses": {"200": _json(_ref("FeedbackAck"), "Stored (or already stored under this feedback_id)"),
                               **_errors("400", "401", "403", "404", "409", "413", "429", "503")},
             },  # fmt: skip
-            "options": {
+            "options": PREFLIGHT,
+        },
+        "/v1/feedback/{feedback_id}": {
+            "put": {
                 "tags": ["feedback"],
-                "summary": "CORS preflight for browsers",
-                "parameters": [
-                    {"name": "Origin", "in": "header", "required": False, "schema": {"type": "string"}},
-                    {"name": "Access-Control-Request-Method", "in": "header", "required": False, "schema": {"type": "string"}},
-                ],
-                "responses": {"204": {"description": "Allowed: the Access-Control-Allow-* headers"}, **_errors("403")},
-            },
+                "summary": "Change a judgment: its value and/or comment",
+                "description": (
+                    "In place and durably before the answer: the judgment is counted once, with its latest value. "
+                    "A publishable key may change only feedback it created (else 404). 409 once retracted."
+                ),
+                "security": [{"clientKey": []}, {"feedbackKey": []}, {}],
+                "parameters": [FEEDBACK_ID],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("FeedbackChange")}}},
+                "responses": {"200": _json(_ref("FeedbackChangeAck"), "Changed (or already so)"),
+                              **_errors("400", "401", "403", "404", "409", "413", "429", "503")},
+            },  # fmt: skip
+            "delete": {
+                "tags": ["feedback"],
+                "summary": "Retract a judgment",
+                "description": (
+                    "Durably: no compile round, tally or export counts it again, and its comment is erased. Retracting "
+                    "twice answers the same. A publishable key may retract only feedback it created (else 404)."
+                ),
+                "security": [{"clientKey": []}, {"feedbackKey": []}, {}],
+                "parameters": [FEEDBACK_ID],
+                "responses": {"200": _json(_ref("FeedbackRetractAck"), "Retracted"),
+                              **_errors("400", "401", "403", "404", "429", "503")},
+            },  # fmt: skip
+            "options": {**PREFLIGHT, "parameters": [FEEDBACK_ID, *PREFLIGHT["parameters"]]},
         },
         "/healthz": {"get": {"tags": ["ops"], "summary": "Liveness", "responses": {"200": _json({"type": "object"}, "Alive")}}},
         "/readyz": {
@@ -233,7 +305,7 @@ def build() -> dict[str, Any]:
             "post": {
                 "tags": ["admin"], "summary": "Publish a new immutable version", "security": ADMIN, "parameters": [NAME],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("PublishRequest")}}},
-                "responses": {"201": _json(_ref("Published"), "Published"), **_errors("400", "401", "403", "413", "503")},
+                "responses": {"201": _json(_ref("Published"), "Published"), **_errors("400", "401", "403", "409", "413", "503")},
             }  # fmt: skip
         },
         "/admin/specs/{name}/versions/{ref}": {

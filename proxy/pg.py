@@ -184,6 +184,17 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             FOR EACH STATEMENT EXECUTE FUNCTION registry_touch();
         """,
     ),
+    (
+        5,
+        "feedback changes",
+        # Who judged, which publishable key may change it, changes and retractions in place; and
+        # the key client addresses are hashed with (proxy.identity), one per ledger.
+        """
+        ALTER TABLE feedback ADD COLUMN user_id TEXT, ADD COLUMN owner TEXT,
+            ADD COLUMN updated_at DOUBLE PRECISION, ADD COLUMN retracted_at DOUBLE PRECISION;
+        CREATE TABLE ledger_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        """,
+    ),
 ]
 
 

@@ -9,14 +9,22 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import secrets
+from typing import Callable
 
-from .. import metrics
-from ..errors import Conflict
+from .. import identity, metrics
+from ..errors import Conflict, InvalidRequest
 from .records import DecisionRecord, FeedbackEvent, FeedbackRecord, InferenceRecord, Outcome, ThumbTally
 
 log = logging.getLogger(__name__)
 RETRY_PAUSES = (0.1, 0.5, 2.0, 0.0)  # pause after each failed attempt; the last attempt gives up
+ADDRESS_KEY = "address_key"  # the ledger_secrets row: the key client addresses are hashed with
+KEEP = object()  # update_feedback: leave the comment as it is
+
+#: A change to one stored judgment: the new record, or None to write nothing.
+Change = Callable[[FeedbackRecord], "FeedbackRecord | None"]
 
 
 class Ledger(abc.ABC):
@@ -27,10 +35,14 @@ class Ledger(abc.ABC):
         self._flush_interval = flush_interval
         self._pending: dict[str, InferenceRecord] = {}  # queued or being written, by id
         self._writer: asyncio.Task[None] | None = None
+        self.address_key = b""  # see proxy.identity; read from storage on start
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         await self._open()
+        # one key per ledger, made by whichever worker or replica starts first: the same address
+        # is the same voice everywhere the ledger is shared, and after a restart
+        self.address_key = bytes.fromhex(await self._secret(ADDRESS_KEY, secrets.token_hex(32)))
         self._queue = asyncio.Queue(self._queue_size)
         self._writer = asyncio.create_task(self._write_loop())
 
@@ -136,12 +148,79 @@ class Ledger(abc.ABC):
 
     async def add_feedback(self, fb: FeedbackRecord) -> tuple[FeedbackRecord, bool]:
         """Store durably; returns (stored record, created). The same id with the same judgment is
-        a retry (no-op); the same id with a different judgment is a client bug: `Conflict`."""
+        a retry (no-op); the same id with a different judgment is a client bug: `Conflict`, as is
+        the id of a retracted judgment (a new vote takes a new id)."""
         fb = self._normalize(fb)
         stored, created = await self._insert_feedback(fb)
+        if not created and stored.retracted_at is not None:
+            raise _retracted(fb.id)
         if not created and not stored.same_judgment(fb):
             raise Conflict(f"feedback_id {fb.id!r} was already used for a different judgment", param="feedback_id")
         return stored, created
+
+    async def update_feedback(
+        self,
+        feedback_id: str,
+        at: float,
+        *,
+        owner: str | None = None,
+        value: tuple[str, float] | None = None,
+        comment: object = KEEP,
+    ) -> tuple[FeedbackRecord, bool] | None:
+        """Change a judgment in place, durably: its (kind, value), which must keep the kind, and/or
+        its comment (None erases it). (record as stored, changed?); None when no such judgment
+        exists, or with `owner`, when that publishable key did not create it. `Conflict` once retracted."""
+
+        def change(fb: FeedbackRecord) -> FeedbackRecord | None:
+            if fb.retracted_at is not None:
+                raise _retracted(fb.id)
+            new = fb
+            if value is not None:
+                kind, number = value
+                if kind != fb.kind:
+                    raise InvalidRequest(f"this feedback is a {fb.kind}: 'value' must be one too", param="value")
+                new = dataclasses.replace(new, value=number)
+            if comment is not KEEP:
+                new = dataclasses.replace(new, comment=comment)  # type: ignore[arg-type]
+            new = self._normalize(new)
+            return None if new == fb else dataclasses.replace(new, updated_at=at)
+
+        return await self._apply(feedback_id, owner, change)
+
+    async def retract_feedback(
+        self, feedback_id: str, at: float, *, owner: str | None = None
+    ) -> tuple[FeedbackRecord, bool] | None:
+        """Take a judgment back, durably: no reader of judgments sees it again and its comment is
+        erased. (tombstone, retracted now?): a second retraction changes nothing. None as for update."""
+
+        def change(fb: FeedbackRecord) -> FeedbackRecord | None:
+            if fb.retracted_at is not None:
+                return None
+            return dataclasses.replace(fb, retracted_at=at, comment=None)
+
+        return await self._apply(feedback_id, owner, change)
+
+    async def _apply(self, feedback_id: str, owner: str | None, change: Change) -> tuple[FeedbackRecord, bool] | None:
+        """`change` on the row, if it exists and (with `owner`) that key created it; else None."""
+
+        def guarded(fb: FeedbackRecord) -> FeedbackRecord | None:
+            if owner is not None and fb.owner != owner:
+                raise _NotOwned  # rolls the transaction back: nothing written
+            return change(fb)
+
+        try:
+            return await self._change_feedback(feedback_id, guarded)
+        except _NotOwned:
+            return None
+
+    async def feedback_events(
+        self, spec: str | None = None, since: float | None = None, until: float | None = None
+    ) -> list[FeedbackEvent]:
+        """Feedback joined to its inferences, oldest first (by `created_at`, the time of the first
+        vote, so a change keeps its place); retracted judgments are left out, a changed one appears
+        once with its latest value, and each carries its judge's voice (`identity.attribute`).
+        Rows whose inference is not stored yet wait."""
+        return [identity.attribute(ev) for ev in await self._feedback_events(spec, since, until)]
 
     def _normalize(self, fb: FeedbackRecord) -> FeedbackRecord:
         """The record as this backend will store it, so a retry compares equal to the stored row."""
@@ -152,15 +231,28 @@ class Ledger(abc.ABC):
         """Insert unless the id exists, committed before returning; (row as stored, inserted?)."""
 
     @abc.abstractmethod
-    async def count_feedback(self, spec: str, after: float | None = None) -> int:
-        """Feedback on `spec`'s inferences stored after `after`: the sidecar's "is it due?",
-        answered without loading the events."""
+    async def get_feedback(self, feedback_id: str) -> FeedbackRecord | None:
+        """One judgment as stored (a retracted one too, with `retracted_at` set)."""
 
     @abc.abstractmethod
-    async def feedback_events(
-        self, spec: str | None = None, since: float | None = None, until: float | None = None
+    async def _change_feedback(self, feedback_id: str, change: Change) -> tuple[FeedbackRecord, bool] | None:
+        """In one transaction: read the row (None if missing), apply `change`; write its value,
+        comment, updated_at and retracted_at when it returns a record, committed before returning."""
+
+    @abc.abstractmethod
+    async def _secret(self, name: str, default: str) -> str:
+        """The stored secret `name`, storing `default` first if there is none (the first writer wins)."""
+
+    @abc.abstractmethod
+    async def count_feedback(self, spec: str, after: float | None = None) -> int:
+        """Feedback on `spec`'s inferences stored or changed after `after`, retractions left out:
+        the sidecar's "is it due?", answered without loading the events."""
+
+    @abc.abstractmethod
+    async def _feedback_events(
+        self, spec: str | None, since: float | None, until: float | None
     ) -> list[FeedbackEvent]:
-        """Feedback joined to its inferences, oldest first; rows whose inference is not stored yet wait."""
+        """`feedback_events` as stored: not retracted, joined, oldest first."""
 
     @abc.abstractmethod
     async def thumb_tallies(self, spec: str, bucket_seconds: float) -> list[ThumbTally]:
@@ -181,3 +273,14 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     async def decisions(self, spec: str, limit: int | None = None) -> list[DecisionRecord]:
         """`spec`'s decision log, oldest first; with `limit`, only the newest `limit` entries."""
+
+
+class _NotOwned(Exception):
+    """Inside a change: the row is not the caller's, so it is reported as unknown."""
+
+
+def _retracted(feedback_id: str) -> Conflict:
+    return Conflict(
+        f"feedback {feedback_id!r} was retracted: send a new vote under a new feedback_id",
+        param="feedback_id", code="feedback_retracted",
+    )  # fmt: skip

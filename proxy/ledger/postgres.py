@@ -16,9 +16,11 @@ import asyncpg  # type: ignore[import-untyped]
 
 from .. import pg
 from ..errors import InvalidRequest
-from .base import Ledger
+from .base import Change, Ledger
 from .records import (
     DECISION_COLUMNS,
+    FEEDBACK_COLUMNS,
+    N_FEEDBACK,
     THUMB,
     DecisionRecord,
     FeedbackEvent,
@@ -52,8 +54,8 @@ INFERENCE_FIELDS: tuple[tuple[str, str], ...] = (
 )
 _METADATA = [name for name, _ in INFERENCE_FIELDS].index("metadata")
 INFERENCE_COLUMNS = ", ".join(name for name, _ in INFERENCE_FIELDS)
-FEEDBACK_COLUMNS = "id, inference_id, kind, value, created_at, comment, tags, rejected_id"
 _TEXT_FIELDS = {i for i, (_, kind) in enumerate(INFERENCE_FIELDS) if kind == "text"}
+_FEEDBACK_PLACEHOLDERS = ", ".join(f"${i + 1}" for i in range(N_FEEDBACK))
 
 # executemany pipelines the batch's rows on one connection in one transaction: measured as fast as
 # a single unnest() statement here (~20k rows/s either way), with plainer SQL.
@@ -132,14 +134,15 @@ class PostgresLedger(Ledger):
         return inference_from_row(row) if row else None
 
     def _normalize(self, fb: FeedbackRecord) -> FeedbackRecord:
-        """PostgreSQL text cannot hold NUL: the comment is stored with U+FFFD instead."""
+        """PostgreSQL text cannot hold NUL: the comment and user id are stored with U+FFFD instead."""
         if any("\x00" in (v or "") for v in (fb.id, fb.inference_id, fb.rejected_id)):
             raise InvalidRequest("ids must not contain NUL characters", param="feedback_id")
-        if fb.comment and "\x00" in fb.comment:
-            return dataclasses.replace(fb, comment=_no_nul(fb.comment))
+        if any("\x00" in (v or "") for v in (fb.comment, fb.user_id)):
+            return dataclasses.replace(fb, comment=_no_nul(fb.comment), user_id=_no_nul(fb.user_id))
         return fb
 
     async def _insert_feedback(self, fb: FeedbackRecord) -> tuple[FeedbackRecord, bool]:
+        values = dataclasses.astuple(fb)
 
         async def insert(conn: asyncpg.Connection) -> tuple[FeedbackRecord, bool]:
             async with conn.transaction():
@@ -147,11 +150,10 @@ class PostgresLedger(Ledger):
                 # ON CONFLICT waits for a concurrent insert of the same id to commit or roll back,
                 # and the SELECT after it (a new snapshot under READ COMMITTED) sees the winner.
                 inserted = await conn.fetchval(
-                    f"INSERT INTO feedback ({FEEDBACK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                    f"INSERT INTO feedback ({FEEDBACK_COLUMNS}) VALUES ({_FEEDBACK_PLACEHOLDERS}) "
                     "ON CONFLICT (id) DO NOTHING RETURNING true",
-                    fb.id, fb.inference_id, fb.kind, fb.value, fb.created_at, fb.comment,
-                    fb.tags, fb.rejected_id,
-                )  # fmt: skip
+                    *values,
+                )
                 if inserted:
                     return fb, True
                 row = await conn.fetchrow(f"SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE id = $1", fb.id)
@@ -161,12 +163,55 @@ class PostgresLedger(Ledger):
         stored, created = await pg.with_retry(self.pool, insert, "storing feedback")
         return stored, created
 
+    async def get_feedback(self, feedback_id: str) -> FeedbackRecord | None:
+        if "\x00" in feedback_id:
+            return None  # no stored id holds one
+        sql = f"SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE id = $1"
+        row = await pg.with_retry(self.pool, lambda c: c.fetchrow(sql, feedback_id), "reading feedback")
+        return feedback_from_row(row) if row else None
+
+    async def _change_feedback(self, feedback_id: str, change: Change) -> tuple[FeedbackRecord, bool] | None:
+        if "\x00" in feedback_id:
+            return None
+
+        async def apply(conn: asyncpg.Connection) -> tuple[FeedbackRecord, bool] | None:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL synchronous_commit = on")
+                row = await conn.fetchrow(f"SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE id = $1 FOR UPDATE", feedback_id)
+                if row is None:
+                    return None
+                old = feedback_from_row(row)
+                new = change(old)  # may raise: the transaction rolls back
+                if new is None:
+                    return old, False
+                await conn.execute(
+                    "UPDATE feedback SET value = $2, comment = $3, updated_at = $4, retracted_at = $5 WHERE id = $1",
+                    feedback_id, new.value, new.comment, new.updated_at, new.retracted_at,
+                )  # fmt: skip
+                return new, True
+
+        # Safe to retry after a lost connection: a change already committed reads back as unchanged.
+        return await pg.with_retry(self.pool, apply, "changing feedback")
+
+    async def _secret(self, name: str, default: str) -> str:
+        async def read(conn: asyncpg.Connection) -> str:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO ledger_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", name, default
+                )
+                return str(await conn.fetchval("SELECT value FROM ledger_secrets WHERE name = $1", name))
+
+        return await pg.with_retry(self.pool, read, "reading the ledger's secrets")
+
     async def count_feedback(self, spec: str, after: float | None = None) -> int:
-        sql = "SELECT count(*) FROM feedback f JOIN inferences i ON i.id = f.inference_id WHERE i.spec_name = $1"
+        sql = (
+            "SELECT count(*) FROM feedback f JOIN inferences i ON i.id = f.inference_id "
+            "WHERE i.spec_name = $1 AND f.retracted_at IS NULL"
+        )
         args: list[Any] = [spec]
         if after is not None:
             args.append(after)
-            sql += " AND f.created_at > $2"
+            sql += " AND coalesce(f.updated_at, f.created_at) > $2"
         return int(await pg.with_retry(self.pool, lambda c: c.fetchval(sql, *args), "counting feedback"))
 
     async def thumb_tallies(self, spec: str, bucket_seconds: float) -> list[ThumbTally]:
@@ -174,16 +219,14 @@ class PostgresLedger(Ledger):
             "SELECT i.spec_version, floor(f.created_at / $1)::int8 AS b, "
             "count(*) FILTER (WHERE f.value > 0), count(*) FROM feedback f "
             "JOIN inferences i ON i.id = f.inference_id WHERE i.spec_name = $2 AND f.kind = $3 "
-            "GROUP BY i.spec_version, b ORDER BY b, i.spec_version NULLS FIRST"
+            "AND f.retracted_at IS NULL GROUP BY i.spec_version, b ORDER BY b, i.spec_version NULLS FIRST"
         )
         rows = await pg.with_retry(
             self.pool, lambda c: c.fetch(sql, float(bucket_seconds), spec, THUMB), "counting thumbs"
         )
         return [ThumbTally(v, b * bucket_seconds, int(ups), int(n)) for v, b, ups, n in rows]
 
-    async def feedback_events(
-        self, spec: str | None = None, since: float | None = None, until: float | None = None
-    ) -> list[FeedbackEvent]:
+    async def _feedback_events(self, spec: str | None, since: float | None, until: float | None) -> list[FeedbackEvent]:
         names = [name for name, _ in INFERENCE_FIELDS]
         fcols = ", ".join(f"f.{c.strip()}" for c in FEEDBACK_COLUMNS.split(","))
         icols = ", ".join(f"i.{c}" for c in names)
@@ -193,7 +236,7 @@ class PostgresLedger(Ledger):
             "JOIN inferences i ON i.id = f.inference_id "
             "LEFT JOIN inferences r ON r.id = f.rejected_id "
             # a pair whose rejected side is not stored yet waits, as in the SQLite ledger
-            "WHERE (f.rejected_id IS NULL OR r.id IS NOT NULL)"
+            "WHERE (f.rejected_id IS NULL OR r.id IS NOT NULL) AND f.retracted_at IS NULL"
         )
         args: list[Any] = []
         if spec is not None:
@@ -207,15 +250,15 @@ class PostgresLedger(Ledger):
             sql += f" AND f.created_at < ${len(args)}"
         sql += ' ORDER BY f.created_at, f.id COLLATE "C"'  # byte order, as SQLite sorts
         rows = await pg.with_retry(self.pool, lambda c: c.fetch(sql, *args), "reading feedback events")
-        n = len(names)
+        f, n = N_FEEDBACK, len(names)
         events = []
         for row in rows:
             values = tuple(row)
-            rejected = values[8 + n : 8 + 2 * n]
+            rejected = values[f + n : f + 2 * n]
             events.append(
                 FeedbackEvent(
-                    feedback_from_row(values[:8]),
-                    inference_from_row(values[8 : 8 + n]),
+                    feedback_from_row(values[:f]),
+                    inference_from_row(values[f : f + n]),
                     inference_from_row(rejected) if rejected[0] is not None else None,
                 )
             )

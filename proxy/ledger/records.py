@@ -37,7 +37,12 @@ class InferenceRecord:
 
 @dataclass(slots=True)
 class FeedbackRecord:
-    """A judgment on an inference: thumb (+1/-1), score (a float), or pair (inference preferred over rejected)."""
+    """A judgment on an inference: thumb (+1/-1), score (a float), or pair (inference preferred over rejected).
+
+    `user_id` is the end user who judged (see proxy.identity), `owner` the publishable key that
+    created it (its fingerprint; None for a client key), the only key besides a client key that
+    may change it. A change keeps `created_at` and sets `updated_at`; a retraction leaves a
+    tombstone (`retracted_at`, comment erased) that no reader of judgments sees."""
 
     id: str
     inference_id: str
@@ -47,6 +52,10 @@ class FeedbackRecord:
     comment: str | None = None
     tags: dict[str, str] | None = None
     rejected_id: str | None = None
+    user_id: str | None = None
+    owner: str | None = None
+    updated_at: float | None = None
+    retracted_at: float | None = None
 
     def same_judgment(self, other: "FeedbackRecord") -> bool:
         """Equal apart from arrival time: a retry of the same feedback."""
@@ -61,6 +70,10 @@ class FeedbackRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+FEEDBACK_COLUMNS = ", ".join(f.name for f in fields(FeedbackRecord))  # the feedback table, in this order
+N_FEEDBACK = len(fields(FeedbackRecord))
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ acknowledged judgment is on disk). Each is used from worker threads under its ow
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 from pathlib import Path
@@ -14,9 +15,11 @@ from typing import Any, Callable, TypeVar
 
 import orjson
 
-from .base import Ledger
+from .base import Change, Ledger
 from .records import (
     DECISION_COLUMNS,
+    FEEDBACK_COLUMNS,
+    N_FEEDBACK,
     THUMB,
     DecisionRecord,
     FeedbackEvent,
@@ -88,6 +91,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX experiment_decisions_by_spec ON experiment_decisions (spec, id);
     """,
+    # feedback as apps send it: who judged, which publishable key may change it, changes and
+    # retractions in place; and the key client addresses are hashed with (proxy.identity)
+    """
+    ALTER TABLE feedback ADD COLUMN user_id TEXT;
+    ALTER TABLE feedback ADD COLUMN owner TEXT;
+    ALTER TABLE feedback ADD COLUMN updated_at REAL;
+    ALTER TABLE feedback ADD COLUMN retracted_at REAL;
+    CREATE TABLE ledger_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 )
 
 INFERENCE_COLUMNS = (
@@ -95,7 +107,7 @@ INFERENCE_COLUMNS = (
     "tool_calls, usage, latency_ms, ttft_ms, status, http_status, error, metadata, assignment_unit, arm"
 )
 N_INFERENCE = INFERENCE_COLUMNS.count(",") + 1
-FEEDBACK_COLUMNS = "id, inference_id, kind, value, created_at, comment, tags, rejected_id"
+_TAGS = FEEDBACK_COLUMNS.split(", ").index("tags")
 
 
 def _json(value: Any) -> str | None:
@@ -126,8 +138,13 @@ def inference_from_row(row: tuple[Any, ...]) -> InferenceRecord:
 
 
 def feedback_from_row(row: tuple[Any, ...]) -> FeedbackRecord:
-    id_, inference_id, kind, value, created_at, comment, tags, rejected_id = row
-    return FeedbackRecord(id_, inference_id, kind, value, created_at, comment, _unjson(tags), rejected_id)
+    values = list(row)
+    values[_TAGS] = _unjson(values[_TAGS])
+    return FeedbackRecord(*values)
+
+
+def feedback_row(fb: FeedbackRecord) -> tuple[Any, ...]:
+    return tuple(_json(v) if i == _TAGS else v for i, v in enumerate(dataclasses.astuple(fb)))
 
 
 def migrate(c: sqlite3.Connection) -> None:
@@ -221,21 +238,53 @@ class SqliteLedger(Ledger):
                 row = c.execute(f"SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE id = ?", (fb.id,)).fetchone()
                 if row is not None:
                     return feedback_from_row(row), False
-                c.execute(
-                    f"INSERT INTO feedback ({FEEDBACK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (fb.id, fb.inference_id, fb.kind, fb.value, fb.created_at, fb.comment,
-                     _json(fb.tags), fb.rejected_id),
-                )  # fmt: skip
+                c.execute(f"INSERT INTO feedback ({FEEDBACK_COLUMNS}) VALUES ({','.join('?' * N_FEEDBACK)})", feedback_row(fb))
                 return fb, True
 
         stored, created = await self._db.run(insert)
         return stored, created
 
+    async def get_feedback(self, feedback_id: str) -> FeedbackRecord | None:
+        sql = f"SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE id = ?"
+        row = await self._db.run(lambda c: c.execute(sql, (feedback_id,)).fetchone())
+        return feedback_from_row(row) if row else None
+
+    async def _change_feedback(self, feedback_id: str, change: Change) -> tuple[FeedbackRecord, bool] | None:
+        def apply(c: sqlite3.Connection) -> tuple[FeedbackRecord, bool] | None:
+            with c:
+                c.execute("BEGIN IMMEDIATE")
+                row = c.execute(f"SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE id = ?", (feedback_id,)).fetchone()
+                if row is None:
+                    return None
+                old = feedback_from_row(row)
+                new = change(old)  # may raise: the transaction rolls back
+                if new is None:
+                    return old, False
+                c.execute(
+                    "UPDATE feedback SET value = ?, comment = ?, updated_at = ?, retracted_at = ? WHERE id = ?",
+                    (new.value, new.comment, new.updated_at, new.retracted_at, feedback_id),
+                )
+                return new, True
+
+        return await self._db.run(apply)
+
+    async def _secret(self, name: str, default: str) -> str:
+        def read(c: sqlite3.Connection) -> str:
+            with c:
+                c.execute("BEGIN IMMEDIATE")
+                c.execute("INSERT OR IGNORE INTO ledger_secrets (name, value) VALUES (?, ?)", (name, default))
+                return str(c.execute("SELECT value FROM ledger_secrets WHERE name = ?", (name,)).fetchone()[0])
+
+        return await self._db.run(read)
+
     async def count_feedback(self, spec: str, after: float | None = None) -> int:
-        sql = "SELECT count(*) FROM feedback f JOIN inferences i ON i.id = f.inference_id WHERE i.spec_name = ?"
+        sql = (
+            "SELECT count(*) FROM feedback f JOIN inferences i ON i.id = f.inference_id "
+            "WHERE i.spec_name = ? AND f.retracted_at IS NULL"
+        )
         args: list[Any] = [spec]
         if after is not None:
-            sql += " AND f.created_at > ?"
+            sql += " AND coalesce(f.updated_at, f.created_at) > ?"
             args.append(after)
         return int(await self._db.run(lambda c: c.execute(sql, args).fetchone()[0]))
 
@@ -244,21 +293,19 @@ class SqliteLedger(Ledger):
             "SELECT i.spec_version, CAST(f.created_at / ? AS INTEGER) AS b, "
             "SUM(CASE WHEN f.value > 0 THEN 1 ELSE 0 END), COUNT(*) FROM feedback f "
             "JOIN inferences i ON i.id = f.inference_id WHERE i.spec_name = ? AND f.kind = ? "
-            "GROUP BY i.spec_version, b ORDER BY b, i.spec_version"
+            "AND f.retracted_at IS NULL GROUP BY i.spec_version, b ORDER BY b, i.spec_version"
         )
         rows = await self._db.run(lambda c: c.execute(sql, (bucket_seconds, spec, THUMB)).fetchall())
         return [ThumbTally(v, b * bucket_seconds, int(ups), int(n)) for v, b, ups, n in rows]
 
-    async def feedback_events(
-        self, spec: str | None = None, since: float | None = None, until: float | None = None
-    ) -> list[FeedbackEvent]:
+    async def _feedback_events(self, spec: str | None, since: float | None, until: float | None) -> list[FeedbackEvent]:
         icols = ", ".join(f"i.{c.strip()}" for c in INFERENCE_COLUMNS.split(","))
         rcols = ", ".join(f"r.{c.strip()}" for c in INFERENCE_COLUMNS.split(","))
         fcols = ", ".join(f"f.{c.strip()}" for c in FEEDBACK_COLUMNS.split(","))
         sql = (
             f"SELECT {fcols}, {icols}, {rcols} FROM feedback f "
             "JOIN inferences i ON i.id = f.inference_id "
-            "LEFT JOIN inferences r ON r.id = f.rejected_id WHERE 1=1"
+            "LEFT JOIN inferences r ON r.id = f.rejected_id WHERE f.retracted_at IS NULL"
         )
         args: list[Any] = []
         if spec is not None:
@@ -273,12 +320,13 @@ class SqliteLedger(Ledger):
         sql += " ORDER BY f.created_at, f.id"
         rows = await self._db.run(lambda c: c.execute(sql, args).fetchall())
         events = []
-        n, r = N_INFERENCE, 8 + N_INFERENCE
+        f, n = N_FEEDBACK, N_INFERENCE
+        r = f + n
         for row in rows:
             rejected = inference_from_row(row[r : r + n]) if row[r] is not None else None
             if row[7] is not None and rejected is None:
                 continue  # a pair whose rejected side is not stored yet
-            events.append(FeedbackEvent(feedback_from_row(row[:8]), inference_from_row(row[8:r]), rejected))
+            events.append(FeedbackEvent(feedback_from_row(row[:f]), inference_from_row(row[f:r]), rejected))
         return events
 
     async def outcomes(self, spec: str, since: float | None = None) -> list[Outcome]:
