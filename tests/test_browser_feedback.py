@@ -1,13 +1,22 @@
 """Feedback from browsers, in process: CORS on /v1/feedback only, publishable keys that can do
-nothing else, and the per-key and per-address token buckets (429 + Retry-After)."""
+nothing else, and the per-key and per-address token buckets (429 + Retry-After); and in Debian's
+Chromium, the snippet's comment box, changed vote and retraction against a real proxy."""
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from console_fixtures import ADMIN_KEY, add_inference, client
+from helpers import FakeUpstream, start_proxy
+from ledger_reader import feedback_rows, inference_row
+from proxy.ledger.sqlite import SqliteLedger
 from proxy.ratelimit import RateLimiter, retry_after
+from test_console_e2e import BROWSER_DIR, CHROMIUM, CLIENT_KEY, FEEDBACK_KEY, app_origin, browser_ready, chat_id  # noqa: F401
 
 APP = "https://app.example"
 PUBLISHABLE = {"authorization": "Bearer pk-browser"}
@@ -149,3 +158,58 @@ def test_a_key_with_non_ascii_characters_is_refused_not_a_crash(tmp_path: Path) 
         for method, path in (("GET", "/admin/specs"), ("POST", "/v1/chat/completions"), ("POST", "/v1/feedback")):
             r = c.request(method, path, json={}, headers={"authorization": key})  # type: ignore[dict-item]
             assert r.status_code == 401, (path, r.text)
+
+
+# -- the snippet in Chromium ------------------------------------------------------------------------
+async def _compiler_view(data_dir: Path) -> list[tuple[str, float, str | None]]:
+    """What a compile round reads: the judgments joined to their inferences."""
+    ledger = SqliteLedger(data_dir / "ledger.sqlite3", flush_interval=0)
+    await ledger.start()
+    try:
+        return [(e.inference.id, e.feedback.value, e.feedback.comment) for e in await ledger.feedback_events()]
+    finally:
+        await ledger.close()
+
+
+@pytest.mark.timeout(240)
+def test_snippet_comments_changes_and_retracts_in_chromium(
+    browser_ready: None, fake_upstream: FakeUpstream, tmp_path: Path, app_origin: str
+) -> None:
+    proxy = start_proxy(tmp_path, fake_upstream.url, specs={"support": "You answer parcel questions."}, env={
+        "SPECLEARN_API_KEYS": CLIENT_KEY, "SPECLEARN_FEEDBACK_KEYS": FEEDBACK_KEY, "SPECLEARN_CORS_ORIGINS": app_origin,
+    })  # fmt: skip
+    try:
+        ids = {"first": chat_id(proxy.root_url), "second": chat_id(proxy.root_url)}
+        for inference_id in ids.values():
+            inference_row(proxy.data_dir, inference_id)
+        config = {
+            "proxy": proxy.root_url, "chromium": CHROMIUM, "feedbackKey": FEEDBACK_KEY, "appOrigin": app_origin,
+            "inferenceIds": ids, "comment": "Shorter, and give me the tracking link.",
+            "secondComment": "It answered a different question.",
+            "screenshots": str(Path(os.environ.get("SPECLEARN_SCREENSHOTS") or tmp_path / "screenshots").resolve()),
+        }  # fmt: skip
+        result_path = tmp_path / "e2e.json"
+        run = subprocess.run(
+            ["node", "feedback.e2e.mjs"], cwd=BROWSER_DIR, capture_output=True, text=True, timeout=200,
+            env={**os.environ, "E2E_CONFIG": json.dumps(config), "E2E_RESULT": str(result_path)},
+        )  # fmt: skip
+        seen = json.loads(result_path.read_text()) if result_path.exists() else {}
+        assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\nseen: {seen}\nproxy log:\n{proxy.log()[-3000:]}"
+        first, second = seen["ids"]["firstVote"], seen["ids"]["secondVote"]
+        assert seen["requests"] == [
+            "POST /v1/feedback", f"PUT /v1/feedback/{first}", f"PUT /v1/feedback/{first}", f"DELETE /v1/feedback/{first}",
+            "POST /v1/feedback", f"PUT /v1/feedback/{second}", f"PUT /v1/feedback/{second}",
+        ]  # fmt: skip
+        assert len(seen["screenshots"]) == 3
+        rows = {r["id"]: r for r in feedback_rows(proxy.data_dir)}
+        assert set(rows) == {first, second}  # a change is made in place, never a second row
+        assert rows[first]["inference_id"] == ids["first"] and rows[first]["retracted_at"] is not None
+        assert rows[first]["comment"] is None  # the retraction erased the comment it had
+        assert rows[second]["value"] == -1.0 and rows[second]["comment"] == config["secondComment"]
+        assert rows[second]["updated_at"] > rows[second]["created_at"]
+        assert rows[first]["owner"] == rows[second]["owner"] and rows[second]["owner"].startswith("pk:")
+        assert rows[second]["user_id"].startswith("addr:") and "127.0.0.1" not in rows[second]["user_id"]
+    finally:
+        proxy.stop()
+    # the compiler counts the second answer once, with its latest value, and the first not at all
+    assert asyncio.run(_compiler_view(proxy.data_dir)) == [(ids["second"], -1.0, config["secondComment"])]

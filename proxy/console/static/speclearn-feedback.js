@@ -1,13 +1,18 @@
 /*! speclearn-feedback.js: thumbs buttons that send a user's judgment on one answer to a
  * speclearn proxy (POST /v1/feedback). No dependencies; works as a plain <script>.
  *
- *   <div data-speclearn-feedback data-inference-id="chatcmpl-..."></div>
+ *   <div data-speclearn-feedback data-inference-id="chatcmpl-..." data-user="optional-user-id"></div>
  *   <script src="https://PROXY/console/static/speclearn-feedback.js"
  *           data-proxy="https://PROXY" data-key="PUBLISHABLE_FEEDBACK_KEY"></script>
  *
- * or from code: SpeclearnFeedback.render(element, {inferenceId, proxy, key, comment}).
- * The key must be a publishable one (SPECLEARN_FEEDBACK_KEYS): it can post feedback and nothing
- * else. The page's origin must be listed in SPECLEARN_CORS_ORIGINS. Apache-2.0, part of speclearn.
+ * or from code: SpeclearnFeedback.render(element, {inferenceId, proxy, key, user, comment}).
+ * Clicking the other thumb changes the vote (PUT /v1/feedback/ID), clicking the same thumb again
+ * takes it back (DELETE); after a thumbs-down an optional "What should be different?" box sends a
+ * comment with the vote. The widget keeps the feedback id the proxy gave back: with a publishable
+ * key, only that id lets this page change the vote.
+ * The key must be a publishable one (SPECLEARN_FEEDBACK_KEYS): it can post feedback (and change
+ * its own) and nothing else. The page's origin must be listed in SPECLEARN_CORS_ORIGINS.
+ * Apache-2.0, part of speclearn.
  */
 (function (root) {
   "use strict";
@@ -46,13 +51,12 @@
     return svg;
   }
 
-  function send(options, value) {
-    var headers = { "Content-Type": "application/json" };
+  function call(options, method, path, body) {
+    var headers = {};
+    if (body) headers["Content-Type"] = "application/json";
     if (options.key) headers.Authorization = "Bearer " + options.key;
-    var body = { inference_id: options.inferenceId, value: value };
-    if (options.comment) body.comment = options.comment;
-    return fetch(options.proxy.replace(/\/+$/, "") + "/v1/feedback", {
-      method: "POST", headers: headers, body: JSON.stringify(body), mode: "cors", credentials: "omit"
+    return fetch(options.proxy.replace(/\/+$/, "") + "/v1/feedback" + path, {
+      method: method, headers: headers, body: body ? JSON.stringify(body) : undefined, mode: "cors", credentials: "omit"
     }).then(function (response) {
       return response.json().catch(function () { return {}; }).then(function (data) {
         if (!response.ok) {
@@ -64,40 +68,114 @@
     });
   }
 
+  // a new vote: POST /v1/feedback
+  function send(options, value) {
+    var body = { inference_id: options.inferenceId, value: value };
+    if (options.comment) body.comment = options.comment;
+    if (options.user) body.user = options.user;
+    return call(options, "POST", "", body);
+  }
+
+  // a changed vote or comment, by the id the proxy gave back: PUT /v1/feedback/ID
+  function change(options, feedbackId, fields) {
+    return call(options, "PUT", "/" + encodeURIComponent(feedbackId), fields);
+  }
+
+  // a vote taken back: DELETE /v1/feedback/ID
+  function retract(options, feedbackId) {
+    return call(options, "DELETE", "/" + encodeURIComponent(feedbackId));
+  }
+
   function render(target, options) {
     options = options || {};
     var o = {
       inferenceId: options.inferenceId || target.getAttribute("data-inference-id"),
       proxy: options.proxy || target.getAttribute("data-proxy") || defaults.proxy,
       key: options.key || target.getAttribute("data-key") || defaults.key,
+      user: options.user || target.getAttribute("data-user") || "",
       comment: options.comment
     };
     target.textContent = "";
     var box = el("span", { "class": "speclearn-feedback", role: "group", "aria-label": "Rate this answer" });
-    var up = el("button", { type: "button", "class": "speclearn-up", "aria-label": "Good answer", title: "Good answer" });
-    var down = el("button", { type: "button", "class": "speclearn-down", "aria-label": "Bad answer", title: "Bad answer" });
+    var up = el("button", { type: "button", "class": "speclearn-up", "aria-label": "Good answer", title: "Good answer", "aria-pressed": "false" });
+    var down = el("button", { type: "button", "class": "speclearn-down", "aria-label": "Bad answer", title: "Bad answer", "aria-pressed": "false" });
     up.appendChild(thumb(false));
     down.appendChild(thumb(true));
     var status = el("span", { "class": "speclearn-status", role: "status", "aria-live": "polite" });
     box.appendChild(up); box.appendChild(down); box.appendChild(status);
     target.appendChild(box);
 
-    function click(value, button) {
-      up.disabled = down.disabled = true;
+    // after a thumbs-down: what should be different? (optional; sent as a change of the vote)
+    var boxId = "speclearn-comment-" + Math.random().toString(36).slice(2);
+    var form = el("form", { "class": "speclearn-comment" });
+    var label = el("label", { "for": boxId }, "What should be different?");
+    var text = el("textarea", { id: boxId, name: "comment", rows: "3", maxlength: "8000" });
+    var submit = el("button", { type: "submit", "class": "speclearn-send" }, "Send");
+    form.appendChild(label); form.appendChild(text); form.appendChild(submit);
+    form.hidden = true;
+    target.appendChild(form);
+
+    var vote = null;  // {id, value} once the proxy has stored one
+    var busy = false;
+
+    function show(newVote, message, detail) {
+      vote = newVote;
+      up.setAttribute("aria-pressed", String(!!vote && vote.value === "up"));
+      down.setAttribute("aria-pressed", String(!!vote && vote.value === "down"));
+      if (vote) target.setAttribute("data-feedback-id", vote.id);
+      else target.removeAttribute("data-feedback-id");
+      target.removeAttribute("data-feedback-error");
+      form.hidden = !(vote && vote.value === "down");
+      status.textContent = message;
+      target.dispatchEvent(new CustomEvent("speclearn:feedback", { detail: detail, bubbles: true }));
+    }
+
+    function run(request, done) {
+      busy = up.disabled = down.disabled = submit.disabled = true;
       status.textContent = "Sending\u2026";
-      send(o, value).then(function (data) {
-        button.setAttribute("aria-pressed", "true");
-        status.textContent = "Thanks!";
-        target.setAttribute("data-feedback-id", data.feedback_id || "");
-        target.dispatchEvent(new CustomEvent("speclearn:feedback", { detail: data, bubbles: true }));
+      request.then(function (data) {
+        busy = up.disabled = down.disabled = submit.disabled = false;
+        done(data);
       }, function (error) {
-        up.disabled = down.disabled = false;
+        busy = up.disabled = down.disabled = submit.disabled = false;
         status.textContent = "Not sent: " + error.message;
         target.setAttribute("data-feedback-error", error.message);
       });
     }
-    up.addEventListener("click", function () { click("up", up); });
-    down.addEventListener("click", function () { click("down", down); });
+
+    function click(value) {
+      if (busy) return;
+      if (!vote) {
+        run(send(o, value), function (data) {
+          show({ id: data.feedback_id, value: value }, "Thanks!", { feedback_id: data.feedback_id, status: data.status, value: value });
+        });
+      } else if (vote.value === value) {
+        var id = vote.id;
+        run(retract(o, id), function (data) {
+          text.value = "";
+          show(null, "Vote removed.", { feedback_id: id, status: data.status, value: null });
+        });
+      } else {
+        var changed = { id: vote.id, value: value };
+        run(change(o, vote.id, { value: value }), function (data) {
+          show(changed, "Thanks!", { feedback_id: changed.id, status: data.status, value: value });
+        });
+      }
+    }
+    up.addEventListener("click", function () { click("up"); });
+    down.addEventListener("click", function () { click("down"); });
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var comment = text.value.trim();
+      if (busy || !vote || !comment) return;
+      var current = vote;
+      run(change(o, current.id, { comment: comment }), function (data) {
+        form.hidden = true;
+        status.textContent = "Thanks, noted.";
+        target.dispatchEvent(new CustomEvent("speclearn:feedback", {
+          detail: { feedback_id: current.id, status: data.status, value: current.value, comment: comment }, bubbles: true }));
+      });
+    });
     return box;
   }
 
@@ -108,7 +186,7 @@
     }
   }
 
-  root.SpeclearnFeedback = { render: render, renderAll: renderAll, send: send };
+  root.SpeclearnFeedback = { render: render, renderAll: renderAll, send: send, change: change, retract: retract };
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", renderAll);
   else renderAll();
 })(window);
