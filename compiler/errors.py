@@ -15,6 +15,14 @@ class LLMError(CompilerError):
     """The compiler's LLM could not be reached or answered badly after retries."""
 
 
+class LLMRefused(LLMError):
+    """The endpoint answered 4xx and no change of request avoids it (model not served, key refused)."""
+
+    def __init__(self, message: str, *, status: int, code: str | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.status, self.code, self.detail = status, code, detail
+
+
 class NotEnoughFeedback(CompilerError):
     """Too little feedback (or held-out feedback) to learn or to judge anything."""
 

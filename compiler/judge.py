@@ -56,6 +56,9 @@ class Judge:
     """P(`pair.chosen` follows the rule or spec better than `pair.rejected`)."""
 
     kind = ""
+    # a graded vote is needed (calibration fits a scale to the margins): where the endpoint
+    # returns no logprobs, each question is answered by sampled votes (LLMClient.choose)
+    graded = False
 
     def __init__(self, llm: LLMClient, max_tokens: int = 4) -> None:
         self.llm = llm
@@ -76,8 +79,9 @@ class PairwiseJudge(Judge):
     kind = "pairwise"
 
     async def _both_orders(self, make: Callable[[Example, Example], list[Message]], pair: Pair, stage: str) -> float:
-        first = await self.llm.choose(make(pair.chosen, pair.rejected), max_tokens=self.max_tokens, stage=stage)
-        second = await self.llm.choose(make(pair.rejected, pair.chosen), max_tokens=self.max_tokens, stage=stage)
+        ask = self.llm.choose
+        first = await ask(make(pair.chosen, pair.rejected), max_tokens=self.max_tokens, stage=stage, graded=self.graded)
+        second = await ask(make(pair.rejected, pair.chosen), max_tokens=self.max_tokens, stage=stage, graded=self.graded)
         return (first + (1.0 - second)) / 2
 
     async def by_rule(self, rule: str, pair: Pair, stage: str = "validate") -> float:
@@ -91,7 +95,8 @@ class PointwiseJudge(Judge):
     kind = "pointwise"
 
     async def _yes(self, messages: list[Message], stage: str) -> float:
-        return await self.llm.choose(messages, max_tokens=self.max_tokens, stage=stage, options=YES_NO)
+        return await self.llm.choose(messages, max_tokens=self.max_tokens, stage=stage, options=YES_NO,
+                                     graded=self.graded)  # fmt: skip
 
     async def _compare(self, make: Callable[[Example], list[Message]], pair: Pair, stage: str) -> float:
         chosen, rejected = await run_all(self._yes(make(e), stage) for e in (pair.chosen, pair.rejected))
@@ -122,12 +127,16 @@ def rescale(raw: float, scale: float) -> float:
 
 
 class Calibrated(Judge):
-    """A judge whose raw margins are rescaled by `fit_scale` on items with a known answer."""
+    """A judge whose raw margins are rescaled by `fit_scale` on items with a known answer. Its
+    base judge asks for graded votes: a 0/1 vote makes every margin ±0.5 and the fit degenerate."""
+
+    graded = True
 
     def __init__(self, base: Judge, scale: float = 1.0) -> None:
         super().__init__(base.llm, base.max_tokens)
         self.base, self.scale = base, scale
         self.kind = f"{base.kind}+calibrated"
+        base.graded = True
 
     async def by_rule(self, rule: str, pair: Pair, stage: str = "validate") -> float:
         return rescale(await self.base.by_rule(rule, pair, stage), self.scale)

@@ -24,6 +24,7 @@ import httpx
 import orjson
 
 from .errors import BudgetExceeded, LLMError
+from .quirks import ModelQuirks, Quirks, adapt, learn, refusal
 
 log = logging.getLogger("speclearn.compiler.llm")
 T = TypeVar("T")
@@ -48,6 +49,9 @@ class Budget:
     tokens: int = 0
     cached_calls: int = 0
     by_stage: dict[str, list[int]] = field(default_factory=dict)  # stage -> [calls, tokens]
+    # how the endpoints made this round ask differently (max_completion_tokens, sampled votes,
+    # embeddings that failed), each said once: the round's report and front matter show them
+    notes: dict[str, str] = field(default_factory=dict)
     _reserved: int = 0
 
     def reserve(self, estimate: int) -> None:
@@ -69,13 +73,19 @@ class Budget:
         """A reserved call that never reached the upstream (it failed): give the tokens back."""
         self._reserved -= estimate
 
+    def note(self, key: str, text: str) -> None:
+        self.notes.setdefault(key, text)
+
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "llm_calls": self.calls,
             "tokens": self.tokens,
             "cached_calls": self.cached_calls,
             "by_stage": {k: {"calls": v[0], "tokens": v[1]} for k, v in sorted(self.by_stage.items())},
         }
+        if self.notes:
+            out["notes"] = list(self.notes.values())
+        return out
 
 
 class ResponseCache:
@@ -113,6 +123,15 @@ def cache_key(model: str, seed: int, body: dict[str, Any]) -> str:
     return hashlib.sha256(f"{prompt_hash}\0{model}\0{seed}".encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class EmbeddingEndpoint:
+    """Where sentence embeddings are asked: an embedding model's name, never the chat model's."""
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+
+
 class LLMClient:
     """Chat completions against any OpenAI-compatible base URL (…/v1)."""
 
@@ -132,29 +151,46 @@ class LLMClient:
         transport: httpx.AsyncBaseTransport | None = None,
         on_call: Callable[[int], None] | None = None,
         extra_body: Mapping[str, object] | None = None,
+        quirks: Quirks | None = None,
+        reasoning_tokens: int = 1024,
+        embeddings: EmbeddingEndpoint | None = None,
+        vote_samples: int = 5,
     ) -> None:
         """`extra_body`: fields this endpoint understands beyond the OpenAI API, sent with every
         chat call (a benchmark's judge on llama.cpp: `{"cache_prompt": False}`, so a verdict does
-        not depend on the requests before it)."""
+        not depend on the requests before it). `quirks`: what endpoints refused so far, shared
+        by the process's clients. `embeddings`: where /embeddings are asked (never of `model`)."""
+        self.base_url = base_url.rstrip("/")
         self.model, self.seed, self.temperature = model, seed, temperature
         self.extra_body = dict(extra_body or {})
         self.budget = budget or Budget(10**9, 10**12)
         self.cache = ResponseCache(cache_dir) if cache_dir else None
         self.retries = retries
-        self._logprobs_ok = True
-        self._embeddings_ok: bool | None = None  # does the endpoint serve /embeddings? (probed once)
+        self.quirks: ModelQuirks = (quirks or Quirks()).of(self.base_url, model)
+        self.reasoning_tokens = reasoning_tokens
+        self.vote_samples = vote_samples
+        self.embedding = embeddings
+        self.embeddings_error: str | None = None  # why the embedding model answered nothing (once)
+        self._embeddings_ok: bool | None = None  # did the embedding model answer? (asked once)
         self.on_call = on_call
         self._sem = asyncio.Semaphore(max(1, concurrency))
+        self._timeout = httpx.Timeout(timeout, connect=10.0)
+        self._transport = transport
+        self._http = self._client(self.base_url, api_key)
+        self._embed_http: httpx.AsyncClient | None = None
+        if embeddings is not None:
+            same = embeddings.base_url.rstrip("/") == self.base_url and embeddings.api_key == api_key
+            self._embed_http = self._http if same else self._client(embeddings.base_url, embeddings.api_key)
+
+    def _client(self, base_url: str, api_key: str | None) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            transport=transport,
-        )
+        return httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", headers=headers, timeout=self._timeout,
+                                 transport=self._transport)  # fmt: skip
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._embed_http is not None and self._embed_http is not self._http:
+            await self._embed_http.aclose()
 
     async def __aenter__(self) -> LLMClient:
         return self
@@ -176,30 +212,42 @@ class LLMClient:
         return str(result["text"])
 
     async def choose(
-        self, messages: list[Message], *, max_tokens: int = 4, stage: str = "judge", options: Options = AB
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int = 4,
+        stage: str = "judge",
+        options: Options = AB,
+        graded: bool = False,
     ) -> float:
         """P(the answer is the first option) for a two-option question ("A"/"B", "Yes"/"No"),
         from the first option token's log probabilities when the endpoint returns them (a soft
-        vote, useful even from a judge that always says "A"), else 1, 0 or 0.5 from the text."""
-        result = await self._complete(messages, max_tokens, None, None, stage, choice=options)
+        vote, useful even from a judge that always says "A"), else 1, 0 or 0.5 from the text.
+        `graded`: a vote of 0 or 1 will not do (a calibrated judge fits a scale to the margins),
+        so where the model returns no logprobs the question is asked for `vote_samples` sampled
+        answers (`n`, temperature 1) and the first option's share is the vote."""
+        samples = self.vote_samples if graded else 1
+        result = await self._complete(messages, max_tokens, None, None, stage, choice=options, samples=samples)
+        if samples > 1 and result.get("logprobs") is False and not result.get("sampled"):
+            result = await self._complete(messages, max_tokens, None, None, stage, choice=options, samples=samples)
         return float(result["p_a"])
 
     async def embeddings(self, texts: Sequence[str]) -> list[list[float]] | None:
-        """The endpoint's embeddings of `texts`, or None when it does not serve them. The first
-        call probes; a refusal is remembered for this client, so it is asked once. Not charged
-        to the budget (no generation) and not cached."""
-        if self._embeddings_ok is False:
+        """The embedding model's vectors of `texts`, or None: none configured, or it failed (the
+        reason kept in `embeddings_error`, and not asked again by this client). Not charged to
+        the budget (no generation) and not cached."""
+        if self.embedding is None or self._embed_http is None or self._embeddings_ok is False:
             return None
         try:
-            resp = await self._http.post("embeddings", json={"model": self.model, "input": list(texts)})
+            resp = await self._embed_http.post("embeddings", json={"model": self.embedding.model, "input": list(texts)})
             if resp.status_code != 200:
-                raise ValueError(f"HTTP {resp.status_code}")
+                raise LLMError(str(refusal(resp, self.embedding.model, self.embedding.base_url)))
             vectors = [item["embedding"] for item in sorted(resp.json()["data"], key=lambda d: d.get("index", 0))]
             if len(vectors) != len(texts) or not all(isinstance(v, list) and v for v in vectors):
                 raise ValueError("not one vector per input")
-        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            if self._embeddings_ok is None:
-                log.info("compiler endpoint serves no embeddings (%s)", exc)
+        except (httpx.HTTPError, LLMError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self.embeddings_error = str(exc) or type(exc).__name__
+            log.warning("embeddings from %s failed: %s", self.embedding.model, self.embeddings_error)
             self._embeddings_ok = False
             return None
         self._embeddings_ok = True
@@ -214,8 +262,10 @@ class LLMClient:
         stage: str,
         *,
         choice: Options | None,
+        samples: int = 1,
     ) -> dict[str, Any]:
         seed = self.seed if seed is None else seed
+        q = self.quirks
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -224,13 +274,17 @@ class LLMClient:
             "seed": seed,
             **self.extra_body,
         }
-        if choice:
+        sampled = choice is not None and samples > 1 and q.logprobs is False and q.n is not False
+        if sampled:
+            body["n"], body["temperature"] = samples, 1.0
+        elif choice:
             body["logprobs"], body["top_logprobs"] = True, 10
         key = cache_key(self.model, seed, body)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.budget.cached_calls += 1
-            return hit
-        estimate = sum(estimate_tokens(m["content"]) for m in messages) + max_tokens
+            return self._noted(hit)
+        per_answer = max_tokens + (self.reasoning_tokens if q.completion_tokens else 0)
+        estimate = sum(estimate_tokens(m["content"]) for m in messages) + per_answer * (samples if sampled else 1)
         self.budget.reserve(estimate)
         try:
             async with self._sem:
@@ -238,27 +292,53 @@ class LLMClient:
         except BaseException:
             self.budget.release(estimate)
             raise
-        text, used = _parse(data, body)
+        texts, used = _parse(data, body)
+        text = texts[0]
         self.budget.settle(estimate, used, stage)
         if self.on_call is not None:
             self.on_call(used)
         result: dict[str, Any] = {"text": text, "tokens": used, "model": self.model, "seed": seed}
-        if choice:
+        if not text and _finish_reason(data) == "length":
+            result["cut"] = True
+        if choice and sampled:
+            result["p_a"] = sum(choice_from_text(t, choice) for t in texts) / len(texts)
+            result["sampled"] = len(texts)
+        elif choice:
             result["p_a"] = choice_probability(data, text, choice)
+            result["logprobs"] = has_logprobs(data)
         if self.cache is not None:
             self.cache.put(key, result)
+        return self._noted(result)
+
+    def _noted(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Learn from a result (fresh or cached) what the model lacks, and say it once per round."""
+        m = self.model
+        if result.get("logprobs") is False:
+            self.quirks.logprobs = False
+            self.budget.note(f"{m}:logprobs", f"{m} returns no logprobs: votes read from the answers' text")
+        elif result.get("logprobs") and self.quirks.logprobs is None:
+            self.quirks.logprobs = True
+        if result.get("sampled"):
+            self.budget.note(f"{m}:sampled", f"{m}: a calibrated judge's vote is the share of "
+                                             f"{result['sampled']} sampled answers (no logprobs)")  # fmt: skip
+        if result.get("cut"):
+            self.budget.note(f"{m}:cut", f"{m} used up its completion tokens before answering: raise "
+                                         "SPECLEARN_COMPILER_REASONING_TOKENS")  # fmt: skip
         return result
 
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        delay = 0.5
-        error = ""
-        for attempt in range(self.retries + 1):
-            if "logprobs" in body and not self._logprobs_ok:
-                body = {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
+        """POST the request as the model takes it: a 400/403 that refuses a parameter is learnt
+        (quirks.learn) and the request re-sent without it; 5xx, 429 and transport errors are
+        retried with backoff; any other 4xx raises LLMRefused at once."""
+        delay, error, attempt, adapted = 0.5, "", 0, 0
+        while True:
+            sent = adapt(body, self.quirks, self.reasoning_tokens)
+            for key, text in self.quirks.notes(self.reasoning_tokens).items():
+                self.budget.note(key, text)
             try:
-                resp = await self._http.post("chat/completions", json=body)
+                resp = await self._http.post("chat/completions", json=sent)
             except httpx.TransportError as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                error = f"{self.base_url} unreachable: {type(exc).__name__}: {exc}"
             else:
                 if resp.status_code == 200:
                     try:
@@ -268,18 +348,20 @@ class LLMClient:
                     if isinstance(data, dict):
                         return data
                     error = f"not JSON: {resp.text[:300]}"
+                elif adapted < 4 and learn(self.quirks, resp, sent):
+                    adapted += 1  # not an attempt: the same request, as this model takes it
+                    log.info("compiler LLM %s refused a parameter; adapting (%s)", self.model, resp.text[:200])
+                    continue
                 else:
                     error = f"HTTP {resp.status_code}: {resp.text[:300]}"
-                    if resp.status_code == 400 and "logprobs" in body and self._logprobs_ok:
-                        self._logprobs_ok = False  # this endpoint refuses logprobs: vote by text
-                        continue
                     if resp.status_code < 500 and resp.status_code != 429:
-                        raise LLMError(f"compiler LLM refused the request: {error}")
-            if attempt < self.retries:
-                log.warning("compiler LLM call failed (%s); retrying in %.1fs", error, delay)
-                await asyncio.sleep(delay)
-                delay *= 2
-        raise LLMError(f"compiler LLM failed after {self.retries + 1} attempts: {error}")
+                        raise refusal(resp, self.model, self.base_url)
+            if attempt >= self.retries:
+                raise LLMError(f"compiler LLM failed after {self.retries + 1} attempts: {error}")
+            attempt += 1
+            log.warning("compiler LLM call failed (%s); retrying in %.1fs", error, delay)
+            await asyncio.sleep(delay)
+            delay *= 2
 
 
 def choice_from_text(text: str, options: Options = AB) -> float:
@@ -319,17 +401,34 @@ def choice_probability(data: dict[str, Any], text: str, options: Options = AB) -
     return choice_from_text(text, options)
 
 
-def _parse(data: dict[str, Any], body: dict[str, Any]) -> tuple[str, int]:
+def has_logprobs(data: dict[str, Any]) -> bool:
+    """Did the answer carry token log probabilities at all?"""
     try:
-        text = data["choices"][0]["message"].get("content") or ""
+        return bool(data["choices"][0]["logprobs"]["content"])
+    except (KeyError, IndexError, TypeError):
+        return False
+
+
+def _finish_reason(data: dict[str, Any]) -> str | None:
+    try:
+        return data["choices"][0].get("finish_reason")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def _parse(data: dict[str, Any], body: dict[str, Any]) -> tuple[list[str], int]:
+    """Every choice's text (one unless `n` was asked) and the tokens the call used."""
+    try:
+        texts = [THINK_RE.sub("", c["message"].get("content") or "").strip() for c in data["choices"]]
+        if not texts:
+            raise IndexError("no choices")
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise LLMError(f"compiler LLM answered without a chat completion: {str(data)[:300]}") from exc
-    text = THINK_RE.sub("", text).strip()
     usage = data.get("usage") or {}
     used = usage.get("total_tokens") or (usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))
     if not used:
-        used = sum(estimate_tokens(m["content"]) for m in body["messages"]) + estimate_tokens(text)
-    return text, int(used)
+        used = sum(estimate_tokens(m["content"]) for m in body["messages"]) + sum(estimate_tokens(t) for t in texts)
+    return texts, int(used)
 
 
 async def run_all(jobs: Iterable[Awaitable[T]]) -> list[T]:

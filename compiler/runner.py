@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -15,11 +15,13 @@ from proxy.ledger import Ledger
 from proxy.registry import Registry
 from proxy.settings import Settings
 
-from . import metrics
+from . import metrics, served_model
 from .dataset import Dataset, build_dataset
 from .errors import CompilerError, no_llm
-from .llm import Budget, LLMClient
+from .llm import Budget, EmbeddingEndpoint, LLMClient
+from .quirks import Quirks
 from .pipeline import Round, RoundResult, run_round
+from .served_model import ModelChoice
 from .settings import CompilerSettings
 from .state import CompilerState, round_lock
 
@@ -36,6 +38,8 @@ class Context:
     ledger: Ledger | None = None
     transport: httpx.AsyncBaseTransport | None = None  # tests: a fake LLM
     use_cache: bool = True
+    # what hosted endpoints refused (max_tokens, logprobs, ...), learnt once for the process
+    quirks: Quirks = field(default_factory=Quirks)
 
     def __post_init__(self) -> None:
         # Approval mode is the registry's policy for what this process publishes as the compiler.
@@ -46,35 +50,67 @@ class Context:
     def state(self) -> CompilerState:
         return CompilerState(self.compiler.state_dir(self.settings))
 
-    def judge_llm(self, spec: str, budget: Budget) -> LLMClient | None:
+    async def choose_model(self, spec: str | None, now: float | None = None) -> ModelChoice:
+        """The compiler's model for `spec`: the configured one, else the one the spec's traffic
+        used most in the window, else the endpoint's only model (served_model.py)."""
+        c = self.compiler
+        if c.model:
+            return ModelChoice(c.model, "SPECLEARN_COMPILER_MODEL (or --model)")
+        now = time.time() if now is None else now
+        if self.ledger is not None:
+            found = await served_model.from_traffic(self.ledger, spec, now - c.window_days * DAY, c.window_days)
+            if found is not None:
+                return found
+        base_url = c.resolved_base_url(self.settings)
+        if base_url:
+            async with self._http(base_url, c.resolved_api_key(self.settings)) as http:
+                found = await served_model.from_endpoint(http)
+            if found is not None:
+                return found
+        return served_model.fallback()
+
+    def _http(self, base_url: str, api_key: str | None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", headers=headers, transport=self.transport,
+                                 timeout=httpx.Timeout(self.compiler.timeout, connect=10.0))  # fmt: skip
+
+    def embeddings(self) -> EmbeddingEndpoint | None:
+        """The embedding model's endpoint, when one is configured (never the chat model)."""
+        c = self.compiler
+        base_url = c.resolved_embedding_base_url(self.settings)
+        if not c.embedding_model or not base_url:
+            return None
+        return EmbeddingEndpoint(base_url, c.embedding_model, c.resolved_embedding_api_key(self.settings))
+
+    def judge_llm(self, spec: str, budget: Budget, model: str | None = None) -> LLMClient | None:
         """The judge's own client when a judge endpoint or model is configured (one budget with
-        the compiler's LLM); None: the compiler's LLM judges too."""
+        the compiler's LLM); None: the compiler's LLM judges too. `model`: the compiler's."""
         c = self.compiler
         if not c.judge_base_url and not c.judge_model:
             return None
         base_url = (c.judge_base_url or c.resolved_base_url(self.settings) or "").rstrip("/")
         if not base_url:
             return None
-        key = c.judge_api_key or c.api_key or self.settings.upstream_api_key
-        return LLMClient(
-            base_url, c.judge_model or c.model, api_key=key.get_secret_value() if key else None, seed=c.seed,
-            temperature=c.temperature, budget=budget,
-            cache_dir=c.resolved_cache_dir(self.settings) if self.use_cache else None,
-            timeout=c.timeout, concurrency=c.concurrency, retries=c.retries,
-            transport=self.transport, on_call=metrics.on_call(spec),
-        )  # fmt: skip
+        return self._client(spec, base_url, c.judge_model or model or c.model or served_model.FALLBACK,
+                            c.resolved_judge_api_key(self.settings), budget)  # fmt: skip
 
-    def llm(self, spec: str) -> LLMClient:
+    def llm(self, spec: str, model: str | None = None) -> LLMClient:
+        """The compiler's client for a round on `spec`; `model` from `choose_model`."""
         base_url = self.compiler.resolved_base_url(self.settings)
         if not base_url:
             raise CompilerError(no_llm())
         c = self.compiler
+        return self._client(spec, base_url, model or c.model or served_model.FALLBACK,
+                            c.resolved_api_key(self.settings), Budget(c.max_llm_calls, c.max_tokens))  # fmt: skip
+
+    def _client(self, spec: str, base_url: str, model: str, api_key: str | None, budget: Budget) -> LLMClient:
+        c = self.compiler
         return LLMClient(
-            base_url, c.model, api_key=c.resolved_api_key(self.settings), seed=c.seed,
-            temperature=c.temperature, budget=Budget(c.max_llm_calls, c.max_tokens),
+            base_url, model, api_key=api_key, seed=c.seed, temperature=c.temperature, budget=budget,
             cache_dir=c.resolved_cache_dir(self.settings) if self.use_cache else None,
             timeout=c.timeout, concurrency=c.concurrency, retries=c.retries,
-            transport=self.transport, on_call=metrics.on_call(spec),
+            transport=self.transport, on_call=metrics.on_call(spec), quirks=self.quirks,
+            reasoning_tokens=c.reasoning_tokens, embeddings=self.embeddings(), vote_samples=c.judge_samples,
         )  # fmt: skip
 
 
@@ -106,8 +142,15 @@ async def compile_spec(
     started = time.monotonic()
     async with round_lock(ctx.compiler.state_dir(ctx.settings), name, ctx.settings.database_url):
         ds = dataset if dataset is not None else await ledger_dataset(ctx, name)
-        llm = ctx.llm(name) if not dry_run else _offline_llm(ctx)
-        judge = ctx.judge_llm(name, llm.budget) if not dry_run else None
+        if dry_run:
+            llm, judge = _offline_llm(ctx), None
+        else:
+            choice = await ctx.choose_model(name)
+            if progress is not None:
+                progress(choice.describe())
+            llm = ctx.llm(name, choice.model)
+            llm.budget.note("model", choice.describe())
+            judge = ctx.judge_llm(name, llm.budget, choice.model)
         try:
             round_ = Round(name, ds, registry=ctx.registry, llm=llm, settings=ctx.compiler, label=label,
                            instruction=instruction, force=force, progress=progress, judge_llm=judge)  # fmt: skip
@@ -134,7 +177,8 @@ def _offline_llm(ctx: Context) -> LLMClient:
 
     c = ctx.compiler
     budget = Budget(c.max_llm_calls, c.max_tokens)
-    return LLMClient("http://dry-run/v1", c.model, budget=budget, transport=httpx.MockTransport(refuse))
+    model = c.model or served_model.FALLBACK
+    return LLMClient("http://dry-run/v1", model, budget=budget, transport=httpx.MockTransport(refuse))
 
 
 def _record(ctx: Context, name: str, result: RoundResult) -> dict[str, Any]:

@@ -23,13 +23,21 @@ class CompilerSettings(BaseSettings):
     # the compiler's LLM: any OpenAI-compatible endpoint, by default the proxy's upstream
     base_url: str | None = Field(None, description="Base URL ending in /v1; default: SPECLEARN_UPSTREAM_URL")
     api_key: SecretStr | None = Field(None, description="Default: SPECLEARN_UPSTREAM_API_KEY")
-    model: str = "default"
+    # unset: the model the spec's own traffic used most in the window (compiler/served_model.py),
+    # or the embedded model when no endpoint is configured; a hosted API serves only its own names
+    model: str | None = Field(None, description="Default: the model this spec's traffic used most")
     seed: int = 0
     temperature: float = 0.0
     propose_temperature: float = 0.7  # diversity across proposal passes; seeded, so reproducible
     timeout: float = 120.0
     concurrency: int = 4
     retries: int = 3
+    # a model that refuses `max_tokens` takes `max_completion_tokens`, which also bounds its hidden
+    # reasoning: this many tokens are added to every such call, or a 4-token vote comes back empty
+    reasoning_tokens: int = Field(1024, ge=0)
+    # a calibrated judge needs a graded vote: where the endpoint returns no logprobs, each question
+    # is asked for this many sampled answers (`n`, temperature 1) and the share of each option counts
+    judge_samples: int = Field(5, ge=1)
 
     # budget of one round
     max_llm_calls: int = 400
@@ -66,10 +74,15 @@ class CompilerSettings(BaseSettings):
     # way to the template, which drops its lowest-ranked rules until it fits
     max_spec_tokens: int = 600
     similarity: float = 0.6  # compress: token-Jaccard/difflib threshold for near-duplicates
-    # compress by embeddings (the endpoint's /v1/embeddings, else the `embed` extra's MiniLM) at
+    # compress by embeddings (the embedding model's, else the `embed` extra's MiniLM) at
     # this cosine; on tests/data/rule_pairs.jsonl precision 0.90 / recall 0.60 vs lexical 0.50 / 0.13
     embed_similarity: float = 0.55
     embeddings: bool = True  # False: lexical similarity only
+    # the endpoint's /v1/embeddings are asked only of this model (e.g. text-embedding-3-small),
+    # never of the chat model's name; unset: the `embed` extra's MiniLM, else lexical
+    embedding_model: str | None = Field(None, description="Embedding model name, e.g. text-embedding-3-small")
+    embedding_base_url: str | None = Field(None, description="Embeddings endpoint (…/v1); default: the compiler's LLM")
+    embedding_api_key: SecretStr | None = Field(None, description="Default: the compiler's API key")
 
     # dataset
     holdout_fraction: float = 0.3
@@ -126,6 +139,17 @@ class CompilerSettings(BaseSettings):
 
     def resolved_api_key(self, settings: Settings) -> str | None:
         key = self.api_key or settings.upstream_api_key
+        return key.get_secret_value() if key else None
+
+    def resolved_judge_api_key(self, settings: Settings) -> str | None:
+        key = self.judge_api_key or self.api_key or settings.upstream_api_key
+        return key.get_secret_value() if key else None
+
+    def resolved_embedding_base_url(self, settings: Settings) -> str | None:
+        return (self.embedding_base_url or "").rstrip("/") or self.resolved_base_url(settings)
+
+    def resolved_embedding_api_key(self, settings: Settings) -> str | None:
+        key = self.embedding_api_key or self.api_key or settings.upstream_api_key
         return key.get_secret_value() if key else None
 
     def state_dir(self, settings: Settings) -> Path:

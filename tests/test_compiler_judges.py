@@ -146,7 +146,7 @@ async def test_with_no_judge_passing_calibration_every_kind_was_tried(tmp_path: 
     result = await compile_spec(ctx, "support")
     await close(ctx)
     assert result.calibration is not None and not result.calibration["trusted"]
-    assert [c["judge"] for c in result.calibration["tried"]] == ["default/pointwise+calibrated"]
+    assert [c["judge"] for c in result.calibration["tried"]] == ["m/pointwise+calibrated"]  # the model of the traffic
     assert all(p.method != "judge" for p in result.candidates)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from compiler import embed
 from compiler.compress import compress, semantic_similarity, similar, similarity
-from compiler.llm import LLMClient
+from compiler.llm import EmbeddingEndpoint, LLMClient
 from compiler.principle import Principle
 from compiler.propose import checkable
 from compiler.settings import CompilerSettings
@@ -80,6 +80,7 @@ def endpoint(vectors: dict[str, list[float]] | None, hits: list[str]) -> httpx.M
     return httpx.MockTransport(handler)
 
 
+EMBEDDER = EmbeddingEndpoint("http://fake/v1", "an-embedding-model")  # never the chat model's name
 RULES = [Principle("Keep answers short.", "evidence"), Principle("Be friendly.", "evidence"),
          Principle("Use a warm tone.", "evidence")]  # fmt: skip
 
@@ -87,7 +88,7 @@ RULES = [Principle("Keep answers short.", "evidence"), Principle("Be friendly.",
 async def test_the_endpoints_embeddings_decide_when_it_serves_them() -> None:
     hits: list[str] = []
     vectors = {"Keep answers short.": [1.0, 0.0], "Be friendly.": [0.0, 1.0], "Use a warm tone.": [0.1, 1.0]}
-    async with LLMClient("http://fake/v1", "m", transport=endpoint(vectors, hits)) as llm:
+    async with LLMClient("http://fake/v1", "m", transport=endpoint(vectors, hits), embeddings=EMBEDDER) as llm:
         out = await compress(RULES, threshold=0.6, embed_threshold=0.9)
         assert len(out) == 3  # no client: lexical or the local model, neither merges these
         out = await compress(RULES, threshold=0.6, llm=llm, embed_threshold=0.9)
@@ -98,7 +99,7 @@ async def test_the_endpoints_embeddings_decide_when_it_serves_them() -> None:
 async def test_an_endpoint_without_embeddings_is_probed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     hits: list[str] = []
     monkeypatch.setattr(embed, "local_model", lambda: None)
-    async with LLMClient("http://fake/v1", "m", transport=endpoint(None, hits)) as llm:
+    async with LLMClient("http://fake/v1", "m", transport=endpoint(None, hits), embeddings=EMBEDDER) as llm:
         for _ in range(2):
             out = await compress(RULES, threshold=0.6, llm=llm, embed_threshold=0.1)
             assert len(out) == 3  # lexical: nothing alike

@@ -274,6 +274,12 @@ class Ledger(abc.ABC):
     async def decisions(self, spec: str, limit: int | None = None) -> list[DecisionRecord]:
         """`spec`'s decision log, oldest first; with `limit`, only the newest `limit` entries."""
 
+    # -- the compiler's default model --------------------------------------------------------
+    @abc.abstractmethod
+    async def model_counts(self, spec: str | None, since: float | None = None) -> dict[str, int]:
+        """Answered inference rows (status ok) per recorded model, of `spec` (None: every spec)
+        since `since`: the model a spec's traffic uses, which the compiler asks by default."""
+
 
 class _NotOwned(Exception):
     """Inside a change: the row is not the caller's, so it is reported as unknown."""

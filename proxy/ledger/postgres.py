@@ -290,3 +290,11 @@ class PostgresLedger(Ledger):
         sql = f"SELECT {DECISION_COLUMNS} FROM experiment_decisions WHERE spec = $1 ORDER BY id DESC LIMIT $2"
         rows = await pg.with_retry(self.pool, lambda c: c.fetch(sql, spec, limit), "reading decisions")
         return [DecisionRecord(*tuple(r)[:12], details=r[12] or {}) for r in reversed(rows)]
+
+    async def model_counts(self, spec: str | None, since: float | None = None) -> dict[str, int]:
+        sql = (
+            "SELECT model, count(*) FROM inferences WHERE status = 'ok' AND model IS NOT NULL "
+            "AND created_at >= $1 AND ($2::text IS NULL OR spec_name = $2) GROUP BY model"
+        )
+        rows = await pg.with_retry(self.pool, lambda c: c.fetch(sql, since or 0.0, spec), "counting models")
+        return {str(r[0]): int(r[1]) for r in rows}

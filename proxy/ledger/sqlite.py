@@ -354,3 +354,12 @@ class SqliteLedger(Ledger):
         sql = f"SELECT {DECISION_COLUMNS} FROM experiment_decisions WHERE spec = ? ORDER BY id DESC LIMIT ?"
         rows = await self._db.run(lambda c: c.execute(sql, (spec, -1 if limit is None else limit)).fetchall())
         return [DecisionRecord(*row[:12], details=_unjson(row[12]) or {}) for row in reversed(rows)]
+
+    async def model_counts(self, spec: str | None, since: float | None = None) -> dict[str, int]:
+        sql = "SELECT model, count(*) FROM inferences WHERE status = 'ok' AND model IS NOT NULL AND created_at >= ?"
+        args: list[Any] = [since or 0.0]
+        if spec is not None:
+            sql += " AND spec_name = ?"
+            args.append(spec)
+        rows = await self._db.run(lambda c: c.execute(sql + " GROUP BY model", args).fetchall())
+        return {str(model): int(n) for model, n in rows}
