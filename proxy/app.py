@@ -1,4 +1,9 @@
-"""Building the ASGI app: state opened in the lifespan, errors in the OpenAI shape everywhere."""
+"""Building the ASGI app: state opened in the lifespan, errors in the OpenAI shape everywhere.
+
+A plain Starlette app, not FastAPI: the routes are Starlette routes and the OpenAPI document is
+written by hand (openapi.py), so FastAPI only added middleware layers to every request (telemetry,
+body limit, an exit stack per request) that the proxy never used.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +11,7 @@ import gc
 import logging
 from typing import AsyncIterator
 
-from fastapi import FastAPI
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,12 +39,12 @@ def build_state(settings: Settings) -> ProxyState:
     return ProxyState(settings, open_registry(settings), open_ledger(settings), upstream)
 
 
-def create_app(settings: Settings | None = None, state: ProxyState | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, state: ProxyState | None = None) -> Starlette:
     """The app; uvicorn's `--factory` calls this in each worker, so each worker owns its state."""
     state = state or build_state(settings or Settings())
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state.registry.listeners.append(metrics.follow_registry)
         await state.registry.start()
         await state.ledger.start()
@@ -55,9 +60,7 @@ def create_app(settings: Settings | None = None, state: ProxyState | None = None
             if state.upstream is not None:
                 await state.upstream.aclose()
 
-    app = FastAPI(
-        title="speclearn proxy", routes=ROUTES, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
-    )
+    app = Starlette(routes=ROUTES, lifespan=lifespan)
     app.state.proxy = state
 
     async def http_error(request: Request, exc: Exception) -> Response:
