@@ -22,7 +22,7 @@ from .identity import request_user
 from .injection import inject_chat, inject_responses
 from .ledger import InferenceRecord
 from .registry import SpecVersion
-from .responses import RelayResponse, error_response, unless_disconnected
+from .responses import RecordedResponse, RelayResponse, error_response, unless_disconnected
 from .state import ProxyState
 from .upstream import UpstreamResponse, classify
 
@@ -221,33 +221,36 @@ async def _forward(request: Request, call: Call, body: dict[str, Any], headers: 
 
 
 def _complete(call: Call, upstream: UpstreamResponse, data: bytes) -> Response:
-    """A whole (non-streamed) answer: record it and pass it on, with our id in it."""
+    """A whole (non-streamed) answer: pass it on, with our id in it, then record it."""
     status = upstream.status
-    text = tool_calls = usage = model = None
     parsed: Any = None
     if upstream.content_type.startswith("application/json"):
         try:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
             parsed = None
-    if status >= 400:
-        metrics.count_upstream_error(call.endpoint.route, "status_5xx" if status >= 500 else "status_4xx")
-        message = _error_message(parsed) or data[:500].decode("utf-8", "replace")
-        call.finish("error", status, error=message)
-    else:
-        if isinstance(parsed, dict):
-            text, tool_calls = _answer_of(parsed)
-            usage = parsed.get("usage") if isinstance(parsed.get("usage"), dict) else None
-            model = parsed.get("model") if isinstance(parsed.get("model"), str) else None
-            if call.endpoint.rewrite_id and "id" in parsed:
-                parsed["id"] = call.id
-                data = orjson.dumps(parsed)
-        call.finish("ok", status, text=text, tool_calls=tool_calls, usage=usage, model=model)
-    response = Response(data, status)
+    if status < 400 and isinstance(parsed, dict) and call.endpoint.rewrite_id and "id" in parsed:
+        parsed["id"] = call.id
+        data = orjson.dumps(parsed)
+    response = RecordedResponse(data, status, lambda: _record_complete(call, status, parsed, data))
     response.raw_headers.extend(upstream.headers_for_client())
     response.raw_headers.extend((k.encode(), v.encode()) for k, v in call.headers.items())
     response.raw_headers.append(call.overhead_header())
     return response
+
+
+def _record_complete(call: Call, status: int, parsed: Any, data: bytes) -> None:
+    if status >= 400:
+        metrics.count_upstream_error(call.endpoint.route, "status_5xx" if status >= 500 else "status_4xx")
+        message = _error_message(parsed) or data[:500].decode("utf-8", "replace")
+        call.finish("error", status, error=message)
+        return
+    text = tool_calls = usage = model = None
+    if isinstance(parsed, dict):
+        text, tool_calls = _answer_of(parsed)
+        usage = parsed.get("usage") if isinstance(parsed.get("usage"), dict) else None
+        model = parsed.get("model") if isinstance(parsed.get("model"), str) else None
+    call.finish("ok", status, text=text, tool_calls=tool_calls, usage=usage, model=model)
 
 
 def _error_message(parsed: Any) -> str | None:

@@ -60,6 +60,22 @@ async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
+class RecordedResponse(Response):
+    """A whole answer whose bookkeeping (`record`: the ledger row, the metrics) runs right after its
+    bytes are handed to the server, in the same step of the event loop: the client no longer waits
+    for it, and no other request (feedback on this answer included) runs in between."""
+
+    def __init__(self, content: bytes, status: int, record: Callable[[], None]) -> None:
+        super().__init__(content, status)
+        self._record = record
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._record()
+
+
 class RelayResponse(Response):
     """Streams `chunks` to the client. `finish(outcome)` runs once at the end with
     "ok", "cancelled" (client left) or the error that stopped the stream."""
