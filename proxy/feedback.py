@@ -156,13 +156,13 @@ def _judge(state: ProxyState, request: Request, body: dict[str, Any], owner: str
 
 async def wrong_method(request: Request) -> Response:
     """Ours, not the upstream's: any other method is a 405 here, never relayed."""
-    return error_response(MethodNotAllowed(f"{request.method} {request.url.path}: use POST"), {"Allow": "POST, OPTIONS"})
+    wrong = MethodNotAllowed(f"{request.method} {request.url.path}: use POST (PUT or DELETE /v1/feedback/ID changes one)")
+    return error_response(wrong, {"Allow": "POST, OPTIONS"})
 
 
 async def wrong_item_method(request: Request) -> Response:
-    return error_response(
-        MethodNotAllowed(f"{request.method} {request.url.path}: use PUT to change, DELETE to retract"), {"Allow": ITEM_METHODS}
-    )
+    wrong = MethodNotAllowed(f"{request.method} {request.url.path}: use PUT to change, DELETE to retract")
+    return error_response(wrong, {"Allow": ITEM_METHODS})
 
 
 async def feedback_preflight(request: Request) -> Response:
@@ -207,7 +207,8 @@ async def post_feedback(request: Request) -> Response:
 
 
 # -- one judgment: change or retract -----------------------------------------------------------------
-Action = Callable[[ProxyState, Request, str, "str | None"], Awaitable[tuple[FeedbackRecord, bool] | None]]
+Outcome = tuple[FeedbackRecord, bool] | None  # (as stored, changed?); None: unknown to this caller
+Action = Callable[[ProxyState, Request, str, "str | None"], Awaitable[Outcome]]
 
 
 async def _on_item(request: Request, action: Action, done: str, same: str) -> Response:
@@ -233,13 +234,13 @@ async def _on_item(request: Request, action: Action, done: str, same: str) -> Re
     return json_response({"feedback_id": stored.id, "status": done if changed else same}, headers=cors or None)
 
 
-async def _update(state: ProxyState, request: Request, feedback_id: str, owner: str | None) -> tuple[FeedbackRecord, bool] | None:
+async def _update(state: ProxyState, request: Request, feedback_id: str, owner: str | None) -> Outcome:
     body = await read_json_object(request, min(MAX_FEEDBACK_BYTES, state.settings.max_body_bytes))
     value, comment = parse_change(body)
     return await state.ledger.update_feedback(feedback_id, time.time(), owner=owner, value=value, comment=comment)
 
 
-async def _retract(state: ProxyState, request: Request, feedback_id: str, owner: str | None) -> tuple[FeedbackRecord, bool] | None:
+async def _retract(state: ProxyState, request: Request, feedback_id: str, owner: str | None) -> Outcome:
     return await state.ledger.retract_feedback(feedback_id, time.time(), owner=owner)
 
 
