@@ -52,20 +52,26 @@ async def get_version(request: Request) -> Response:
 
 
 async def publish(request: Request) -> Response:
+    """Without `labels` (or with null) a person's first version becomes `production` and a later one
+    waits unlabelled; an explicit list, even `[]`, is applied as given. The response names the
+    labels now on the version, so the caller sees whether it is served."""
     try:
         state = _admin(request)
         body = await read_json_object(request, state.settings.max_body_bytes)
-        text, labels, meta = body.get("text"), body.get("labels", []), body.get("meta", {})
+        text, labels, meta = body.get("text"), body.get("labels"), body.get("meta", {})
         if not isinstance(text, str) or not text.strip():
             raise InvalidRequest("'text' must be a non-empty string", param="text")
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
             raise InvalidRequest("'labels' must be an array of strings", param="labels")
         if not isinstance(meta, dict):
             raise InvalidRequest("'meta' must be an object", param="meta")
         spec = await state.registry.publish(request.path_params["name"], text, meta=meta, labels=labels)
     except ProxyError as exc:
         return error_response(exc)
-    return json_response({"name": spec.name, "version": spec.version, "sha256": spec.sha256}, status=201)
+    now = state.registry.snapshot.specs.get(spec.name)  # the publisher sees its own write at once
+    on_it = sorted(label for label, v in now.labels.items() if v == spec.version) if now else []
+    return json_response({"name": spec.name, "version": spec.version, "sha256": spec.sha256, "labels": on_it},
+                         status=201)  # fmt: skip
 
 
 def version_number(version: object) -> int:

@@ -148,7 +148,7 @@ def follow_registry(snapshot) -> None:  # type: ignore[no-untyped-def]
             _child(SPEC_ACTIVE_VERSION, name, label).set(version)
         if state.versions:
             _child(SPEC_ACTIVE_VERSION, name, "latest").set(max(state.versions))
-        for v in {*state.labels.values(), *([max(state.versions)] if state.versions else [])}:
+        for v in {*state.served_versions(), *([max(state.versions)] if state.versions else [])}:
             if v in state.versions:
                 SPEC_TOKENS.labels(name, str(v)).set(spec_tokens(state.versions[v]))
                 served.add((name, str(v)))

@@ -1,8 +1,11 @@
 """Which spec (and which upstream model) a request gets.
 
 Precedence: the `X-Spec` header, then the path form `/specs/NAME/v1/...`, then a model alias
-route's spec, then the spec named `default` at label production. A header or path that names an
-unknown spec is an error, not a silent fallback: the client asked for something specific.
+route's spec, then the spec named `default`. A spec named without a version serves
+`SpecState.serving` (label production, else the newest version a person published unlabelled;
+never a candidate or a compiled version). A header or path that names an unknown spec, or a spec
+with nothing to serve by default, is an error, not a silent fallback: the client asked for
+something specific.
 
 The canary: a request that names a spec but no version gets the `candidate` label with the share
 `canary_fraction`, assigned by a stable hash of (spec name, unit id), where the unit is the end user
@@ -70,8 +73,9 @@ def resolve(
         return _pick(state, settings.canary_fraction, unit_id, upstream_model, injection)
 
     default = snapshot.specs.get(settings.default_spec)
-    # (a default spec whose only versions await approval serves nothing, as if it had none)
-    if default is not None and default.versions and (not default.holds or default.latest is not None):
+    # (a default spec with nothing to serve by default, such as only a candidate or versions
+    # awaiting approval, serves nothing, as if it had no version)
+    if default is not None and default.serving is not None:
         return _pick(default, settings.canary_fraction, unit_id, upstream_model, injection)
     return Target(None, upstream_model, injection)
 
@@ -87,10 +91,12 @@ def in_canary(name: str, unit_id: str | None, fraction: float) -> bool:
 def _pick(
     state: SpecState, fraction: float, unit_id: str | None, upstream_model: str | None, injection: InjectionMode
 ) -> Target:
-    """A request that names no version gets `candidate` with the canary share, else production."""
+    """A request that names no version gets `candidate` with the canary share, else production;
+    a spec with nothing to serve by default serves no candidate either (the 404 says why)."""
+    served = state.resolve(None)  # NotFound first: the canary runs beside a served version only
     if fraction > 0 and CANDIDATE in state.labels and in_canary(state.name, unit_id, fraction):
         return Target(state.resolve(CANDIDATE), upstream_model, injection, CANDIDATE)
-    return Target(state.resolve(None), upstream_model, injection, PRODUCTION)
+    return Target(served, upstream_model, injection, PRODUCTION)
 
 
 def version_label(snapshot: RegistrySnapshot, name: str | None, version: int | None) -> str:

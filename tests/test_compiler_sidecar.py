@@ -190,7 +190,9 @@ def test_cli_compile_from_a_pairs_file(tmp_path: Path, capsys: pytest.CaptureFix
     )
     assert "propose: pass 1/" in out.err and "validate" in out.err  # progress on stderr
     assert (tmp_path / "specs/icai/instruction.md").read_text() == "You are a helpful assistant.\n"
-    assert (tmp_path / "specs/icai/labels.json").read_text().count('"production": 1') == 1
+    # the instruction is the person's first version (production); the compiled one moved it on
+    assert "published the instruction as icai@1 (production)" in out.err
+    assert (tmp_path / "specs/icai/labels.json").read_text().count('"production": 2') == 1
     assert fake.calls
 
 

@@ -14,6 +14,8 @@ import sys
 
 import orjson
 
+from proxy.registry import Registry
+
 from .. import report
 from ..pairs_file import dataset_from_pairs
 from ..pipeline import RoundResult
@@ -30,7 +32,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--pairs", help="bootstrap from a pairs file: CSV/JSONL with prompt,chosen,rejected (text or chat message "
         "lists) or text_a,text_b,preferred_text; a split column (train/heldout/test) is honoured",
     )
-    parser.add_argument("--instruction", help="the person's instruction, stored if the spec has none yet")
+    parser.add_argument("--instruction", help="the person's instruction, stored if the spec has none yet; a spec with "
+                        "no version also gets it as version 1, labelled production (not with --dry-run, --no-publish)")
     parser.add_argument("--dry-run", action="store_true", help="print the projected cost and stop")
     parser.add_argument("--force", action="store_true", help="publish even if the gate fails")
     parser.add_argument("--no-publish", action="store_true", help="run the round, publish nothing")
@@ -53,6 +56,8 @@ async def _run(args: argparse.Namespace) -> int:
                 state = ctx.registry.snapshot.specs.get(args.name)
                 if state is None or not state.instruction:
                     await ctx.registry.set_instruction(args.name, args.instruction.strip() + "\n")
+                if not (args.dry_run or args.no_publish):
+                    await publish_instruction(ctx.registry, args.name)
             dataset = dataset_from_pairs(args.pairs, compiler.holdout_fraction, compiler.seed) if args.pairs else None
 
             def prepared(r: RoundResult) -> None:
@@ -72,6 +77,18 @@ async def _run(args: argparse.Namespace) -> int:
     else:
         print(report.summary(result))
     return EXIT.get(result.result, 1)
+
+
+async def publish_instruction(registry: Registry, name: str) -> None:
+    """A spec with no version yet gets its instruction as version 1, a person's first version:
+    `production` (as `specs publish` and the admin API do), so users are served the person's words
+    and the compiled version waits beside it as `candidate` instead of being the only one."""
+    state = registry.snapshot.specs.get(name)
+    if state is None or state.versions or not state.instruction:
+        return
+    spec = await registry.publish(name, state.instruction, labels=None)
+    labels = sorted(k for k, v in registry.snapshot.get(name).labels.items() if v == spec.version)
+    print(f"published the instruction as {spec.ref} ({', '.join(labels) or 'no label'})", file=sys.stderr, flush=True)
 
 
 def to_json(r: RoundResult) -> dict:

@@ -28,7 +28,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     publish = sub.add_parser("publish", help="publish FILE's text as the next version")
     publish.add_argument("name")
     publish.add_argument("file", help="a text/Markdown file, or - for standard input")
-    publish.add_argument("--label", action="append", default=None, help="labels to move (default: production)")
+    moved = publish.add_mutually_exclusive_group()
+    moved.add_argument("--label", action="append", default=None,
+                       help="a label to move onto the new version, repeatable (default: production)")
+    moved.add_argument("--no-label", action="store_true",
+                       help="move no label: not production (served by default only while the spec has no "
+                       "production label)")
     label = sub.add_parser("label", help="point LABEL at VERSION (promote or roll back)")
     label.add_argument("name")
     label.add_argument("label")
@@ -73,7 +78,7 @@ async def _run(args: argparse.Namespace, registry: Registry) -> int:
         )
     elif args.action == "publish":
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
-        labels = args.label if args.label is not None else ["production"]
+        labels = [] if args.no_label else args.label if args.label is not None else ["production"]
         spec = await registry.publish(args.name, text, labels=labels)
         print(f"published {spec.ref} ({', '.join(labels) or 'no labels'})")
     elif args.action == "label":

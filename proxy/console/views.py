@@ -229,8 +229,7 @@ async def specs(request: Request, state: ProxyState) -> Response:
     rows = []
     for name, spec_state in sorted(state.registry.snapshot.specs.items()):
         latest = spec_state.latest
-        production = spec_state.labels.get(PRODUCTION)
-        served = spec_state.versions.get(production) if production is not None else latest
+        served = spec_state.serving  # what a request naming no version gets
         rows.append(
             {
                 "name": name,

@@ -17,6 +17,16 @@ LABEL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
 PRODUCTION = "production"
 LATEST = "latest"
 HELD, REJECTED, APPROVED = "held", "rejected", "approved"  # approval mode: a compiled version's hold
+COMPILER = "compiler"  # the `author` of a version the compiler published
+
+
+def person_default(labels: Iterable[str] | None, existing: Iterable[str], author: str) -> list[str]:
+    """The labels a publish moves. `None` is a person's default: their first version (no
+    `production` label yet) becomes `production`, a later one waits unlabelled; an explicit list,
+    even empty, is taken as given. The compiler always names its labels."""
+    if labels is not None:
+        return list(labels)
+    return [PRODUCTION] if author != COMPILER and PRODUCTION not in set(existing) else []
 
 
 def held_for_a_person(meta: dict[str, Any] | None) -> bool:
@@ -93,17 +103,35 @@ class SpecState:
         servable = [v for v in self.versions if not self.blocked(v)]
         return self.versions[max(servable)] if servable else None
 
+    @property
+    def serving(self) -> SpecVersion | None:
+        """The version a request that names none gets: `production`; without it, the newest version
+        a person published that no label points to. Never a compiled version, a held one or one
+        published under another label (`candidate`): those wait until a person promotes them,
+        whether or not `production` exists. None when nothing qualifies."""
+        number = self.labels.get(PRODUCTION)
+        if number is not None:
+            return self.versions.get(number)
+        labelled = set(self.labels.values())
+        mine = [
+            v for v, spec in self.versions.items()
+            if v not in labelled and spec.meta.get("author") != COMPILER and not self.blocked(v)
+        ]  # fmt: skip
+        return self.versions[max(mine)] if mine else None
+
     def resolve(self, ref: str | int | None, *, include_held: bool = False) -> SpecVersion:
-        """`None` means production, falling back to latest; digits a version; else a label.
-        A held or rejected version is not found, unless `include_held` (to inspect it, not serve it)."""
+        """`None` means the version served by default (`serving`); digits a version; `latest` the
+        newest servable one; else a label. A held or rejected version is not found, unless
+        `include_held` (to inspect it, not serve it)."""
         if include_held and ref is not None and (isinstance(ref, int) or ref.isdigit()):
             spec = self.versions.get(int(ref))
             if spec is None:
                 raise NotFound(f"spec {self.name!r} has no version {ref!r}", param="spec", code="spec_not_found")
             return spec
         if ref is None:
-            number = self.labels.get(PRODUCTION)
-            spec = self.versions.get(number) if number is not None else self.latest
+            spec = self.serving
+            if spec is None:
+                raise NotFound(self._nothing_served(), param="spec", code="spec_not_found")
         elif isinstance(ref, int) or ref.isdigit():
             spec = self.versions.get(int(ref))
         elif ref == LATEST:
@@ -121,12 +149,22 @@ class SpecState:
             )  # fmt: skip
         return spec
 
+    def _nothing_served(self) -> str:
+        """Why a request that names no version gets none, and the way out."""
+        if not self.versions:
+            return f"spec {self.name!r} has no version yet"
+        return (
+            f"spec {self.name!r} has no version to serve by default: no 'production' label, and every "
+            f"version was compiled, is held or carries another label (such as 'candidate'); promote one "
+            f"(speclearn specs label {self.name} production N) or name it ({self.name}@N)"
+        )
+
     def served_versions(self) -> set[int]:
-        """Versions worth their own metric label: labelled ones and the latest."""
+        """Versions worth their own metric label: labelled ones, the default and the latest."""
         served = set(self.labels.values())
-        latest = self.latest
-        if latest is not None:
-            served.add(latest.version)
+        for spec in (self.serving, self.latest):
+            if spec is not None:
+                served.add(spec.version)
         return served
 
 
@@ -185,9 +223,11 @@ class Registry(abc.ABC):
         meta: dict[str, Any] | None = None,
         author: str = "human",
         parent: int | None = None,
-        labels: Iterable[str] = (),
+        labels: Iterable[str] | None = (),
     ) -> SpecVersion:
-        """Store a new immutable version (number = last + 1) and move `labels` onto it."""
+        """Store a new immutable version (number = last + 1) and move `labels` onto it; `None`:
+        `production` when the spec has none yet (`person_default`), read as the version is stored
+        (PostgreSQL: under the write lock, so two first publishes never both take it)."""
 
     @abc.abstractmethod
     async def set_label(self, name: str, label: str, version: int) -> None:

@@ -36,6 +36,7 @@ from .base import (
     check_label,
     check_name,
     held_for_a_person,
+    person_default,
 )
 
 log = logging.getLogger(__name__)
@@ -249,9 +250,10 @@ class FileRegistry(Registry):
         meta: dict[str, Any] | None = None,
         author: str = "human",
         parent: int | None = None,
-        labels: Iterable[str] = (),
+        labels: Iterable[str] | None = (),
     ) -> SpecVersion:
-        spec = await asyncio.to_thread(self.publish_sync, name, text, meta, author, parent, list(labels))
+        labels = None if labels is None else list(labels)
+        spec = await asyncio.to_thread(self.publish_sync, name, text, meta, author, parent, labels)
         await self.refresh()
         return spec
 
@@ -262,10 +264,11 @@ class FileRegistry(Registry):
         meta: dict[str, Any] | None = None,
         author: str = "human",
         parent: int | None = None,
-        labels: list[str] | None = None,
+        labels: Iterable[str] | None = (),
     ) -> SpecVersion:
         check_name(name)
-        for label in labels or ():
+        labels = list(labels) if labels is not None else person_default(None, self._read_labels(self.root / name), author)
+        for label in labels:
             check_label(label)
         text = text if text.endswith("\n") else text + "\n"
         vdir = self.root / name / "versions"
@@ -304,7 +307,7 @@ class FileRegistry(Registry):
                         del holds[number]
                         self._write_holds(folder, holds)
                 number += 1
-        for label in (labels or ()) if not hold else ():
+        for label in labels if not hold else ():
             self._set_label_sync(name, label, number)
         return SpecVersion(name, number, text, record["sha256"], record)
 
@@ -344,6 +347,17 @@ class FileRegistry(Registry):
             labels = {}
         labels[label] = version
         write_atomic(labels_path, orjson.dumps(labels, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+
+    @staticmethod
+    def _read_labels(folder: Path) -> dict[str, Any]:
+        """labels.json as stored (empty when absent); a publish reads it to decide `production`."""
+        try:
+            raw = orjson.loads((folder / "labels.json").read_bytes())
+        except FileNotFoundError:
+            return {}
+        except orjson.JSONDecodeError as exc:
+            raise Conflict(f"{folder / 'labels.json'} is unreadable: repair it first", param="labels") from exc
+        return raw if isinstance(raw, dict) else {}
 
     async def set_instruction(self, name: str, text: str) -> None:
         check_name(name)

@@ -36,6 +36,7 @@ from .base import (
     check_label,
     check_name,
     held_for_a_person,
+    person_default,
 )
 
 log = logging.getLogger(__name__)
@@ -240,11 +241,11 @@ class PostgresRegistry(Registry):
         meta: dict[str, Any] | None = None,
         author: str = "human",
         parent: int | None = None,
-        labels: Iterable[str] = (),
+        labels: Iterable[str] | None = (),
     ) -> SpecVersion:
         check_name(name)
-        labels = list(labels)
-        for label in labels:
+        wanted = None if labels is None else list(labels)
+        for label in wanted or ():
             check_label(label)
         text = text if text.endswith("\n") else text + "\n"
         sha = specfile.body_sha256(text)
@@ -258,6 +259,10 @@ class PostgresRegistry(Registry):
             number = (last or 0) + 1
             if parent is None:
                 parent = last
+            existing = [] if wanted is not None else [
+                r["label"] for r in await conn.fetch("SELECT label FROM spec_labels WHERE name = $1", name)
+            ]  # under the write lock: two first publishes cannot both take `production`
+            labels = person_default(wanted, existing, author)
             record = {
                 "version": number,
                 "parent": parent,
