@@ -241,7 +241,8 @@ class LLMClient:
         try:
             resp = await self._embed_http.post("embeddings", json={"model": self.embedding.model, "input": list(texts)})
             if resp.status_code != 200:
-                raise LLMError(str(refusal(resp, self.embedding.model, self.embedding.base_url)))
+                e = self.embedding
+                raise LLMError(str(refusal(resp, e.model, e.base_url, "SPECLEARN_COMPILER_EMBEDDING_MODEL")))
             vectors = [item["embedding"] for item in sorted(resp.json()["data"], key=lambda d: d.get("index", 0))]
             if len(vectors) != len(texts) or not all(isinstance(v, list) and v for v in vectors):
                 raise ValueError("not one vector per input")
@@ -313,7 +314,9 @@ class LLMClient:
     def _noted(self, result: dict[str, Any]) -> dict[str, Any]:
         """Learn from a result (fresh or cached) what the model lacks, and say it once per round."""
         m = self.model
-        if result.get("logprobs") is False:
+        if result.get("logprobs") is False and self.quirks.logprobs is not True:
+            # never seen any from this model: it has none (one answer without them, after some
+            # with them, is that answer's, not the model's)
             self.quirks.logprobs = False
             self.budget.note(f"{m}:logprobs", f"{m} returns no logprobs: votes read from the answers' text")
         elif result.get("logprobs") and self.quirks.logprobs is None:

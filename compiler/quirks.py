@@ -109,12 +109,13 @@ def learn(q: ModelQuirks, resp: httpx.Response, sent: dict[str, Any]) -> bool:
     return False
 
 
-def refusal(resp: httpx.Response, model: str, base_url: str) -> LLMRefused:
-    """The error for a 4xx no adaptation avoids, in words that say what to change."""
+def refusal(resp: httpx.Response, model: str, base_url: str, setting: str = "SPECLEARN_COMPILER_MODEL") -> LLMRefused:
+    """The error for a 4xx no adaptation avoids, in words that say what to change (`setting`
+    names the model's)."""
     message, code, _ = error_fields(resp)
     status = resp.status_code
     if status == 404 and (code == "model_not_found" or "model" in message.lower()):
-        text = f"{base_url} does not serve model `{model}` ({code or status}): set SPECLEARN_COMPILER_MODEL"
+        text = f"{base_url} does not serve model `{model}` ({code or status}): set {setting}"
     elif status in (401, 403) and "logprob" not in message.lower():
         text = (f"{base_url} refused the API key ({code or status}): set SPECLEARN_UPSTREAM_API_KEY "
                 f"or SPECLEARN_COMPILER_API_KEY")  # fmt: skip

@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "local-model": ("proxy.commands.local_model", "serve the embedded local model on loopback"),
     "compile": ("compiler.commands.compile", "compile a new spec version from feedback (one round)"),
     "compiler": ("compiler.commands.sidecar", "run the compiler sidecar loop"),
+    "doctor": ("compiler.commands.doctor", "check the compiler's endpoints: model, key, logprobs, embeddings"),
     "demo": ("compiler.commands.demo", "the whole learning loop on the local model, before/after"),
 }
 
