@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 #
 # speclearn image: the proxy by default, the compiler sidecar with `docker run IMAGE compiler`
-# (ENTRYPOINT is the `speclearn` console script, CMD is its arguments).
+# (ENTRYPOINT is the `speclearn` console script, CMD is its arguments). The proxy listens on
+# 0.0.0.0: with SPECLEARN_UPSTREAM_API_KEY it needs SPECLEARN_API_KEYS (client keys) or it
+# refuses to start, unless SPECLEARN_ALLOW_OPEN_PROXY=1.
 #
 # Two stages so the runtime image carries no compiler toolchain, pip cache or source tree:
 # the builder turns the project and every dependency into wheels, the runtime installs

@@ -4,6 +4,7 @@ Read once at start-up and passed down; nothing deeper reads the environment.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -45,6 +46,9 @@ class Settings(BaseSettings):
 
     api_keys: Annotated[list[str], NoDecode] = Field([], description="Client keys, comma-separated; empty = open proxy")
     admin_key: SecretStr | None = None
+    # with an upstream key and no client keys, anyone who reaches the proxy spends the team's key:
+    # `speclearn serve` refuses that on a non-loopback address unless this says it is meant
+    allow_open_proxy: bool = Field(False, description="serve with the upstream key and no client keys beyond loopback")
 
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
@@ -109,3 +113,23 @@ class Settings(BaseSettings):
     @property
     def ledger_path(self) -> Path:
         return self.data_dir / "ledger.sqlite3"
+
+    def open_proxy_refusal(self, host: str) -> str | None:
+        """Why serving on `host` would hand the team's upstream key to anyone who reaches it
+        (an upstream key, no client keys, not loopback, not allowed explicitly); None: it would not."""
+        if self.upstream_api_key is None or not self.upstream_api_key.get_secret_value() or self.api_keys:
+            return None
+        if self.allow_open_proxy or is_loopback(host):
+            return None
+        return (f"refusing to serve on {host} an open proxy that spends SPECLEARN_UPSTREAM_API_KEY: set "
+                "SPECLEARN_API_KEYS (the keys your clients send), or SPECLEARN_ALLOW_OPEN_PROXY=1 if that is meant")
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect: localhost or a loopback address (0.0.0.0 and names are not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -616,12 +616,7 @@ def test_k8s_compiler_is_a_single_recreated_replica() -> None:
 
 
 def test_k8s_settings_come_from_configmap_and_secret() -> None:
-    known = {
-        "SPECLEARN_UPSTREAM_URL", "SPECLEARN_UPSTREAM_API_KEY", "SPECLEARN_SPECS_DIR",
-        "SPECLEARN_DATA_DIR", "SPECLEARN_DATABASE_URL", "SPECLEARN_API_KEYS",
-        "SPECLEARN_ADMIN_KEY", "SPECLEARN_CONFIG", "SPECLEARN_COMPILER_METRICS_PORT",
-        "SPECLEARN_CONSOLE_SECRET",
-    }
+    known = setting_names()
     config = k8s_object("ConfigMap", "speclearn-config")["data"]
     secret = k8s_object("Secret", "speclearn-secrets")["stringData"]
     assert set(config) | set(secret) <= known
@@ -639,3 +634,133 @@ def test_k8s_images_are_set_by_kustomize() -> None:
     names = {i["name"] for i in kustomization["images"]}
     for name in ("speclearn-proxy", "speclearn-compiler"):
         assert _container(k8s_object("Deployment", name))["image"] in names
+
+
+# --- the settings the configs give: real ones, a compiler that needs no model, no open proxy --------
+
+
+def setting_names() -> set[str]:
+    """Every environment variable the proxy and the compiler read (a typo in a config is no setting)."""
+    from compiler.settings import CompilerSettings
+    from proxy.settings import Settings
+
+    return ({f"SPECLEARN_{name.upper()}" for name in Settings.model_fields} | {"SPECLEARN_CONFIG"}
+            | {f"SPECLEARN_COMPILER_{name.upper()}" for name in CompilerSettings.model_fields})  # fmt: skip
+
+
+def compose_env(service: str, **given: str) -> dict[str, str]:
+    """A compose service's environment as `docker compose` gives it with `given` set in the shell."""
+    text = (DEPLOY / "docker-compose.yml").read_text()
+    text = re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: given.get(m.group(1), m.group(2) or ""), text)
+    data = yaml.safe_load(text)
+    env = dict(data["x-speclearn"]["environment"])
+    env.update(data["services"][service].get("environment") or {})
+    env.pop("<<", None)
+    return {k: "" if v is None else str(v) for k, v in env.items()}  # compose interpolates a value, not YAML
+
+
+def k8s_env() -> dict[str, str]:
+    return {**k8s_object("ConfigMap", "speclearn-config")["data"], **k8s_object("Secret", "speclearn-secrets")["stringData"]}
+
+
+def test_deploy_configs_set_only_real_settings() -> None:
+    known = setting_names()
+    for where, env in [("compose proxy", compose_env("proxy")), ("compose compiler", compose_env("compiler")),
+                       ("k8s", k8s_env())]:  # fmt: skip
+        assert set(env) <= known, f"{where}: {sorted(set(env) - known)} are not settings"
+
+
+def test_deploy_configs_compile_with_no_compiler_model() -> None:
+    """The compiler takes the model the spec's traffic used (compiler/served_model.py): a
+    config that named one would be wrong the day the app moves to another model. Embeddings are
+    asked of an embedding model, never the chat model (compiler/embed.py)."""
+    for env in (compose_env("compiler"), k8s_env()):
+        assert "SPECLEARN_COMPILER_MODEL" not in env and "SPECLEARN_COMPILER_BASE_URL" not in env
+        assert env["SPECLEARN_UPSTREAM_URL"] == "https://api.openai.com/v1"
+        assert env["SPECLEARN_COMPILER_EMBEDDING_MODEL"] == "text-embedding-3-small"
+    assert compose_env("compiler")["SPECLEARN_UPSTREAM_API_KEY"] == ""  # the shell gives it, never the file
+    assert compose_env("compiler", SPECLEARN_UPSTREAM_API_KEY="sk-t")["SPECLEARN_UPSTREAM_API_KEY"] == "sk-t"
+
+
+def serve(env: dict[str, str], host: str = "0.0.0.0") -> subprocess.CompletedProcess[str]:
+    """`speclearn serve` as the config starts it: a refusal exits at once, a start answers
+    /healthz (then it is stopped; returncode None)."""
+    import time
+
+    import httpx
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SPECLEARN_")}
+    port = _free_port()
+    cmd = [sys.executable, "-m", "proxy.cli", "serve", "--host", host, "--port", str(port)]
+    proc = subprocess.Popen(cmd, env={**base, **env}, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            if proc.poll() is not None:
+                out, err = proc.communicate()
+                return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    return subprocess.CompletedProcess(cmd, None, "", "")  # type: ignore[arg-type]
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("speclearn serve neither refused nor started")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.communicate(timeout=30)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+REFUSAL = "error: refusing to serve on 0.0.0.0 an open proxy that spends SPECLEARN_UPSTREAM_API_KEY"
+
+
+def test_compose_without_client_keys_refuses_to_start_an_open_proxy() -> None:
+    env = compose_env("proxy", SPECLEARN_UPSTREAM_API_KEY="sk-team")
+    assert env["SPECLEARN_API_KEYS"] == ""
+    done = serve(env)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        REFUSAL + ": set SPECLEARN_API_KEYS (the keys your clients send), or SPECLEARN_ALLOW_OPEN_PROXY=1 if that is meant"
+    ], done.stderr
+
+
+def test_k8s_without_client_keys_refuses_to_start_an_open_proxy() -> None:
+    env = k8s_env()
+    assert env["SPECLEARN_API_KEYS"], "the Secret must carry client keys"
+    env["SPECLEARN_API_KEYS"] = ""  # a Secret written without them
+    done = serve(env)
+    assert done.returncode == 2 and done.stderr.startswith(REFUSAL), done.stderr
+
+
+def test_the_refusal_is_only_for_an_open_proxy_with_the_teams_key() -> None:
+    from pydantic import SecretStr
+
+    from proxy.settings import Settings
+
+    key = SecretStr("sk-team")
+    assert Settings(upstream_api_key=key).open_proxy_refusal("0.0.0.0") is not None
+    assert Settings(upstream_api_key=key).open_proxy_refusal("::") is not None
+    assert Settings(upstream_api_key=key, api_keys=["sk-client"]).open_proxy_refusal("0.0.0.0") is None
+    assert Settings(upstream_api_key=key, allow_open_proxy=True).open_proxy_refusal("0.0.0.0") is None
+    for loopback in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        assert Settings(upstream_api_key=key).open_proxy_refusal(loopback) is None
+    assert Settings().open_proxy_refusal("0.0.0.0") is None  # no key of the team's: clients bring their own
+    assert Settings(upstream_api_key=SecretStr("")).open_proxy_refusal("0.0.0.0") is None  # compose's empty default
+
+
+def test_opting_in_to_an_open_proxy_starts_it() -> None:
+    env = compose_env("proxy", SPECLEARN_UPSTREAM_API_KEY="sk-team", SPECLEARN_ALLOW_OPEN_PROXY="1")
+    env.pop("SPECLEARN_DATABASE_URL")  # no PostgreSQL here: the SQLite ledger under a temp dir
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env.update(SPECLEARN_DATA_DIR=tmp, SPECLEARN_SPECS_DIR=tmp)
+        done = serve(env, host="0.0.0.0")
+    assert done.returncode is None, done.stderr  # it serves

@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"speclearn serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
+    if refusal := settings.open_proxy_refusal(args.host):
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     try:
         check_storage(settings)
     except MissingExtra as exc:
