@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
-RESULTS = ("published", "gate_failed", "error", "skipped")
+RESULTS = ("published", "held", "gate_failed", "error", "skipped")  # held: awaits a person
 
 ROUNDS = Counter("speclearn_compiler_rounds", "Compile rounds by outcome", ["spec", "result"])
 ROUND_DURATION = Histogram(

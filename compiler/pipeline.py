@@ -14,7 +14,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from proxy.errors import NotFound
+from proxy.registry.specfile import body_sha256
 from proxy.registry import Registry, SpecState, SpecVersion
+from proxy.registry.sections import LEARNED_HEADING, split_spec
 
 from . import prompts
 from .calibration import calibration_set
@@ -26,12 +28,14 @@ from .gate import GateResult, on_request, run_gate, unary_gate
 from .judge import Calibration, Judge, PairwiseJudge, calibrate, make_judge, trusted
 from .llm import LLMClient, estimate_tokens
 from .principle import Principle
+from .proposals import Proposal, find_proposals
 from .propose import current_principles, propose_llm, sample_pairs
 from .publish import build_meta, diff, publish
 from .settings import CompilerSettings
-from .synthesize import Synthesis, synthesize
+from .synthesize import Synthesis, sections_text, synthesize
 from .validate import Selection, select, validate
-from .wishes import GROUNDING_CANDIDATES, translate_wishes, untranslated_wishes
+from .voices import census, sentence
+from .wishes import GROUNDING_CANDIDATES, new_text_rules, translate_wishes, untranslated_wishes
 
 log = logging.getLogger("speclearn.compiler")
 Progress = Callable[[str], None]
@@ -67,7 +71,7 @@ class Projection:
 @dataclass
 class RoundResult:
     spec: str
-    result: str  # published | gate_failed | skipped | error
+    result: str  # published | held (awaits a person) | gate_failed | skipped | error
     reason: str = ""
     error: BaseException | None = None
     current: SpecVersion | None = None
@@ -79,6 +83,9 @@ class RoundResult:
     gate: GateResult | None = None
     calibration: dict[str, Any] | None = None
     diff: str = ""
+    voices: str = ""  # who the feedback came from and what more is needed, one sentence
+    proposals: list[Proposal] = field(default_factory=list)  # rules that would change the person's text
+    held: list[SpecVersion] = field(default_factory=list)  # versions awaiting a person (proposals)
     projection: Projection | None = None
     plan: Plan | None = None
     cost: dict[str, Any] = field(default_factory=dict)
@@ -105,6 +112,29 @@ def requested_by(kept: Sequence[Principle]) -> int:
     if not added or any(p.source != "comment" or p.check is None for p in added):
         return 0
     return min(int(p.evidence.get("users", 0)) for p in added)
+
+
+def human_part(current: SpecVersion | None, instruction: str) -> str:
+    """The person's text the candidate keeps byte for byte: the served version's part before the
+    learned section; the instruction when nothing is served yet, or when the served version is
+    compiled text from before learned sections (its person's words were the instruction)."""
+    if current is None:
+        return instruction
+    if current.meta.get("author") == "compiler" and f"\n{LEARNED_HEADING}\n" not in f"\n{current.text}\n":
+        return instruction
+    return split_spec(current.text)[0]
+
+
+CONTEXT_CHARS = 2000  # what of the person's text the proposer and translator read: a 3,000-token
+# production prompt would crowd out the feedback in the 0.5B model's window; its opening says what it is for
+
+
+def context_of(human: str) -> str:
+    """The person's text as context for the LLM's prompts, cut at a line break when long."""
+    if len(human) <= CONTEXT_CHARS:
+        return human
+    cut = human.rfind("\n", 0, CONTEXT_CHARS)
+    return human[: cut if cut > 0 else CONTEXT_CHARS].rstrip() + "\n[...]"
 
 
 MIN_GATE_ITEMS = 10  # a gate half smaller than this could never reach significance: do not split
@@ -141,6 +171,7 @@ class Round:
         self.force = force
         self.say: Progress = progress or (lambda msg: log.info("%s: %s", name, msg))
         self.result = RoundResult(name, "skipped")
+        self.new_text: list[Principle] = []  # wishes for words never written: held for a person
         # the judge model when one is configured (the compiler's own model is the weaker one by
         # design, and each judge tried is one more chance to trust a judge by luck), else the
         # compiler's model; the first kind that passes calibration validates and gates this round
@@ -155,8 +186,11 @@ class Round:
         r = self.result
         await self.registry.refresh()
         state = self.registry.snapshot.specs.get(self.name)
-        self.instruction = (self.instruction_override or (state.instruction if state else None) or "").strip()
+        instruction = (self.instruction_override or (state.instruction if state else None) or "").strip()
         self.current = served(state)
+        # the person's text, kept byte for byte; what the LLM reads of it is `instruction`
+        self.human = instruction if self.instruction_override else human_part(self.current, instruction)
+        self.instruction = context_of(self.human.strip())
         r.current, r.window, r.dataset = self.current, self.dataset.window, self.dataset.summary()
         self.train = self.dataset.train.contrasts()
         held = self.dataset.heldout.contrasts()
@@ -164,6 +198,18 @@ class Round:
         from_file = str(self.dataset.window.get("source", "")).startswith("file:")
         self.min_users = 1 if from_file else self.s.min_users
         self.evidence_principles, r.evidence = find_evidence(self.dataset.train, min_users=self.min_users)
+        voices = census(self.dataset.train.examples + self.dataset.heldout.examples)
+        r.dataset["voices"] = voices.distinct
+        r.voices = sentence(voices, self.min_users)
+        # an app that sends no user ids is one voice however many people commented: what they asked
+        # for is compiled all the same, with every other defence, but held for a person instead of
+        # served, since the distinct-voice defence cannot hold
+        self.hold_reason = ""
+        if voices.distinct < self.min_users and down_comments(self.dataset.train.examples):
+            self.hold_reason = (f"only {voices.distinct} distinct voice(s) behind this feedback "
+                                f"({self.min_users} publish on their own)")  # fmt: skip
+            self.min_users = 1
+        self.min_requesting = 1 if self.hold_reason else self.s.min_requesting_users
         r.flagged_comments = flagged_comments(self.dataset.train.examples + self.dataset.heldout.examples)
         if r.flagged_comments:
             self.say(f"{len(r.flagged_comments)} comment(s) read as instructions to the compiler: set aside")
@@ -182,12 +228,12 @@ class Round:
             if not self.s.unary_comments or not readable or len(self.singles) < 2 * self.s.min_heldout_pairs:
                 raise NotEnoughFeedback(
                     f"need training pairs and >= {self.s.min_heldout_pairs} held-out pairs; "
-                    f"have {len(self.train)} and {len(held)} (ups and downs pair up as contrasts)"
+                    f"have {len(self.train)} and {len(held)} (ups and downs pair up as contrasts). {r.voices}"
                 )
             self.unary = True
             r.dataset["unary_heldout"] = len(self.singles)
         self.val_pairs, self.gate_pairs, r.dataset["validated_on"] = split_heldout(self.train, held)
-        self.current_principles = current_principles(self.current, self.instruction)
+        self.current_principles = current_principles(self.current)
         self.complaints = [e.comment or "" for e in down_comments(self.dataset.train.examples)]
         self.plan = r.plan = self._fit(Plan.from_settings(self.s))
         r.projection = self.project(self.plan)
@@ -256,6 +302,12 @@ class Round:
 
     # -- spends the budget, one method per stage of the method ------------------------------------
     async def run(self, *, publish_result: bool = True) -> RoundResult:
+        result = await self._run(publish_result=publish_result)
+        if self.new_text and publish_result:
+            await self.hold_new_text(self.new_text)
+        return result
+
+    async def _run(self, *, publish_result: bool) -> RoundResult:
         r = self.result
         self.say(
             f"evidence: {len(self.evidence_principles)} measured candidate(s) from {r.evidence['contrasts']} contrasts"
@@ -266,9 +318,12 @@ class Round:
         sel = r.selection = await self.validate(candidates)
         if not sel.kept:
             return self._finish("skipped", "no principle validated on held-out feedback")
-        if self.current is not None and not sel.dropped and all(p.source == "current" for p in sel.kept):
+        kept, r.proposals = find_proposals(sel.kept, self.human)
+        if r.proposals:
+            await self.propose_edits(kept, r.proposals, publish_result=publish_result)
+        if self.current is not None and not sel.dropped and all(p.source == "current" for p in kept):
             return self._finish("skipped", "held-out feedback supports the current rules; nothing new to publish")
-        text = await self.synthesize(sel.kept)
+        text = await self.synthesize(kept)
         if r.synthesis is not None and r.synthesis.rejected:
             return self._finish("skipped", r.synthesis.rejected)
         gate = await self.gate(text)
@@ -278,6 +333,8 @@ class Round:
         if not publish_result:
             return self._finish("skipped", "not published (--no-publish)")
         await self.publish(text, sel, gate)
+        if self.hold_reason:
+            return self._finish("held", f"held for a person: {self.hold_reason}")
         return self._finish("published", "forced past the gate" if not gate.passed else "")
 
     async def propose(self) -> list[Principle]:
@@ -296,6 +353,7 @@ class Round:
                 max_tokens=self.s.translate_max_tokens, seed=self.s.seed,
             )  # fmt: skip
             self.say(f"translate: {len(self.wishes)} comment(s) no pattern reads -> {len(translated)} rule(s) with a check")
+            self.new_text = new_text_rules(self.result.evidence["wishes"])
         # the same check found by evidence too: the translation keeps it, with the words users
         # meant and the users who asked (what the comment-only gate counts)
         asked = {p.check for p in translated}
@@ -364,20 +422,20 @@ class Round:
 
     async def synthesize(self, kept: list[Principle]) -> str:
         r, s = self.result, self.s
-        synth = r.synthesis = await synthesize(self.instruction, kept, self.llm, fmt=s.spec_format,
+        synth = r.synthesis = await synthesize(self.human, kept, self.llm, fmt=s.spec_format,
                                                max_tokens=s.synth_max_tokens, max_spec_tokens=s.max_spec_tokens)  # fmt: skip
         r.candidate_text = synth.text
         base = self.current.ref if self.current else "instruction"
         r.diff = diff(self.current_text, synth.text, base, "candidate")
         repairs = f", {len(synth.repairs)} repair(s)" if synth.repairs else ""
-        self.say(f"synthesize: {len(synth.text.split())} words, ~{synth.tokens} tokens per request "
-                 f"(budget {s.max_spec_tokens}; {synth.method}{repairs})")  # fmt: skip
+        self.say(f"synthesize: the person's text kept, learned section ~{synth.learned_tokens} tokens "
+                 f"(budget {s.max_spec_tokens}), ~{synth.tokens} tokens per request; {synth.method}{repairs}")  # fmt: skip
         return synth.text
 
     @property
     def current_text(self) -> str:
-        """What the candidate competes with: the current version, or the bare instruction."""
-        return self.current.text if self.current else self.instruction
+        """What the candidate competes with: the current version, or the person's text alone."""
+        return self.current.text if self.current else self.human
 
     async def gate(self, text: str) -> GateResult:
         s = self.s
@@ -392,7 +450,7 @@ class Round:
             gate = self.result.gate = unary_gate(
                 text, self.current_text, self.singles, margin=s.gate_margin, alpha=s.gate_alpha, rules_tried=tried,
                 holdout_fraction=s.holdout_fraction, requested_by=requested_by(kept),
-                min_users=s.min_requesting_users,
+                min_users=self.min_requesting,
             )  # fmt: skip
         else:
             gate = self.result.gate = await run_gate(
@@ -402,7 +460,7 @@ class Round:
                 holdout_fraction=s.holdout_fraction,
             )  # fmt: skip
             on_request(gate, text, self.current_text, pairs, requested_by=requested_by(kept),
-                       min_users=s.min_requesting_users)  # fmt: skip
+                       min_users=self.min_requesting)  # fmt: skip
         gate.judge_calibration = self.result.calibration
         outcome = "pass" if gate.passed else "not enough feedback yet" if gate.not_enough else "FAIL"
         basis = (gate.reason if gate.passed and gate.reason
@@ -421,10 +479,48 @@ class Round:
             synthesis={"method": r.synthesis.method, "format": s.spec_format, "repairs": r.synthesis.repairs},
             evidence={"contrasts": r.evidence.get("contrasts"), "comment_themes": r.evidence.get("comment_themes", {})},
             forced=not gate.passed, flagged_comments=r.flagged_comments, spec_tokens=r.synthesis.tokens,
+            human=self.human, learned_tokens=r.synthesis.learned_tokens,
+            proposals=[{**p.to_meta(), "held_as": h.version} for p, h in zip(r.proposals, r.held, strict=False)],
         )  # fmt: skip
+        if self.hold_reason:
+            meta["held_for"] = self.hold_reason
         parent = self.current.version if self.current else None
         r.version = await publish(self.registry, self.name, text, meta, parent=parent, label=self.label)
-        self.say(f"published {r.version.ref} as {self.label}")
+        held = f", held for a person ({self.hold_reason})" if self.hold_reason else ""
+        self.say(f"published {r.version.ref} as {self.label}{held}")
+
+    async def hold_new_text(self, rules: list[Principle]) -> None:
+        """What users asked for in words the served model has never written cannot be measured on
+        any answer: each such rule is added to the served spec in a version held for a person."""
+        base = self.current_principles
+        for rule in rules:
+            why = f"asks for words the served model has never written: {rule.text}"
+            await self.hold(sections_text(self.human, [*base, rule]), {"held_for": why, "wish": rule.to_meta()})
+
+    async def hold(self, text: str, meta: dict[str, Any]) -> SpecVersion | None:
+        """Publish `text` held for a person (meta `held_for` says why), unless the same text was
+        published before (awaiting, approved or rejected: once is enough)."""
+        await self.registry.refresh()
+        state = self.registry.snapshot.specs.get(self.name)
+        body = text if text.endswith("\n") else text + "\n"
+        if state is not None and body_sha256(body) in {v.sha256 for v in state.versions.values()}:
+            return None
+        parent = self.current.version if self.current else None
+        held = await self.registry.publish(self.name, text, meta={**meta, "compiler": {"model": self.llm.model}},
+                                           author="compiler", parent=parent, labels=[self.label])  # fmt: skip
+        self.result.held.append(held)
+        self.say(f"held {held.ref} for a person ({meta['held_for']}): `speclearn specs approve {self.name} {held.version}`")
+        return held
+
+    async def propose_edits(self, kept: list[Principle], proposals: list[Proposal], *, publish_result: bool) -> None:
+        """Each rule that contradicts a sentence of the person's text becomes a version with that
+        sentence replaced, held until a person approves it (never served before)."""
+        for proposal in proposals:
+            self.say(f"proposal (awaits a person): replace {proposal.sentence!r} with {proposal.rule.text!r}")
+        if publish_result:
+            for proposal in proposals:
+                await self.hold(sections_text(proposal.apply(self.human), kept),
+                                {"held_for": "proposal", "proposal": proposal.to_meta()})  # fmt: skip
 
     # -- outcome ----------------------------------------------------------------------------------
     def cost(self) -> dict[str, Any]:
@@ -435,6 +531,9 @@ class Round:
         return self._finish(result, str(exc))
 
     def _finish(self, result: str, reason: str) -> RoundResult:
+        if n := len(self.result.proposals):
+            reason = f"{reason}; " if reason else ""
+            reason += f"{n} proposal(s) to change the person's text await approval"
         self.result.result, self.result.reason = result, reason
         self.result.cost = self.cost()
         self.result.seconds = time.monotonic() - self._started

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from proxy.registry import SpecVersion
+from proxy.registry.sections import split_spec
 
 from . import prompts
 from .checks import (
@@ -93,10 +94,10 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
-def current_principles(version: SpecVersion | None, instruction: str | None) -> list[Principle]:
-    """The current spec as principles: a compiled version lists them in its front matter; a
-    hand-written one is read sentence by sentence. Sentences of the instruction are left out:
-    the instruction is an invariant, kept verbatim, not a rule to validate."""
+def current_principles(version: SpecVersion | None) -> list[Principle]:
+    """The current spec's learned rules, the ones a round may keep, drop or replace: a compiled
+    version lists them in its front matter; any other version states them in its learned section.
+    The person's text is never among them: it is kept byte for byte, not validated away."""
     if version is None:
         return []
     listed = version.meta.get("principles")
@@ -106,12 +107,7 @@ def current_principles(version: SpecVersion | None, instruction: str | None) -> 
             for m in listed
             if isinstance(m, dict) and m.get("text") and m.get("status") != "dropped"
         ]
-    instr = {normalize(s) for s in split_sentences(instruction or "")}
-    return [
-        Principle(s, "current")
-        for s in split_sentences(version.text)
-        if 3 <= len(s.split()) <= 40 and normalize(s) not in instr
-    ]
+    return [Principle(s, "current") for s in split_sentences(split_spec(version.text)[1]) if len(s.split()) >= 2]
 
 
 def sample_pairs(contrasts: Sequence[Pair], k: int, seed: int) -> list[Pair]:

@@ -10,6 +10,7 @@ the new version instead of labelling it, until `speclearn specs approve NAME VER
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import difflib
 from collections.abc import Sequence
 from typing import Any
@@ -40,6 +41,9 @@ def build_meta(
     forced: bool = False,
     flagged_comments: Sequence[dict[str, Any]] = (),
     spec_tokens: int | None = None,
+    human: str | None = None,
+    learned_tokens: int | None = None,
+    proposals: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     feedback_window = dict(window)
     for key in ("since", "until"):
@@ -57,6 +61,11 @@ def build_meta(
         "gate": gate,
         "cost": cost,
     }
+    if human is not None:  # the person's text this version keeps byte for byte, and what was added
+        meta["sections"] = {"human_sha256": hashlib.sha256(human.encode()).hexdigest(), "human_chars": len(human),
+                            "learned_tokens": learned_tokens}  # fmt: skip
+    if proposals:  # rules that would change the person's text: held as versions of their own
+        meta["proposals"] = list(proposals)
     if flagged_comments:  # set aside as instructions to the compiler: the text, the user and why
         meta["flagged_comments"] = list(flagged_comments)
     if forced:

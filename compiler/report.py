@@ -110,8 +110,22 @@ def spec_cost(result: RoundResult) -> str:
     return text
 
 
+def proposals(result: RoundResult) -> str:
+    """Rules that would change the person's text: never applied by the round, held for a person."""
+    if not result.proposals:
+        return ""
+    lines = ["proposals (the person's text is never edited by a round; each is a held version a person may approve):"]
+    held = {v.meta.get("proposal", {}).get("replaces"): v for v in result.held}
+    for p in result.proposals:
+        lines.append(f"  replace {p.sentence!r}")
+        lines.append(f"     with {p.rule.text!r} ({_numbers(p.rule)})")
+        if (v := held.get(p.sentence)) is not None:
+            lines.append(f"     held as {v.ref}: speclearn specs approve {v.name} {v.version}")
+    return "\n".join(lines)
+
+
 def summary(result: RoundResult) -> str:
-    parts = [principles(result), flagged(result), gate(result)]
+    parts = [result.voices, principles(result), proposals(result), flagged(result), gate(result)]
     if result.diff:
         parts.append("diff:\n" + result.diff.rstrip())
     elif result.candidate_text and result.current is None:

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from proxy.settings import Settings
 
 Label = Literal["candidate", "production"]
-SpecFormat = Literal["persona", "rules"]
+SpecFormat = Literal["sections", "persona", "rules"]  # rules: the former name of sections
 
 
 class CompilerSettings(BaseSettings):
@@ -69,9 +69,11 @@ class CompilerSettings(BaseSettings):
     # where no user is known; all anonymous feedback is one voice), and a wish learned from
     # comments this many distinct commenters: no one user writes the spec
     min_users: int = 2
-    spec_format: SpecFormat = "persona"
-    # every request carries the spec: a synthesized spec over this many (estimated) tokens gives
-    # way to the template, which drops its lowest-ranked rules until it fits
+    # sections: the person's text kept, the learned rules listed after it; persona: a paragraph
+    # there instead, for a short instruction only (compiler/synthesize.py)
+    spec_format: SpecFormat = "sections"
+    # every request carries the spec: a learned section over this many (estimated) tokens drops its
+    # lowest-ranked rules until it fits (the person's own text is never cut)
     max_spec_tokens: int = 600
     similarity: float = 0.6  # compress: token-Jaccard/difflib threshold for near-duplicates
     # compress by embeddings (the embedding model's, else the `embed` extra's MiniLM) at

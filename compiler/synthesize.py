@@ -1,17 +1,22 @@
-"""Synthesize: write the spec from the kept principles.
+"""Synthesize: write the candidate as an edit of the current spec, never a rewrite.
 
-Default: one second-person persona paragraph of 150-300 words (it beat a numbered list in the
-published study), written by the LLM. A small model's paragraph is checked, not trusted: one
-that is too short or long, repeats itself, or no longer states a checkable rule in words its
-check reads back from gives way to the template (the instruction, then the rules in the words
-they were validated in); otherwise a rule without a check that it lost is appended verbatim,
-and the person's instruction is put first verbatim unless the text holds it verbatim. Option
-`rules`: the instruction followed by the numbered rules, no LLM.
+The text a person wrote (their instruction, or a whole production prompt they published) is kept
+byte for byte; what the round learned goes into the one section the compiler owns
+(proxy/registry/sections.py), which each round writes anew:
 
-Every spec is sent with every request, so it has a length budget (`max_spec_tokens`, estimated as
-the compiler counts tokens): a paragraph over it gives way to the template; a template over it
-drops its lowest-ranked rules until it fits, each drop recorded; a spec whose instruction alone
-exceeds the budget is rejected with the reason.
+- `sections` (the default): the rules as a list, each in the words it was validated in. Not
+  rewritten as "You end every answer with ...": on the 0.5B model that form was followed on 0/12
+  held-out questions, the imperative "End every answer with ..." on 4/12 (bench/README.md).
+- `persona`: the published study's second-person paragraph (150-300 words), written by the LLM,
+  for a spec born from a short instruction only: a structured prompt is the person's design, and
+  a paragraph beside it would restate it. A small model's paragraph is checked, not trusted: one
+  that is too short or long, repeats itself, or no longer states a checkable rule in words its
+  check reads back from gives way to the list; a rule without a check that it lost is appended.
+
+Every spec is sent with every request, so the learned section has a length budget
+(`max_spec_tokens`, estimated as the compiler counts tokens): over it, the list drops its
+lowest-ranked rules until it fits, each drop recorded. The person's text is never cut or refused
+for its length: it is what they chose to send.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from proxy.registry.sections import bullets, compose, split_spec
+
 from . import prompts
 from .checks import Check, checks_from_text
 from .compress import content_words
@@ -27,20 +34,27 @@ from .llm import LLMClient, estimate_tokens
 from .principle import Principle
 
 MIN_WORDS, MAX_WORDS = 150, 300
+SHORT_INSTRUCTION_WORDS = 60  # a persona paragraph is offered only beside an instruction this short
 _PREAMBLE_RE = re.compile(r"^(here is|here's|sure|system prompt|persona)[^\n]*:\s*$", re.I | re.M)
+_STRUCTURE_RE = re.compile(r"^\s*(?:#{1,6}\s|[-*+]\s|\d+[.)]\s|```|\|)", re.M)
 
 
 @dataclass
 class Synthesis:
     text: str
-    method: str  # llm | template | rules
+    method: str  # sections | llm
     repairs: list[str] = field(default_factory=list)
-    rejected: str = ""  # why no spec within the length budget could be written ("" when one was)
+    rejected: str = ""  # why no learned section within the length budget could be written
 
     @property
     def tokens(self) -> int:
         """What the spec adds to every request it is injected into."""
         return spec_tokens(self.text)
+
+    @property
+    def learned_tokens(self) -> int:
+        """What the compiler's section adds: the part the length budget bounds."""
+        return spec_tokens(split_spec(self.text)[1])
 
 
 def spec_tokens(text: str) -> int:
@@ -68,32 +82,16 @@ def covers(text: str, p: Principle) -> bool:
     return not words or len(words & content_words(text)) / len(words) >= 0.5
 
 
-def keeps_instruction(text: str, instruction: str) -> bool:
-    """The instruction is an invariant: the spec holds it verbatim (up to case and spacing)."""
-    return " ".join(instruction.lower().split()) in " ".join(text.lower().split())
+def short_instruction(human: str) -> bool:
+    """A one-paragraph instruction with no Markdown structure: the only kind a persona paragraph
+    may sit beside."""
+    text = human.strip()
+    return len(text.split()) <= SHORT_INSTRUCTION_WORDS and "\n\n" not in text and not _STRUCTURE_RE.search(text)
 
 
 def clean_paragraph(raw: str) -> str:
     text = _PREAMBLE_RE.sub("", raw).strip().strip('"').strip()
     return " ".join(text.split())
-
-
-def repair(text: str, instruction: str, principles: Sequence[Principle]) -> tuple[str, list[str]]:
-    repairs = []
-    missing = [p for p in principles if not covers(text, p)]
-    if missing:
-        text = text.rstrip() + " " + " ".join(p.text for p in missing)
-        repairs += [f"appended: {p.text}" for p in missing]
-    if instruction.strip() and not keeps_instruction(text, instruction):
-        text = " ".join(instruction.split()) + " " + text
-        repairs.append("prepended the instruction")
-    return text.strip(), repairs
-
-
-def rules_text(instruction: str, principles: Sequence[Principle]) -> str:
-    rules = "\n".join(f"{i}. {p.text}" for i, p in enumerate(principles, 1))
-    head = instruction.strip()
-    return f"{head}\n\n{rules}" if head else rules
 
 
 def looping(text: str, ngram: int = 4, limit: int = 3) -> bool:
@@ -109,71 +107,66 @@ def looping(text: str, ngram: int = 4, limit: int = 3) -> bool:
     return False
 
 
-def template_text(instruction: str, principles: Sequence[Principle]) -> str:
-    """The spec without an LLM: the instruction, then each rule in the words it was validated in.
-    Not rewritten as "You end every answer with ...": on the 0.5B model that form was followed
-    on 0/12 held-out questions, the imperative "End every answer with ..." on 4/12
-    (bench/README.md)."""
-    sentences = [" ".join(instruction.split()), *(p.text.strip() for p in principles)]
-    return " ".join(s if s.endswith((".", "!", "?")) else s + "." for s in sentences if s).strip()
+def sections_text(human: str, principles: Sequence[Principle]) -> str:
+    """The person's text, then each rule in the words it was validated in."""
+    return compose(human, bullets([p.text.strip() for p in principles]))
 
 
-def within_budget(synth: Synthesis, instruction: str, principles: Sequence[Principle], budget: int | None) -> Synthesis:
-    """`synth` if it fits `budget` tokens; else the template, with the lowest-ranked rules dropped
-    until it fits (`principles` come best first); else rejected, saying why."""
-    if budget is None or synth.tokens <= budget:
+def within_budget(synth: Synthesis, human: str, principles: Sequence[Principle], budget: int | None) -> Synthesis:
+    """`synth` if its learned section fits `budget` tokens; else the list with the lowest-ranked
+    rules dropped until it fits (`principles` come best first); else rejected, saying why."""
+    if budget is None or synth.learned_tokens <= budget:
         return synth
-    repairs = [*synth.repairs, f"{synth.method} spec of ~{synth.tokens} tokens is over the budget of {budget}"]
-    render = rules_text if synth.method == "rules" else template_text
-    method = "rules" if synth.method == "rules" else "template"
+    repairs = [*synth.repairs, f"learned section of ~{synth.learned_tokens} tokens is over the budget of {budget}"]
     kept = list(principles)
     while kept:
-        text = render(instruction, kept)
-        if spec_tokens(text) <= budget:
-            return Synthesis(text, method, repairs)
+        text = sections_text(human, kept)
+        if spec_tokens(split_spec(text)[1]) <= budget:
+            return Synthesis(text, "sections", repairs)
         repairs.append(f"dropped to fit the length budget: {kept.pop().text}")
-    text = render(instruction, [])
-    if spec_tokens(text) <= budget:
-        return Synthesis(text, method, repairs)
-    reason = (f"no spec fits the length budget of {budget} tokens (SPECLEARN_COMPILER_MAX_SPEC_TOKENS): "
-              f"the instruction alone is ~{spec_tokens(text)} tokens")  # fmt: skip
-    return Synthesis(text, method, repairs, rejected=reason)
+    reason = (f"no learned rule fits the learned section's length budget of {budget} tokens "
+              "(SPECLEARN_COMPILER_MAX_SPEC_TOKENS)")  # fmt: skip
+    return Synthesis(human, "sections", repairs, rejected=reason)
 
 
 async def synthesize(
-    instruction: str,
+    human: str,
     principles: Sequence[Principle],
     llm: LLMClient | None,
     *,
-    fmt: str = "persona",
+    fmt: str = "sections",
     max_tokens: int = 512,
     max_spec_tokens: int | None = None,
 ) -> Synthesis:
-    synth = await _write(instruction, principles, llm, fmt=fmt, max_tokens=max_tokens)
-    return within_budget(synth, instruction, principles, max_spec_tokens)
+    """`human`: the person's text this spec keeps (the served version's, else the instruction)."""
+    synth = await _write(human, principles, llm, fmt=fmt, max_tokens=max_tokens)
+    return within_budget(synth, human, principles, max_spec_tokens)
 
 
 async def _write(
-    instruction: str, principles: Sequence[Principle], llm: LLMClient | None, *, fmt: str, max_tokens: int
+    human: str, principles: Sequence[Principle], llm: LLMClient | None, *, fmt: str, max_tokens: int
 ) -> Synthesis:
-    if fmt == "rules":
-        return Synthesis(rules_text(instruction, principles), "rules")
-    if llm is None:
-        return Synthesis(template_text(instruction, principles), "template")
+    listed = Synthesis(sections_text(human, principles), "sections")
+    if fmt != "persona" or llm is None or not principles:
+        return listed
+    if not short_instruction(human):
+        return replace(listed, repairs=["persona is for a short instruction: the person's prompt is kept as written"])
     raw = await llm.chat(
-        prompts.synthesize(instruction, [p.text for p in principles], MIN_WORDS, MAX_WORDS),
+        prompts.synthesize(human, [p.text for p in principles], MIN_WORDS, MAX_WORDS),
         max_tokens=max_tokens,
         stage="synthesize",
     )
-    text = clean_paragraph(raw)
-    words = len(text.split())
+    paragraph = clean_paragraph(raw)
+    words = len(paragraph.split())
     if words < MIN_WORDS // 3 or words > MAX_WORDS * 2:
-        return Synthesis(template_text(instruction, principles), "template", [f"LLM paragraph had {words} words"])
-    if looping(text):
-        return Synthesis(template_text(instruction, principles), "template", ["LLM paragraph repeats itself"])
-    if lost := [p.text for p in principles if p.check is not None and not covers(text, p)]:
+        return replace(listed, repairs=[f"LLM paragraph had {words} words"])
+    if looping(paragraph):
+        return replace(listed, repairs=["LLM paragraph repeats itself"])
+    if lost := [p.text for p in principles if p.check is not None and not covers(paragraph, p)]:
         # a checkable rule appended after a paragraph that lost it was followed 0/12 by the 0.5B
-        # model, the same rule in the template 4/12 (bench/README.md): the template states it
-        return Synthesis(template_text(instruction, principles), "template", [f"LLM paragraph lost: {t}" for t in lost])
-    text, repairs = repair(text, instruction, principles)
-    return Synthesis(text, "llm", repairs)
+        # model, the same rule in the list 4/12 (bench/README.md): the list states it
+        return replace(listed, repairs=[f"LLM paragraph lost: {t}" for t in lost])
+    missing = [p for p in principles if not covers(paragraph, p)]
+    if missing:
+        paragraph = " ".join([paragraph, *(p.text.strip() for p in missing)])
+    return Synthesis(compose(human, paragraph), "llm", [f"appended: {p.text}" for p in missing])

@@ -30,7 +30,7 @@ from typing import Any
 from . import prompts
 from .checks import REQUIRES_PHRASE, Check, check_text, checks_from_text, written_phrases
 from .dataset import Example, normalize, word_ngrams
-from .evidence import check_of_comment, display_phrase, down_comments
+from .evidence import check_of_comment, display_phrase, down_comments, flag_comment
 from .judge import YES_NO
 from .llm import LLMClient, run_all
 from .principle import Principle
@@ -172,6 +172,45 @@ def rule_text(proposed: Principle, check: Check, examples: Sequence[Example]) ->
     return f"{words} {check_text(check, display)}".strip()
 
 
+NEW_TEXT = "requires a phrase no answer has used"
+_CONTACT_RE = re.compile(r"@|\d{3,}|\b[a-z0-9-]+\.[a-z]{2,}\b", re.I)  # an address, a number to call, a domain
+_NAME_RE = re.compile(r"(?<=[a-z,;:] )[A-Z][a-zA-Z0-9]+")  # a capitalized word inside a sentence: a name, a brand
+
+
+def why_refused(rule: str) -> str | None:
+    """Why a rule that brings new words into the spec is refused outright, not even held for a
+    person: it reads as an instruction to the model, a link, an address or a number, or names
+    something (a capitalized word inside a sentence: a brand, a product, a person)."""
+    if why := flag_comment(rule):
+        return why
+    words = re.sub(r"\[check:[^\]]*\]", "", rule)
+    if m := _CONTACT_RE.search(words):
+        return f"{m.group(0)!r} reads as an address, a number or a link"
+    if m := _NAME_RE.search(words):
+        return f"{m.group(0)!r} reads as a name or a brand"
+    return None
+
+
+def new_text_rules(report: Sequence[dict[str, Any]]) -> list[Principle]:
+    """The wishes refused only because their rule asks for words the served model has never
+    written (a way of explaining it has not tried yet): a person may still want them. Each
+    becomes a rule for a version held for approval; what reads as a link, an address, a brand
+    or an instruction stays refused (its report row says why)."""
+    out: dict[str, Principle] = {}
+    for row in report:
+        if row.get("outcome") != NEW_TEXT or not row.get("rule"):
+            continue
+        proposed = llm_principle(str(row["rule"]), [])
+        if (why := why_refused(str(row["rule"]))) is not None:
+            row["outcome"] = f"{NEW_TEXT}; refused: {why}"
+            continue
+        row["outcome"] = f"{NEW_TEXT}; held for a person"
+        evidence = {"comments": [row["comment"]], "count": row.get("count", 1), "users": row.get("users", 1),
+                    "new_text": True}  # fmt: skip
+        out.setdefault(proposed.text, Principle(proposed.text, "comment", proposed.check, evidence=evidence))
+    return list(out.values())
+
+
 def fitting_check(proposed: Principle | None, answers: Sequence[str],
                   liked: Sequence[Example]) -> tuple[Check | None, str]:  # fmt: skip
     """The LLM's check as the liked answers write it, or None and why it does not fit."""
@@ -179,7 +218,7 @@ def fitting_check(proposed: Principle | None, answers: Sequence[str],
         return None, "no rule with a check"
     written = written_phrases(proposed.check, answers)
     if written is None:
-        return None, "requires a phrase no answer has used"
+        return None, NEW_TEXT
     check = in_liked_form(written, [e.response for e in liked])
     if 2 * sum(check.passes(e) for e in liked) < len(liked):
         return None, "most liked answers break it"  # whatever users asked, it is not this

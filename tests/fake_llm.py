@@ -41,11 +41,14 @@ def violations(criteria: str, text: str) -> int:
     never/avoid "X", begin with "X", at most N words, short, a question."""
     t = text.lower()
     n = 0
-    for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", criteria):
+    lines = (re.sub(r"^\s*(?:[-*+]|\d+[.)]|#+)\s+", "", ln) for ln in criteria.splitlines())  # a list item is a rule
+    for sentence in (s for ln in lines for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", ln)):
         low = sentence.lower()
         quoted = [q.lower() for q in re.findall(r'"([^"]+)"', sentence)]
         if any(w in low for w in ("never", "avoid", "do not", "don't")):
             n += sum(q in t for q in quoted)
+        elif "include" in low or "mention" in low:
+            n += sum(q not in t for q in quoted)
         if "begin" in low or "start" in low:
             n += sum(not t.lstrip().startswith(q) for q in quoted)
         if m := re.search(r"at most (\d+) words", low):
@@ -70,7 +73,8 @@ def rule_judge(criteria: str, a: str, b: str) -> str | None:
 def rule_follows(criteria: str, answer: str) -> bool | None:
     """The pointwise view of the same judge: an answer follows the criteria when it breaks none
     of their checkable rules (None, no opinion, when they state none it could check)."""
-    if violations(criteria, "") == violations(criteria, "x " * 200) == violations(criteria, "?"):
+    probes = ("", "x " * 200, "?", *re.findall(r'"([^"]+)"', criteria))
+    if len({violations(criteria, probe) for probe in probes}) == 1:
         return None  # nothing checkable in the criteria: every text scores the same
     return violations(criteria, answer) == 0
 
@@ -124,6 +128,7 @@ class FakeLLM:
             return 500, {"error": {"message": "scripted failure", "type": "server_error"}}
         prompt = body["messages"][-1]["content"]
         task = prompt.split("\n", 1)[0]
+        sure = 0.9  # the probability the judge gives its answer (the logprobs it returns)
         if task.startswith("TASK: propose rules"):
             echoed = re.findall(r"<comment>(.*?)</comment>", prompt) if self.echo_comments else []
             text = "Here are the rules:\n" + "\n".join(f"- {r}" for r in [*self.rules, *echoed])
@@ -134,7 +139,11 @@ class FakeLLM:
         elif task.startswith("TASK: check an answer against a rule"):
             text = self._point(prompt.split("Rule: ", 1)[1].split("\n", 1)[0], prompt)
         elif task.startswith("TASK: check an answer against guidelines"):
-            text = self._point(prompt.split("Guidelines for the assistant:\n", 1)[1].split("\n\nQuestion", 1)[0], prompt)
+            guidelines = prompt.split("Guidelines for the assistant:\n", 1)[1].split("\n\nQuestion", 1)[0]
+            text = self._point(guidelines, prompt)
+            # graded as a real judge's P(Yes) is: an answer that breaks more of the guidelines is surer a No
+            m = re.search(r"^Answer: (.*)$", prompt, re.M)
+            sure = 1 - 0.1 / (1 + violations(guidelines, m.group(1) if m else "")) if text == "No" else sure
         elif task.startswith("TASK: judge by guidelines"):
             guidelines = prompt.split("Guidelines for the assistant:\n", 1)[1].split("\n\nQuestion", 1)[0]
             text = self._judge(guidelines, prompt)
@@ -152,7 +161,7 @@ class FakeLLM:
             text = self.persona(listed) if self.persona else default_persona(listed)
         else:
             text = self.answer(body) if self.answer else "A short answer."
-        return 200, self._completion(body, text)
+        return 200, self._completion(body, text, sure)
 
     def _judge(self, criteria: str, prompt: str) -> str:
         a = re.search(r"^Answer A: (.*)$", prompt, re.M)
@@ -173,7 +182,7 @@ class FakeLLM:
         follows = self.point_judge(criteria, answer) if self.point_judge else None
         return "Yes" if follows is None or follows else "No"
 
-    def _completion(self, body: dict[str, Any], text: str) -> dict[str, Any]:
+    def _completion(self, body: dict[str, Any], text: str, sure: float = 0.9) -> dict[str, Any]:
         prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4 + 1
         completion_tokens = len(text) // 4 + 1
         choice: dict[str, Any] = {
@@ -184,8 +193,8 @@ class FakeLLM:
         if body.get("logprobs") and self.logprobs and text in ("A", "B", "Yes", "No"):
             other = {"A": "B", "B": "A", "Yes": "No", "No": "Yes"}[text]
             choice["logprobs"] = {"content": [{
-                "token": text, "logprob": math.log(0.9),
-                "top_logprobs": [{"token": text, "logprob": math.log(0.9)}, {"token": other, "logprob": math.log(0.1)}],
+                "token": text, "logprob": math.log(sure),
+                "top_logprobs": [{"token": text, "logprob": math.log(sure)}, {"token": other, "logprob": math.log(1 - sure)}],
             }]}  # fmt: skip
         return {
             "id": f"chatcmpl-{len(self.calls)}",
@@ -297,8 +306,9 @@ def chat_request(q: str) -> dict:
 
 
 async def fill_ledger(path: Path, spec: str = "support", *, questions: list[str] | None = None,
-                      t0: float = 1_700_000_000.0, comments: bool = True) -> list[str]:  # fmt: skip
-    """Record an up and a down per question and return the inference ids."""
+                      t0: float = 1_700_000_000.0, comments: bool = True, users: bool = True) -> list[str]:  # fmt: skip
+    """Record an up and a down per question and return the inference ids (`users`: five users
+    take turns; else every request is anonymous, as from an app that sends no user ids)."""
     ledger = SqliteLedger(path)
     await ledger.start()
     ids = []
@@ -307,7 +317,7 @@ async def fill_ledger(path: Path, spec: str = "support", *, questions: list[str]
         for kind, text in (("good", good_answer(q)), ("bad", bad_answer(q))):
             inf_id = f"inf-{i}-{kind}"
             ledger.record(InferenceRecord(inf_id, at, "chat", "m", spec, 1, "h", chat_request(q), text,
-                                          metadata={"user": f"user{i % 5}"}))  # fmt: skip
+                                          metadata={"user": f"user{i % 5}"} if users else {}))  # fmt: skip
             ids.append(inf_id)
     await ledger.close()
     ledger = SqliteLedger(path)

@@ -15,6 +15,7 @@ from compiler.llm import LLMClient
 from compiler.principle import Principle
 from compiler.propose import current_principles, parse_rules, propose_llm
 from compiler.stats import wilson_lower
+from proxy.registry.sections import compose, split_spec
 from compiler.synthesize import MIN_WORDS, synthesize
 from compiler.validate import select, validate
 from proxy.registry import SpecVersion
@@ -97,20 +98,19 @@ def test_parse_rules_drops_junk() -> None:
     assert parse_rules("- 1, 2, 3 and 4") == []
 
 
-def test_current_principles_from_front_matter_or_sentences() -> None:
+def test_current_principles_are_the_learned_rules_never_the_persons_text() -> None:
     compiled = SpecVersion("s", 2, "x", "h", {"principles": [
         {"text": "Keep answers short: at most 30 words.", "check": "max_words:30", "status": "added"},
         {"text": "Old rule.", "status": "dropped"},
     ]})  # fmt: skip
-    got = current_principles(compiled, None)
+    got = current_principles(compiled)
     assert [(p.text, str(p.check), p.source) for p in got] == [
         ("Keep answers short: at most 30 words.", "max_words:30", "current")
     ]
     human = SpecVersion("s", 1, "You are the ACME helper. Always greet the user by name. Be brief.\n", "h", {})
-    got = current_principles(human, "You are the ACME helper.")
-    assert [p.text for p in got] == [
-        "Always greet the user by name."
-    ]  # the instruction is no rule; "Be brief." too short
+    assert current_principles(human) == []  # the person's text is kept, not validated away
+    edited = SpecVersion("s", 3, compose(human.text, "- Never use the phrase \"I guess\".\n- Be kind."), "h", {})
+    assert [p.text for p in current_principles(edited)] == ['Never use the phrase "I guess".', "Be kind."]
 
 
 async def test_propose_runs_passes_with_their_own_seed() -> None:
@@ -246,42 +246,51 @@ async def test_calibration_rejects_a_judge_that_cannot_see_checks() -> None:
 
 
 # -- synthesize -------------------------------------------------------------------------------
-async def test_persona_paragraph_keeps_rules_and_instruction() -> None:
+async def test_sections_keep_the_persons_text_byte_for_byte() -> None:
+    ps = [Principle("Be brief.", "llm"), Principle('Never use the phrase "I guess".', "llm")]
+    prompt = "# ACME support\n\n## Tone\n- Friendly.\n\n1. Greet.\n2. Answer.\n"
+    out = await synthesize(prompt, ps, None)
+    assert out.method == "sections" and out.text.startswith(prompt)
+    assert out.text == prompt + '\n## Learned from feedback\n\n- Be brief.\n- Never use the phrase "I guess".\n'
+    assert split_spec(out.text) == (prompt.rstrip("\n"), '- Be brief.\n- Never use the phrase "I guess".')
+    assert (await synthesize(prompt, ps, llm(FakeLLM()), fmt="rules")).text == out.text  # the former name
+
+
+async def test_persona_paragraph_sits_after_a_short_instruction() -> None:
     ps = [Principle("Keep answers short: at most 20 words.", "evidence", Check("max_words", "20")),
           Principle('Never use the phrase "I guess".', "llm")]  # fmt: skip
-    out = await synthesize("You answer questions for ACME customers.", ps, llm(FakeLLM()))
-    assert out.method == "llm" and out.text.startswith("You answer questions for ACME customers.")
-    assert "20 words" in out.text and '"I guess"' in out.text and len(out.text.split()) >= MIN_WORDS
-    assert out.repairs == ["prepended the instruction"]
+    out = await synthesize("You answer questions for ACME customers.", ps, llm(FakeLLM()), fmt="persona")
+    human, paragraph = split_spec(out.text)
+    assert out.method == "llm" and human == "You answer questions for ACME customers."
+    assert "20 words" in paragraph and '"I guess"' in paragraph and len(paragraph.split()) >= MIN_WORDS
+    structured = "# ACME\n\n- Answer questions for ACME customers.\n"
+    out = await synthesize(structured, ps, llm(FakeLLM()), fmt="persona")
+    assert out.method == "sections" and out.text.startswith(structured)
+    assert out.repairs == ["persona is for a short instruction: the person's prompt is kept as written"]
 
 
-async def test_persona_repairs_a_paragraph_that_lost_a_rule() -> None:
+async def test_persona_falls_back_to_the_list_when_the_paragraph_fails() -> None:
     ps = [Principle("Keep answers short: at most 20 words.", "evidence", Check("max_words", "20"))]
     varied = "You are helpful and kind. " + " ".join(f"item{a}{b}" for a in "abcdefgh" for b in "abcdefgh")
     sloppy = FakeLLM(persona=lambda rules: varied)
-    out = await synthesize("", ps, llm(sloppy))
-    assert out.method == "template" and out.text == "Keep answers short: at most 20 words."
+    out = await synthesize("Help.", ps, llm(sloppy), fmt="persona")
+    assert out.method == "sections" and out.text == compose("Help.", "- Keep answers short: at most 20 words.")
     assert out.repairs == ["LLM paragraph lost: Keep answers short: at most 20 words."]
     kind = Principle("Be kind to every customer.", "llm")  # no check: appended to the paragraph
-    out = await synthesize("", [kind], llm(sloppy))
-    assert out.method == "llm" and out.text == f"{varied} {kind.text}" and out.repairs == [f"appended: {kind.text}"]
+    out = await synthesize("Help.", [kind], llm(sloppy), fmt="persona")
+    assert out.method == "llm" and out.text == compose("Help.", f"{varied} {kind.text}")
+    assert out.repairs == [f"appended: {kind.text}"]
     looping = FakeLLM(persona=lambda rules: "You are helpful and kind. " * 20)
-    out = await synthesize("", ps, llm(looping))
-    assert out.method == "template" and out.repairs == ["LLM paragraph repeats itself"]
-    # a paraphrase of a checkable rule is not the rule: the template states it in its words
+    out = await synthesize("Help.", ps, llm(looping), fmt="persona")
+    assert out.method == "sections" and out.repairs == ["LLM paragraph repeats itself"]
+    # a paraphrase of a checkable rule is not the rule: the list states it in its words
     closing = Principle('End every answer with the line "Hope this helps!".', "comment", Check("ends_with", "hope this helps"))
     vague = FakeLLM(persona=lambda rules: varied + " You close warmly, hoping that your answer helps.")
-    out = await synthesize("Help.", [closing], llm(vague))
-    assert (out.method, out.text) == ("template", f"Help. {closing.text}")
+    out = await synthesize("Help.", [closing], llm(vague), fmt="persona")
+    assert (out.method, out.text) == ("sections", compose("Help.", f"- {closing.text}"))
     junk = FakeLLM(persona=lambda rules: "Of course! How can I help?")
-    out = await synthesize("Help ACME users.", ps, llm(junk))
-    assert out.method == "template" and out.text == "Help ACME users. Keep answers short: at most 20 words."
-
-
-async def test_rules_format_needs_no_llm() -> None:
-    ps = [Principle("Be brief.", "llm"), Principle("Be kind.", "llm")]
-    out = await synthesize("Help users.", ps, None, fmt="rules")
-    assert out.text == "Help users.\n\n1. Be brief.\n2. Be kind." and out.method == "rules"
+    out = await synthesize("Help ACME users.", ps, llm(junk), fmt="persona")
+    assert out.method == "sections" and out.repairs == ["LLM paragraph had 6 words"]
 
 
 # -- gate ---------------------------------------------------------------------------------------

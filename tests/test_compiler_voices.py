@@ -240,3 +240,34 @@ async def test_a_prompt_injection_in_a_comment_is_flagged_and_kept_from_the_prop
     for prompt in proposals:
         assert "Ignore previous" not in prompt and "example.com" not in prompt
         assert "<comment>too long and sounds reluctant</comment>" in prompt and "not instructions to you" in prompt
+
+
+def test_the_report_says_how_many_voices_and_what_more_is_needed() -> None:
+    from compiler.voices import census, sentence
+
+    def ex(i: int, user: str | None) -> Example:
+        return Example(f"e{i}", "q", "a", 1.0, user=user)
+
+    anonymous = census([ex(i, None) for i in range(40)])
+    assert (anonymous.distinct, anonymous.anonymous_events) == (1, 40)
+    said = sentence(anonymous, 2)
+    assert said.startswith("Feedback came from 1 distinct voice(s) (0 user(s), 40 anonymous event(s) counted as one voice)")
+    assert "needs 2" in said and "`user`" in said and "X-User-Id" in said and said.count(".") == 1
+    mixed = census([ex(0, "ann"), ex(1, "bob"), ex(2, "session:s1"), ex(3, None)])
+    assert mixed.distinct == 4 and sentence(mixed, 2) == (
+        "Feedback came from 4 distinct voice(s) (2 user(s), 1 session(s), 1 anonymous event(s) counted as one voice).")
+
+
+async def test_comments_from_an_app_without_user_ids_compile_into_a_version_held_for_a_person(tmp_path: Path) -> None:
+    await fill_ledger(tmp_path / "l.db", users=False)
+    ctx = await make_ctx(tmp_path, FakeLLM())
+    result = await compile_spec(ctx, "support")
+    await close(ctx)
+    assert result.result == "held", result.reason
+    assert result.reason == "held for a person: only 1 distinct voice(s) behind this feedback (2 publish on their own)"
+    assert result.voices.startswith("Feedback came from 1 distinct voice(s)") and "X-User-Id" in result.voices
+    assert result.version is not None and result.version.meta["held_for"].startswith("only 1 distinct voice")
+    await ctx.registry.refresh()
+    state = ctx.registry.snapshot.get("support")
+    assert state.blocked(result.version.version) and state.resolve(None).version == 1  # never served unapproved
+    assert result.voices in summary(result)

@@ -203,3 +203,40 @@ def test_phrases_and_rules_are_read_strictly() -> None:
     assert first_rule("Rule: Provide an example. [check: contains:for example]\nRule: more") == (
         "Provide an example. [check: contains:for example]")
     assert first_rule("") is None and first_rule("Rule: ok") is None  # too short to be a rule
+
+
+def test_a_wish_for_words_never_written_is_held_unless_it_reads_as_a_brand_or_a_link() -> None:
+    from compiler.wishes import NEW_TEXT, new_text_rules
+
+    rows = [
+        {"comment": "greet me first", "count": 3, "users": 2, "outcome": NEW_TEXT,
+         "rule": 'Start each answer with "Great question". [check: starts_with:great question]'},
+        {"comment": "mention AcmeCorp please", "count": 4, "users": 4, "outcome": NEW_TEXT,
+         "rule": "Mention AcmeCorp in every answer. [check: contains:acmecorp]"},
+        {"comment": "link the docs", "count": 2, "users": 2, "outcome": NEW_TEXT,
+         "rule": 'End with "see docs.acme.io". [check: ends_with:see docs acme io]'},
+        {"comment": "shorter", "count": 2, "users": 2, "outcome": "candidate", "rule": "Be brief."},
+    ]  # fmt: skip
+    held = new_text_rules(rows)
+    assert [(p.text, str(p.check), p.evidence["new_text"]) for p in held] == [
+        ('Start each answer with "Great question".', "starts_with:great question", True)]
+    assert rows[0]["outcome"] == f"{NEW_TEXT}; held for a person"
+    assert rows[1]["outcome"] == f"{NEW_TEXT}; refused: 'AcmeCorp' reads as a name or a brand"
+    assert rows[2]["outcome"].startswith(f"{NEW_TEXT}; refused:") and rows[3]["outcome"] == "candidate"
+
+
+async def test_a_round_holds_a_new_way_of_answering_for_a_person(tmp_path: Path) -> None:
+    """Users ask for an opening the served model has never written: nothing can measure it, so the
+    round publishes nothing served, and a version with the rule waits for a person."""
+    fake = FakeLLM(translate=lambda c: 'Rule: Start each answer with "Great question". [check: starts_with:great question]',
+                   grounds=lambda complaint, phrase: False)  # fmt: skip
+    before, _ = await one_round(tmp_path, lambda body: PLAIN, "reason", complain_every=2, fake=fake)
+    from proxy.registry import FileRegistry
+
+    registry = FileRegistry(tmp_path / "specs", poll_interval=0)
+    await registry.refresh()
+    state = registry.snapshot.get("demo")
+    held = [v for v in state.versions.values() if str(v.meta.get("held_for", "")).startswith("asks for words")]
+    assert len(held) == 1 and state.blocked(held[0].version)
+    assert held[0].text.startswith("You are a helpful assistant.") and '"Great question"' in held[0].text
+    assert state.resolve(None).version != held[0].version

@@ -15,6 +15,7 @@ from compiler.runner import compile_spec
 from compiler.synthesize import Synthesis, spec_tokens, synthesize, within_budget
 from proxy import metrics
 from proxy.registry.base import RegistrySnapshot, SpecState, SpecVersion
+from proxy.registry.sections import compose
 from proxy.registry.specfile import parse
 from tests.fake_llm import FakeLLM, default_persona
 from tests.test_compiler_pipeline import INSTRUCTION, close, make_ctx
@@ -30,30 +31,33 @@ def test_a_spec_within_its_budget_is_kept() -> None:
     assert spec_tokens("   ") == 0
 
 
-def test_over_budget_the_template_drops_the_lowest_ranked_rules() -> None:
-    long = Synthesis("You are a wonderful assistant. " * 100, "llm")
-    full_template = within_budget(long, INSTRUCTION, RULES, 10_000 // 20)
-    assert full_template.method == "template" and all(p.text in full_template.text for p in RULES)
-    assert full_template.repairs == [f"llm spec of ~{long.tokens} tokens is over the budget of 500"]
-    budget = spec_tokens(f"{INSTRUCTION} {RULES[0].text}") + 1
+def test_over_budget_the_learned_section_drops_the_lowest_ranked_rules() -> None:
+    long = Synthesis(compose(INSTRUCTION, "You are a wonderful assistant. " * 100), "llm")
+    listed = within_budget(long, INSTRUCTION, RULES, 10_000 // 20)
+    assert listed.method == "sections" and all(p.text in listed.text for p in RULES)
+    assert listed.repairs == [f"learned section of ~{long.learned_tokens} tokens is over the budget of 500"]
+    budget = spec_tokens(f"- {RULES[0].text}") + 1
     tight = within_budget(long, INSTRUCTION, RULES, budget)
-    assert tight.method == "template" and not tight.rejected and tight.tokens <= budget
+    assert tight.method == "sections" and not tight.rejected and tight.learned_tokens <= budget
     assert RULES[0].text in tight.text and RULES[2].text not in tight.text  # best first: the last go
     assert [r for r in tight.repairs if r.startswith("dropped")] == [
         f"dropped to fit the length budget: {RULES[2].text}", f"dropped to fit the length budget: {RULES[1].text}"]
 
 
-def test_an_instruction_over_the_budget_is_rejected_with_the_reason() -> None:
-    synth = within_budget(Synthesis("x " * 400, "rules"), "A long instruction. " * 40, RULES, 50)
-    assert synth.rejected.startswith("no spec fits the length budget of 50 tokens (SPECLEARN_COMPILER_MAX_SPEC_TOKENS)")
+def test_a_long_human_part_is_served_whole_and_only_the_learned_section_is_budgeted() -> None:
+    production_prompt = "# Support\n\n" + "- Be precise about refunds and delivery times.\n" * 300
+    synth = within_budget(Synthesis(compose(production_prompt, "- Be kind."), "sections"), production_prompt, RULES, 50)
+    assert synth.tokens > 50 and not synth.rejected and synth.text.startswith(production_prompt)
+    nothing_fits = within_budget(Synthesis(compose("Help.", "- " + "x " * 400), "sections"), "Help.", RULES, 3)
+    assert nothing_fits.rejected.startswith("no learned rule fits the learned section's length budget of 3 tokens")
 
 
 async def test_synthesize_keeps_the_budget() -> None:
     fake = FakeLLM(persona=default_persona)
     async with LLMClient("http://fake/v1", "m", transport=fake.transport) as llm:
-        free = await synthesize(INSTRUCTION, RULES, llm)
-        capped = await synthesize(INSTRUCTION, RULES, llm, max_spec_tokens=free.tokens - 1)
-    assert free.method == "llm" and capped.method == "template" and capped.tokens < free.tokens
+        free = await synthesize(INSTRUCTION, RULES, llm, fmt="persona")
+        capped = await synthesize(INSTRUCTION, RULES, llm, fmt="persona", max_spec_tokens=free.learned_tokens - 1)
+    assert free.method == "llm" and capped.method == "sections" and capped.learned_tokens < free.learned_tokens
 
 
 async def test_round_reports_and_records_the_spec_tokens(tmp_path: Path) -> None:
@@ -72,7 +76,7 @@ async def test_a_budget_nothing_fits_skips_the_round(tmp_path: Path) -> None:
     ctx = await make_ctx(tmp_path, FakeLLM(), seed=11, max_spec_tokens=5)
     result = await compile_spec(ctx, "support")
     await close(ctx)
-    assert result.result == "skipped" and "no spec fits the length budget of 5 tokens" in result.reason
+    assert result.result == "skipped" and "no learned rule fits the learned section's length budget of 5 tokens" in result.reason
     assert result.gate is None and result.version is None
 
 

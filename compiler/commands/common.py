@@ -39,7 +39,7 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--gate-regenerate", action="store_true", default=None,
                    help="also regenerate held-out answers under both specs (Wilson bound)")  # fmt: skip
     g.add_argument("--top-k", type=int)
-    g.add_argument("--format", dest="spec_format", choices=["persona", "rules"])
+    g.add_argument("--format", dest="spec_format", choices=["sections", "persona", "rules"])
     g.add_argument("--passes", type=int, dest="proposal_passes")
     g.add_argument("--validation-pairs", type=int)
     g.add_argument("--gate-pairs", type=int)

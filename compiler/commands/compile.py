@@ -23,7 +23,7 @@ from ..runner import compile_spec
 from .common import add_llm_options, build_settings, context, run_cleanly, setup_logging
 from .endpoints import resolve_llms
 
-EXIT = {"published": 0, "skipped": 0, "gate_failed": 3, "error": 1}
+EXIT = {"published": 0, "held": 0, "skipped": 0, "gate_failed": 3, "error": 1}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
