@@ -482,6 +482,7 @@ class Round:
             human=self.human, learned_tokens=r.synthesis.learned_tokens,
             proposals=[{**p.to_meta(), "held_as": h.version} for p, h in zip(r.proposals, r.held, strict=False)],
         )  # fmt: skip
+        meta["voices"] = r.voices
         if self.hold_reason:
             meta["held_for"] = self.hold_reason
         parent = self.current.version if self.current else None
@@ -506,7 +507,8 @@ class Round:
         if state is not None and body_sha256(body) in {v.sha256 for v in state.versions.values()}:
             return None
         parent = self.current.version if self.current else None
-        held = await self.registry.publish(self.name, text, meta={**meta, "compiler": {"model": self.llm.model}},
+        meta = {**meta, "voices": self.result.voices, "compiler": {"model": self.llm.model}}
+        held = await self.registry.publish(self.name, text, meta=meta,
                                            author="compiler", parent=parent, labels=[self.label])  # fmt: skip
         self.result.held.append(held)
         self.say(f"held {held.ref} for a person ({meta['held_for']}): `speclearn specs approve {self.name} {held.version}`")

@@ -390,3 +390,30 @@ def test_the_experiment_without_a_canary_share_or_a_readable_ledger(tmp_path: Pa
         assert r.status_code == 200 and "No experiment decisions yet (the ledger could not be read)." in r.text
         c.portal.call(c.app.state.proxy.registry.set_label, "support", "candidate", 1)  # type: ignore[attr-defined]
         assert "No live experiment" in c.get("/console/specs/support", headers=HTML).text
+
+
+def test_a_proposal_shows_the_persons_sentence_the_rule_and_why_it_waits(tmp_path: Path) -> None:
+    """A rule that would change the person's text is held with its evidence; the compiled version
+    beside it links to it and says who the feedback came from."""
+    with client(tmp_path) as c:
+        registry = FileRegistry(c.app.state.proxy.settings.specs_dir, poll_interval=0)  # type: ignore[attr-defined]
+        rule = {"text": "Answer in at most 20 words.", "support": 9, "relevant": 10, "heldout": 12,
+                "accuracy": 0.9, "users": 3, "check": "max_words:20"}  # fmt: skip
+        proposal = {"replaces": "Keep answers under 200 words.", "with": rule["text"], "rule": rule}
+        held = registry.publish_sync("support", "Answer in at most 20 words.", {"held_for": "proposal", "proposal": proposal},
+                                     "compiler", 2, ["candidate"]).version  # fmt: skip
+        voices = "Feedback came from 3 distinct voice(s) (3 user(s))."
+        compiled = registry.publish_sync("support", "Be kind.", {"voices": voices, "proposals": [{**proposal, "held_as": held}]},
+                                         "compiler", 2, ["candidate"]).version  # fmt: skip
+        anonymous = registry.publish_sync("support", "Be brief.", {"held_for": "only 1 distinct voice(s) behind this feedback"},
+                                          "compiler", 2, ["candidate"]).version  # fmt: skip
+        c.portal.call(c.app.state.proxy.registry.refresh)  # type: ignore[attr-defined]
+        login(c)
+        page = c.get(f"/console/specs/support/versions/{held}", headers=HTML).text
+        assert 'id="proposal"' in page and "<del>Keep answers under 200 words.</del>" in page
+        assert "<ins>Answer in at most 20 words.</ins>" in page and "accuracy 0.9" in page and "from 3 user(s)" in page
+        assert "The compiler never applies this on its own" in page and 'id="approve"' in page
+        page = c.get(f"/console/specs/support/versions/{compiled}", headers=HTML).text
+        assert voices in page and f'href="/console/specs/support/versions/{held}"' in page
+        page = c.get(f"/console/specs/support/versions/{anonymous}", headers=HTML).text
+        assert "Held for a person: only 1 distinct voice(s) behind this feedback." in page

@@ -298,6 +298,8 @@ async def version(request: Request, state: ProxyState) -> Response:
         cost=summary.flat(meta.get("cost")), window=summary.flat(meta.get("feedback_window")),
         rate=plot.rates(tallies).get(this.version), done=done if done in DONE else None,
         hold=spec_state.holds.get(this.version), experiment=summary.experiment(spec_state, state.settings.canary_fraction),
+        held_for=meta.get("held_for") if meta.get("held_for") != "proposal" else "", proposal=meta.get("proposal"),
+        proposals=meta.get("proposals") or [], voices=meta.get("voices", ""),
     )  # fmt: skip
 
 
