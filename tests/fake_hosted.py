@@ -55,6 +55,7 @@ class Seen:
     path: str
     authorization: str | None
     body: dict[str, Any]
+    usage: dict[str, Any] | None = None  # what an answered request was billed
 
 
 @dataclass
@@ -71,8 +72,15 @@ class FakeHosted:
 
     # -- what it answers ------------------------------------------------------------------------
     def handle(self, method: str, path: str, authorization: str | None, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        seen = Seen(path, authorization, body)
         with self._lock:
-            self.seen.append(Seen(path, authorization, body))
+            self.seen.append(seen)
+        status, payload = self._answer(method, path, authorization, body)
+        if status == 200:
+            seen.usage = payload.get("usage")
+        return status, payload
+
+    def _answer(self, method: str, path: str, authorization: str | None, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if not authorization:
             return error(401, "You didn't provide an API key. You need to provide your API key in an "
                               "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", None)  # fmt: skip
