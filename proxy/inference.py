@@ -186,7 +186,7 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
     return await _forward(request, call, body, headers)
 
 
-async def _forward(request: Request, call: Call, body: dict[str, Any], headers: list[tuple[str, str]]) -> Response:
+async def _forward(request: Request, call: Call, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> Response:
     upstream_client = call.state.upstream
     assert upstream_client is not None
     streaming = body.get("stream") is True

@@ -1,18 +1,16 @@
-"""The client to the upstream model server: one pooled aiohttp session per worker.
+"""The client to the upstream model server: one pool of keep-alive connections per worker.
 
-Why not httpx, as the design first said: on this machine httpx's request/response layer (even over
-the aiohttp transport that fixes its pool) costs ~250 µs of CPU per request on top of aiohttp's
-~120 µs — more than the whole rest of the proxy (A/B in bench/README.md). The proxy only needs
-bytes in, bytes out; aiohttp directly gives that, and callers see only this module's small API.
+Callers see only this module's small API (`Upstream.send`, `UpstreamResponse`, `classify`); the
+HTTP/1.1 underneath is proxy/http1.py. History of the choice, measured on the benchmark machine:
+httpx first (~250 µs of CPU per request on top of aiohttp's), then aiohttp (~165 µs), now a
+purpose-built client on httptools (~45 µs), since the proxy only needs bytes in, bytes out.
 """
 from __future__ import annotations
 
 import asyncio
 from typing import AsyncIterator, Iterable
 
-import aiohttp
-from yarl import URL
-
+from . import http1
 from .errors import ProxyError, UpstreamTimeout, UpstreamUnavailable
 
 # Headers that describe one hop, or that the proxy sets itself, never forwarded upstream.
@@ -36,7 +34,7 @@ class UpstreamResponse:
 
     __slots__ = ("_response",)
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: http1.Response) -> None:
         self._response = response
 
     @property
@@ -45,17 +43,17 @@ class UpstreamResponse:
 
     @property
     def content_type(self) -> str:
-        return self._response.headers.get("Content-Type", "")
+        return self._response.content_type
 
     def headers_for_client(self) -> list[tuple[bytes, bytes]]:
-        return [(k, v) for k, v in self._response.raw_headers if k.lower() not in DROP_RESPONSE_HEADERS]
+        return [(k, v) for k, v in self._response.headers if k.lower() not in DROP_RESPONSE_HEADERS]
 
     async def read(self) -> bytes:
         return await self._response.read()
 
     def chunks(self) -> AsyncIterator[bytes]:
         """Bytes as they arrive, without re-chunking, so a stream's latency is the upstream's."""
-        return self._response.content.iter_any()
+        return self._response.chunks()
 
     def close(self) -> None:
         """Return the connection to the pool, or close it if the body was not read to the end
@@ -73,60 +71,42 @@ class Upstream:
         max_connections: int,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._auth = f"Bearer {api_key}" if api_key else None
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._auth = f"Bearer {api_key}".encode("latin-1") if api_key else None
+        self._pool = http1.Pool(http1.Origin(self.base_url), connect_timeout, read_timeout, max_connections)
+        self._base_path = self._pool.origin.base_path.encode("latin-1")
 
-    def _open(self) -> aiohttp.ClientSession:
-        """Created lazily inside the worker's event loop. No cookie jar: a proxy must never carry
-        one client's upstream cookies into another client's request."""
-        connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=60)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=self._timeout,
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent",),
-        )
-        return self._session
-
-    def headers(self, client_headers: Iterable[tuple[bytes, bytes]], forward_client_auth: bool) -> list[tuple[str, str]]:
+    def headers(self, client_headers: Iterable[tuple[bytes, bytes]], forward_client_auth: bool) -> list[tuple[bytes, bytes]]:
         """The client's headers minus hop-by-hop ones, with the proxy's key when it has one."""
         replace_auth = self._auth is not None or not forward_client_auth
         out = [
-            (k.decode("latin-1"), v.decode("latin-1"))
+            (k, v)
             for k, v in client_headers
             if k not in DROP_REQUEST_HEADERS and not (replace_auth and k == b"authorization")
         ]
         if self._auth is not None:
-            out.append(("Authorization", self._auth))
-        out.append(("Accept-Encoding", "identity"))
+            out.append((b"Authorization", self._auth))
+        out.append((b"Accept-Encoding", b"identity"))
         return out
 
     async def send(
-        self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None, query: bytes = b""
+        self, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes | None, query: bytes = b""
     ) -> UpstreamResponse:
         """Start a request; returns once status and headers arrive. `path` follows /v1."""
-        session = self._session or self._open()
-        url = self.base_url + path + ("?" + query.decode("latin-1") if query else "")
-        response = await session.request(
-            method, URL(url, encoded=True), headers=headers, data=body, allow_redirects=False
-        )
-        return UpstreamResponse(response)
+        target = self._base_path + path.encode("latin-1") + (b"?" + query if query else b"")
+        return UpstreamResponse(await self._pool.request(method.encode("latin-1"), target, headers, body))
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._pool.close()
 
 
 def classify(exc: BaseException) -> tuple[ProxyError, str]:
     """Map a transport failure to the client-visible error and a metric `kind`."""
-    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError, TimeoutError)):
-        phase = "connecting to" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "waiting for"
-        return UpstreamTimeout(f"timed out {phase} the upstream"), "timeout"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamUnavailable(f"could not connect to the upstream: {exc.os_error}"), "connect"
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
+    if isinstance(exc, http1.ConnectTimeout):
+        return UpstreamTimeout("timed out connecting to the upstream"), "timeout"
+    if isinstance(exc, (http1.ReadTimeout, asyncio.TimeoutError, TimeoutError)):
+        return UpstreamTimeout("timed out waiting for the upstream"), "timeout"
+    if isinstance(exc, http1.ConnectError):
+        return UpstreamUnavailable(f"could not connect to the upstream: {exc}"), "connect"
+    if isinstance(exc, (http1.ConnectionBroken, OSError)):
         return UpstreamUnavailable(f"the upstream connection broke: {exc}"), "reset"
     return UpstreamUnavailable(f"upstream request failed: {exc!r}"), "reset"
