@@ -55,7 +55,7 @@ class Context:
         used most in the window, else the endpoint's only model (served_model.py)."""
         c = self.compiler
         if c.model:
-            return ModelChoice(c.model, "SPECLEARN_COMPILER_MODEL (or --model)")
+            return ModelChoice(c.model, "configured (SPECLEARN_COMPILER_MODEL, --model, or the embedded model)")
         now = time.time() if now is None else now
         if self.ledger is not None:
             found = await served_model.from_traffic(self.ledger, spec, now - c.window_days * DAY, c.window_days)
