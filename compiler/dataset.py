@@ -5,19 +5,27 @@ explicit pairwise feedback; an up and a down on the same or a near-identical pro
 ups and downs left over, "cross" pairs of an up against a down on different prompts, which still
 carry general properties (length, format, language, tone). The ledger stores client messages
 without the injected spec, so the compiler never learns from its own text.
+
+What the compiler's LLM may read is what `SPECLEARN_LEDGER_CONTENT` lets the ledger keep: the
+ledger applies it to the events it returns, and `governed` to a pairs file's dataset.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy.ledger import PAIR, SCORE, FeedbackEvent, InferenceRecord
+from proxy.ledger.content import NONE, ContentPolicy
+
+if TYPE_CHECKING:
+    from proxy.settings import Settings
 
 NEAR_IDENTICAL = 0.85  # token Jaccard above which two prompts count as the same question
 ANONYMOUS = "anonymous"  # the voice of all feedback with no user and no session: one voice, together
@@ -329,12 +337,39 @@ def build_dataset(
     examples, explicit = cap_per_user(examples, explicit, max_per_user)
     (tr_ex, tr_pairs), (ho_ex, ho_pairs) = split_by_time(examples, explicit, holdout_fraction)
     times = [ev.feedback.created_at for ev in events]
-    window = {
+    window: dict[str, Any] = {
         "since": since if since is not None else (min(times) if times else None),
         "until": until if until is not None else (max(times) if times else None),
         "events": len(events),
     }
+    textless = sum(1 for ev in events if (ev.inference.metadata or {}).get("content") == NONE)
+    if textless and not examples and not explicit:
+        window["nothing_to_learn"] = (
+            f"nothing to learn from: {textless} of {len(events)} judgments are on inferences kept without "
+            "their text (SPECLEARN_LEDGER_CONTENT=none)"
+        )
     return Dataset(pair_thumbs(tr_ex, tr_pairs), pair_thumbs(ho_ex, ho_pairs), window)
+
+
+def governed(ds: Dataset, settings: Settings) -> Dataset:
+    """A dataset from outside the ledger (a pairs file) as the content mode lets the compiler's
+    LLM read it: redacted like the ledger's rows, or in `none` nothing at all."""
+    policy = ContentPolicy.from_settings(settings)
+    if not policy.changes_rows:
+        return ds
+    if policy.mode == NONE:
+        note = "nothing to learn from: SPECLEARN_LEDGER_CONTENT=none sends no text to the compiler's LLM"
+        return Dataset(Split(), Split(), {**ds.window, "nothing_to_learn": note})
+
+    def example(e: Example) -> Example:
+        return dataclasses.replace(e, prompt=policy.text(e.prompt) or "", response=policy.text(e.response) or "",
+                                   comment=policy.text(e.comment))  # fmt: skip
+
+    def side(split: Split) -> Split:
+        pairs = [dataclasses.replace(p, chosen=example(p.chosen), rejected=example(p.rejected)) for p in split.pairs]
+        return Split(pairs, [example(e) for e in split.ups], [example(e) for e in split.downs])
+
+    return Dataset(side(ds.train), side(ds.heldout), {**ds.window, "content": policy.mode})
 
 
 def split_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:

@@ -192,6 +192,8 @@ class Round:
         self.human = instruction if self.instruction_override else human_part(self.current, instruction)
         self.instruction = context_of(self.human.strip())
         r.current, r.window, r.dataset = self.current, self.dataset.window, self.dataset.summary()
+        if self.dataset.window.get("nothing_to_learn"):  # SPECLEARN_LEDGER_CONTENT=none: no text kept
+            raise NotEnoughFeedback(self.dataset.window["nothing_to_learn"])
         self.train = self.dataset.train.contrasts()
         held = self.dataset.heldout.contrasts()
         # a pairs file names no users: whoever passes it vouches for it, so one voice is enough

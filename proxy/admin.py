@@ -1,4 +1,4 @@
-"""Spec writes and exports over HTTP, behind the admin key (never the client keys)."""
+"""Spec writes, exports and erasure over HTTP, behind the admin key (never the client keys)."""
 from __future__ import annotations
 
 from typing import Any, AsyncIterator
@@ -9,6 +9,7 @@ from starlette.responses import Response, StreamingResponse
 
 from .bodies import read_json_object
 from .errors import InvalidRequest, ProxyError
+from .identity import MAX_USER
 from .registry import Hold, SpecState
 from .responses import error_response, json_response
 from .state import ProxyState
@@ -140,3 +141,17 @@ async def export_feedback(request: Request) -> Response:
             yield orjson.dumps(event.to_dict()) + b"\n"
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+async def forget_user(request: Request) -> Response:
+    """`DELETE /admin/users/{user}`: erase an end user's inferences and feedback (as
+    `speclearn feedback forget`); answers once the rows are gone, durably, with the counts."""
+    try:
+        state = _admin(request)
+        user = request.path_params["user"]
+        if not user.strip() or len(user) > MAX_USER + 32:  # room for a stored form (pii:..., addr:...)
+            raise InvalidRequest(f"a user id is 1 to {MAX_USER} characters", param="user")
+        inferences, feedback = await state.ledger.forget_user(user)
+    except ProxyError as exc:
+        return error_response(exc)
+    return json_response({"user": user, "erased": {"inferences": inferences, "feedback": feedback}})

@@ -25,3 +25,5 @@ def check_storage(settings: Settings) -> None:
     `proxy.pg` is where asyncpg is first imported (by both PostgreSQL backends and the lock)."""
     if settings.database_url:
         from . import pg  # noqa: F401
+    if settings.ledger_content == "redacted":  # the ledger redacts with the `redact` extra
+        from . import redaction  # noqa: F401

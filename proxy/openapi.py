@@ -226,6 +226,15 @@ def build() -> dict[str, Any]:
             },
         },
         "LabelRequest": {"type": "object", "required": ["version"], "properties": {"version": {"type": "integer", "minimum": 1}}},
+        "Erased": {
+            "type": "object",
+            "required": ["user", "erased"],
+            "properties": {
+                "user": {"type": "string"},
+                "erased": {"type": "object", "required": ["inferences", "feedback"],
+                           "properties": {"inferences": {"type": "integer"}, "feedback": {"type": "integer"}}},
+            },  # fmt: skip
+        },
     }
     responses = {
         f"E{code}": _json(_ref("Error"), text)
@@ -339,6 +348,20 @@ def build() -> dict[str, Any]:
                                {"name": "since", "in": "query", "schema": {"type": "number"}, "description": "Unix time"}],
                 "responses": {"200": {"description": "One event per line", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
                               **_errors("400", "401", "403", "503")},
+            }  # fmt: skip
+        },
+        "/admin/users/{user}": {
+            "delete": {
+                "tags": ["admin"], "summary": "Erase an end user: their inferences and every judgment on them, and their feedback",
+                "description": (
+                    "The user id as the app sends it (`user`, `safety_identifier`, `X-User-Id`) or as stored (`addr:...`, "
+                    "`pii:...`). Inferences that name no user and that this user judged go too. Durable before the "
+                    "answer; answers the counts (0 and 0 for an unknown user). See docs/data.md."
+                ),
+                "security": ADMIN,
+                "parameters": [{"name": "user", "in": "path", "required": True,
+                                "schema": {"type": "string", "minLength": 1, "maxLength": 288}}],
+                "responses": {"200": _json(_ref("Erased"), "Erased"), **_errors("400", "401", "403", "503")},
             }  # fmt: skip
         },
         "/console/login": {

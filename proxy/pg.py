@@ -195,6 +195,18 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE TABLE ledger_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
         """,
     ),
+    (
+        6,
+        "data governance",
+        # The retention purge takes the oldest rows, forget one user's, and both take the
+        # judgments on them (docs/data.md).
+        """
+        CREATE INDEX inferences_by_time ON inferences (created_at);
+        CREATE INDEX inferences_by_user ON inferences ((metadata->>'user'));
+        CREATE INDEX feedback_by_rejected ON feedback (rejected_id);
+        CREATE INDEX feedback_by_user ON feedback (user_id);
+        """,
+    ),
 ]
 
 

@@ -59,6 +59,7 @@ ROUTES: list[BaseRoute] = [
     Route("/admin/specs/{name}/versions/{version}/approve", admin.approve, methods=["POST"]),
     Route("/admin/specs/{name}/versions/{version}/reject", admin.reject, methods=["POST"]),
     Route("/admin/feedback/export", admin.export_feedback, methods=["GET"]),
+    Route("/admin/users/{user:path}", admin.forget_user, methods=["DELETE"]),
     Route("/openapi.json", openapi.document, methods=["GET"]),
     *_with_spec_prefix("/v1/{path:path}", other_v1, ANY),
     Mount("/console", routes=console.ROUTES),

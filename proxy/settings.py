@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 InjectionMode = Literal["prepend", "append", "replace"]
+ContentMode = Literal["full", "redacted", "none"]
 
 
 class Route(BaseModel):
@@ -59,6 +60,21 @@ class Settings(BaseSettings):
     ledger_batch_size: int = 512
     ledger_flush_interval: float = 0.05
     feedback_wait_seconds: float = 2.0
+
+    # -- data governance (proxy/ledger/content.py, proxy/retention.py, docs/data.md) ----------
+    # full: prompts and answers as sent; redacted: e-mail addresses, phone and card numbers,
+    # secrets and the custom patterns replaced by [EMAIL]-style placeholders before storing;
+    # none: no prompt, answer or comment text at all (ids, metadata, usage only)
+    ledger_content: ContentMode = "full"
+    redact_patterns: dict[str, str] = Field({}, description='custom placeholders, JSON: {"EMPLOYEE_ID": "EMP-\\d{6}"}')
+    redact_patterns_file: Path | None = Field(None, description="a file of `NAME REGEX` lines, added to redact_patterns")
+    redact_phone_regions: Annotated[list[str], NoDecode] = Field(
+        ["US", "GB"], description="regions whose national phone formats are found (international ones always are)"
+    )
+    ledger_retention_days: float | None = Field(None, gt=0, description="purge rows older than this; unset = keep forever")
+    ledger_purge_interval: float = Field(3600.0, gt=0, description="seconds between purge passes")
+    ledger_purge_batch: int = Field(1000, ge=1, le=10_000, description="rows deleted per statement")
+    ledger_purge_pause: float = Field(0.05, ge=0, description="seconds between batches, so writers get the lock")
     registry_poll_interval: float = 0.5
 
     local_model: str = "qwen2.5-coder-0.5b"
@@ -83,11 +99,25 @@ class Settings(BaseSettings):
     feedback_rate_per_address: float = Field(1.0, gt=0)
     feedback_burst_per_address: int = Field(30, ge=1)
 
-    @field_validator("api_keys", "cors_origins", "feedback_keys", mode="before")
+    @field_validator("api_keys", "cors_origins", "feedback_keys", "redact_phone_regions", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _check_patterns(cls, value: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for name, pattern in value.items():
+            if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,31}", name):
+                raise ValueError(f"redaction pattern name {name!r}: use capitals, digits and _ (e.g. EMPLOYEE_ID)")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"redaction pattern {name}: {pattern!r} is not a regular expression ({exc})") from None
         return value
 
     @field_validator("upstream_url")

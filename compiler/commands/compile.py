@@ -17,6 +17,7 @@ import orjson
 from proxy.registry import Registry
 
 from .. import report
+from ..dataset import governed
 from ..pairs_file import dataset_from_pairs
 from ..pipeline import RoundResult
 from ..runner import compile_spec
@@ -58,7 +59,9 @@ async def _run(args: argparse.Namespace) -> int:
                     await ctx.registry.set_instruction(args.name, args.instruction.strip() + "\n")
                 if not (args.dry_run or args.no_publish):
                     await publish_instruction(ctx.registry, args.name)
-            dataset = dataset_from_pairs(args.pairs, compiler.holdout_fraction, compiler.seed) if args.pairs else None
+            dataset = None
+            if args.pairs:  # what the compiler's LLM may read of it: SPECLEARN_LEDGER_CONTENT
+                dataset = governed(dataset_from_pairs(args.pairs, compiler.holdout_fraction, compiler.seed), settings)
 
             def prepared(r: RoundResult) -> None:
                 out = sys.stderr if args.json else sys.stdout  # --json: stdout holds the JSON only

@@ -1,4 +1,6 @@
 """`speclearn feedback export`: feedback joined to its inferences as JSONL, for any other tool.
+`speclearn feedback forget USER`: erase one end user's inferences and feedback (docs/data.md).
+`speclearn feedback purge`: apply SPECLEARN_LEDGER_RETENTION_DAYS now (the proxy does it hourly).
 
 `--format events` (the default): one feedback event with its inference per line.
 `--format dpo`: the preference pairs a compile round would build from that feedback (the same
@@ -39,6 +41,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     export.add_argument("--no-cross", action="store_true",
                         help="dpo: leave out cross pairs (an up and a down on different questions)")  # fmt: skip
     export.add_argument("-o", "--output", help="file to write (default: standard output)")
+    forget = sub.add_parser("forget", help="erase an end user's inferences and feedback, and say how many rows")
+    forget.add_argument("user", help="the user id as the app sends it (user, safety_identifier, X-User-Id) "
+                        "or as stored (addr:..., pii:...)")  # fmt: skip
+    purge = sub.add_parser("purge", help="delete rows older than the retention now, and say how many")
+    purge.add_argument("--days", type=float, help="override SPECLEARN_LEDGER_RETENTION_DAYS for this run")
 
 
 def _dpo_lines(events: list[Any], split: str, cross: bool, c: CompilerSettings) -> list[bytes]:
@@ -50,6 +57,59 @@ def _dpo_lines(events: list[Any], split: str, cross: bool, c: CompilerSettings) 
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "forget":
+        return forget(args.user)
+    if args.action == "purge":
+        return purge(args.days)
+    return export(args)
+
+
+def forget(user: str) -> int:
+    """Erase `user` on the configured ledger; one line with the counts."""
+    if not user.strip():
+        print("speclearn feedback forget: the user id is empty", file=sys.stderr)
+        return 2
+
+    async def erase() -> tuple[int, int]:
+        ledger = open_ledger(Settings())
+        await ledger.start()
+        try:
+            return await ledger.forget_user(user)
+        finally:
+            await ledger.close()
+
+    inferences, feedback = asyncio.run(erase())
+    print(f"erased {inferences} inference rows and {feedback} feedback rows of user {user!r}")
+    return 0
+
+
+def purge(days: float | None) -> int:
+    """One retention pass now, with the configured (or given) number of days."""
+    settings = Settings()
+    days = days if days is not None else settings.ledger_retention_days
+    if days is None or days <= 0:
+        print("speclearn feedback purge: no retention: set SPECLEARN_LEDGER_RETENTION_DAYS or pass --days N",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    from ..retention import Retention
+
+    retention = Retention(days, batch=settings.ledger_purge_batch, pause=settings.ledger_purge_pause)
+
+    async def run_once() -> Any:
+        ledger = open_ledger(settings.model_copy(update={"ledger_retention_days": None}))  # no background pass
+        await ledger.start()
+        try:
+            return await retention.purge(ledger)
+        finally:
+            await ledger.close()
+
+    done = asyncio.run(run_once())
+    print(f"purged {done.inferences} inference rows and {done.feedback} feedback rows older than {days:g} days "
+          f"in {done.seconds:.1f} s")  # fmt: skip
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
     dpo = args.format == "dpo"
     if not dpo and (args.split != "train" or args.no_cross):
         print("speclearn feedback export: --split and --no-cross apply to --format dpo only", file=sys.stderr)

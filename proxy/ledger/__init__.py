@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..settings import Settings
 from .base import Ledger
+from .content import ContentPolicy
 from .records import PAIR, SCORE, THUMB, DecisionRecord, FeedbackEvent, FeedbackRecord, InferenceRecord, Outcome, ThumbTally
 
 __all__ = [
@@ -21,11 +22,16 @@ __all__ = [
 
 
 def open_ledger(settings: Settings) -> Ledger:
-    """PostgreSQL when a database URL is set, else SQLite under `data_dir`."""
+    """PostgreSQL when a database URL is set, else SQLite under `data_dir`; with the configured
+    content policy and retention (docs/data.md)."""
+    from ..retention import Retention
+
     batching = dict(
         queue_size=settings.ledger_queue_size,
         batch_size=settings.ledger_batch_size,
         flush_interval=settings.ledger_flush_interval,
+        content=ContentPolicy.from_settings(settings),
+        retention=Retention.from_settings(settings),
     )
     if settings.database_url:
         from .. import pg  # noqa: F401 - first: without the `postgres` extra, one clear MissingExtra

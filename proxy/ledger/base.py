@@ -3,6 +3,10 @@
 Inference rows go through a bounded in-memory queue written in batches by one background task,
 so the response never waits on storage; when the queue is full the row is dropped and counted.
 Feedback is written before it is acknowledged.
+
+Data governance lives here too: the content policy (content.py) is applied to each row before it
+is stored, and to what is read back for the compiler and exports; the retention purge
+(proxy/retention.py) runs beside the writer; `forget_user` erases one end user.
 """
 from __future__ import annotations
 
@@ -12,23 +16,36 @@ import contextlib
 import dataclasses
 import logging
 import secrets
-from typing import Callable
+import time
+from typing import TYPE_CHECKING, Callable
 
 from .. import identity, metrics
 from ..errors import Conflict, InvalidRequest
+from .content import ContentPolicy
 from .records import DecisionRecord, FeedbackEvent, FeedbackRecord, InferenceRecord, Outcome, ThumbTally
+
+if TYPE_CHECKING:
+    from ..retention import Retention
 
 log = logging.getLogger(__name__)
 RETRY_PAUSES = (0.1, 0.5, 2.0, 0.0)  # pause after each failed attempt; the last attempt gives up
 ADDRESS_KEY = "address_key"  # the ledger_secrets row: the key client addresses are hashed with
 KEEP = object()  # update_feedback: leave the comment as it is
+ERASED_MEMORY = 600.0  # seconds an erased user's still-queued rows are watched for
 
 #: A change to one stored judgment: the new record, or None to write nothing.
 Change = Callable[[FeedbackRecord], "FeedbackRecord | None"]
 
 
 class Ledger(abc.ABC):
-    def __init__(self, queue_size: int = 10_000, batch_size: int = 512, flush_interval: float = 0.05) -> None:
+    def __init__(
+        self,
+        queue_size: int = 10_000,
+        batch_size: int = 512,
+        flush_interval: float = 0.05,
+        content: ContentPolicy | None = None,
+        retention: Retention | None = None,
+    ) -> None:
         self._queue: asyncio.Queue[InferenceRecord] | None = None
         self._queue_size = queue_size
         self._batch_size = batch_size
@@ -36,6 +53,11 @@ class Ledger(abc.ABC):
         self._pending: dict[str, InferenceRecord] = {}  # queued or being written, by id
         self._writer: asyncio.Task[None] | None = None
         self.address_key = b""  # see proxy.identity; read from storage on start
+        self.content = content or ContentPolicy()
+        self.retention = retention
+        self._purger: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()  # held while a batch is filtered and written
+        self._erased: dict[str, float] = {}  # user -> when erased: their rows still queued are dropped
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -43,11 +65,19 @@ class Ledger(abc.ABC):
         # one key per ledger, made by whichever worker or replica starts first: the same address
         # is the same voice everywhere the ledger is shared, and after a restart
         self.address_key = bytes.fromhex(await self._secret(ADDRESS_KEY, secrets.token_hex(32)))
+        self.content.key = self.address_key
         self._queue = asyncio.Queue(self._queue_size)
         self._writer = asyncio.create_task(self._write_loop())
+        if self.retention is not None:
+            self._purger = asyncio.create_task(self.retention.run(self))
 
     async def close(self) -> None:
         """Flush what is queued, then release the storage."""
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+            self._purger = None
         if self._writer is not None:
             assert self._queue is not None
             await self._queue.join()
@@ -87,12 +117,36 @@ class Ledger(abc.ABC):
                 batch.append(queue.get_nowait())
             metrics.LEDGER_QUEUE_DEPTH.set(queue.qsize())
             try:
-                await self._write_with_retries(batch)
+                async with self._write_lock:
+                    rows = await self._stored_form(batch)
+                    if rows:
+                        await self._write_with_retries(rows)
             finally:
                 for rec in batch:
                     if self._pending.get(rec.id) is rec:
                         del self._pending[rec.id]
                     queue.task_done()
+
+    async def _stored_form(self, batch: list[InferenceRecord]) -> list[InferenceRecord]:
+        """The batch as the content policy stores it, without rows of users erased since they were
+        queued. Redaction runs in a worker thread: the event loop keeps serving requests."""
+        if self._erased:
+            batch = [r for r in batch if not self._erased_row(r)]
+        if not self.content.changes_rows or not batch:
+            return batch
+        return await asyncio.to_thread(lambda: [self._apply_content(r) for r in batch])
+
+    def _apply_content(self, rec: InferenceRecord) -> InferenceRecord:
+        try:
+            return self.content.inference(rec)
+        except Exception:  # a redaction bug must not store the text it failed to redact
+            log.exception("content policy failed on inference %s: storing it without text", rec.id)
+            return self.content.stripped(rec)
+
+    def _erased_row(self, rec: InferenceRecord) -> bool:
+        user = (rec.metadata or {}).get("user")
+        erased_at = self._erased.get(user) if isinstance(user, str) else None
+        return erased_at is not None and rec.created_at <= erased_at
 
     async def _write_with_retries(self, batch: list[InferenceRecord]) -> None:
         """Ride out a short storage outage (a restarting database); rows keep arriving in the
@@ -130,6 +184,43 @@ class Ledger(abc.ABC):
             await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
             delay = min(delay * 2, 0.25)
 
+    # -- governance: retention and erasure ---------------------------------------------------
+    async def purge_batch(self, cutoff: float, limit: int) -> tuple[int, int]:
+        """One bounded step of the retention purge: (inference rows, feedback rows) deleted."""
+        return await self._purge_batch(cutoff, limit)
+
+    async def forget_user(self, user: str, batch: int = 1000, pause: float = 0.0) -> tuple[int, int]:
+        """Erase an end user: every inference row of theirs (recorded under their id, or with no
+        user of its own and judged by them) with every judgment on it, then every judgment they
+        gave; durably, in bounded batches. Rows of theirs still queued in this process are
+        dropped. Returns (inference rows, feedback rows) erased."""
+        now = time.time()
+        self._erased = {u: t for u, t in self._erased.items() if t > now - ERASED_MEMORY}
+        for form in (user, self.content.user(user)):
+            self._erased[form] = now
+        async with self._write_lock:
+            pass  # a batch filtered before the mark is written before the erasure starts
+        forms = self.content.stored_forms(user)
+        inferences = feedback = 0
+        while True:
+            n_inf, n_fb = await self._forget_batch(forms, batch)
+            inferences, feedback = inferences + n_inf, feedback + n_fb
+            if not n_inf and not n_fb:
+                return inferences, feedback
+            await asyncio.sleep(pause)
+
+    @abc.abstractmethod
+    async def _purge_batch(self, cutoff: float, limit: int) -> tuple[int, int]:
+        """In one short transaction: up to `limit` inference rows created before `cutoff`, oldest
+        first, with every judgment on them (chosen or rejected side); when none is left, up to
+        `limit` judgments created before it (their inference was never stored). Counts deleted."""
+
+    @abc.abstractmethod
+    async def _forget_batch(self, users: list[str], limit: int) -> tuple[int, int]:
+        """In one short, durable transaction: up to `limit` inference rows of `users` (see
+        `forget_user`) with every judgment on them; when none is left, up to `limit` judgments
+        whose `user_id` is one of `users`. Counts deleted."""
+
     # -- backend ----------------------------------------------------------------------------
     @abc.abstractmethod
     async def _open(self) -> None: ...
@@ -150,7 +241,7 @@ class Ledger(abc.ABC):
         """Store durably; returns (stored record, created). The same id with the same judgment is
         a retry (no-op); the same id with a different judgment is a client bug: `Conflict`, as is
         the id of a retracted judgment (a new vote takes a new id)."""
-        fb = self._normalize(fb)
+        fb = self._normalize(self.content.feedback(fb))
         stored, created = await self._insert_feedback(fb)
         if not created and stored.retracted_at is not None:
             raise _retracted(fb.id)
@@ -182,7 +273,7 @@ class Ledger(abc.ABC):
                 new = dataclasses.replace(new, value=number)
             if comment is not KEEP:
                 new = dataclasses.replace(new, comment=comment)  # type: ignore[arg-type]
-            new = self._normalize(new)
+            new = self._normalize(self.content.feedback(new))
             return None if new == fb else dataclasses.replace(new, updated_at=at)
 
         return await self._apply(feedback_id, owner, change)
@@ -220,7 +311,18 @@ class Ledger(abc.ABC):
         vote, so a change keeps its place); retracted judgments are left out, a changed one appears
         once with its latest value, and each carries its judge's voice (`identity.attribute`).
         Rows whose inference is not stored yet wait."""
-        return [identity.attribute(ev) for ev in await self._feedback_events(spec, since, until)]
+        events = await self._feedback_events(spec, since, until)
+        if self.content.changes_rows:  # rows stored before the mode changed are read as it says now
+            events = await asyncio.to_thread(lambda: [self._governed(ev) for ev in events])
+        return [identity.attribute(ev) for ev in events]
+
+    def _governed(self, ev: FeedbackEvent) -> FeedbackEvent:
+        def row(rec: InferenceRecord) -> InferenceRecord:
+            stored_as = (rec.metadata or {}).get("content")
+            return rec if stored_as in (self.content.mode, "none") else self._apply_content(rec)
+
+        rejected = row(ev.rejected) if ev.rejected is not None else None
+        return FeedbackEvent(self.content.feedback(ev.feedback), row(ev.inference), rejected)
 
     def _normalize(self, fb: FeedbackRecord) -> FeedbackRecord:
         """The record as this backend will store it, so a retry compares equal to the stored row."""

@@ -67,6 +67,21 @@ _UPSERT_INFERENCES = (
 )
 
 
+_DELETE_FEEDBACK_ON = "DELETE FROM feedback WHERE inference_id = ANY($1::text[]) OR rejected_id = ANY($1::text[])"
+_DELETE_INFERENCES = "DELETE FROM inferences WHERE id = ANY($1::text[])"
+
+
+def _count(status: str) -> int:
+    """The row count of a command status such as `DELETE 42`."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def _delete_inferences(conn: asyncpg.Connection, ids: list[str]) -> tuple[int, int]:
+    """Delete these inference rows and every judgment on them (inside the caller's transaction)."""
+    n_feedback = _count(await conn.execute(_DELETE_FEEDBACK_ON, ids))
+    return _count(await conn.execute(_DELETE_INFERENCES, ids)), n_feedback
+
+
 def _no_nul(value: Any) -> Any:
     """PostgreSQL text cannot hold NUL; one such row must not sink the whole batch."""
     return value.replace("\x00", "\ufffd") if isinstance(value, str) and "\x00" in value else value
@@ -123,6 +138,49 @@ class PostgresLedger(Ledger):
                 await conn.executemany(_UPSERT_INFERENCES, rows)
 
         await pg.with_retry(self.pool, write, "writing inferences")  # an upsert: safe to repeat
+
+    async def _purge_batch(self, cutoff: float, limit: int) -> tuple[int, int]:
+        # SKIP LOCKED: replicas purging at once take disjoint batches instead of waiting on each
+        # other; row locks only, so inserts of new rows never wait on a purge
+        async def purge(conn: asyncpg.Connection) -> tuple[int, int]:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                ids = [r[0] for r in await conn.fetch(
+                    "SELECT id FROM inferences WHERE created_at < $1 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+                    cutoff, limit,
+                )]  # fmt: skip
+                if ids:
+                    return await _delete_inferences(conn, ids)
+                status = await conn.execute(
+                    "DELETE FROM feedback WHERE id IN (SELECT id FROM feedback WHERE created_at < $1 "
+                    "LIMIT $2 FOR UPDATE SKIP LOCKED)", cutoff, limit,
+                )  # fmt: skip
+                return 0, _count(status)
+
+        return await pg.with_retry(self.pool, purge, "purging old rows")  # deleting again is harmless
+
+    async def _forget_batch(self, users: list[str], limit: int) -> tuple[int, int]:
+        async def forget(conn: asyncpg.Connection) -> tuple[int, int]:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL synchronous_commit = on")
+                ids = [r[0] for r in await conn.fetch(
+                    "SELECT id FROM inferences WHERE (metadata->>'user') = ANY($1::text[]) LIMIT $2", users, limit
+                )]  # fmt: skip
+                if len(ids) < limit:  # what they judged on an inference that names no user
+                    ids += [r[0] for r in await conn.fetch(
+                        "SELECT DISTINCT i.id FROM feedback f JOIN inferences i ON i.id = f.inference_id "
+                        "WHERE f.user_id = ANY($1::text[]) AND (i.metadata->>'user') IS NULL LIMIT $2",
+                        users, limit - len(ids),
+                    )]  # fmt: skip
+                if ids:
+                    return await _delete_inferences(conn, ids)
+                status = await conn.execute(
+                    "DELETE FROM feedback WHERE id IN (SELECT id FROM feedback WHERE user_id = ANY($1::text[]) LIMIT $2)",
+                    users, limit,
+                )  # fmt: skip
+                return 0, _count(status)
+
+        return await pg.with_retry(self.pool, forget, "erasing a user")
 
     async def inference_exists(self, inference_id: str) -> bool:
         sql = "SELECT EXISTS (SELECT 1 FROM inferences WHERE id = $1)"

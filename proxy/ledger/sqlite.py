@@ -100,7 +100,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE feedback ADD COLUMN retracted_at REAL;
     CREATE TABLE ledger_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # data governance: the retention purge takes the oldest rows, forget one user's, and both
+    # take the judgments on them (docs/data.md)
+    """
+    CREATE INDEX IF NOT EXISTS inferences_by_time ON inferences (created_at);
+    CREATE INDEX IF NOT EXISTS inferences_by_user ON inferences (json_extract(metadata, '$.user'));
+    CREATE INDEX IF NOT EXISTS feedback_by_rejected ON feedback (rejected_id);
+    CREATE INDEX IF NOT EXISTS feedback_by_user ON feedback (user_id);
+    """,
 )
+_USER = "json_extract(metadata, '$.user')"  # the expression inferences_by_user indexes
 
 INFERENCE_COLUMNS = (
     "id, created_at, route, model, spec_name, spec_version, spec_hash, request, response_text, "
@@ -145,6 +154,14 @@ def feedback_from_row(row: tuple[Any, ...]) -> FeedbackRecord:
 
 def feedback_row(fb: FeedbackRecord) -> tuple[Any, ...]:
     return tuple(_json(v) if i == _TAGS else v for i, v in enumerate(dataclasses.astuple(fb)))
+
+
+def delete_inferences(c: sqlite3.Connection, ids: list[str]) -> tuple[int, int]:
+    """Delete these inference rows and every judgment on them (inside the caller's transaction)."""
+    marks = ",".join("?" * len(ids))
+    feedback = c.execute(f"DELETE FROM feedback WHERE inference_id IN ({marks}) OR rejected_id IN ({marks})", ids + ids)
+    n_feedback = feedback.rowcount
+    return c.execute(f"DELETE FROM inferences WHERE id IN ({marks})", ids).rowcount, n_feedback
 
 
 def migrate(c: sqlite3.Connection) -> None:
@@ -216,6 +233,44 @@ class SqliteLedger(Ledger):
 
         assert self._writer_conn is not None
         await self._writer_conn.run(write)
+
+    async def _purge_batch(self, cutoff: float, limit: int) -> tuple[int, int]:
+        def purge(c: sqlite3.Connection) -> tuple[int, int]:
+            with c:
+                c.execute("BEGIN IMMEDIATE")
+                sql = "SELECT id FROM inferences WHERE created_at < ? ORDER BY created_at LIMIT ?"
+                ids = [row[0] for row in c.execute(sql, (cutoff, limit))]
+                if ids:
+                    return delete_inferences(c, ids)
+                sql = "DELETE FROM feedback WHERE id IN (SELECT id FROM feedback WHERE created_at < ? LIMIT ?)"
+                return 0, c.execute(sql, (cutoff, limit)).rowcount
+
+        # on the writer's connection: this process's inference batches and the purge take turns
+        # on its lock instead of waiting in SQLite's busy handler; NORMAL sync (a purge lost to a
+        # power cut is done again by the next pass)
+        assert self._writer_conn is not None
+        return await self._writer_conn.run(purge)
+
+    async def _forget_batch(self, users: list[str], limit: int) -> tuple[int, int]:
+        marks = ",".join("?" * len(users))
+
+        def forget(c: sqlite3.Connection) -> tuple[int, int]:
+            with c:
+                c.execute("BEGIN IMMEDIATE")
+                sql = f"SELECT id FROM inferences WHERE {_USER} IN ({marks}) LIMIT ?"
+                ids = [row[0] for row in c.execute(sql, (*users, limit))]
+                if len(ids) < limit:  # what they judged on an inference that names no user
+                    sql = (
+                        f"SELECT DISTINCT i.id FROM feedback f JOIN inferences i ON i.id = f.inference_id "
+                        f"WHERE f.user_id IN ({marks}) AND json_extract(i.metadata, '$.user') IS NULL LIMIT ?"
+                    )
+                    ids += [row[0] for row in c.execute(sql, (*users, limit - len(ids)))]
+                if ids:
+                    return delete_inferences(c, ids)
+                sql = f"DELETE FROM feedback WHERE id IN (SELECT id FROM feedback WHERE user_id IN ({marks}) LIMIT ?)"
+                return 0, c.execute(sql, (*users, limit)).rowcount
+
+        return await self._db.run(forget)  # synchronous=FULL: an erasure reported is on disk
 
     async def inference_exists(self, inference_id: str) -> bool:
         row = await self._db.run(
