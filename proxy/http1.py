@@ -193,13 +193,17 @@ class Connection(asyncio.Protocol):
         self.response: Response | None = None
         self.keep_alive = True
         self.closed = False
+        self.counted = False  # holds one of the pool's places (set once the connect succeeded)
         self.idle_since = 0.0
 
     # -- the exchange ------------------------------------------------------------------------------
     def start(self, request: bytes, head_only: bool) -> Response:
         assert self._transport is not None and self.response is None
         response = self.response = Response(self, self._pool, head_only)
-        self._transport.write(request)
+        if self.closed:
+            response._fail(ConnectionBroken("the upstream closed the connection"))
+        else:
+            self._transport.write(request)
         return response
 
     def close(self) -> None:
@@ -378,6 +382,9 @@ class Pool:
             raise ConnectTimeout("timed out connecting to the upstream") from None
         except OSError as exc:
             raise ConnectError(str(exc) or type(exc).__name__) from None
+        if conn.closed:  # closed by the upstream before this task even resumed
+            raise ConnectionBroken("the upstream closed the connection as it opened")
+        conn.counted = True
         return conn
 
     def release(self, conn: Connection, reusable: bool) -> None:
@@ -390,7 +397,9 @@ class Pool:
 
     def lost(self, conn: Connection) -> None:
         """The connection's socket closed (either side); its place in the pool is free."""
-        self._open -= 1
+        if conn.counted:
+            conn.counted = False
+            self._open -= 1
         if conn in self._idle:
             self._idle.remove(conn)
         self._wake_one()
