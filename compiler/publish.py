@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import difflib
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +20,7 @@ from proxy.registry import Registry, SpecVersion
 from proxy.registry.specfile import body_sha256
 
 from .principle import Principle
-from .propose import split_sentences
+from .text import split_sentences
 
 
 def _iso(ts: float | None) -> str | None:
@@ -103,8 +104,22 @@ async def publish(
     return await registry.publish(name, text, meta=meta, author="compiler", parent=parent, labels=[label])
 
 
+_MARKUP_RE = re.compile(r"^\s*(?:[-*+]\s|\d+[.)]\s|#{1,6}\s|\|)")
+
+
+def diff_units(text: str) -> list[str]:
+    """What a diff compares: a Markdown line (a list item, a heading, a table row) whole, with its
+    marker; prose one sentence at a time, since a paragraph is one line and a line diff of it
+    would show one change."""
+    units: list[str] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        units += [line.rstrip()] if _MARKUP_RE.match(line) else split_sentences(line)
+    return units
+
+
 def diff(old: str, new: str, old_name: str = "current", new_name: str = "candidate") -> str:
-    """A sentence-per-line unified diff: specs are paragraphs, a line diff would show one line."""
-    a = [s + "\n" for s in split_sentences(old)]
-    b = [s + "\n" for s in split_sentences(new)]
+    a = [u + "\n" for u in diff_units(old)]
+    b = [u + "\n" for u in diff_units(new)]
     return "".join(difflib.unified_diff(a, b, old_name, new_name, n=1))

@@ -125,7 +125,9 @@ def proposals(result: RoundResult) -> str:
 
 
 def summary(result: RoundResult) -> str:
-    parts = [result.voices, principles(result), proposals(result), flagged(result), gate(result)]
+    # which model and why, and how the endpoints made the round ask (once each)
+    notes = "notes:\n" + "\n".join(f"  {n}" for n in result.cost.get("notes") or []) if result.cost.get("notes") else ""
+    parts = [notes, result.voices, principles(result), proposals(result), flagged(result), gate(result)]
     if result.diff:
         parts.append("diff:\n" + result.diff.rstrip())
     elif result.candidate_text and result.current is None:

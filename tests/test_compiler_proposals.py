@@ -81,3 +81,16 @@ async def test_approving_a_proposal_serves_the_edited_prompt(tmp_path: Path) -> 
     await ctx.registry.refresh()
     served = ctx.registry.snapshot.get("support").resolve(None)
     assert served.version == held.version and "at most 20 words" in served.text and "200 words" not in served.text
+
+
+def test_the_diff_keeps_list_markers_and_splits_prose_into_sentences() -> None:
+    from compiler.publish import diff
+
+    old = PROMPT
+    new = old.rstrip("\n") + "\n\n## Learned from feedback\n\n- Be kind. Be brief.\n"
+    lines = diff(old, new, "v1", "v2").splitlines()
+    assert " - Greet the customer by name." in lines and " 2. Hand over to a human when the customer asks twice." in lines
+    assert [ln for ln in lines if ln.startswith("+") and not ln.startswith("+++")] == [
+        "+## Learned from feedback", "+- Be kind. Be brief."]
+    prose = diff("You help. Be thorough.", "You help. Be brief.").splitlines()
+    assert "-Be thorough." in prose and "+Be brief." in prose and " You help." in prose

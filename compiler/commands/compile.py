@@ -78,10 +78,6 @@ async def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps(to_json(result), option=orjson.OPT_INDENT_2).decode())
     else:
-        # which model and why, and how the endpoints made the round ask (cost notes, once each)
-        notes = result.cost.get("notes") or []
-        if notes:
-            print("notes:\n" + "\n".join(f"  {n}" for n in notes) + "\n")
         print(report.summary(result))
     return EXIT.get(result.result, 1)
 
