@@ -36,6 +36,7 @@ from proxy.redaction import KINDS, Redactor, read_patterns_file
 from proxy.registry import FileRegistry
 from proxy.retention import Retention
 from proxy.settings import Settings
+from test_missing_extras import DEAD_URL, run_cli
 from test_storage import counter, flushed, inference, ledger_store, make_ledger, pg_dsn  # noqa: F401 - fixtures
 
 DAY = 86400.0
@@ -359,3 +360,26 @@ def test_the_admin_api_erases_a_user(tmp_path: Path, fake_upstream: FakeUpstream
         assert c.portal.call(ledger.get_inference, "ann-1") is None
         r = c.delete("/admin/users/nobody%40example.com", headers={"authorization": f"Bearer {ADMIN_KEY}"})
         assert r.json() == {"user": "nobody@example.com", "erased": {"inferences": 0, "feedback": 0}}
+
+
+async def test_the_purge_command_applies_the_retention_now(ledger_store: tuple[str, Any], make_ledger: Any) -> None:
+    kind, where = ledger_store
+    ledger = await make_ledger()
+    await seed_old_and_new(ledger, time.time())
+    env = {"SPECLEARN_DATABASE_URL": where} if kind == "postgres" else {"SPECLEARN_DATA_DIR": str(Path(where).parent)}
+    refused = await asyncio.to_thread(_cli, env, "purge")
+    assert refused.returncode == 2 and "SPECLEARN_LEDGER_RETENTION_DAYS" in refused.stderr
+    done = await asyncio.to_thread(_cli, {**env, "SPECLEARN_LEDGER_RETENTION_DAYS": "30"}, "purge")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("purged 23 inference rows and 12 feedback rows older than 30 days")
+    assert await ledger.get_inference("old-0") is None and await ledger.get_inference("new-0") is not None
+
+
+@pytest.mark.parametrize("args", [["serve", "--port", "9"], ["feedback", "forget", "ann"]])
+def test_redacted_without_the_extra_is_one_line(tmp_path: Path, args: list[str]) -> None:
+    env = {"SPECLEARN_LEDGER_CONTENT": "redacted", "SPECLEARN_UPSTREAM_URL": DEAD_URL}
+    done = run_cli(tmp_path, args, block="phonenumbers", env=env)
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "SPECLEARN_LEDGER_CONTENT=redacted needs the `redact` extra" in done.stderr
+    assert "pip install 'speclearn[redact]'" in done.stderr

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..extras import MissingExtra
 from ..ledger import open_ledger
 from ..settings import Settings
 
@@ -57,11 +58,15 @@ def _dpo_lines(events: list[Any], split: str, cross: bool, c: CompilerSettings) 
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.action == "forget":
-        return forget(args.user)
-    if args.action == "purge":
-        return purge(args.days)
-    return export(args)
+    try:
+        if args.action == "forget":
+            return forget(args.user)
+        if args.action == "purge":
+            return purge(args.days)
+        return export(args)
+    except MissingExtra as exc:  # e.g. SPECLEARN_LEDGER_CONTENT=redacted without the `redact` extra
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def forget(user: str) -> int:
