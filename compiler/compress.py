@@ -20,26 +20,11 @@ from collections.abc import Callable, Sequence
 
 from . import prompts
 from .embed import Vector, cosine, embed
-from .evidence import ALL_STOPWORDS
 from .llm import LLMClient, run_all
 from .principle import Principle
-from .propose import parse_rules
+from .text import content_words, jaccard, parse_rules
 
-_WORD = re.compile(r"[a-z0-9']+")
 PRIORITY = {"current": 1, "evidence": 0, "comment": 2, "llm": 3}
-
-
-def _stem(word: str) -> str:
-    for suffix in ("ing", "ed", "es", "s", "ly"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
-    return word
-
-
-def content_words(text: str) -> set[str]:
-    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in ALL_STOPWORDS}
-
-
 _QUOTED = re.compile(r'"([^"]+)"')
 _NUMBER = re.compile(r"\b(\d+|one|two|three|four|five|six|seven|eight|nine|ten|twenty|fifty|hundred)\b")
 _NEGATION = re.compile(r"\b(not|never|no|avoid)\b|n't\b")
@@ -64,8 +49,7 @@ def similarity(a: str, b: str) -> float:
     """Lexical, 0..1: token Jaccard over content words or difflib's ratio, whichever is larger."""
     if distinct(a, b):
         return 0.0
-    wa, wb = content_words(a), content_words(b)
-    jac = len(wa & wb) / len(wa | wb) if wa | wb else 1.0
+    jac = jaccard(content_words(a), content_words(b))
     return max(jac, difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio())
 
 

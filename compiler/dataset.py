@@ -15,21 +15,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from proxy.ledger import PAIR, SCORE, FeedbackEvent, InferenceRecord
 from proxy.ledger.content import NONE, ContentPolicy
 
+from .text import jaccard, normalize, tokens
+
 if TYPE_CHECKING:
     from proxy.settings import Settings
 
 NEAR_IDENTICAL = 0.85  # token Jaccard above which two prompts count as the same question
 ANONYMOUS = "anonymous"  # the voice of all feedback with no user and no session: one voice, together
-_WORD_RE = re.compile(r"[\w']+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,25 +161,6 @@ def prompt_text(request: dict[str, Any]) -> str:
     if len(turns) == 1 and turns[0][0] == "user":
         return turns[0][1]
     return "\n".join(f"{role}: {text}" for role, text in turns)
-
-
-def normalize(text: str) -> str:
-    return " ".join(_WORD_RE.findall(text.lower()))
-
-
-def word_ngrams(words: Sequence[str], n_max: int) -> Iterator[tuple[str, ...]]:
-    """Every run of 1..n_max consecutive words, shortest first."""
-    for n in range(1, n_max + 1):
-        for i in range(len(words) - n + 1):
-            yield tuple(words[i : i + n])
-
-
-def tokens(text: str) -> set[str]:
-    return set(_WORD_RE.findall(text.lower()))
-
-
-def jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
 
 
 # -- from ledger events to examples ------------------------------------------------------------

@@ -17,26 +17,14 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from .checks import (
-    LANGUAGES_RE,
-    REFINES,
-    STOPWORDS,
-    Check,
-    check_text,
-    language,
-    language_check,
-    word_count,
-)
-from .dataset import Example, Pair, Split, normalize, word_ngrams
+from .checks import KINDS, PHRASE_KINDS, REFINED, Check, check_of_comment, check_text
+from .dataset import Example, Pair, Split
 from .principle import Principle
 from .prompts import COMMENT_TAG
-
-ALL_STOPWORDS = frozenset().union(*STOPWORDS.values()) | frozenset(
-    "it's i'm you're we they he she my me our us so do if or but at by from was were will would could".split()
-)
+from .text import ALL_STOPWORDS, display_phrase, language, normalize, word_count, word_ngrams
 
 # what down-vote comments complain about -> a principle (with a check when one is measurable)
 COMMENT_THEMES: dict[str, tuple[tuple[str, ...], str]] = {
@@ -70,15 +58,6 @@ def measure(check: Check, contrasts: Sequence[Pair]) -> tuple[int, set[str]]:
 def _ngrams(text: str, n_max: int = 3) -> set[str]:
     return {" ".join(gram) for gram in word_ngrams(normalize(text).split(), n_max)
             if not all(w in ALL_STOPWORDS for w in gram) and not (len(gram) == 1 and len(gram[0]) < 3)}  # fmt: skip
-
-
-def display_phrase(phrase: str, examples: Sequence[Example]) -> str:
-    """The phrase as a user saw it (original casing), found in one of the answers."""
-    pattern = re.compile(r"\b" + r"\W+".join(map(re.escape, phrase.split())) + r"\b", re.I)
-    for e in examples:
-        if m := pattern.search(e.response):
-            return m.group(0)
-    return phrase
 
 
 def _length_checks(contrasts: Sequence[Pair]) -> list[Check]:
@@ -123,14 +102,14 @@ def _phrase_checks(contrasts: Sequence[Pair], min_support: int, limit: int, *, w
         key=lambda t: (in_other[t[0]] - len(t[1]), t[0].split()[-1] in ALL_STOPWORDS,
                        {2: 0, 1: 1, 3: 2}[len(t[0].split())], t[0]),
     )  # fmt: skip
-    examples = [p.chosen if wanted else p.rejected for p in contrasts]
+    answers = [(p.chosen if wanted else p.rejected).response for p in contrasts]
     picked: list[tuple[Check, str]] = []
     covered: list[set[str]] = []
     for g, ids in ranked:
         if any(ids <= c for c in covered):
             continue  # a sub- or super-phrase of one already picked, same answers
         covered.append(ids)
-        picked.append((Check("contains" if wanted else "forbid", g), display_phrase(g, examples)))
+        picked.append((Check("contains" if wanted else "forbid", g), display_phrase(g, answers)))
         if len(picked) >= limit:
             break
     return picked
@@ -155,7 +134,7 @@ def _start_checks(contrasts: Sequence[Pair], min_support: int) -> list[tuple[Che
         if all(any(f" {w} " in f" {q} " for q in echoes) for w in words):
             continue  # an echo of the question ("The capital ..."), not a way of answering
         if count >= max(min_support, len(contrasts) // 4) and rejected_starts[phrase] * 5 <= count:
-            out.append((Check("starts_with", phrase), display_phrase(phrase, [p.chosen for p in contrasts])))
+            out.append((Check("starts_with", phrase), display_phrase(phrase, [p.chosen.response for p in contrasts])))
     return out
 
 
@@ -225,45 +204,6 @@ def _comment_evidence(downs: Sequence[Example]) -> dict[str, Any]:
             "users": len({e.voice for e in downs})}  # fmt: skip
 
 
-THEME_OF_CHECK = {"max_words": "length", "min_words": "length", "language": "language", "list": "format",
-                  "no_list": "format", "numbered": "format", "headings": "format",
-                  "in_language": "language"}  # fmt: skip
-
-_QUOTED = r"[\"'\u2018\u2019\u201c\u201d]([^\"\u2018\u2019\u201c\u201d]{2,60}?)[\"'\u2018\u2019\u201c\u201d](?=\W*(?:$|\s))"
-# what a down-vote comment asks for, in words -> a check (first match wins, in this order)
-_COMMENT_CHECKS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], Check]], ...] = (
-    (re.compile(r"\b(?:don'?t|do not|never|stop|no more|without)\b[^\"'\u2018\u201c]{0,30}?(?:say(?:ing)?|use|using|writ\w*|start\w*(?: with)?)\s+"
-                + _QUOTED, re.I), lambda m: Check("forbid", normalize(m.group(1)))),
-    (re.compile(r"\b(?:end|close|finish|sign off)\w*\b[^\"'\u2018\u201c]{0,30}?\b(?:with|by saying)\s+" + _QUOTED, re.I),
-     lambda m: Check("ends_with", normalize(m.group(1)))),
-    (re.compile(r"\b(?:begin|start)\w*\b[^\"'\u2018\u201c]{0,30}?\bwith\s+" + _QUOTED, re.I),
-     lambda m: Check("starts_with", normalize(m.group(1)))),
-    (re.compile(rf"\b({LANGUAGES_RE})\b", re.I), language_check),
-    (re.compile(r"\b(?:under|at most|no more than|max(?:imum)?(?: of)?|fewer than|less than|within)\s+(\d+)\s+words\b", re.I),
-     lambda m: Check("max_words", m.group(1))),
-    (re.compile(r"\b(?:no|without|not as a|don'?t use|do not use|stop using|avoid)\s+(?:bullet(?:ed)?\s*(?:points?|lists?)?|lists?|numbered lists?)\b", re.I),
-     lambda m: Check("no_list")),
-    (re.compile(r"\bbullet(?:ed)?\s*(?:points?|lists?)?\b|\b(?:as|use|in) a (?:bulleted |numbered )?list\b|\blist (?:form|format)\b", re.I),
-     lambda m: Check("list")),
-    (re.compile(r"\bend\w*\b[^.]{0,30}?\b(?:question|asking me)\b", re.I), lambda m: Check("question")),
-)  # fmt: skip
-
-
-def check_of_comment(comment: str) -> tuple[Check, str] | None:
-    """The one checkable wish a down-vote comment names ("please answer in French", "end with
-    'Hope this helps!'", "don't say 'Certainly'", "use bullet points", "under 25 words"), with
-    the phrase as the user wrote it; None when it names nothing checkable ("too long" alone has
-    no number: the length evidence measures that one)."""
-    for pattern, make in _COMMENT_CHECKS:
-        if m := pattern.search(comment):
-            check = make(m)
-            if check.kind not in ("forbid", "ends_with", "starts_with"):
-                return check, ""
-            if check.arg:  # a quoted phrase, shown to the writer as the user wrote it
-                return check, m.group(1).strip()
-    return None
-
-
 def comment_principles(
     examples: Sequence[Example], *, min_count: int = 2, min_users: int = 1
 ) -> tuple[list[Principle], dict[str, int]]:
@@ -303,11 +243,11 @@ def _explain_away(
     and the report says why."""
     chosen: list[Principle] = []
     explained: set[str] = set()
-    phrase = {"forbid", "contains", "starts_with"}  # phrases are bound to topics; length, format are not
-    # on a tie, the stricter check first (numbered steps before any list: what satisfies it
-    # satisfies both readings of the votes), then a phrase to avoid before one to require
-    order = sorted(strong, key=lambda t: (t[0].kind in phrase, -len(t[2]), t[3]["train_passing"],
-                                          t[0].kind in REFINES.values(), t[0].kind == "contains",
+    # phrases are bound to topics, length and format are not: they come first; on a tie, the
+    # stricter check first (numbered steps before any list: what satisfies it satisfies both
+    # readings of the votes), then a phrase to avoid before one to require
+    order = sorted(strong, key=lambda t: (t[0].kind in PHRASE_KINDS, -len(t[2]), t[3]["train_passing"],
+                                          t[0].kind in REFINED, t[0].kind == "contains",
                                           str(t[0])))  # fmt: skip
     for check, display, agreeing, ev in order:
         if chosen and mostly_explained(agreeing, explained):
@@ -329,7 +269,7 @@ def find_evidence(
     examples = split.examples
     themes = {t: downs for t, downs in comment_themes(examples).items() if len({e.voice for e in downs}) >= min_users}
     candidates: list[tuple[Check, str]] = [(c, "") for c in _length_checks(contrasts)]
-    candidates += [(Check(k), "") for k in ("list", "no_list", "numbered", "headings", "question", "no_question")]
+    candidates += [(Check(k.name), "") for k in KINDS.values() if not k.arg]  # every kind with no argument
     languages = Counter(language(p.chosen.response) for p in contrasts)
     languages.pop("unknown", None)
     languages.pop("other", None)
@@ -346,7 +286,7 @@ def find_evidence(
         relevant, agreeing = measure(check, contrasts)
         agree = len(agreeing)
         accuracy = agree / relevant if relevant else 0.0
-        theme = THEME_OF_CHECK.get(check.kind)
+        theme = KINDS[check.kind].theme
         comments = [(e.comment or "").strip() for e in themes.get(theme, [])] if theme else []
         row = {"check": str(check), "relevant": relevant, "agree": agree, "accuracy": round(accuracy, 3)}
         # comments lower the bar: users said it in words, the numbers only need to agree

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .checks import llm_menu
 from .dataset import Example, Pair
 
 ANSWER_CHARS = 500
-CHECK_MENU = ("[check: contains_any:phrase one|phrase two], [check: contains:phrase], [check: forbid:phrase], "
-              "[check: max_words:N], [check: max_sentences:N], [check: numbered], [check: headings], "
-              "[check: list], [check: no_list], [check: question]")
+CHECK_MENU = llm_menu()  # the checks the LLM is offered (checks.Kind.menu)
 QUESTION_CHARS = 300
 Message = dict[str, str]
 

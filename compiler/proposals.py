@@ -15,30 +15,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .checks import _NEGATION, Check, checks_from_text
+from .checks import KINDS, Check, checks_from_text
 from .principle import Principle
-from .propose import split_sentences
-
-# kinds whose argument is a setting: two different values are two different orders
-_VALUED = {"max_words", "min_words", "max_sentences", "min_sentences", "language", "starts_with", "ends_with"}
-_SAME = {"in_language": "language"}
-_BOUNDS = {("max_words", "min_words"), ("max_sentences", "min_sentences")}
+from .text import split_sentences
 
 
 def contradicts(rule: Check, stated: Check) -> bool:
-    """Whether an answer could not follow both, or `rule` changes the setting `stated` fixes."""
+    """Whether an answer could not follow both, or `rule` changes the setting `stated` fixes:
+    the negation, another value of a kind whose argument is a setting (not a phrase of which a
+    spec may hold many), or an upper bound below the lower bound of the same count."""
     if rule.scope != stated.scope:
         return False
-    a, b = _SAME.get(rule.kind, rule.kind), _SAME.get(stated.kind, stated.kind)
-    if _NEGATION.get(a) == b and rule.arg == stated.arg:
+    a, b = KINDS[KINDS[rule.kind].stated], KINDS[KINDS[stated.kind].stated]
+    if a.negation == b.name and rule.arg == stated.arg:
         return True
-    if a == b and a in _VALUED:
+    if a.name == b.name and a.arg and not a.many:
         return rule.arg != stated.arg
-    for upper, lower in _BOUNDS:
-        if (a, b) == (upper, lower):
-            return int(rule.arg) < int(stated.arg)
-        if (a, b) == (lower, upper):
-            return int(rule.arg) > int(stated.arg)
+    if a.lower_bound == b.name:
+        return int(rule.arg) < int(stated.arg)
+    if b.lower_bound == a.name:
+        return int(rule.arg) > int(stated.arg)
     return False
 
 

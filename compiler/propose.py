@@ -12,51 +12,17 @@
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Sequence
 
 from proxy.registry import SpecVersion
 from proxy.registry.sections import split_spec
 
 from . import prompts
-from .checks import (
-    Check,
-    CheckSyntaxError,
-    check_text,
-    checks_from_text,
-    split_attached,
-    written_phrases,
-)
-from .dataset import Pair, normalize
+from .checks import Check, CheckSyntaxError, check_text, checks_from_text, written_phrases
+from .dataset import Pair
 from .llm import LLMClient, run_all
 from .principle import Principle
-
-_BULLET_RE = re.compile(r"^\s*(?:[-*•+]|\d+[.)]|rule\s*\d*:)\s*", re.I)
-_SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
-# echoes of the prompt; "[check:" left after the rule's own check is the check menu copied out
-_JUNK = ("preferred", "rejected", "question:", "answer a", "answer b", "here are", "rules:", "[check")
-
-
-def parse_rules(text: str) -> list[str]:
-    """One rule per line; drop preambles, fragments and echoes of the prompt. A check the LLM
-    attached (`[check: ...]`) stays at the end of its rule, for `llm_principle` to read."""
-    rules: list[str] = []
-    for line in text.splitlines():
-        if not _BULLET_RE.match(line):
-            continue
-        rule, attached = split_attached(_BULLET_RE.sub("", line))
-        rule = rule.strip().strip("*` ").strip()
-        if len(rule) > 1 and rule[0] == rule[-1] and rule[0] in "\"'":
-            rule = rule[1:-1].strip()  # the whole rule quoted, not a quoted phrase inside it
-        words = [w for w in rule.split() if any(c.isalpha() for c in w)]
-        if not (3 <= len(words) <= 30) or any(j in rule.lower() for j in _JUNK):
-            continue
-        rule = rule[0].upper() + rule[1:]
-        if rule[-1] not in ".!?":
-            rule += "."
-        if normalize(rule) not in {normalize(split_attached(r)[0]) for r in rules}:
-            rules.append(f"{rule} [check: {attached}]" if attached else rule)
-    return rules
+from .text import parse_rules, split_attached, split_sentences
 
 
 def llm_principle(rule: str, proposed_from: list[str]) -> Principle:
@@ -84,14 +50,6 @@ def checkable(rule: str) -> Check | None:
     measured like evidence, so even a weak judge's blind spots cost it nothing."""
     checks = checks_from_text(rule)
     return checks[0] if len(checks) == 1 else None
-
-
-def split_sentences(text: str) -> list[str]:
-    out = []
-    for block in text.splitlines():
-        block = _BULLET_RE.sub("", block).strip()
-        out += [s.strip() for s in _SENTENCE_RE.split(block) if s.strip()]
-    return out
 
 
 def current_principles(version: SpecVersion | None) -> list[Principle]:

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field, replace
 from proxy.registry.sections import bullets, compose, split_spec
 
 from . import prompts
-from .checks import Check, checks_from_text
-from .compress import content_words
+from .checks import checks_from_text, stated
 from .llm import LLMClient, estimate_tokens
 from .principle import Principle
+from .text import content_words
 
 MIN_WORDS, MAX_WORDS = 150, 300
 SHORT_INSTRUCTION_WORDS = 60  # a persona paragraph is offered only beside an instruction this short
@@ -62,22 +62,13 @@ def spec_tokens(text: str) -> int:
     return estimate_tokens(text) if text.strip() else 0
 
 
-# checks that `checks_from_text` reads back from a sentence; `in_language` is stated as `language`
-_STATED_AS = {"in_language": "language"}
-_READABLE = {"max_words", "min_words", "forbid", "starts_with", "ends_with", "question", "language", "no_list", "list"}
-
-
-def _stated(check: Check) -> Check:
-    return replace(check, kind=_STATED_AS.get(check.kind, check.kind))
-
-
 def covers(text: str, p: Principle) -> bool:
     """Whether the spec still says what `p` says. A checkable rule must be stated so that its
-    check reads back from the text: the gate scores the spec by the rules it states, and a
-    paraphrase ("close warmly, hoping it helps") tells neither the gate nor the model the
-    exact words."""
-    if p.check is not None and _stated(p.check).kind in _READABLE:
-        return _stated(p.check) in checks_from_text(text)
+    check reads back from the text (every kind's canonical words do, tests/test_check_kinds.py):
+    the gate scores the spec by the rules it states, and a paraphrase ("close warmly, hoping it
+    helps") tells neither the gate nor the model the exact words."""
+    if p.check is not None:
+        return stated(p.check) in checks_from_text(text)
     words = content_words(p.text)
     return not words or len(words & content_words(text)) / len(words) >= 0.5
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from .checks import PHRASE_KINDS
+from .checks import family as check_family
 from .dataset import Example, Pair
 from .evidence import mostly_explained
 from .judge import Judge, verdict
@@ -97,18 +98,12 @@ class Selection:
 # beats the 15-word limit the length quantiles suggest when held-out votes cannot tell them apart)
 TRUST = {"comment": 0, "current": 1, "evidence": 2, "llm": 3}
 
-# checks of one family state one setting: two of them in a spec either repeat or contradict
-_FAMILY = {"in_language": "language", "no_list": "list", "numbered": "list", "no_question": "question"}
-
-
 def family(p: Principle) -> str:
     """Rules of a family compete for one place: "at most 25 words" and "at most 50 words"
     (numeric variants the proposer and the evidence both found), "use a list" and "never a
-    list", "numbered steps". Forbidden and required phrases are each their own family; rules
-    without a check are too."""
-    if p.check is None or p.check.kind in ("forbid", "contains", "contains_any"):
-        return f"text:{p.text}" if p.check is None else str(p.check)
-    return _FAMILY.get(p.check.kind, p.check.kind)
+    list", "numbered steps" (checks.family). Forbidden and required phrases are each their own
+    family; rules without a check are too."""
+    return f"text:{p.text}" if p.check is None else check_family(p.check)
 
 
 def general(p: Principle) -> bool:

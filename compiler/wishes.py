@@ -1,6 +1,6 @@
 """Wishes users wrote in words no built-in pattern reads ("give me an example", "tell me why").
 
-`evidence.check_of_comment` reads the wishes that name their property ("answer in French",
+`checks.check_of_comment` reads the wishes that name their property ("answer in French",
 "end with 'Hope this helps!'"). The others are handed to the LLM one distinct comment at a
 time, with the answer it was written on, to write the one rule with a check (the check
 language of compiler/checks.py) that answer broke. The comment stays data: what it yields is a
@@ -28,13 +28,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import prompts
-from .checks import REQUIRES_PHRASE, Check, check_text, checks_from_text, written_phrases
-from .dataset import Example, normalize, word_ngrams
-from .evidence import check_of_comment, display_phrase, down_comments, flag_comment
+from .checks import KINDS, REQUIRES_PHRASE, Check, check_of_comment, check_text, checks_from_text, written_phrases
+from .dataset import Example
+from .evidence import down_comments, flag_comment
 from .judge import YES_NO
 from .llm import LLMClient, run_all
 from .principle import Principle
-from .propose import llm_principle, parse_rules
+from .propose import llm_principle
+from .text import display_phrase, normalize, parse_rules, word_ngrams
 
 _CLAUSE_RE = re.compile(r"[.,;:!?()\n]")  # a phrase never grows across these
 GROUNDING_CANDIDATES = 6  # shared phrases offered to the LLM per wish, most widely liked first
@@ -88,7 +89,7 @@ def liked_form(phrase: str, liked: Sequence[str]) -> str:
 def in_liked_form(check: Check, liked: Sequence[str]) -> Check:
     """A required phrase in the form liked answers write it (`liked_form`); one phrase left of
     several is a plain `contains`, so the same wish measured by evidence is the same check."""
-    if check.kind not in ("contains", "contains_any"):
+    if KINDS[check.kind].phrase_at != "anywhere":
         return check
     forms = list(dict.fromkeys(liked_form(p, liked) for p in check.arg.split("|")))
     return replace(check, kind="contains", arg=forms[0]) if len(forms) == 1 else replace(check, arg="|".join(forms))
@@ -139,8 +140,9 @@ async def grounded_check(llm: LLMClient, instruction: str, wish: Wish, examples:
     candidates = shared_phrases(liked, [e.response for e in wish.downs], disliked, GROUNDING_CANDIDATES)
     if not candidates:
         return None
+    answers = [e.response for e in examples]
     p_yes = await run_all(
-        llm.choose(prompts.phrase_meets_wish(instruction, wish.comment, display_phrase(g, examples)),
+        llm.choose(prompts.phrase_meets_wish(instruction, wish.comment, display_phrase(g, answers)),
                    max_tokens=max_tokens, stage="translate", options=YES_NO)
         for g in candidates
     )  # fmt: skip
@@ -168,7 +170,9 @@ def rule_text(proposed: Principle, check: Check, examples: Sequence[Example]) ->
         return proposed.text
     if not words and not checks_from_text(proposed.text):
         words = proposed.text  # a rule that stated no check of its own: what the user meant
-    display = "|".join(display_phrase(p, examples) for p in check.arg.split("|")) if check.kind in REQUIRES_PHRASE else ""
+    answers = [e.response for e in examples]
+    phrases = check.arg.split("|") if check.kind in REQUIRES_PHRASE else []
+    display = "|".join(display_phrase(p, answers) for p in phrases)
     return f"{words} {check_text(check, display)}".strip()
 
 
@@ -266,7 +270,8 @@ async def translate_wishes(
             check, p_yes = found
             row["grounded"] = {"phrase": check.arg, "p_yes": round(p_yes, 3), "instead_of": misfit}
         row["check"] = str(check)
-        text = rule_text(proposed, check, shown) if proposed else check_text(check, display_phrase(check.arg, shown))
+        text = (rule_text(proposed, check, shown) if proposed
+                else check_text(check, display_phrase(check.arg, [e.response for e in shown])))  # fmt: skip
         by_check.setdefault(check, (text, []))[1].append(wish)
     out: list[Principle] = []
     for check, (text, asking) in by_check.items():

@@ -1,5 +1,6 @@
-"""The check language (compiler/checks.py): parsing is validation, every kind reads back from its
-canonical words, and principles learned beyond the built-in menu carry a check."""
+"""The check language (compiler/checks.py): parsing is validation, structure and phrase predicates,
+and principles learned beyond the built-in menu carry a check. Every kind on its own:
+tests/test_check_kinds.py."""
 
 from __future__ import annotations
 
@@ -7,29 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-from compiler.checks import ARGS, Check, CheckSyntaxError, check_text, checks_from_text, sentence_count
+from compiler.checks import Check, CheckSyntaxError, checks_from_text, sentence_count
 from compiler.dataset import Example, Pair, Split
 from compiler.evidence import find_evidence
-from compiler.propose import llm_principle, parse_rules
+from compiler.propose import llm_principle
+from compiler.text import parse_rules
 from compiler.validate import family, select, validate
 from tests.fake_llm import QUESTIONS
-
-EXAMPLES = {
-    "max_words": "12", "min_words": "40", "max_sentences": "3", "min_sentences": "2", "language": "fr",
-    "in_language": "de", "forbid": "i guess", "contains": "next step", "starts_with": "of course",
-    "ends_with": "hope this helps", "contains_any": "for example|for instance|e g",
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("kind", sorted(ARGS))
-def test_every_kind_parses_and_reads_back_from_its_words(kind: str) -> None:
-    check = Check.parse(f"{kind}:{EXAMPLES[kind]}" if ARGS[kind] else kind)
-    assert Check.parse(str(check)) == check
-    words = check_text(check)
-    found = checks_from_text(f"You are a helpful assistant. {words}")
-    # the two language kinds share their words; the strict one reads back as the lenient one
-    assert (Check("language", check.arg) if kind == "in_language" else check) in found, words
-
 
 @pytest.mark.parametrize("raw, message", [
     ("shout", "unknown check kind"),
@@ -134,19 +119,7 @@ async def test_a_required_phrase_is_its_own_family_and_validates_on_held_out_pai
     assert select([rule, numbered], top_k=4, min_accuracy=0.55, min_prevalence=0.1).kept == [rule]
 
 
-# -- checks scoped to the questions that mention a phrase --------------------------------------
-@pytest.mark.parametrize("kind", sorted(ARGS))
-def test_a_scoped_check_of_every_kind_reads_back_with_its_scope(kind: str) -> None:
-    check = Check.parse(f"when:T-shirt;{kind}:{EXAMPLES[kind]}" if ARGS[kind] else f"when:t-shirt;{kind}")
-    assert check.scope == "t shirt" and Check.parse(str(check)) == check
-    words = check_text(check)
-    assert words.startswith('When the question mentions "t shirt", ')
-    found = checks_from_text(f"You are a helpful assistant. {words} Never use the phrase \"sure\".")
-    expected = Check("language", check.arg, check.scope) if kind == "in_language" else check
-    assert expected in found and Check("forbid", "sure") in found, words
-    assert all(c.scope in ("", "t shirt") for c in found)  # the scope binds its own sentence only
-
-
+# -- checks scoped to the questions that mention a phrase (every kind: tests/test_check_kinds.py)
 def test_a_scoped_check_asks_nothing_of_answers_to_other_questions() -> None:
     blue = Check.parse("when:t-shirt;contains:blue")
     assert blue.test("Take the blue one.", "Which t-shirt should I buy?")

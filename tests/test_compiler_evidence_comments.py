@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.checks import Check, check_text, checks_from_text
+from compiler.checks import Check, check_of_comment, check_text, checks_from_text
 from compiler.dataset import Example, Pair, Split
-from compiler.evidence import check_of_comment, comment_principles, find_evidence
+from compiler.evidence import comment_principles, find_evidence
 from compiler.principle import Principle
 from compiler.validate import select, validate
 

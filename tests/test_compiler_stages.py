@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from compiler.calibration import round_items
-from compiler.checks import Check, check_text, checks_from_text, language
+from compiler.checks import Check, check_text, checks_from_text
 from compiler.compress import compress, similarity
 from compiler.dataset import Example, Pair, Split
 from compiler.evidence import find_evidence, measure
@@ -13,10 +13,11 @@ from compiler.gate import check_accuracy, run_gate
 from compiler.judge import PairwiseJudge, calibrate
 from compiler.llm import LLMClient
 from compiler.principle import Principle
-from compiler.propose import current_principles, parse_rules, propose_llm
+from compiler.propose import current_principles, propose_llm
 from compiler.stats import wilson_lower
 from proxy.registry.sections import compose, split_spec
 from compiler.synthesize import MIN_WORDS, synthesize
+from compiler.text import language, parse_rules
 from compiler.validate import select, validate
 from proxy.registry import SpecVersion
 from tests.fake_llm import QUESTIONS, FakeLLM, bad_answer, good_answer
