@@ -9,12 +9,14 @@ adapted to production thumbs, then a gate and a publish step:
     propose     candidate principles (from the current spec, the evidence and an LLM)
     compress    merge near-duplicates
     validate    measure each principle on held-out pairs (checks, or a calibrated judge); top K
-    synthesize  write the spec (a second-person persona paragraph)
+    synthesize  edit the spec: the person's text kept, the learned rules in its own section
+    proposals   a rule that would change the person's text: held for a person, never applied
     gate        is the candidate better than the current version on held-out feedback?
     publish     a new version with its evidence in the front matter
 
-Around them: `llm` (client, cache, budget), `judge`, `prompts`, `principle` (rules and their
-checks), `pipeline` (one round), `runner` (lock + state + metrics around a round), `sidecar`
+Around them: `text` (the text toolkit every stage shares), `checks` (the rule language: one
+registry of check kinds), `llm` (client, cache, budget), `judge`, `prompts`, `principle` (rules
+and their checks), `voices` (who the feedback came from), `pipeline` (one round), `runner` (lock + state + metrics around a round), `sidecar`
 (the loop), `promote` (canary promotion from live thumbs), `simulate` (simulated users for the
 demo and the quality benchmark), `report` (the printout), `commands/` (the CLI).
 """
