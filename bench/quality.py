@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--judge-model", default="qwen2.5-coder-1.5b",
                    help="the compiler's judge, an embedded model ('none': the compiler's own model judges)")
     p.add_argument("--judge-base-url", help="the judge's endpoint instead of an embedded model")
+    p.add_argument("--format", dest="spec_format", choices=["sections", "persona"],
+                   help="how the learned rules are written (default: the compiler's, sections)")
     p.add_argument("--out", type=Path, help="write the JSON report here")
     return p.parse_args(argv)
 
@@ -98,7 +100,8 @@ def compiler_overrides(model: str, a: argparse.Namespace) -> dict[str, Any]:
     return {"model": model, "proposal_passes": 2, "proposal_sample": 8, "propose_max_tokens": 96,
             "synth_max_tokens": 256, "validation_pairs": 4, "calibration_pairs": 4, "gate_pairs": 8,
             "max_llm_calls": a.max_calls, "judge_base_url": a.judge_base_url,
-            "judge_model": a.judge_model if a.judge_base_url else None}  # fmt: skip
+            "judge_model": a.judge_model if a.judge_base_url else None,
+            **({"spec_format": a.spec_format} if getattr(a, "spec_format", None) else {})}  # fmt: skip
 
 
 async def run_taste(base_url: str, model: str, name: str, a: argparse.Namespace) -> dict[str, Any]:
