@@ -131,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2  # the point of the run is speclearn; its failure is the result
         direct = Target("direct", f"{mock_url}/v1", "bench", None)
         plan = _plan(a)
-        points = asyncio.run(run_matrix(plan, [direct, *started], mock, mock_url))
+        exited: dict[str, dict[str, Any]] = {}
+        points = asyncio.run(run_matrix(plan, [direct, *started], mock, mock_url, exited))
+        for name, info in exited.items():
+            status[name] = {**status[name], "status": "exited", **info}
         report.add_deltas(points)
         result: dict[str, Any] = {
             "meta": _meta(a, plan, proxy_cpus, harness_cpus),
@@ -144,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         report.write_json(out / "overhead.json", result)
         text = report.table(points) + "\n\n" + report.headline_text(result["headline"]) + "\n"
         text += f"mock ceiling: {result['mock']}\npeak RSS (MB): {result['peak_rss_mb']}\n"
+        for name, info in exited.items():
+            text += (f"{name} exited (code {info['exit_code']}) during {info['exited_during']}: "
+                     "its later points were not run\n")
         (out / "overhead.txt").write_text(text)
         plotted = report.plot(out / "overhead.png", points)
         print("\n" + text)

@@ -128,8 +128,16 @@ async def measure_point(
     return point
 
 
-async def run_matrix(plan: Plan, targets: list[Target], mock: Managed, mock_url: str) -> list[dict[str, Any]]:
-    """All points, interleaved by target; prints one line per point as it goes."""
+async def run_matrix(
+    plan: Plan, targets: list[Target], mock: Managed, mock_url: str, exited: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """All points, interleaved by target; prints one line per point as it goes.
+
+    A target whose process exits (a crash) is noted in ``exited`` with the point it died in and
+    its exit code, and its later points are left out: connection errors from a dead process say
+    nothing about its throughput.
+    """
+    exited = {} if exited is None else exited
     points: list[dict[str, Any]] = []
     sessions = {t.name: loadgen.new_session(plan.max_inflight, plan.timeout_s) for t in targets}
     stats = aiohttp.ClientSession()
@@ -138,10 +146,17 @@ async def run_matrix(plan: Plan, targets: list[Target], mock: Managed, mock_url:
             schedule: list[float | None] = [*plan.rates, *([None] if plan.saturation_s > 0 else [])]
             for rate in schedule:
                 for t in targets:
+                    if t.name in exited:
+                        continue
                     p = await measure_point(t, sessions[t.name], mock, mock_url, stats, plan, stream, rate)
                     p["settle_s"] = await settle(t, plan.settle_s)
                     points.append(p)
                     _progress(p)
+                    if t.proc is not None and not t.proc.alive():
+                        where = f"{'stream' if stream else 'json'}@{'saturation' if rate is None else f'{rate:g}'}"
+                        exited[t.name] = {"exited_during": where, "exit_code": t.proc.popen.returncode}
+                        print(f"[bench] {t.name} exited (code {t.proc.popen.returncode}) during {where}; "
+                              "its later points are left out", flush=True)
     finally:
         for s in sessions.values():
             await s.close()
