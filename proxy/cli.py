@@ -1,10 +1,14 @@
 """The `speclearn` command. Each sub-command lives in its own module, imported only when used,
-so `speclearn specs list` never loads the server and the proxy never imports the compiler."""
+so `speclearn specs list` never loads the server and the proxy never imports the compiler: this
+file names the compiler's commands as strings, the one place in proxy/ that does (the import
+contract in pyproject.toml holds every other module to it)."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
+from types import ModuleType
 
 # name -> (module with configure(parser) and run(args), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -16,6 +20,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compiler": ("compiler.commands.sidecar", "run the compiler sidecar loop"),
     "doctor": ("compiler.commands.doctor", "check the compiler's endpoints: model, key, logprobs, embeddings"),
     "demo": ("compiler.commands.demo", "the whole learning loop on the local model, before/after"),
+}
+
+# A proxy command whose options stay its own (one --help) but whose work, for some arguments, is the
+# compiler's: command -> (does this parse need the compiler?, the compiler module whose run(args) does it)
+HANDOFFS: dict[str, tuple[Callable[[argparse.Namespace], bool], str]] = {
+    "feedback": (lambda a: a.action == "export" and a.format == "dpo", "compiler.commands.feedback_dpo"),
 }
 
 
@@ -36,15 +46,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"speclearn: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module_name, help_ = COMMANDS[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        print(f"speclearn {name}: not available ({exc})", file=sys.stderr)
+    module = _load(name, module_name)
+    if module is None:
         return 2
     parser = argparse.ArgumentParser(prog=f"speclearn {name}", description=help_)
     module.configure(parser)
     args = parser.parse_args(rest)
+    handoff = HANDOFFS.get(name)
+    if handoff is not None and handoff[0](args):
+        module = _load(name, handoff[1])
+        if module is None:
+            return 2
     return int(module.run(args) or 0)
+
+
+def _load(name: str, module_name: str) -> ModuleType | None:
+    """The command's module; None (after one line on stderr) if an extra it needs is missing."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        print(f"speclearn {name}: not available ({exc})", file=sys.stderr)
+        return None
 
 
 if __name__ == "__main__":

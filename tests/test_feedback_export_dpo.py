@@ -211,3 +211,59 @@ def test_unknown_format_is_a_clear_argparse_error() -> None:
     assert proc.returncode == 2
     assert "invalid choice: 'parquet'" in proc.stderr and "'events'" in proc.stderr and "'dpo'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# -- the hand-off: the proxy configures the options, the compiler does the dpo work ---------------
+BLOCKING = """
+import sys
+sys.modules["compiler"] = None  # import compiler (or any compiler.x) raises ImportError
+from proxy.cli import main
+code = main(sys.argv[1:])
+assert not [m for m in sys.modules if m.startswith("compiler") and sys.modules[m] is not None]
+sys.exit(code)
+"""
+
+
+def cli_without_compiler(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "SPECLEARN_DATA_DIR": str(tmp_path / "data"),
+           "SPECLEARN_SPECS_DIR": str(tmp_path / "specs")}  # fmt: skip
+    return subprocess.run([sys.executable, "-c", BLOCKING, *args], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+
+
+def test_events_export_runs_without_the_compiler(tmp_path: Path) -> None:
+    """The proxy's commands never import the compiler: with it unimportable, events still export."""
+    out = tmp_path / "events.jsonl"
+    proc = cli_without_compiler(tmp_path, "feedback", "export", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote 0 feedback events" in proc.stderr and out.read_bytes() == b""
+
+
+def test_dpo_export_is_handed_to_the_compiler(tmp_path: Path) -> None:
+    """--format dpo is the compiler's: without it the command says so in one line, no traceback."""
+    proc = cli_without_compiler(tmp_path, "feedback", "export", "--format", "dpo")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("speclearn feedback: not available") and "Traceback" not in proc.stderr
+
+
+def test_dpo_handoff_gets_the_proxy_commands_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    from compiler.commands import feedback_dpo
+    from proxy.cli import main
+
+    seen: list[Any] = []
+    monkeypatch.setattr(feedback_dpo, "run", lambda args: seen.append(args) or 0)
+    assert main(["feedback", "export", "--format", "dpo", "--split", "heldout", "--no-cross", "--spec", "s"]) == 0
+    (args,) = seen
+    assert (args.format, args.split, args.no_cross, args.spec, args.since) == ("dpo", "heldout", True, "s", None)
+
+
+def test_the_proxy_command_alone_refuses_dpo(capsys: pytest.CaptureFixture[str]) -> None:
+    """Called without proxy/cli.py's hand-off, the proxy's export never writes events for dpo."""
+    import argparse
+
+    from proxy.commands import feedback
+
+    parser = argparse.ArgumentParser()
+    feedback.configure(parser)
+    assert feedback.run(parser.parse_args(["export", "--format", "dpo"])) == 2
+    assert "--format dpo is the compiler's" in capsys.readouterr().err

@@ -5,27 +5,23 @@
 `--format events` (the default): one feedback event with its inference per line.
 `--format dpo`: the preference pairs a compile round would build from that feedback (the same
 per-user cap, time window and held-out split), in the conversational shape TRL's DPOTrainer
-reads (compiler/dpo_export.py says which keys and why).
+reads. That work is the compiler's: this module configures the options, proxy/cli.py hands the
+parsed arguments to compiler/commands/feedback_dpo.py, so the proxy never imports the compiler.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from ..extras import MissingExtra
-from ..ledger import open_ledger
+from ..ledger import FeedbackEvent, open_ledger
 from ..settings import Settings
 
-if TYPE_CHECKING:  # the compiler is imported only for --format dpo
-    from compiler.settings import CompilerSettings
-
 FORMATS = ("events", "dpo")
-DAY = 86400.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -47,14 +43,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "or as stored (addr:..., pii:...)")  # fmt: skip
     purge = sub.add_parser("purge", help="delete rows older than the retention now, and say how many")
     purge.add_argument("--days", type=float, help="override SPECLEARN_LEDGER_RETENTION_DAYS for this run")
-
-
-def _dpo_lines(events: list[Any], split: str, cross: bool, c: CompilerSettings) -> list[bytes]:
-    """The pairs with the per-user cap and held-out split a compile round under `c` would use."""
-    from compiler.dpo_export import dpo_rows
-
-    rows = dpo_rows(events, split, holdout_fraction=c.holdout_fraction, max_per_user=c.max_per_user, cross=cross)  # type: ignore[arg-type]
-    return [orjson.dumps(r) + b"\n" for r in rows]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,35 +103,34 @@ def purge(days: float | None) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    dpo = args.format == "dpo"
-    if not dpo and (args.split != "train" or args.no_cross):
+    """`--format events`; `--format dpo` is the compiler's, reached through proxy/cli.py."""
+    if args.format != "events":
+        print(f"speclearn feedback export: --format {args.format} is the compiler's work, reached through proxy/cli.py",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if args.split != "train" or args.no_cross:
         print("speclearn feedback export: --split and --no-cross apply to --format dpo only", file=sys.stderr)
         return 2
+    events = asyncio.run(read_events(args.spec, args.since))
+    return write_lines([orjson.dumps(e.to_dict()) + b"\n" for e in events], args.output, "feedback events")
 
-    async def export() -> list[bytes]:
-        since, until, compiler = args.since, None, None
-        if dpo:
-            from compiler.settings import CompilerSettings
 
-            compiler, until = CompilerSettings(), time.time()
-            if since is None:  # the window a compile round reads (compiler/runner.py ledger_dataset)
-                since = until - compiler.window_days * DAY
-        ledger = open_ledger(Settings())
-        await ledger.start()
-        try:
-            events = await ledger.feedback_events(spec=args.spec, since=since, until=until)
-        finally:
-            await ledger.close()
-        if compiler is not None:
-            return _dpo_lines(events, args.split, not args.no_cross, compiler)
-        return [orjson.dumps(e.to_dict()) + b"\n" for e in events]
+async def read_events(spec: str | None, since: float | None, until: float | None = None) -> list[FeedbackEvent]:
+    """The feedback events (with their inferences) on the configured ledger, oldest first."""
+    ledger = open_ledger(Settings())
+    await ledger.start()
+    try:
+        return await ledger.feedback_events(spec=spec, since=since, until=until)
+    finally:
+        await ledger.close()
 
-    lines = asyncio.run(export())
-    what = f"{args.split} preference pairs" if dpo else "feedback events"
-    if args.output:
-        with open(args.output, "wb") as fh:
+
+def write_lines(lines: list[bytes], output: str | None, what: str) -> int:
+    """JSONL to `output`, saying on stderr how many `what` it holds; else to standard output."""
+    if output:
+        with open(output, "wb") as fh:
             fh.writelines(lines)
-        print(f"wrote {len(lines)} {what} to {args.output}", file=sys.stderr)
+        print(f"wrote {len(lines)} {what} to {output}", file=sys.stderr)
     else:
         sys.stdout.buffer.writelines(lines)
     return 0
