@@ -16,7 +16,8 @@ adapted to production thumbs, then a gate and a publish step:
 
 Around them: `text` (the text toolkit every stage shares), `checks` (the rule language: one
 registry of check kinds), `llm` (client, cache, budget), `judge`, `prompts`, `principle` (rules
-and their checks), `voices` (who the feedback came from), `pipeline` (one round), `runner` (lock + state + metrics around a round), `sidecar`
-(the loop), `promote` (canary promotion from live thumbs), `simulate` (simulated users for the
-demo and the quality benchmark), `report` (the printout), `commands/` (the CLI).
+and their checks), `voices` (who the feedback came from), `pipeline` (one round), `runner` (lock +
+state + metrics around a round), `sidecar` (the loop), `promote` (canary promotion from live
+thumbs), `simulate` (simulated users for the demo and the quality benchmark), `report` (the
+printout), `commands/` (the CLI).
 """

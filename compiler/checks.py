@@ -75,8 +75,12 @@ class CheckSyntaxError(ValueError):
 
 
 class Rated(Protocol):
-    prompt: str
-    response: str
+    """What a check reads: any answer with its prompt (read-only, so frozen records qualify)."""
+
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def response(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -434,5 +434,6 @@ def on_request(
         result.passed, result.not_enough = True, False
         result.reason = (f"requested by {requested_by} distinct users; {asked.candidate_accuracy:.3f} of "
                          f"{len(singles)} held-out votes agree with the requested rules; the held-out "
-                         f"contrasts lead but are too few to test (p = {min(result.p_value, 1.0):.3f} > {result.alpha})")  # fmt: skip
+                         f"contrasts lead but are too few to test "
+                         f"(p = {min(result.p_value, 1.0):.3f} > {result.alpha})")  # fmt: skip
     return result

@@ -99,7 +99,8 @@ class ResponseCache:
 
     def get(self, key: str) -> dict[str, Any] | None:
         try:
-            return orjson.loads(self._path(key).read_bytes())
+            entry: dict[str, Any] = orjson.loads(self._path(key).read_bytes())
+            return entry
         except (FileNotFoundError, orjson.JSONDecodeError):
             return None
 
@@ -414,7 +415,8 @@ def has_logprobs(data: dict[str, Any]) -> bool:
 
 def _finish_reason(data: dict[str, Any]) -> str | None:
     try:
-        return data["choices"][0].get("finish_reason")
+        reason: str | None = data["choices"][0].get("finish_reason")
+        return reason
     except (KeyError, IndexError, TypeError, AttributeError):
         return None
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from proxy.errors import NotFound
-from proxy.registry.specfile import body_sha256
 from proxy.registry import Registry, SpecState, SpecVersion
 from proxy.registry.sections import LEARNED_HEADING, split_spec
+from proxy.registry.specfile import body_sha256
 
 from . import prompts
 from .calibration import calibration_set
@@ -89,7 +89,7 @@ class RoundResult:
     projection: Projection | None = None
     plan: Plan | None = None
     cost: dict[str, Any] = field(default_factory=dict)
-    dataset: dict[str, int] = field(default_factory=dict)
+    dataset: dict[str, int | str] = field(default_factory=dict)  # counts, and which pairs validated
     evidence: dict[str, Any] = field(default_factory=dict)
     flagged_comments: list[dict[str, Any]] = field(default_factory=list)  # comments that tried to instruct
     window: dict[str, Any] = field(default_factory=dict)
@@ -191,7 +191,7 @@ class Round:
         # the person's text, kept byte for byte; what the LLM reads of it is `instruction`
         self.human = instruction if self.instruction_override else human_part(self.current, instruction)
         self.instruction = context_of(self.human.strip())
-        r.current, r.window, r.dataset = self.current, self.dataset.window, self.dataset.summary()
+        r.current, r.window, r.dataset = self.current, self.dataset.window, {**self.dataset.summary()}
         if self.dataset.window.get("nothing_to_learn"):  # SPECLEARN_LEDGER_CONTENT=none: no text kept
             raise NotEnoughFeedback(self.dataset.window["nothing_to_learn"])
         self.train = self.dataset.train.contrasts()
@@ -225,8 +225,8 @@ class Round:
             asked = [p for p in self.evidence_principles if p.source == "comment" and p.check is not None]
             # wishes only the LLM can read count once enough users wrote them (checked again,
             # per translated rule, after translation)
-            voices = {v for w in self.wishes for v in w.voices}
-            readable = asked or len(voices) >= self.min_users
+            wish_voices = {v for w in self.wishes for v in w.voices}
+            readable = asked or len(wish_voices) >= self.min_users
             if not self.s.unary_comments or not readable or len(self.singles) < 2 * self.s.min_heldout_pairs:
                 raise NotEnoughFeedback(
                     f"need training pairs and >= {self.s.min_heldout_pairs} held-out pairs; "

@@ -148,8 +148,8 @@ async def review(ctx: Context, name: str) -> Decision | None:
         DecisionRecord(
             name, cand, prod, d.action, d.reason, time.time(), d.p_value, d.lift,
             d.candidate_ups, d.candidate_n, d.production_ups, d.production_n, d.details,
-        )  # fmt: skip
-    )
+        )
+    )  # fmt: skip
     metrics.record_decision(name, d.action, d.p_value, d.lift)
     if d.action != CONTINUE:
         log.info("%s: %s %s@%d (%s)", name, d.action, name, cand, d.reason)

@@ -10,9 +10,9 @@ the new version instead of labelling it, until `speclearn specs approve NAME VER
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 import re
-import difflib
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +32,7 @@ def build_meta(
     principles: Sequence[Principle],
     dropped: Sequence[Principle],
     window: dict[str, Any],
-    dataset: dict[str, int],
+    dataset: dict[str, int | str],
     gate: dict[str, Any],
     cost: dict[str, Any],
     seed: int,

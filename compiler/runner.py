@@ -19,8 +19,8 @@ from . import metrics, served_model
 from .dataset import Dataset, build_dataset
 from .errors import CompilerError, no_llm
 from .llm import Budget, EmbeddingEndpoint, LLMClient
-from .quirks import Quirks
 from .pipeline import Round, RoundResult, run_round
+from .quirks import Quirks
 from .served_model import ModelChoice
 from .settings import CompilerSettings
 from .state import CompilerState, round_lock

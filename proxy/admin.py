@@ -1,7 +1,8 @@
 """Spec writes, exports and erasure over HTTP, behind the admin key (never the client keys)."""
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 from starlette.requests import Request

@@ -10,7 +10,6 @@ from starlette.requests import ClientDisconnect, Request
 
 from .errors import InvalidRequest, PayloadTooLarge
 
-
 ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")  # inference and feedback ids, client-chosen or ours
 ID_RULE = "1-128 of A-Z a-z 0-9 _ . : -"
 

@@ -18,7 +18,6 @@ from .ratelimit import RateLimiter, retry_after
 from .responses import error_response
 from .settings import Settings
 
-
 ALLOWED_HEADERS = "authorization, content-type, x-inference-id, x-user-id"
 PREFLIGHT_MAX_AGE = "600"
 

@@ -13,7 +13,8 @@ import dataclasses
 import math
 import time
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,11 +22,11 @@ from starlette.responses import Response
 from . import identity, metrics
 from .bodies import ID_RE, ID_RULE, read_json_object
 from .errors import InvalidRequest, MethodNotAllowed, NotFound, ProxyError, RateLimited
+from .keys import bearer
 from .ledger import PAIR, SCORE, THUMB, FeedbackRecord, InferenceRecord
 from .ledger.base import KEEP
 from .responses import error_response, json_response
 from .routing import version_label
-from .keys import bearer
 from .state import ProxyState
 
 MAX_FEEDBACK_BYTES = 64 * 1024

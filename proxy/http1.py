@@ -19,7 +19,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import httptools
@@ -234,7 +234,9 @@ class Connection(asyncio.Protocol):
         except Exception as exc:  # noqa: BLE001 - any parse or callback error ends this connection
             self.keep_alive = False
             cause = exc.__context__ if isinstance(exc.__context__, TransportError) else exc
-            self.response._fail(cause if isinstance(cause, TransportError) else ConnectionBroken(f"invalid HTTP from the upstream: {exc}"))
+            if not isinstance(cause, TransportError):
+                cause = ConnectionBroken(f"invalid HTTP from the upstream: {exc}")
+            self.response._fail(cause)
             self.close()
 
     def eof_received(self) -> bool:
@@ -378,7 +380,7 @@ class Pool:
                 ),
                 self.connect_timeout,
             )  # fmt: skip
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ConnectTimeout("timed out connecting to the upstream") from None
         except OSError as exc:
             raise ConnectError(str(exc) or type(exc).__name__) from None

@@ -7,22 +7,31 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from . import metrics, routing, sse
-from .routing import version_label
-from .bodies import ID_RE, ID_RULE, ClientGone, read_json_object, validate_chat, validate_completions, validate_responses
+from .bodies import (
+    ID_RE,
+    ID_RULE,
+    ClientGone,
+    read_json_object,
+    validate_chat,
+    validate_completions,
+    validate_responses,
+)
 from .errors import InvalidRequest, ProxyError, ServiceUnavailable
 from .identity import request_user
 from .injection import inject_chat, inject_responses
 from .ledger import InferenceRecord
 from .registry import SpecVersion
 from .responses import RecordedResponse, RelayResponse, error_response, unless_disconnected
+from .routing import version_label
 from .state import ProxyState
 from .upstream import UpstreamResponse, classify
 
@@ -208,7 +217,7 @@ async def _forward(request: Request, call: Call, body: dict[str, Any], headers: 
         call.upstream_seconds = perf() - call.upstream_started
         call.finish("cancelled", CLIENT_GONE, error="client disconnected")
         return Response(status_code=CLIENT_GONE)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - classify() maps any failure to the OpenAI error shape
         call.upstream_seconds = perf() - call.upstream_started
         error, kind = classify(exc)
         metrics.count_upstream_error(call.endpoint.route, kind)
@@ -291,7 +300,7 @@ def _relay_stream(call: Call, upstream: UpstreamResponse) -> Response:
     events = sse.relay(upstream.chunks(), capture, handler)
     failure: list[tuple[str, str]] = []
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         try:
             async for event in events:
                 yield event

@@ -7,6 +7,7 @@ With several uvicorn workers, `PROMETHEUS_MULTIPROC_DIR` is set before this modu
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,6 +17,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
+
+if TYPE_CHECKING:
+    from .registry import RegistrySnapshot, SpecVersion
+
+Metric = TypeVar("Metric", bound=MetricWrapperBase)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -76,7 +83,7 @@ def render() -> tuple[bytes, str]:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
         return generate_latest(registry), CONTENT_TYPE_LATEST
     from prometheus_client import REGISTRY
 
@@ -84,12 +91,12 @@ def render() -> tuple[bytes, str]:
 
 
 # -- recording helpers: label children are cached, so the hot path skips prometheus' label lookup --
-_children: dict[tuple[int, tuple[str, ...]], object] = {}
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
 
-def _child(metric, *labels: str):  # type: ignore[no-untyped-def]
+def _child(metric: Metric, *labels: str) -> Metric:
     key = (id(metric), labels)
-    child = _children.get(key)
+    child: Metric | None = _children.get(key)
     if child is None:
         child = _children[key] = metric.labels(*labels)
     return child
@@ -107,7 +114,7 @@ def observe_ttft(route: str, spec: str, version: str, seconds: float) -> None:
     _child(TTFT, route, spec, version).observe(seconds)
 
 
-def count_tokens(usage: dict, spec: str, version: str, model: str | None) -> None:  # type: ignore[type-arg]
+def count_tokens(usage: dict[str, Any], spec: str, version: str, model: str | None) -> None:
     model_name = model_label(model)
     tokens_in = usage.get("prompt_tokens", usage.get("input_tokens"))
     tokens_out = usage.get("completion_tokens", usage.get("output_tokens"))
@@ -125,7 +132,7 @@ def count_feedback(spec: str, version: str, kind: str, value: str) -> None:
     _child(FEEDBACK, spec, version, kind, value).inc()
 
 
-def spec_tokens(version) -> int:  # type: ignore[no-untyped-def]
+def spec_tokens(version: SpecVersion) -> int:
     """The version's `spec_tokens` front matter (written by the compiler), else the compiler's
     estimate of about 4 characters a token."""
     n = version.meta.get("spec_tokens")
@@ -137,7 +144,7 @@ def spec_tokens(version) -> int:  # type: ignore[no-untyped-def]
 _token_series: set[tuple[str, str]] = set()
 
 
-def follow_registry(snapshot) -> None:  # type: ignore[no-untyped-def]
+def follow_registry(snapshot: RegistrySnapshot) -> None:
     """Registry listener: count the reload, export where each label points and what each served
     version (labelled, or the latest) costs per request; a version no longer served is dropped.
     Runs on reload only: the request path never touches these gauges."""

@@ -39,10 +39,12 @@ def _errors(*codes: str) -> dict[str, Any]:
 NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": NAME_RE.pattern}}
 VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 LABEL = {"name": "label", "in": "path", "required": True, "schema": {"type": "string", "pattern": LABEL_RE.pattern}}
-ADMIN = [{"adminKey": []}]
-CONSOLE = [{"consoleSession": []}]
+ADMIN: list[dict[str, list[str]]] = [{"adminKey": []}]
+CONSOLE: list[dict[str, list[str]]] = [{"consoleSession": []}]
 CONSOLE_FORM_ERRORS = _errors("400", "401", "403", "404", "409", "413")
-REDIRECT = {"303": {"description": "Done: a redirect to the page to show next", "headers": {"Location": {"schema": {"type": "string"}}}}}
+REDIRECT = {
+    "303": {"description": "Done: a redirect to the page to show next", "headers": {"Location": {"schema": {"type": "string"}}}}
+}
 HOLD_ACTIONS = {
     "approve": "Approval mode: serve a held version, moving the label it asked for onto it",
     "reject": "Approval mode: never serve a held version",
@@ -95,6 +97,8 @@ def build() -> dict[str, Any]:
                  "publishable key a keyed hash of the client address): the compiler counts voices"},
         "safety_identifier": {**user, "description": "OpenAI's end-user id, read when `user` is absent"},
     }  # fmt: skip
+    # the document is laid out by hand, an operation's keys grouped as they read
+    # fmt: off
     schemas: dict[str, Any] = {
         "Error": {
             "type": "object",
@@ -191,7 +195,7 @@ def build() -> dict[str, Any]:
                     "description": "labels to move onto the new version. Omitted or null: `production` when the "
                                    "spec has no production label yet (a person's first version), else none; "
                                    "`[]`: none, the version waits until a label is moved onto it",
-                },  # fmt: skip
+                },
                 "meta": {"type": "object", "description": "front matter to record (principles, gate, cost, ...)"},
             },
         },
@@ -201,7 +205,7 @@ def build() -> dict[str, Any]:
             "properties": {
                 "name": {"type": "string"}, "version": {"type": "integer"}, "sha256": {"type": "string"},
                 "labels": {"type": "array", "items": {"type": "string"}, "description": "the labels now on this version"},
-            },  # fmt: skip
+            },
         },
         "Version": {
             "type": "object",
@@ -233,7 +237,7 @@ def build() -> dict[str, Any]:
                 "user": {"type": "string"},
                 "erased": {"type": "object", "required": ["inferences", "feedback"],
                            "properties": {"inferences": {"type": "integer"}, "feedback": {"type": "integer"}}},
-            },  # fmt: skip
+            },
         },
     }
     responses = {
@@ -257,7 +261,7 @@ def build() -> dict[str, Any]:
                 "parameters": [USER_HEADER],
                 "responses": {"200": _json(_ref("FeedbackAck"), "Stored (or already stored under this feedback_id)"),
                               **_errors("400", "401", "403", "404", "409", "413", "429", "503")},
-            },  # fmt: skip
+            },
             "options": PREFLIGHT,
         },
         "/v1/feedback/{feedback_id}": {
@@ -273,7 +277,7 @@ def build() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("FeedbackChange")}}},
                 "responses": {"200": _json(_ref("FeedbackChangeAck"), "Changed (or already so)"),
                               **_errors("400", "401", "403", "404", "409", "413", "429", "503")},
-            },  # fmt: skip
+            },
             "delete": {
                 "tags": ["feedback"],
                 "summary": "Retract a judgment",
@@ -285,7 +289,7 @@ def build() -> dict[str, Any]:
                 "parameters": [FEEDBACK_ID],
                 "responses": {"200": _json(_ref("FeedbackRetractAck"), "Retracted"),
                               **_errors("400", "401", "403", "404", "429", "503")},
-            },  # fmt: skip
+            },
             "options": {**PREFLIGHT, "parameters": [FEEDBACK_ID, *PREFLIGHT["parameters"]]},
         },
         "/healthz": {"get": {"tags": ["ops"], "summary": "Liveness", "responses": {"200": _json({"type": "object"}, "Alive")}}},
@@ -309,13 +313,13 @@ def build() -> dict[str, Any]:
         "/admin/specs": {
             "get": {"tags": ["admin"], "summary": "Specs, versions and labels", "security": ADMIN,
                     "responses": {"200": _json(_ref("SpecList"), "Every spec"), **_errors("401", "403", "503")}},
-        },  # fmt: skip
+        },
         "/admin/specs/{name}/versions": {
             "post": {
                 "tags": ["admin"], "summary": "Publish a new immutable version", "security": ADMIN, "parameters": [NAME],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("PublishRequest")}}},
                 "responses": {"201": _json(_ref("Published"), "Published"), **_errors("400", "401", "403", "409", "413", "503")},
-            }  # fmt: skip
+            }
         },
         "/admin/specs/{name}/versions/{ref}": {
             "get": {
@@ -323,21 +327,23 @@ def build() -> dict[str, Any]:
                 "parameters": [NAME, {"name": "ref", "in": "path", "required": True, "description": "a version number or a label",
                                       "schema": {"type": "string"}}],
                 "responses": {"200": _json(_ref("Version"), "The version"), **_errors("401", "403", "404", "503")},
-            }  # fmt: skip
+            }
         },
         "/admin/specs/{name}/labels/{label}": {
             "put": {
                 "tags": ["admin"], "summary": "Move a label (promote, roll back)", "security": ADMIN, "parameters": [NAME, LABEL],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("LabelRequest")}}},
-                "responses": {"200": _json(_ref("Spec"), "The spec after the move"), **_errors("400", "401", "403", "404", "413", "503")},
-            }  # fmt: skip
+                "responses": {"200": _json(_ref("Spec"), "The spec after the move"),
+                              **_errors("400", "401", "403", "404", "413", "503")},
+            }
         },
         **{
             f"/admin/specs/{{name}}/versions/{{version}}/{action}": {
                 "post": {
                     "tags": ["admin"], "summary": summary, "security": ADMIN, "parameters": [NAME, VERSION],
-                    "responses": {"200": _json(_ref("Hold"), "The decided hold"), **_errors("400", "401", "403", "404", "409", "503")},
-                }  # fmt: skip
+                    "responses": {"200": _json(_ref("Hold"), "The decided hold"),
+                                  **_errors("400", "401", "403", "404", "409", "503")},
+                }
             }
             for action, summary in HOLD_ACTIONS.items()
         },
@@ -346,9 +352,10 @@ def build() -> dict[str, Any]:
                 "tags": ["admin"], "summary": "Feedback joined to inferences, as JSON lines", "security": ADMIN,
                 "parameters": [{"name": "spec", "in": "query", "schema": {"type": "string"}},
                                {"name": "since", "in": "query", "schema": {"type": "number"}, "description": "Unix time"}],
-                "responses": {"200": {"description": "One event per line", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+                "responses": {"200": {"description": "One event per line",
+                                      "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
                               **_errors("400", "401", "403", "503")},
-            }  # fmt: skip
+            }
         },
         "/admin/users/{user}": {
             "delete": {
@@ -362,14 +369,15 @@ def build() -> dict[str, Any]:
                 "parameters": [{"name": "user", "in": "path", "required": True,
                                 "schema": {"type": "string", "minLength": 1, "maxLength": 288}}],
                 "responses": {"200": _json(_ref("Erased"), "Erased"), **_errors("400", "401", "403", "503")},
-            }  # fmt: skip
+            }
         },
         "/console/login": {
             "post": {
                 "tags": ["console"], "summary": "Log in with the admin key: sets the session cookie",
                 "requestBody": _form({"key": {"type": "string"}, "next": {"type": "string"}}, ["key"]),
-                "responses": {**REDIRECT, "401": HTML | {"description": "Wrong key (the login page again)"}, **_errors("400", "403", "404", "413", "429")},
-            }  # fmt: skip
+                "responses": {**REDIRECT, "401": HTML | {"description": "Wrong key (the login page again)"},
+                              **_errors("400", "403", "404", "413", "429")},
+            }
         },
         "/console/logout": {
             "post": {
@@ -382,17 +390,20 @@ def build() -> dict[str, Any]:
             "post": {
                 "tags": ["console"], "summary": "Set `production` to a version (the admin API's label move)", "security": CONSOLE,
                 "parameters": [NAME],
-                "requestBody": _form({"csrf": {"type": "string"}, "version": {"type": "string", "pattern": "^[0-9]+$"}}, ["csrf", "version"]),
+                "requestBody": _form({"csrf": {"type": "string"}, "version": {"type": "string", "pattern": "^[0-9]+$"}},
+                                     ["csrf", "version"]),
                 "responses": {**REDIRECT, **CONSOLE_FORM_ERRORS},
-            }  # fmt: skip
+            }
         },
         "/console/specs/{name}/rollback": {
             "post": {
                 "tags": ["console"], "summary": "Set `production` back to the version the current one was made from",
                 "security": CONSOLE, "parameters": [NAME],
-                "requestBody": _form({"csrf": {"type": "string"}, "from": {"type": "string", "description": "the production version the form was made for"}}, ["csrf"]),
+                "requestBody": _form({"csrf": {"type": "string"},
+                                      "from": {"type": "string", "description": "the production version the form was made for"}},
+                                     ["csrf"]),
                 "responses": {**REDIRECT, **CONSOLE_FORM_ERRORS},
-            }  # fmt: skip
+            }
         },
         **{
             f"/console/specs/{{name}}/versions/{{version}}/{action}": {
@@ -400,7 +411,7 @@ def build() -> dict[str, Any]:
                     "tags": ["console"], "summary": summary + " (the admin API's code)", "security": CONSOLE,
                     "parameters": [NAME, VERSION], "requestBody": _form({"csrf": {"type": "string"}}, ["csrf"]),
                     "responses": {**REDIRECT, **CONSOLE_FORM_ERRORS},
-                }  # fmt: skip
+                }
             }
             for action, summary in HOLD_ACTIONS.items()
         },
@@ -426,18 +437,20 @@ def build() -> dict[str, Any]:
         "tags": [
             {"name": "feedback"}, {"name": "admin"}, {"name": "console"}, {"name": "ops"},
             {"name": "openai", "description": "OpenAI-compatible routes, relayed", "externalDocs": {"url": OPENAI_DOCS}},
-        ],  # fmt: skip
+        ],
         "paths": paths,
         "components": {
             "schemas": schemas,
             "responses": responses,
             "securitySchemes": {
-                "clientKey": {"type": "http", "scheme": "bearer", "description": "a key from SPECLEARN_API_KEYS (open proxy: none)"},
-                "feedbackKey": {"type": "http", "scheme": "bearer", "description": "a publishable key from SPECLEARN_FEEDBACK_KEYS: /v1/feedback only"},
+                "clientKey": {"type": "http", "scheme": "bearer",
+                              "description": "a key from SPECLEARN_API_KEYS (open proxy: none)"},
+                "feedbackKey": {"type": "http", "scheme": "bearer",
+                                "description": "a publishable key from SPECLEARN_FEEDBACK_KEYS: /v1/feedback only"},
                 "adminKey": {"type": "http", "scheme": "bearer", "description": "SPECLEARN_ADMIN_KEY"},
                 "consoleSession": {"type": "apiKey", "in": "cookie", "name": "speclearn_console",
                                    "description": "from POST /console/login; forms also carry the session's `csrf` token"},
-            },  # fmt: skip
+            },
         },
     }
 

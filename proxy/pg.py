@@ -21,7 +21,7 @@ from .errors import ServiceUnavailable
 from .extras import MissingExtra
 
 try:
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 except ImportError as exc:  # depends on the install: one line naming the `postgres` extra
     raise MissingExtra("postgres", "SPECLEARN_DATABASE_URL (the PostgreSQL backend)", str(exc)) from None
 

@@ -18,17 +18,29 @@ earlier one claimed masked out, so one span is one placeholder and offsets stay 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable
 
 from .extras import MissingExtra
 
 try:
     import phonenumbers
     from detect_secrets.plugins import (
-        aws, azure_storage_key, basic_auth, discord, github_token, gitlab_token, mailchimp, openai, pypi_token,
-        sendgrid, slack, square_oauth, stripe, telegram_token, twilio,
+        aws,
+        azure_storage_key,
+        basic_auth,
+        discord,
+        github_token,
+        gitlab_token,
+        mailchimp,
+        openai,
+        pypi_token,
+        sendgrid,
+        slack,
+        square_oauth,
+        stripe,
+        telegram_token,
+        twilio,
     )  # fmt: skip
     from stdnum import luhn
 except ImportError as exc:  # depends on the install: one line naming the extra

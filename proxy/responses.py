@@ -6,7 +6,8 @@ work when it does (pure ASGI: no BaseHTTPMiddleware, which hides disconnects).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 from starlette.responses import Response
@@ -115,7 +116,7 @@ class RelayResponse(Response):
         try:
             async for chunk in self._chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the stream has started: any failure ends it with its tail
             tail = self._on_error(exc)
             if tail:
                 await send({"type": "http.response.body", "body": tail, "more_body": True})

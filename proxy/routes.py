@@ -1,6 +1,8 @@
 """Every public path and its handler, and nothing else."""
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -10,7 +12,7 @@ from . import admin, console, feedback, inference, openapi, ops, passthrough
 SPEC_PREFIX = "/specs/{spec}"
 
 
-def _with_spec_prefix(path: str, endpoint, methods: list[str]) -> list[Route]:  # type: ignore[no-untyped-def]
+def _with_spec_prefix(path: str, endpoint: Callable[[Request], Awaitable[Response]], methods: list[str]) -> list[Route]:
     return [Route(path, endpoint, methods=methods), Route(SPEC_PREFIX + path, endpoint, methods=methods)]
 
 

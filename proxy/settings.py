@@ -42,7 +42,8 @@ class Settings(BaseSettings):
 
     default_spec: str = "default"
     injection: InjectionMode = "prepend"
-    canary_fraction: float = Field(0.0, ge=0.0, le=1.0, description="share of unpinned users (else sessions, else requests) served `candidate`, by a stable hash")
+    canary_fraction: float = Field(0.0, ge=0.0, le=1.0, description="share of unpinned users (else sessions, else "
+                                   "requests) served `candidate`, by a stable hash")  # fmt: skip
     routes: dict[str, Route] = {}
 
     api_keys: Annotated[list[str], NoDecode] = Field([], description="Client keys, comma-separated; empty = open proxy")

@@ -8,8 +8,9 @@ and no `[DONE]`, so no client mistakes it for a complete answer.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import orjson
 
@@ -52,7 +53,7 @@ def error_event(message: str, code: str) -> bytes:
 
 def split_events(buffer: bytearray) -> list[bytes]:
     """Take the complete events (ended by a blank line) off the front of `buffer`."""
-    events = []
+    events: list[bytes] = []
     while True:
         end = buffer.find(b"\n\n")
         if end < 0:

@@ -8,7 +8,7 @@ purpose-built client on httptools (~45 µs), since the proxy only needs bytes in
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from . import http1
 from .errors import ProxyError, UpstreamTimeout, UpstreamUnavailable

@@ -49,8 +49,9 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("-v", "--verbose", action="store_true")
 
 
-OVERRIDES = ("base_url", "model", "judge_base_url", "judge_model", "seed", "max_llm_calls", "max_tokens", "publish_label", "gate_margin",
-             "gate_regenerate", "top_k", "spec_format", "proposal_passes", "validation_pairs", "gate_pairs")  # fmt: skip
+OVERRIDES = ("base_url", "model", "judge_base_url", "judge_model", "seed", "max_llm_calls", "max_tokens", "publish_label",
+             "gate_margin", "gate_regenerate", "top_k", "spec_format", "proposal_passes", "validation_pairs",
+             "gate_pairs")  # fmt: skip
 
 
 def build_settings(args: argparse.Namespace) -> tuple[Settings, CompilerSettings]:

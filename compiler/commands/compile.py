@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from typing import Any
 
 import orjson
 
@@ -94,7 +95,7 @@ async def publish_instruction(registry: Registry, name: str) -> None:
     print(f"published the instruction as {spec.ref} ({', '.join(labels) or 'no label'})", file=sys.stderr, flush=True)
 
 
-def to_json(r: RoundResult) -> dict:
+def to_json(r: RoundResult) -> dict[str, Any]:
     return {
         "spec": r.spec,
         "result": r.result,

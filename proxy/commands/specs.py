@@ -77,10 +77,11 @@ async def _run(args: argparse.Namespace, registry: Registry) -> int:
             )
         )
     elif args.action == "publish":
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
-        labels = [] if args.no_label else args.label if args.label is not None else ["production"]
-        spec = await registry.publish(args.name, text, labels=labels)
-        print(f"published {spec.ref} ({', '.join(labels) or 'no labels'})")
+        # a command: nothing else runs on this loop while the file is read
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")  # noqa: ASYNC240
+        moved: list[str] = [] if args.no_label else args.label if args.label is not None else ["production"]
+        spec = await registry.publish(args.name, text, labels=moved)
+        print(f"published {spec.ref} ({', '.join(moved) or 'no labels'})")
     elif args.action == "label":
         await registry.set_label(args.name, args.label, args.version)
         print(f"{args.name}: {args.label} -> {args.version}")

@@ -45,7 +45,8 @@ def side_by_side(old: str, new: str) -> list[Row]:
     rows: list[Row] = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
         if tag == "equal":
-            rows += [Row("equal", i + 1, j + 1, [(a[i], False)], [(b[j], False)]) for i, j in zip(range(i1, i2), range(j1, j2))]
+            same = zip(range(i1, i2), range(j1, j2), strict=True)  # an equal run is as long on both sides
+            rows += [Row("equal", i + 1, j + 1, [(a[i], False)], [(b[j], False)]) for i, j in same]
             continue
         for k in range(max(i2 - i1, j2 - j1)):
             i, j = i1 + k, j1 + k

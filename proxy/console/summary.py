@@ -110,7 +110,8 @@ def principles(meta: dict[str, Any], key: str = "principles") -> list[PrincipleV
     for p in raw:
         if not isinstance(p, dict) or not p.get("text"):
             continue
-        evidence = p.get("evidence") if isinstance(p.get("evidence"), dict) else {}
+        found = p.get("evidence")
+        evidence = found if isinstance(found, dict) else {}
         quotes = [str(c) for c in evidence.get("comments") or [] if str(c).strip()]
         facts = {k: v for k, v in evidence.items() if k != "comments"}
         out.append(

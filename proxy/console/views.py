@@ -13,8 +13,9 @@ import functools
 import logging
 import sqlite3
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import jinja2
 from starlette.requests import Request

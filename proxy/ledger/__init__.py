@@ -1,10 +1,22 @@
 """The inference and feedback ledger behind one interface."""
 from __future__ import annotations
 
+from typing import Any
+
 from ..settings import Settings
 from .base import Ledger
 from .content import ContentPolicy
-from .records import PAIR, SCORE, THUMB, DecisionRecord, FeedbackEvent, FeedbackRecord, InferenceRecord, Outcome, ThumbTally
+from .records import (
+    PAIR,
+    SCORE,
+    THUMB,
+    DecisionRecord,
+    FeedbackEvent,
+    FeedbackRecord,
+    InferenceRecord,
+    Outcome,
+    ThumbTally,
+)
 
 __all__ = [
     "PAIR",
@@ -26,13 +38,13 @@ def open_ledger(settings: Settings) -> Ledger:
     content policy and retention (docs/data.md)."""
     from ..retention import Retention
 
-    batching = dict(
-        queue_size=settings.ledger_queue_size,
-        batch_size=settings.ledger_batch_size,
-        flush_interval=settings.ledger_flush_interval,
-        content=ContentPolicy.from_settings(settings),
-        retention=Retention.from_settings(settings),
-    )
+    batching: dict[str, Any] = {
+        "queue_size": settings.ledger_queue_size,
+        "batch_size": settings.ledger_batch_size,
+        "flush_interval": settings.ledger_flush_interval,
+        "content": ContentPolicy.from_settings(settings),
+        "retention": Retention.from_settings(settings),
+    }
     if settings.database_url:
         from .. import pg  # noqa: F401 - first: without the `postgres` extra, one clear MissingExtra
         from .postgres import PostgresLedger  # optional extra

@@ -17,7 +17,8 @@ import dataclasses
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .. import identity, metrics
 from ..errors import Conflict, InvalidRequest
@@ -169,7 +170,8 @@ class Ledger(abc.ABC):
         """The inference, whether still queued here or already stored."""
         return self._pending.get(inference_id) or await self.get_inference(inference_id)
 
-    async def wait_for_inference(self, inference_id: str, timeout: float) -> InferenceRecord | None:
+    # a deadline between polls, not a cancellation: a storage query is never cut off mid-flight
+    async def wait_for_inference(self, inference_id: str, timeout: float) -> InferenceRecord | None:  # noqa: ASYNC109
         """The inference once it is queued here or stored; polls storage for other workers' rows,
         since feedback may race ahead of the batch that writes its inference."""
         loop = asyncio.get_running_loop()

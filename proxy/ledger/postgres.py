@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from .. import pg
 from ..errors import InvalidRequest
@@ -347,7 +347,7 @@ class PostgresLedger(Ledger):
     async def decisions(self, spec: str, limit: int | None = None) -> list[DecisionRecord]:
         sql = f"SELECT {DECISION_COLUMNS} FROM experiment_decisions WHERE spec = $1 ORDER BY id DESC LIMIT $2"
         rows = await pg.with_retry(self.pool, lambda c: c.fetch(sql, spec, limit), "reading decisions")
-        return [DecisionRecord(*tuple(r)[:12], details=r[12] or {}) for r in reversed(rows)]
+        return [DecisionRecord.from_row(tuple(r), r[12]) for r in reversed(rows)]
 
     async def model_counts(self, spec: str | None, since: float | None = None) -> dict[str, int]:
         sql = (

@@ -1,6 +1,7 @@
 """Rows of the ledger: one inference, one feedback event, and the two joined."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -57,7 +58,7 @@ class FeedbackRecord:
     updated_at: float | None = None
     retracted_at: float | None = None
 
-    def same_judgment(self, other: "FeedbackRecord") -> bool:
+    def same_judgment(self, other: FeedbackRecord) -> bool:
         """Equal apart from arrival time: a retry of the same feedback."""
         return (
             self.inference_id == other.inference_id
@@ -121,6 +122,12 @@ class DecisionRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any], details: dict[str, Any] | None) -> DecisionRecord:
+        """A stored row in DECISION_COLUMNS order, its details column decoded by the caller."""
+        names = [f.name for f in fields(cls)][:-1]  # every column but details, the last
+        return cls(**dict(zip(names, row[: len(names)], strict=True)), details=details or {})
 
 
 DECISION_COLUMNS = ", ".join(f.name for f in fields(DecisionRecord))  # the decision log table, in this order

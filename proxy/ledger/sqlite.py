@@ -10,8 +10,9 @@ import asyncio
 import dataclasses
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -408,7 +409,7 @@ class SqliteLedger(Ledger):
     async def decisions(self, spec: str, limit: int | None = None) -> list[DecisionRecord]:
         sql = f"SELECT {DECISION_COLUMNS} FROM experiment_decisions WHERE spec = ? ORDER BY id DESC LIMIT ?"
         rows = await self._db.run(lambda c: c.execute(sql, (spec, -1 if limit is None else limit)).fetchall())
-        return [DecisionRecord(*row[:12], details=_unjson(row[12]) or {}) for row in reversed(rows)]
+        return [DecisionRecord.from_row(row, _unjson(row[12])) for row in reversed(rows)]
 
     async def model_counts(self, spec: str | None, since: float | None = None) -> dict[str, int]:
         sql = "SELECT model, count(*) FROM inferences WHERE status = 'ok' AND model IS NOT NULL AND created_at >= ?"

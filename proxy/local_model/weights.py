@@ -64,7 +64,7 @@ def _marker_ok(dest: Path, sha256: str) -> bool:
     seconds of a shared CPU on every start, and a truncated or replaced file changes size/mtime."""
     try:
         st = dest.stat()
-        m = json.loads(_marker(dest).read_text())
+        m: object = json.loads(_marker(dest).read_text())
     except (OSError, ValueError):
         return False
     return m == {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import abc
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..errors import InvalidRequest, NotFound
 

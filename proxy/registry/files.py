@@ -17,9 +17,9 @@ import fcntl
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
@@ -288,7 +288,7 @@ class FileRegistry(Registry):
                     number = max(number, max(taken, default=0) + 1)
                     while number in holds:  # another held publish's number (it may be about to link)
                         number += 1
-                    mine = {"status": HELD, "label": (labels or [None])[0], "sha256": sha,
+                    mine = {"status": HELD, "label": labels[0] if labels else None, "sha256": sha,
                             "requested_at": _now(), "decided_at": None}  # fmt: skip
                     self._write_holds(folder, {**holds, number: mine})
                 record = {

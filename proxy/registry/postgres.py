@@ -19,7 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from .. import pg
 from ..errors import Conflict, NotFound, ServiceUnavailable
@@ -193,9 +193,9 @@ class PostgresRegistry(Registry):
         names = [r["name"] for r in await conn.fetch("SELECT name FROM specs ORDER BY name")]
         return {
             name: SpecState(name, versions.get(name, {}), labels.get(name, {}), instructions.get(name),
-                            holds.get(name, {}))  # fmt: skip
+                            holds.get(name, {}))
             for name in names
-        }
+        }  # fmt: skip
 
     @staticmethod
     def _parse(row: asyncpg.Record) -> SpecVersion | None:
@@ -276,7 +276,8 @@ class PostgresRegistry(Registry):
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 name, number, text, sha, record, author, parent, now,
             )  # fmt: skip
-            if author == "compiler" and (self.hold_compiled or held_for_a_person(meta)):  # in the same transaction: never served unheld
+            # in the same transaction: never served unheld
+            if author == "compiler" and (self.hold_compiled or held_for_a_person(meta)):
                 await conn.execute(
                     "INSERT INTO spec_holds (name, version, status, label, requested_at) VALUES ($1, $2, $3, $4, $5)",
                     name, number, HELD, labels[0] if labels else None, now,
