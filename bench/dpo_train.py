@@ -104,7 +104,9 @@ class Policy:
         self.load_seconds = round(time.monotonic() - started, 1)
         self.end_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in END_TOKENS]
 
-    def answer(self, conversations: Sequence[list[dict[str, str]]], max_new_tokens: int, batch: int = 6) -> list[Answer]:
+    def answer(
+        self, conversations: Sequence[list[dict[str, str]]], max_new_tokens: int, batch: int = 6
+    ) -> list[Answer]:
         """Greedy answers under the chat template, `batch` conversations at a time (left-padded)."""
         import torch
 

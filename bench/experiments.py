@@ -180,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.monotonic() - started, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "experiments.json").write_text(json.dumps({"meta": meta, "results": results, "guardrail": guardrail}, indent=2) + "\n")
+    (args.out / "experiments.json").write_text(
+        json.dumps({"meta": meta, "results": results, "guardrail": guardrail}, indent=2) + "\n"
+    )
     print(f"{args.runs} runs per lift, a look every {args.batch} thumbs per version up to {args.max_thumbs}, "
           f"base rate {args.base}, alpha {args.alpha}, MDE {args.mde}, burn-in {args.min_feedback} "
           f"({meta['cpu_seconds']} s CPU)\n")  # fmt: skip

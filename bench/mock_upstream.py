@@ -243,7 +243,13 @@ class MockProtocol(asyncio.Protocol):
             self._finished()
         elif line.startswith(b"get /stats"):
             stats = json.dumps(
-                {"requests": c.requests, "chat": c.chat, "stream": c.stream, "marker": c.marker, "connections": c.connections}
+                {
+                    "requests": c.requests,
+                    "chat": c.chat,
+                    "stream": c.stream,
+                    "marker": c.marker,
+                    "connections": c.connections,
+                }
             ).encode()
             t.write(_head(200, b"application/json", len(stats)) + stats)
             self._finished()

@@ -36,19 +36,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="proxy workers (speclearn and LiteLLM alike)")
     p.add_argument("--concurrency", type=int, default=32, help="closed-loop saturation concurrency")
     p.add_argument("--saturation-duration", type=float, default=None, help="seconds (default: --duration; 0 skips)")
-    p.add_argument("--max-inflight", type=int, default=1000, help="open-loop cap; beyond it a request counts as dropped")
+    p.add_argument(
+        "--max-inflight", type=int, default=1000, help="open-loop cap; beyond it a request counts as dropped"
+    )
     p.add_argument("--drain", type=float, default=10.0, help="seconds to let a point's outstanding requests finish")
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds")
     p.add_argument("--tokens", type=int, default=16, help="mock completion tokens (SSE content chunks)")
     p.add_argument("--delay-ms", type=float, default=0.0, help="mock delay before answer/first chunk")
     p.add_argument("--chunk-delay-ms", type=float, default=0.0, help="mock delay between chunks")
-    p.add_argument("--pin", choices=("auto", "off"), default="auto",
-                   help="auto: proxy on cores 0..workers-1, mock+load generator on the rest (if any left)")
+    p.add_argument(
+        "--pin",
+        choices=("auto", "off"),
+        default="auto",
+        help="auto: proxy on cores 0..workers-1, mock+load generator on the rest (if any left)",
+    )
     p.add_argument("--skip-litellm", action="store_true", help="only direct and speclearn")
-    p.add_argument("--skip-speclearn", action="store_true", help="only direct and LiteLLM (e.g. before the proxy exists)")
-    p.add_argument("--litellm-requirement", default=targets.LITELLM_REQUIREMENT, help="pip requirement for the LiteLLM venv")
+    p.add_argument(
+        "--skip-speclearn", action="store_true", help="only direct and LiteLLM (e.g. before the proxy exists)"
+    )
+    p.add_argument(
+        "--litellm-requirement", default=targets.LITELLM_REQUIREMENT, help="pip requirement for the LiteLLM venv"
+    )
     p.add_argument("--quick", action="store_true", help="seconds-long smoke: tiny rates and durations")
-    p.add_argument("--memcheck", action="store_true", help="10,000 streaming requests through speclearn; RSS growth check")
+    p.add_argument(
+        "--memcheck", action="store_true", help="10,000 streaming requests through speclearn; RSS growth check"
+    )
     p.add_argument("--memcheck-requests", type=int, default=10_000)
     p.add_argument("--profile", action="store_true", help="py-spy record the proxy under saturation")
     p.add_argument("--profile-target", choices=("speclearn", "litellm"), default="speclearn")
@@ -100,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     proxy_cpus, harness_cpus = procs.pinning(a.workers, a.pin)
     if harness_cpus:
         os.sched_setaffinity(0, harness_cpus)
-    print(f"[bench] pinning: proxy cores={sorted(proxy_cpus) if proxy_cpus else 'any'}, "
-          f"mock+loadgen cores={sorted(harness_cpus) if harness_cpus else 'any'}", flush=True)
+    print(
+        f"[bench] pinning: proxy cores={sorted(proxy_cpus) if proxy_cpus else 'any'}, "
+        f"mock+loadgen cores={sorted(harness_cpus) if harness_cpus else 'any'}",
+        flush=True,
+    )
 
     mock, mock_port = targets.start_mock(log_dir, harness_cpus, a.tokens, a.delay_ms, a.chunk_delay_ms)
     mock_url = f"http://127.0.0.1:{mock_port}"
@@ -120,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[bench] {name} failed to start: {str(e)[-1500:]}", file=sys.stderr, flush=True)
                 continue
             assert t.proc is not None
-            status[name] = {"status": "ok", "startup_s": round(time.monotonic() - t0, 2),
-                            "rss_idle_mb": round(t.proc.rss() / 2**20, 1)}
+            status[name] = {
+                "status": "ok",
+                "startup_s": round(time.monotonic() - t0, 2),
+                "rss_idle_mb": round(t.proc.rss() / 2**20, 1),
+            }
             started.append(t)
         if a.memcheck:
             return _memcheck(a, started, out)
@@ -148,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         text = report.table(points) + "\n\n" + report.headline_text(result["headline"]) + "\n"
         text += f"mock ceiling: {result['mock']}\npeak RSS (MB): {result['peak_rss_mb']}\n"
         for name, info in exited.items():
-            text += (f"{name} exited (code {info['exit_code']}) during {info['exited_during']}: "
-                     "its later points were not run\n")
+            text += (
+                f"{name} exited (code {info['exit_code']}) during {info['exited_during']}: "
+                "its later points were not run\n"
+            )
         (out / "overhead.txt").write_text(text)
         plotted = report.plot(out / "overhead.png", points)
         print("\n" + text)
@@ -170,13 +190,21 @@ def _memcheck(a: argparse.Namespace, started: list[Target], out: Path) -> int:
     if not started:
         print("[bench] memcheck needs speclearn running", file=sys.stderr)
         return 2
-    res = asyncio.run(memcheck(started[0], total=a.memcheck_requests, checkpoint=min(1000, a.memcheck_requests // 2),
-                               concurrency=a.concurrency))
+    res = asyncio.run(
+        memcheck(
+            started[0],
+            total=a.memcheck_requests,
+            checkpoint=min(1000, a.memcheck_requests // 2),
+            concurrency=a.concurrency,
+        )
+    )
     report.write_json(out / "memcheck.json", res)
     verdict = "PASS" if res["passed"] else "FAIL"
-    print(f"[bench] memcheck {verdict}: RSS {res['rss_mb_at_checkpoint']} MB after {res['checkpoint']} -> "
-          f"{res['rss_mb_end']} MB after {res['requests']} (growth {res['growth']}, limit {res['tolerance']}), "
-          f"errors={res['errors']}; trace {res['trace_mb']}")
+    print(
+        f"[bench] memcheck {verdict}: RSS {res['rss_mb_at_checkpoint']} MB after {res['checkpoint']} -> "
+        f"{res['rss_mb_end']} MB after {res['requests']} (growth {res['growth']}, limit {res['tolerance']}), "
+        f"errors={res['errors']}; trace {res['trace_mb']}"
+    )
     return 0 if res["passed"] else 1
 
 

@@ -258,7 +258,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-oracle", action="store_true", help="skip the oracle arm")
     p.add_argument("--base-url", help="OpenAI-compatible upstream; default: the embedded local model")
     p.add_argument("--max-calls", type=int, default=160, help="LLM call budget per compile round")
-    p.add_argument("--judge-model", default="qwen2.5-coder-1.5b", help="embedded judge model ('none': the compiler's own)")
+    p.add_argument(
+        "--judge-model", default="qwen2.5-coder-1.5b", help="embedded judge model ('none': the compiler's own)"
+    )
     p.add_argument("--judge-base-url", help="the judge's endpoint instead of an embedded model")
     p.add_argument("--baseline", type=Path, default=BASELINE, help="bench.quality results of the one-line instruction")
     p.add_argument("--out", type=Path, help="write the JSON report here")

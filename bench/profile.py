@@ -37,14 +37,25 @@ async def profile(
     path = out_dir / f"profile-{target.name}-{kind}.speedscope.json"
     session = loadgen.new_session(concurrency * 2, 60)
     job = loadgen.make_job(target.base_url, target.model, stream)
-    load = asyncio.get_running_loop().create_task(
-        loadgen.closed_loop(session, job, concurrency, seconds + 2.0)
-    )
+    load = asyncio.get_running_loop().create_task(loadgen.closed_loop(session, job, concurrency, seconds + 2.0))
     await asyncio.sleep(1.0)
     spy = await asyncio.create_subprocess_exec(
-        exe, "record", "--pid", str(target.proc.pid), "--subprocesses", "--nonblocking",
-        "--rate", str(rate), "--duration", str(int(seconds)), "--format", "speedscope", "-o", str(path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        exe,
+        "record",
+        "--pid",
+        str(target.proc.pid),
+        "--subprocesses",
+        "--nonblocking",
+        "--rate",
+        str(rate),
+        "--duration",
+        str(int(seconds)),
+        "--format",
+        "speedscope",
+        "-o",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     spy_out, _ = await spy.communicate()
     rec = await load

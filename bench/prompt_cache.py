@@ -6,6 +6,7 @@ is why the closed loop asks its held-out questions with `compiler.simulate.EVAL_
 
     python -m bench.prompt_cache            # ~3 min on 2 cores
 """
+
 from __future__ import annotations
 
 import argparse

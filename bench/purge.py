@@ -12,6 +12,7 @@ file, to show what the batches avoid.
 PostgreSQL needs the `postgres` extra and a server (`--pg-url`, default the tests' database;
 a throw-away schema is dropped afterwards).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,9 @@ def _row(i: int, now: float, n: int) -> tuple[Any, ...]:
     """Row i of n: the first half 60 to 90 days old (past a 30-day retention), the rest recent."""
     old = i < n // 2
     at = now - (60 + 30 * i / n) * DAY if old else now - 10 * DAY * (i - n // 2) / n
-    request = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"question {i}: how do I reset my password?"}]})
+    request = json.dumps(
+        {"model": "m", "messages": [{"role": "user", "content": f"question {i}: how do I reset my password?"}]}
+    )
     return (f"b-{i}", at, "chat", "m", "support", 1, "ab" * 32, request,
             f"answer {i}: open Settings, then Security, then Reset.", '{"total_tokens": 42}', 812.5, "ok", 200,
             json.dumps({"user": f"u{i % 5000}"}))  # fmt: skip
@@ -169,14 +172,21 @@ async def _purge_sqlite(path: Path, retention: Retention) -> dict[str, Any]:
         done = await retention.purge(ledger)
     finally:
         await ledger.close()
-    return {"inferences": done.inferences, "feedback": done.feedback, "seconds": round(done.seconds, 2), "batches": done.batches}
+    return {
+        "inferences": done.inferences,
+        "feedback": done.feedback,
+        "seconds": round(done.seconds, 2),
+        "batches": done.batches,
+    }
 
 
 def naive_delete(path: Path, cutoff: float) -> dict[str, Any]:
     conn = sqlite3.connect(path, isolation_level=None, timeout=60)
     started = time.monotonic()
     conn.execute("BEGIN IMMEDIATE")
-    fb = conn.execute("DELETE FROM feedback WHERE inference_id IN (SELECT id FROM inferences WHERE created_at < ?)", (cutoff,)).rowcount
+    fb = conn.execute(
+        "DELETE FROM feedback WHERE inference_id IN (SELECT id FROM inferences WHERE created_at < ?)", (cutoff,)
+    ).rowcount
     inf = conn.execute("DELETE FROM inferences WHERE created_at < ?", (cutoff,)).rowcount
     conn.execute("COMMIT")
     conn.close()
@@ -199,7 +209,10 @@ def bench_sqlite(n: int, retention: Retention, naive: bool, baseline: float) -> 
             during = w.latencies()
         out: dict[str, Any] = {"rows": n, "fill_seconds": round(fill, 1), "purge": purge,
                                "writer_without_purge": summary(quiet), "writer_during_purge": summary(during)}  # fmt: skip
-        print(f"sqlite purge: {purge}; writer {out['writer_during_purge']} (alone {out['writer_without_purge']})", flush=True)
+        print(
+            f"sqlite purge: {purge}; writer {out['writer_during_purge']} (alone {out['writer_without_purge']})",
+            flush=True,
+        )
         if naive:
             with Writer(_sqlite_writer, str(folder / "naive.sqlite3")) as w:
                 one = naive_delete(folder / "naive.sqlite3", retention.cutoff())
@@ -261,7 +274,12 @@ async def _purge_pg(dsn: str, retention: Retention) -> dict[str, Any]:
         done = await retention.purge(ledger)
     finally:
         await ledger.close()
-    return {"inferences": done.inferences, "feedback": done.feedback, "seconds": round(done.seconds, 2), "batches": done.batches}
+    return {
+        "inferences": done.inferences,
+        "feedback": done.feedback,
+        "seconds": round(done.seconds, 2),
+        "batches": done.batches,
+    }
 
 
 def bench_pg(url: str, n: int, retention: Retention, baseline: float) -> dict[str, Any]:
@@ -281,7 +299,10 @@ def bench_pg(url: str, n: int, retention: Retention, baseline: float) -> dict[st
             during = w.latencies()
         out = {"rows": n, "fill_seconds": round(fill, 1), "purge": purge,
                "writer_without_purge": summary(quiet), "writer_during_purge": summary(during)}  # fmt: skip
-        print(f"postgres purge: {purge}; writer {out['writer_during_purge']} (alone {out['writer_without_purge']})", flush=True)
+        print(
+            f"postgres purge: {purge}; writer {out['writer_during_purge']} (alone {out['writer_without_purge']})",
+            flush=True,
+        )
         return out
     finally:
         asyncio.run(_pg(url, f"DROP SCHEMA {schema} CASCADE"))
@@ -291,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.purge", description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000, help="SQLite ledger rows (half purged)")
     p.add_argument("--pg-rows", type=int, default=1_000_000, help="PostgreSQL ledger rows (0 skips)")
-    p.add_argument("--pg-url", default=os.environ.get("SPECLEARN_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+    p.add_argument(
+        "--pg-url", default=os.environ.get("SPECLEARN_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    )
     p.add_argument("--batch", type=int, default=1000, help="rows per purge statement (SPECLEARN_LEDGER_PURGE_BATCH)")
     p.add_argument("--pause", type=float, default=0.05, help="seconds between batches (SPECLEARN_LEDGER_PURGE_PAUSE)")
     p.add_argument("--baseline", type=float, default=5.0, help="seconds of writer latency measured with no purge")

@@ -74,18 +74,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train", type=int, default=20, help="training questions (x --samples answers each)")
     p.add_argument("--eval", type=int, default=12, help="held-out questions per arm (after the training ones)")
     p.add_argument("--samples", type=int, default=2)
-    p.add_argument("--max-tokens", type=int, help="answer length cap of the served model; default: the taste's "
-                   "(80; 200 for the closing line, which an answer cut short never reaches)")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        help="answer length cap of the served model; default: the taste's "
+        "(80; 200 for the closing line, which an answer cut short never reaches)",
+    )
     p.add_argument("--complain-every", type=int, default=2, help="every N-th user comments on a down vote (0: none)")
-    p.add_argument("--concurrency", type=int, default=4, help="simulated users asking training questions at once (held-out ones are asked one at a time)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        help="simulated users asking training questions at once (held-out ones are asked one at a time)",
+    )
     p.add_argument("--no-oracle", action="store_true", help="skip the oracle arm")
     p.add_argument("--base-url", help="OpenAI-compatible upstream; default: the embedded local model")
     p.add_argument("--max-calls", type=int, default=160, help="LLM call budget per compile round")
-    p.add_argument("--judge-model", default="qwen2.5-coder-1.5b",
-                   help="the compiler's judge, an embedded model ('none': the compiler's own model judges)")
+    p.add_argument(
+        "--judge-model",
+        default="qwen2.5-coder-1.5b",
+        help="the compiler's judge, an embedded model ('none': the compiler's own model judges)",
+    )
     p.add_argument("--judge-base-url", help="the judge's endpoint instead of an embedded model")
-    p.add_argument("--format", dest="spec_format", choices=["sections", "persona"],
-                   help="how the learned rules are written (default: the compiler's, sections)")
+    p.add_argument(
+        "--format",
+        dest="spec_format",
+        choices=["sections", "persona"],
+        help="how the learned rules are written (default: the compiler's, sections)",
+    )
     p.add_argument("--out", type=Path, help="write the JSON report here")
     return p.parse_args(argv)
 

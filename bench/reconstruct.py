@@ -73,7 +73,9 @@ from proxy.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 # ../shared beside the checkout (CI lays a copy there too), else the workplace's own copy
-SHARED = next((d for d in (REPO.parent / "shared", Path("/work/shared")) if d.is_dir()), REPO.parent / "shared") / "data"
+SHARED = (
+    next((d for d in (REPO.parent / "shared", Path("/work/shared")) if d.is_dir()), REPO.parent / "shared") / "data"
+)
 RESULTS = Path(__file__).resolve().parent / "results" / "reconstruct.json"
 ASSISTANT = "You are a helpful assistant."
 THERAPIST = "You are a licensed therapist answering people's questions on a public Q&A site."
@@ -226,7 +228,10 @@ def guided_gain(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
              for g, u in zip(r["guided"]["votes"], r["unguided"]["votes"], strict=True)]  # fmt: skip
     if not pairs:
         return None
-    table = [sum(1 for g, u in pairs if (g, u) == key) for key in ((True, True), (True, False), (False, True), (False, False))]
+    table = [
+        sum(1 for g, u in pairs if (g, u) == key)
+        for key in ((True, True), (True, False), (False, True), (False, False))
+    ]
     d, lo, hi = paired_difference(*table)
     return {"difference": round(d, 3), "interval95": [round(lo, 3), round(hi, 3)], "n": len(pairs),
             "only_guided_right": table[1], "only_unguided_right": table[2]}  # fmt: skip
@@ -319,7 +324,10 @@ async def run_seed(ep: Endpoints, judge: Judge, source: Source, items: list[tupl
         compiled = await compile_train(ep, source, train, seed, Path(tmp), a.max_calls, say)
     say(f"seed {seed}: compile {compiled['result']} ({compiled['reason'] or 'ok'}), {compiled['llm_calls']} calls; "
         f"judging {len(test)} test pairs")  # fmt: skip
-    arms: dict[str, Any] = {"unguided": await judged(judge, "", test), "guided": await judged(judge, compiled["spec"], test)}
+    arms: dict[str, Any] = {
+        "unguided": await judged(judge, "", test),
+        "guided": await judged(judge, compiled["spec"], test),
+    }
     arms["oracle"] = await judged(judge, source.oracle, test) if source.oracle else None
     arms["checks"] = by_checks(compiled["spec"], test)
     arms["spec"] = checks_then_judge(arms["checks"], arms["guided"])
@@ -364,7 +372,10 @@ async def rescored(saved: dict[str, Any], judge: tuple[Judge, dict[str, Any]] | 
         for run in r["runs"]:
             test = split(source, items, run["seed"])[1][: run["test"]]
             if judge is not None:
-                run["unguided"], run["guided"] = await judged(j, "", test), await judged(j, run["compile"]["spec"], test)
+                run["unguided"], run["guided"] = (
+                    await judged(j, "", test),
+                    await judged(j, run["compile"]["spec"], test),
+                )
                 run["oracle"] = await judged(j, source.oracle, test) if source.oracle else None
             run["checks"] = by_checks(run["compile"]["spec"], test)
             run["spec"] = checks_then_judge(run["checks"], run["guided"])
@@ -462,7 +473,9 @@ def endpoints(a: argparse.Namespace, compiler: bool = True) -> Iterator[Endpoint
 
         compiler_url = a.base_url or (serve(a.model) if compiler else "")
         judge_url = a.judge_base_url or a.base_url or serve(a.judge_model)
-        yield Endpoints(compiler_url, a.model, judge_url, a.judge_model, kind, judge_embedded=judge_url in urls.values())
+        yield Endpoints(
+            compiler_url, a.model, judge_url, a.judge_model, kind, judge_embedded=judge_url in urls.values()
+        )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -470,16 +483,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dataset", action="append", choices=list(DATASETS), help="repeatable; default: all")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="icai-synthetic splits (and compile seeds)")
     p.add_argument("--limit", type=int, help="at most this many test pairs per run (a quick look)")
-    p.add_argument("--judge", help="judge kind (pointwise, pairwise; auto: chosen on known-answer items); "
-                   "default auto")
+    p.add_argument("--judge", help="judge kind (pointwise, pairwise; auto: chosen on known-answer items); default auto")
     p.add_argument("--model", default="qwen2.5-coder-0.5b", help="the compiler's LLM (an embedded model name)")
     p.add_argument("--judge-model", default="qwen2.5-coder-1.5b", help="the judge (an embedded model name)")
     p.add_argument("--base-url", help="the compiler's endpoint (…/v1) instead of the embedded model")
     p.add_argument("--judge-base-url", help="the judge's endpoint; default: --base-url if given, else embedded")
     p.add_argument("--max-calls", type=int, default=400, help="LLM call budget of each compile")
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--report", type=Path, help="print the table of a saved run again (no LLM), its derived arms "
-                   "recomputed; with --judge, its specs judged again by that judge kind (written to --out)")
+    p.add_argument(
+        "--report",
+        type=Path,
+        help="print the table of a saved run again (no LLM), its derived arms "
+        "recomputed; with --judge, its specs judged again by that judge kind (written to --out)",
+    )
     return p.parse_args(argv)
 
 

@@ -69,9 +69,7 @@ def headline(points: list[dict[str, Any]]) -> dict[str, Any]:
         if s and lt:
             out["throughput_ratio"][label] = _ratio(s["achieved_rps"], lt["achieved_rps"])
             # CPU per request under saturation: the steadiest number on a shared machine.
-            out["cpu_per_request_ratio"][label] = _ratio(
-                s["cpu_ms_per_req"]["target"], lt["cpu_ms_per_req"]["target"]
-            )
+            out["cpu_per_request_ratio"][label] = _ratio(s["cpu_ms_per_req"]["target"], lt["cpu_ms_per_req"]["target"])
         rates = sorted({p["offered_rps"] for p in points if p["mode"] == "open" and p["stream"] == stream})
         for rate in rates:
             s, lt = find("speclearn", stream, "open", rate), find("litellm", stream, "open", rate)
@@ -146,7 +144,11 @@ def headline_text(h: dict[str, Any]) -> str:
     for label, v in h["cpu_per_request_ratio"].items():
         if v is not None:
             parts.append(f"CPU per request speclearn/LiteLLM ({label}, saturation) = {v:.3f}")
-    ratios = (("added p50", "added_p50_ratio"), ("added p99", "added_p99_ratio"), ("added TTFT p50", "added_ttft_p50_ratio"))
+    ratios = (
+        ("added p50", "added_p50_ratio"),
+        ("added p99", "added_p99_ratio"),
+        ("added TTFT p50", "added_ttft_p50_ratio"),
+    )
     for name, key in ratios:
         for tag, v in h[key].items():
             if v is not None:
@@ -192,7 +194,11 @@ def plot(path: Path, points: list[dict[str, Any]]) -> bool:
     ):
         for t in targets:
             pts = sorted(
-                (p for p in points if p["target"] == t and p["stream"] == stream and p["mode"] == "open" and p.get(field)),
+                (
+                    p
+                    for p in points
+                    if p["target"] == t and p["stream"] == stream and p["mode"] == "open" and p.get(field)
+                ),
                 key=lambda p: p["offered_rps"],
             )
             if not pts:

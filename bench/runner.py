@@ -122,9 +122,7 @@ async def measure_point(
         **rec.to_dict(),
         **extra,
     }
-    point["saturated"] = bool(
-        rate is not None and (rec.error_count > 0 or point["achieved_rps"] < 0.9 * rate)
-    )
+    point["saturated"] = bool(rate is not None and (rec.error_count > 0 or point["achieved_rps"] < 0.9 * rate))
     return point
 
 
@@ -155,8 +153,11 @@ async def run_matrix(
                     if t.proc is not None and not t.proc.alive():
                         where = f"{'stream' if stream else 'json'}@{'saturation' if rate is None else f'{rate:g}'}"
                         exited[t.name] = {"exited_during": where, "exit_code": t.proc.popen.returncode}
-                        print(f"[bench] {t.name} exited (code {t.proc.popen.returncode}) during {where}; "
-                              "its later points are left out", flush=True)
+                        print(
+                            f"[bench] {t.name} exited (code {t.proc.popen.returncode}) during {where}; "
+                            "its later points are left out",
+                            flush=True,
+                        )
     finally:
         for s in sessions.values():
             await s.close()

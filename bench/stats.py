@@ -77,7 +77,9 @@ class Recorder:
         }
 
 
-def paired_difference(both: int, only_first: int, only_second: int, neither: int, z: float = 1.96) -> tuple[float, float, float]:
+def paired_difference(
+    both: int, only_first: int, only_second: int, neither: int, z: float = 1.96
+) -> tuple[float, float, float]:
     """Difference of two proportions measured on the same items (first - second) and its 95%
     interval: Newcombe's hybrid score method for paired data (Newcombe 1998, Statistics in
     Medicine 17:2635, method 10), Wilson bounds of each proportion combined with their

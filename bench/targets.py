@@ -24,8 +24,7 @@ LITELLM_VENV = BENCH_DIR / ".venv-litellm"
 LITELLM_REQUIREMENT = "litellm[proxy]==1.108.7"
 MARKER = "SPECLEARN-BENCH-MARKER"
 SPEC_TEXT = (
-    "You are a concise, friendly assistant for the speclearn benchmark. "
-    f"Answer in one short sentence. ({MARKER})\n"
+    f"You are a concise, friendly assistant for the speclearn benchmark. Answer in one short sentence. ({MARKER})\n"
 )
 
 

@@ -136,7 +136,9 @@ async def served(proxy: str, ref: str, questions: Sequence[str], max_tokens: int
     return texts, cut
 
 
-async def pairs_from_ledger(data: Path, specs: Path, windows: Sequence[tuple[float, float]], split: str) -> list[dict[str, Any]]:
+async def pairs_from_ledger(
+    data: Path, specs: Path, windows: Sequence[tuple[float, float]], split: str
+) -> list[dict[str, Any]]:
     """The DPO rows the compiler's code builds from the ledger's feedback inside `windows`."""
     from compiler.dpo_export import dpo_rows
     from compiler.settings import CompilerSettings
@@ -296,8 +298,10 @@ def _win(p: dict[str, Any] | None) -> str:
         return "-" if not p else f"0/0 ({p['ties']} ties{mean})"
     lo, hi = p["wilson95"]
     mean = f", mean P {p['mean_p_spec']:.2f}" if p.get("mean_p_spec") is not None else ""
-    return (f"{p['spec_wins']}/{p['spec_wins'] + p['dpo_wins']} = {p['spec_win_rate']:.2f} [{lo:.2f},{hi:.2f}] "
-            f"({p['ties']} ties{mean})")
+    return (
+        f"{p['spec_wins']}/{p['spec_wins'] + p['dpo_wins']} = {p['spec_win_rate']:.2f} [{lo:.2f},{hi:.2f}] "
+        f"({p['ties']} ties{mean})"
+    )
 
 
 def table(results: Sequence[dict[str, Any]]) -> str:
@@ -349,10 +353,14 @@ def _arms(text: str) -> list[str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.versus_dpo", description=__doc__.split("\n")[0])
     p.add_argument("--taste", action="append", choices=sorted(TASTES), help=f"repeatable; default: {', '.join(SEVEN)}")
-    p.add_argument("--arms", type=_arms, default=["a", "b", "c"], help="comma-separated subset of a,b,c,d (default a,b,c)")
+    p.add_argument(
+        "--arms", type=_arms, default=["a", "b", "c"], help="comma-separated subset of a,b,c,d (default a,b,c)"
+    )
     p.add_argument("--limit-pairs", type=int, help="train arm c on at most this many pairs (arm d: 5x as many)")
     p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--lrs", type=_floats, default=[5e-5, 2e-4], help="learning rates swept for arm c (default 5e-5,2e-4)")
+    p.add_argument(
+        "--lrs", type=_floats, default=[5e-5, 2e-4], help="learning rates swept for arm c (default 5e-5,2e-4)"
+    )
     p.add_argument("--beta", type=float, default=0.1, help="DPO beta")
     p.add_argument("--fluent-margin", type=float, default=0.2,
                    help="fluent: repeated-4-gram share at most the untuned model's + this")  # fmt: skip

@@ -124,7 +124,9 @@ class Check:
         if text.lower().startswith("when:"):
             scope, sep, text = text[5:].partition(";")
             if not sep:
-                raise CheckSyntaxError("when: needs a phrase and ';' before the check, e.g. when:refund;contains:policy")
+                raise CheckSyntaxError(
+                    "when: needs a phrase and ';' before the check, e.g. when:refund;contains:policy"
+                )
             scope, text = _phrase(scope), text.strip()
         negate = text.lower().startswith("not:")
         if negate:
@@ -219,8 +221,8 @@ _LANGUAGE_CODES = {v: k for k, v in LANGUAGE_NAMES.items()}
 _Q = r"\"([^\"]+)\""  # a phrase as a spec quotes it
 # a phrase as a comment quotes it, in any quotes, followed by the end or a space
 _QUOTE = "[\"'\u2018\u2019\u201c\u201d]"
-_QUOTED = _QUOTE + "([^\"\u2018\u2019\u201c\u201d]{2,60}?)" + _QUOTE + r"(?=\W*(?:$|\s))"
-_QUOTED_ITEM_RE = re.compile(_QUOTE + "([^\"\u2018\u2019\u201c\u201d]{2,60}?)" + _QUOTE)
+_QUOTED = _QUOTE + '([^"\u2018\u2019\u201c\u201d]{2,60}?)' + _QUOTE + r"(?=\W*(?:$|\s))"
+_QUOTED_ITEM_RE = re.compile(_QUOTE + '([^"\u2018\u2019\u201c\u201d]{2,60}?)' + _QUOTE)
 _NO_QUOTE = "[^\"'\u2018\u201c]"
 _AT_MOST = r"(?:at most|no more than|under|fewer than|maximum of)"
 _AT_MOST_SAID = r"(?:under|at most|no more than|max(?:imum)?(?: of)?|fewer than|less than|within)"

@@ -116,4 +116,3 @@ async def diagnose(ctx: Context, spec: str | None, say: Callable[[Finding], None
     finally:
         await llm.aclose()
     return findings
-

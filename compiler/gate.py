@@ -240,7 +240,9 @@ async def regenerate_wins(
 Rerun = Callable[[int], Test]  # the same test on k copies of its items (for "how much more")
 
 
-def check_tests(candidate: str, current: str, pairs: Sequence[Pair], singles: Sequence[Example]) -> list[tuple[Test, Rerun]]:
+def check_tests(
+    candidate: str, current: str, pairs: Sequence[Pair], singles: Sequence[Example]
+) -> list[tuple[Test, Rerun]]:
     """The checks' tests: Fisher on the thumbs, the sign test on explicit pairs (each when present)."""
     cand, cur = checks_from_text(candidate), checks_from_text(current)
     out: list[tuple[Test, Rerun]] = []
@@ -340,7 +342,9 @@ async def run_gate(
     # specs state different checkable rules, else the judge; the others only veto (no alpha spent)
     differ = set(checks_from_text(candidate)) != set(checks_from_text(current))
     by_checks = [tc for tc in tests if tc[0].name != JUDGE_TEST]
-    deciding = by_checks if (differ and by_checks) or not use_judge else [tc for tc in tests if tc[0].name == JUDGE_TEST]
+    deciding = (
+        by_checks if (differ and by_checks) or not use_judge else [tc for tc in tests if tc[0].name == JUDGE_TEST]
+    )
     correction = float(max(1, len(deciding)))
     _with_needed(deciding, correction, alpha)
     result = GateResult(False, cand_acc, cur_acc, margin, len(pairs), cand_agree, cur_agree, metric=metric,

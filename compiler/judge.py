@@ -81,7 +81,9 @@ class PairwiseJudge(Judge):
     async def _both_orders(self, make: Callable[[Example, Example], list[Message]], pair: Pair, stage: str) -> float:
         ask = self.llm.choose
         first = await ask(make(pair.chosen, pair.rejected), max_tokens=self.max_tokens, stage=stage, graded=self.graded)
-        second = await ask(make(pair.rejected, pair.chosen), max_tokens=self.max_tokens, stage=stage, graded=self.graded)
+        second = await ask(
+            make(pair.rejected, pair.chosen), max_tokens=self.max_tokens, stage=stage, graded=self.graded
+        )
         return (first + (1.0 - second)) / 2
 
     async def by_rule(self, rule: str, pair: Pair, stage: str = "validate") -> float:

@@ -23,7 +23,9 @@ EXPERIMENT_DECISIONS = Counter(
     "speclearn_experiment_decisions", "Looks of the auto-promote review at a canary, by outcome", ["spec", "decision"]
 )
 EXPERIMENT_P_VALUE = Gauge(
-    "speclearn_experiment_p_value", "Always-valid p-value of the canary's thumbs-up difference at the last look", ["spec"]
+    "speclearn_experiment_p_value",
+    "Always-valid p-value of the canary's thumbs-up difference at the last look",
+    ["spec"],
 )
 EXPERIMENT_LIFT = Gauge(
     "speclearn_experiment_lift", "Candidate's thumbs-up rate minus production's at the last look", ["spec"]

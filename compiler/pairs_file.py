@@ -94,7 +94,9 @@ def _from_messages(prompt: Any, chosen: list[dict[str, Any]], rejected: list[dic
     while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
         shared += 1
     given = _messages(prompt)
-    head = prompt_text({"messages": given}) if given else str(prompt or "") or prompt_text({"messages": chosen[:shared]})
+    head = (
+        prompt_text({"messages": given}) if given else str(prompt or "") or prompt_text({"messages": chosen[:shared]})
+    )
     return head, _answer_text(chosen[shared:]), _answer_text(rejected[shared:])
 
 

@@ -251,8 +251,10 @@ class Round:
             # a check that does not fit is grounded: one Yes/No question per shared phrase
             per_phrase = max(estimate_tokens(prompts.phrase_meets_wish(self.instruction, w.comment, "a b c")[0]["content"])
                              for w in self.wishes) + s.translate_max_tokens  # fmt: skip
-            stages["translate"] = (len(self.wishes) * (1 + GROUNDING_CANDIDATES),
-                                   len(self.wishes) * (per_wish + s.translate_max_tokens + GROUNDING_CANDIDATES * per_phrase))
+            stages["translate"] = (
+                len(self.wishes) * (1 + GROUNDING_CANDIDATES),
+                len(self.wishes) * (per_wish + s.translate_max_tokens + GROUNDING_CANDIDATES * per_phrase),
+            )
         sample = sample_pairs(self.train, plan.sample, s.seed)
         passes = min(plan.passes, len(sample))
         if passes:
@@ -354,7 +356,9 @@ class Round:
                 self.judge_llm, self.instruction, self.wishes, self.dataset.train.examples, min_users=self.min_users,
                 max_tokens=self.s.translate_max_tokens, seed=self.s.seed,
             )  # fmt: skip
-            self.say(f"translate: {len(self.wishes)} comment(s) no pattern reads -> {len(translated)} rule(s) with a check")
+            self.say(
+                f"translate: {len(self.wishes)} comment(s) no pattern reads -> {len(translated)} rule(s) with a check"
+            )
             self.new_text = new_text_rules(self.result.evidence["wishes"])
         # the same check found by evidence too: the translation keeps it, with the words users
         # meant and the users who asked (what the comment-only gate counts)
@@ -513,7 +517,9 @@ class Round:
         held = await self.registry.publish(self.name, text, meta=meta,
                                            author="compiler", parent=parent, labels=[self.label])  # fmt: skip
         self.result.held.append(held)
-        self.say(f"held {held.ref} for a person ({meta['held_for']}): `speclearn specs approve {self.name} {held.version}`")
+        self.say(
+            f"held {held.ref} for a person ({meta['held_for']}): `speclearn specs approve {self.name} {held.version}`"
+        )
         return held
 
     async def propose_edits(self, kept: list[Principle], proposals: list[Proposal], *, publish_result: bool) -> None:

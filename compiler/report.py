@@ -90,7 +90,9 @@ def gate(result: RoundResult) -> str:
     if g.judge_calibration:
         for c in g.judge_calibration.get("tried", []):
             verdict = "trusted" if c["trusted"] else "not trusted"
-            text += f"\n      judge calibration: {c['judge']} {c['agree']}/{c['items']} known answers right -> {verdict}"
+            text += (
+                f"\n      judge calibration: {c['judge']} {c['agree']}/{c['items']} known answers right -> {verdict}"
+            )
     if g.win_rate is not None:
         text += f"\n      regenerated: won {g.wins}, lost {g.losses}, Wilson 95% lower bound {g.wilson_lower:.3f}"
     return text

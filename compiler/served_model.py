@@ -35,7 +35,7 @@ def most_used(counts: dict[str, int]) -> str:
 
 async def from_traffic(ledger: Ledger, spec: str | None, since: float, days: float) -> ModelChoice | None:
     """The model most of `spec`'s answered requests since `since` used, else all specs'."""
-    for scope in ([spec, None] if spec is not None else [None]):
+    for scope in [spec, None] if spec is not None else [None]:
         counts = await ledger.model_counts(scope, since)
         if counts:
             model, total = most_used(counts), sum(counts.values())

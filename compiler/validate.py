@@ -98,6 +98,7 @@ class Selection:
 # beats the 15-word limit the length quantiles suggest when held-out votes cannot tell them apart)
 TRUST = {"comment": 0, "current": 1, "evidence": 2, "llm": 3}
 
+
 def family(p: Principle) -> str:
     """Rules of a family compete for one place: "at most 25 words" and "at most 50 words"
     (numeric variants the proposer and the evidence both found), "use a list" and "never a
@@ -207,7 +208,9 @@ def select(
             p.status = "unrequested"
         elif accurate(p) and too_few_users(p):
             p.status = "rejected"
-            p.evidence["too_few_users"] = f"backed by {p.users} distinct user(s) on held-out feedback, {min_users} needed"
+            p.evidence["too_few_users"] = (
+                f"backed by {p.users} distinct user(s) on held-out feedback, {min_users} needed"
+            )
         else:
             p.status = "rejected" if p.relevant or p.method == "check" else "unvalidated"
     return Selection(kept, dropped, rejected)

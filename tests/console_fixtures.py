@@ -1,5 +1,6 @@
 """Shared by the console and browser-feedback tests: a registry with real versions (one with
 compiler-style front matter) and an in-process proxy app."""
+
 from __future__ import annotations
 
 import time

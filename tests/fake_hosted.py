@@ -71,7 +71,9 @@ class FakeHosted:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- what it answers ------------------------------------------------------------------------
-    def handle(self, method: str, path: str, authorization: str | None, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def handle(
+        self, method: str, path: str, authorization: str | None, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         seen = Seen(path, authorization, body)
         with self._lock:
             self.seen.append(seen)
@@ -80,7 +82,9 @@ class FakeHosted:
             seen.usage = payload.get("usage")
         return status, payload
 
-    def _answer(self, method: str, path: str, authorization: str | None, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _answer(
+        self, method: str, path: str, authorization: str | None, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         if not authorization:
             return error(401, "You didn't provide an API key. You need to provide your API key in an "
                               "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", None)  # fmt: skip
@@ -147,7 +151,9 @@ class FakeHosted:
     # -- who asked for what ----------------------------------------------------------------------
     def chats(self, model: str | None = None) -> list[Seen]:
         """The chat completion requests that reached the server (refused ones too)."""
-        return [s for s in self.seen if s.path == "/v1/chat/completions" and (model is None or s.body.get("model") == model)]
+        return [
+            s for s in self.seen if s.path == "/v1/chat/completions" and (model is None or s.body.get("model") == model)
+        ]
 
     # -- transport ---------------------------------------------------------------------------------
     @contextlib.contextmanager

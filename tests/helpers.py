@@ -1,5 +1,6 @@
 """Test harness: a real fake upstream (HTTP on loopback, records what it receives, injects faults)
 and the proxy started as a real `speclearn serve` process."""
+
 from __future__ import annotations
 
 import asyncio
@@ -124,7 +125,9 @@ class FakeUpstream:
                  "choices": [{"index": 0, "text": "completed", "finish_reason": "stop"}]}
             )  # fmt: skip
         if path == "/v1/embeddings":
-            return web.json_response({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}]})
+            return web.json_response(
+                {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}]}
+            )
         return web.json_response({"echo": path, "method": request.method, "query": request.query_string})
 
     async def _chat_stream(self, request: web.Request, body: dict[str, Any], fault: str) -> web.StreamResponse:
@@ -171,8 +174,20 @@ class FakeUpstream:
         final = response_object(body)
         events = [
             {"type": "response.created", "response": {**final, "status": "in_progress", "output": []}},
-            {"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "resp"},
-            {"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "onse"},
+            {
+                "type": "response.output_text.delta",
+                "item_id": "msg_1",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": "resp",
+            },
+            {
+                "type": "response.output_text.delta",
+                "item_id": "msg_1",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": "onse",
+            },
             {"type": "response.completed", "response": final},
         ]
         for seq, event in enumerate(events):

@@ -1,4 +1,5 @@
 """Reading the proxy's SQLite ledger from tests, waiting for the batched write to land."""
+
 from __future__ import annotations
 
 import sqlite3

@@ -1,5 +1,6 @@
 """Approval mode: compiled versions are held, never served, until a person approves them
 (`speclearn specs approve`, or the admin API); the decision log on the command line."""
+
 from __future__ import annotations
 
 import subprocess
@@ -87,7 +88,9 @@ def test_held_versions_are_never_served_until_approved(fake_upstream: FakeUpstre
 
         # the command line, for the next one
         assert hold(specs, "HELD FOUR", "candidate") == 4
-        assert cli(proxy.env, "specs", "approve", "default", "4").stdout.strip() == "default@4: approved, candidate -> 4"
+        assert (
+            cli(proxy.env, "specs", "approve", "default", "4").stdout.strip() == "default@4: approved, candidate -> 4"
+        )
         assert hold(specs, "HELD FIVE", "production") == 5
         assert cli(proxy.env, "specs", "reject", "default", "5").stdout.strip() == "default@5: rejected"
         assert "not awaiting approval" in cli(proxy.env, "specs", "approve", "default", "5", ok=False).stderr

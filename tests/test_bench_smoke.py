@@ -18,9 +18,24 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 POINT_KEYS = {
-    "target", "stream", "mode", "offered_rps", "concurrency", "duration_s", "sent", "ok", "errors",
-    "error_kinds", "achieved_rps", "latency_ms", "ttft_ms", "inter_chunk_ms", "cpu_ms_per_req",
-    "rss_peak_mb", "spec_injected_fraction", "saturated",
+    "target",
+    "stream",
+    "mode",
+    "offered_rps",
+    "concurrency",
+    "duration_s",
+    "sent",
+    "ok",
+    "errors",
+    "error_kinds",
+    "achieved_rps",
+    "latency_ms",
+    "ttft_ms",
+    "inter_chunk_ms",
+    "cpu_ms_per_req",
+    "rss_peak_mb",
+    "spec_injected_fraction",
+    "saturated",
 }
 
 
@@ -142,7 +157,7 @@ def test_reconstruct_prints_one_line_per_data_set(tmp_path: Path, capsys: pytest
     out = tmp_path / "reconstruct.json"
     with FakeLLM().serve() as base_url:
         assert main(["--base-url", base_url, "--limit", "2", "--seeds", "0", "--out", str(out)]) == 0
-    lines = capsys.readouterr().out.splitlines()[-len(DATASETS):]
+    lines = capsys.readouterr().out.splitlines()[-len(DATASETS) :]
     num, ci = r"\d\.\d\d", r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]"
     for name, line in zip(DATASETS, lines, strict=True):
         oracle = "-" if name == "counsel-chat" else num
@@ -164,11 +179,28 @@ def test_reconstruct_prints_one_line_per_data_set(tmp_path: Path, capsys: pytest
     assert all(r["gain"]["n"] == 2 for r in report["results"])  # guided vs unguided, paired on the test pairs
     # a saved run prints again without an LLM, its derived arms recomputed to the same values
     assert main(["--report", str(out)]) == 0
-    assert capsys.readouterr().out.splitlines()[-len(DATASETS):] == lines
+    assert capsys.readouterr().out.splitlines()[-len(DATASETS) :] == lines
     with FakeLLM().serve() as base_url:  # the saved specs judged again by another judge kind, no compile
         again = tmp_path / "again.json"
-        assert main(["--report", str(out), "--judge", "pairwise", "--base-url", base_url, "--out", str(again),
-                     "--dataset", "orthogonal", "--dataset", "unaligned"]) == 0
+        assert (
+            main(
+                [
+                    "--report",
+                    str(out),
+                    "--judge",
+                    "pairwise",
+                    "--base-url",
+                    base_url,
+                    "--out",
+                    str(again),
+                    "--dataset",
+                    "orthogonal",
+                    "--dataset",
+                    "unaligned",
+                ]
+            )
+            == 0
+        )
     rejudged = json.loads(again.read_text())["results"]
     chosen = [r for r in report["results"] if r["dataset"] in ("orthogonal", "unaligned")]
     assert [r["runs"][0]["compile"] for r in rejudged] == [r["runs"][0]["compile"] for r in chosen]
@@ -251,7 +283,12 @@ def test_paired_difference_interval() -> None:
     assert narrow[2] - narrow[1] < wide[2] - wide[1]
     runs = [{"guided": {"votes": [1, 1, -1, 0]}, "unguided": {"votes": [-1, 1, 1, -1]}}]
     g = guided_gain(runs)
-    assert g is not None and (g["n"], g["only_guided_right"], g["only_unguided_right"], g["difference"]) == (4, 1, 1, 0.0)
+    assert g is not None and (g["n"], g["only_guided_right"], g["only_unguided_right"], g["difference"]) == (
+        4,
+        1,
+        1,
+        0.0,
+    )
 
 
 # -- bench.versus_dpo: what runs without the `dpo` extra (the benchmark itself needs it and a model)
@@ -290,7 +327,9 @@ async def test_versus_dpo_asks_the_served_arms_greedily_and_one_answer_apart() -
     with FakeLLM(answer=model).serve() as base_url:
         texts, cut = await served(base_url, "support", ["Why?", "How?"], max_tokens=16)
     assert texts == ["ok", "ok"] and cut == [False, False]
-    assert [(b["temperature"], b["seed"], b["cache_prompt"], b["max_tokens"]) for b in bodies] == [(0.0, 0, False, 16)] * 2
+    assert [(b["temperature"], b["seed"], b["cache_prompt"], b["max_tokens"]) for b in bodies] == [
+        (0.0, 0, False, 16)
+    ] * 2
 
 
 def test_versus_dpo_pairs_are_the_compilers_with_the_instruction_first() -> None:
@@ -331,7 +370,9 @@ def test_versus_dpo_without_the_extra_says_how_to_install(
 
 def test_versus_dpo_config_fits_the_installed_trl(tmp_path: Path) -> None:
     """The DPOConfig bench/dpo_train.py builds is accepted by the installed TRL (no model loaded)."""
-    pytest.importorskip("trl", reason="the `dpo` extra is not installed: pip install torch==2.13.0 && pip install -e '.[dpo]'")
+    pytest.importorskip(
+        "trl", reason="the `dpo` extra is not installed: pip install torch==2.13.0 && pip install -e '.[dpo]'"
+    )
     from bench.dpo_train import dpo_config
 
     config = dpo_config(str(tmp_path), lr=5e-5, epochs=1, max_length=256)

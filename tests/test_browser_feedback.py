@@ -1,6 +1,7 @@
 """Feedback from browsers, in process: CORS on /v1/feedback only, publishable keys that can do
 nothing else, and the per-key and per-address token buckets (429 + Retry-After); and in Debian's
 Chromium, the snippet's comment box, changed vote and retraction against a real proxy."""
+
 from __future__ import annotations
 
 import asyncio
@@ -41,7 +42,9 @@ def test_preflight_allows_configured_origins_only(tmp_path: Path) -> None:
         assert r.headers["access-control-allow-origin"] == APP
         assert "POST" in r.headers["access-control-allow-methods"]
         assert "authorization" in r.headers["access-control-allow-headers"]
-        assert c.options("/v1/feedback", headers={"origin": "https://other.example", **ask}).status_code == 204  # trailing / in config
+        assert (
+            c.options("/v1/feedback", headers={"origin": "https://other.example", **ask}).status_code == 204
+        )  # trailing / in config
         r = c.options("/v1/feedback", headers={"origin": "https://evil.example", **ask})
         assert r.status_code == 403 and error_code(r) == "origin_not_allowed"
         assert "access-control-allow-origin" not in r.headers
@@ -50,10 +53,18 @@ def test_preflight_allows_configured_origins_only(tmp_path: Path) -> None:
 def test_post_from_an_allowed_origin_carries_cors_headers_and_others_are_refused(tmp_path: Path) -> None:
     with browser(tmp_path) as c:
         add_inference(c, "inf-cors")
-        r = c.post("/v1/feedback", json={"inference_id": "inf-cors", "value": "up"}, headers={"origin": APP, **PUBLISHABLE})
-        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == APP and r.headers["vary"] == "Origin"
+        r = c.post(
+            "/v1/feedback", json={"inference_id": "inf-cors", "value": "up"}, headers={"origin": APP, **PUBLISHABLE}
+        )
+        assert (
+            r.status_code == 200 and r.headers["access-control-allow-origin"] == APP and r.headers["vary"] == "Origin"
+        )
         # an error an allowed page should be able to read carries the headers too
-        r = c.post("/v1/feedback", json={"inference_id": "inf-cors", "value": "sideways"}, headers={"origin": APP, **PUBLISHABLE})
+        r = c.post(
+            "/v1/feedback",
+            json={"inference_id": "inf-cors", "value": "sideways"},
+            headers={"origin": APP, **PUBLISHABLE},
+        )
         assert r.status_code == 400 and r.headers["access-control-allow-origin"] == APP
         # a disallowed origin is refused by the server, not only by the browser (a text/plain
         # form post would arrive without a preflight)
@@ -101,9 +112,17 @@ def test_a_publishable_key_may_only_send_feedback(tmp_path: Path, client_keys: l
         r = c.post("/console/login", data={"key": "pk-browser"})
         assert r.status_code == 401
         if client_keys:  # with client keys set, an unknown key is refused on feedback too
-            r = c.post("/v1/feedback", json={"inference_id": "inf-scope", "value": "up"}, headers={"authorization": "Bearer nope"})
+            r = c.post(
+                "/v1/feedback",
+                json={"inference_id": "inf-scope", "value": "up"},
+                headers={"authorization": "Bearer nope"},
+            )
             assert r.status_code == 401 and error_code(r) == "invalid_api_key"
-            r = c.post("/v1/feedback", json={"inference_id": "inf-scope", "value": "up"}, headers={"authorization": "Bearer sk-backend"})
+            r = c.post(
+                "/v1/feedback",
+                json={"inference_id": "inf-scope", "value": "up"},
+                headers={"authorization": "Bearer sk-backend"},
+            )
             assert r.status_code == 200
 
 

@@ -16,6 +16,7 @@ from compiler.text import parse_rules
 from compiler.validate import family, select, validate
 from tests.fake_llm import QUESTIONS
 
+
 @pytest.mark.parametrize("raw, message", [
     ("shout", "unknown check kind"),
     ("max_words:many", "whole number"),
@@ -134,8 +135,15 @@ def test_a_scoped_check_asks_nothing_of_answers_to_other_questions() -> None:
     assert checks_from_text(long_scope) == []  # not a scope the language has: no check, no crash
     from compiler.gate import pair_score
 
-    other = Pair("o", Example("c", "Which ice cream?", "Lemon.", 1.0), Example("r", "Which ice cream?", "Blue.", -1.0), "thumbs")
-    shirt = Pair("s", Example("c", "Which t-shirt?", "The blue.", 1.0), Example("r", "Which t-shirt?", "The green.", -1.0), "thumbs")
+    other = Pair(
+        "o", Example("c", "Which ice cream?", "Lemon.", 1.0), Example("r", "Which ice cream?", "Blue.", -1.0), "thumbs"
+    )
+    shirt = Pair(
+        "s",
+        Example("c", "Which t-shirt?", "The blue.", 1.0),
+        Example("r", "Which t-shirt?", "The green.", -1.0),
+        "thumbs",
+    )
     assert (pair_score([blue], other), pair_score([blue], shirt)) == (0.5, 1.0)
 
 
@@ -145,7 +153,9 @@ def test_a_proposed_check_requiring_a_phrase_no_answer_wrote_is_refused() -> Non
     from compiler.propose import only_written_phrases
 
     answers = ["It depends. For example, rest helps.", "Sleep more."]
-    copied = only_written_phrases(llm_principle("Use clear wording. [check: contains_any:phrase one|phrase two]", []), answers)
+    copied = only_written_phrases(
+        llm_principle("Use clear wording. [check: contains_any:phrase one|phrase two]", []), answers
+    )
     assert copied.check is None and copied.text == "Use clear wording."
     assert "requires a phrase no answer has used" in copied.evidence["check_error"]
     kept = only_written_phrases(llm_principle("Give an example. [check: contains:for example]", []), answers)

@@ -171,7 +171,9 @@ def test_jsonl_pairs_and_errors(tmp_path: Path) -> None:
     ]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "Q", "chosen": "yes"}\n')
-    with pytest.raises(PairsFileError, match=r"expected columns prompt \(optional\), chosen, rejected.*found \['chosen', 'prompt'\]"):
+    with pytest.raises(
+        PairsFileError, match=r"expected columns prompt \(optional\), chosen, rejected.*found \['chosen', 'prompt'\]"
+    ):
         read_pairs(bad)
     badcsv = tmp_path / "bad.csv"
     badcsv.write_text("a,b\n1,2\n")

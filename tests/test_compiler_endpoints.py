@@ -53,7 +53,9 @@ def runtime(monkeypatch: pytest.MonkeyPatch, installed: bool) -> None:
     """xllamacpp present or not, as `find_spec` (all the code asks) reports it."""
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda n, *a: (object() if installed else None) if n == "xllamacpp" else real(n, *a)
+        importlib.util,
+        "find_spec",
+        lambda n, *a: (object() if installed else None) if n == "xllamacpp" else real(n, *a),
     )
 
 

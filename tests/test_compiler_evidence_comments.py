@@ -101,7 +101,11 @@ def test_every_check_kind_survives_a_round_trip_through_front_matter() -> None:
 
     for raw, good, bad in [
         ("ends_with:hope this helps", "Sure. Hope this helps!", "Sure."),
-        ("in_language:fr", "Bonjour, je suis très content de vous aider avec cette question.", "Hello, I am happy to help you."),
+        (
+            "in_language:fr",
+            "Bonjour, je suis très content de vous aider avec cette question.",
+            "Hello, I am happy to help you.",
+        ),
     ]:
         check = Check.parse(raw)
         assert str(check) == raw

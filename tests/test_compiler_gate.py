@@ -138,7 +138,10 @@ async def test_a_requested_rule_held_out_contrasts_cannot_yet_prove_ships_on_req
     assert waits.not_enough and not waits.passed and waits.reason.startswith("not enough feedback yet")
     asked = await gate(3)
     assert asked.passed and not asked.not_enough
-    assert asked.reason.startswith("requested by 3 distinct users") and "too few to test (p = 0.167 > 0.05)" in asked.reason
+    assert (
+        asked.reason.startswith("requested by 3 distinct users")
+        and "too few to test (p = 0.167 > 0.05)" in asked.reason
+    )
     assert not (await gate(1)).passed  # one voice is not a request
     english = "You help. Always answer in English."  # does not lead: the request cannot rescue it
     refused = await gate(3, english)

@@ -111,7 +111,9 @@ async def test_gate_rejects_a_worse_candidate(tmp_path: Path) -> None:
         return rule_judge(criteria, a, b)
 
     fake = FakeLLM(judge=misled, persona=lambda rules: "You love long, detailed answers. " + default_persona(rules))
-    ctx = await make_ctx(tmp_path, fake, judges=["pairwise+calibrated"], spec_format="persona")  # the misled judge is pairwise
+    ctx = await make_ctx(
+        tmp_path, fake, judges=["pairwise+calibrated"], spec_format="persona"
+    )  # the misled judge is pairwise
     result = await compile_spec(ctx, "support")
     await close(ctx)
     assert result.result == "gate_failed" and result.gate is not None and not result.gate.passed
@@ -124,7 +126,9 @@ async def test_gate_rejects_a_worse_candidate(tmp_path: Path) -> None:
 async def test_a_blind_judge_never_decides_the_gate(tmp_path: Path) -> None:
     """Every candidate has a check, so none needs the judge to validate it; the gate would still
     ask the judge, so it is calibrated anyway, fails, and the specs' checks decide the gate."""
-    fake = FakeLLM(rules=['Never use the phrase "I guess".'], judge=lambda *a: None, point_judge=None, knows_calibration=False)
+    fake = FakeLLM(
+        rules=['Never use the phrase "I guess".'], judge=lambda *a: None, point_judge=None, knows_calibration=False
+    )
     await fill_ledger(tmp_path / "l.db", comments=False)  # no "sounds reluctant": no tone rule
     ctx = await make_ctx(tmp_path, fake)
     await ctx.registry.publish("support", INSTRUCTION, labels=["production"])  # no rules of its own
@@ -137,7 +141,9 @@ async def test_a_blind_judge_never_decides_the_gate(tmp_path: Path) -> None:
 
 
 async def test_force_publishes_past_the_gate_and_says_so(tmp_path: Path) -> None:
-    fake = FakeLLM(judge=lambda *a: None, point_judge=None, knows_calibration=False)  # a blind judge: fails calibration, the checks decide
+    fake = FakeLLM(
+        judge=lambda *a: None, point_judge=None, knows_calibration=False
+    )  # a blind judge: fails calibration, the checks decide
     ctx = await make_ctx(tmp_path, fake, gate_margin=0.99)
     result = await compile_spec(ctx, "support", force=True)
     await close(ctx)

@@ -26,7 +26,9 @@ PROMPT = """# ACME support
 
 def test_contradiction_is_a_different_setting_or_the_negation() -> None:
     assert contradicts(Check("max_words", "20"), Check("max_words", "200"))
-    assert contradicts(Check("no_list"), Check("list")) and contradicts(Check("forbid", "sorry"), Check("contains", "sorry"))
+    assert contradicts(Check("no_list"), Check("list")) and contradicts(
+        Check("forbid", "sorry"), Check("contains", "sorry")
+    )
     assert contradicts(Check("in_language", "fr"), Check("language", "en"))
     assert contradicts(Check("min_words", "300"), Check("max_words", "200"))
     assert not contradicts(Check("min_words", "50"), Check("max_words", "200"))  # both can hold
@@ -60,10 +62,15 @@ async def test_a_contradicting_rule_is_held_for_a_person_and_the_prompt_stays_se
     assert state.blocked(held.version) and state.resolve(None).text == PROMPT  # never served before approval
     assert held.meta["held_for"] == "proposal" and held.meta["proposal"]["replaces"] == "Keep answers under 200 words."
     human, learned = split_spec(held.text)
-    assert human == PROMPT.replace("Keep answers under 200 words.", "Answer in one short sentence of at most 20 words.").rstrip()
+    assert (
+        human
+        == PROMPT.replace("Keep answers under 200 words.", "Answer in one short sentence of at most 20 words.").rstrip()
+    )
     assert "20 words" not in learned  # the rule replaces the sentence, it is not said twice
     # without the contradicting rule the candidate explains too little here: nothing else is served
-    assert result.result != "published" and result.reason.endswith("1 proposal(s) to change the person's text await approval")
+    assert result.result != "published" and result.reason.endswith(
+        "1 proposal(s) to change the person's text await approval"
+    )
     # the next round over the same evidence proposes nothing new
     ctx = await make_ctx(tmp_path, FakeLLM(), seed=11)
     again = await compile_spec(ctx, "support")
@@ -91,6 +98,8 @@ def test_the_diff_keeps_list_markers_and_splits_prose_into_sentences() -> None:
     lines = diff(old, new, "v1", "v2").splitlines()
     assert " 2. Hand over to a human when the customer asks twice." in lines  # context keeps its marker
     assert [ln for ln in lines if ln.startswith("+") and not ln.startswith("+++")] == [
-        "+## Learned from feedback", "+- Be kind. Be brief."]
+        "+## Learned from feedback",
+        "+- Be kind. Be brief.",
+    ]
     prose = diff("You help. Be thorough.", "You help. Be brief.").splitlines()
     assert "-Be thorough." in prose and "+Be brief." in prose and " You help." in prose

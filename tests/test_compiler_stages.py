@@ -110,7 +110,7 @@ def test_current_principles_are_the_learned_rules_never_the_persons_text() -> No
     ]
     human = SpecVersion("s", 1, "You are the ACME helper. Always greet the user by name. Be brief.\n", "h", {})
     assert current_principles(human) == []  # the person's text is kept, not validated away
-    edited = SpecVersion("s", 3, compose(human.text, "- Never use the phrase \"I guess\".\n- Be kind."), "h", {})
+    edited = SpecVersion("s", 3, compose(human.text, '- Never use the phrase "I guess".\n- Be kind.'), "h", {})
     assert [p.text for p in current_principles(edited)] == ['Never use the phrase "I guess".', "Be kind."]
 
 
@@ -200,6 +200,7 @@ def test_select_leaves_out_a_rule_the_kept_rules_already_explain() -> None:
     words, not evidence. A length limit whose items the kept list rule already explains adds
     none either; a language rule whose items only phrase rules explain stays (a phrase says
     nothing of the next answer's language), and two rules the items cannot tell apart both stay."""
+
     def measured(text: str, check: Check, agrees: range, seen: range = range(10)) -> Principle:
         p = Principle(text, "evidence", check)
         p.method, p.n, p.relevant, p.support = "check", len(seen), len(agrees), len(agrees)
@@ -285,7 +286,9 @@ async def test_persona_falls_back_to_the_list_when_the_paragraph_fails() -> None
     out = await synthesize("Help.", ps, llm(looping), fmt="persona")
     assert out.method == "sections" and out.repairs == ["LLM paragraph repeats itself"]
     # a paraphrase of a checkable rule is not the rule: the list states it in its words
-    closing = Principle('End every answer with the line "Hope this helps!".', "comment", Check("ends_with", "hope this helps"))
+    closing = Principle(
+        'End every answer with the line "Hope this helps!".', "comment", Check("ends_with", "hope this helps")
+    )
     vague = FakeLLM(persona=lambda rules: varied + " You close warmly, hoping that your answer helps.")
     out = await synthesize("Help.", [closing], llm(vague), fmt="persona")
     assert (out.method, out.text) == ("sections", compose("Help.", f"- {closing.text}"))
@@ -314,7 +317,12 @@ async def test_gate_without_a_trusted_judge_uses_the_specs_checkable_rules() -> 
     held = pairs(6)
     fake = FakeLLM()
     res = await run_gate(
-        PairwiseJudge(llm(fake)), "Keep answers short: at most 20 words.", "You help.", held, margin=0.0, use_judge=False
+        PairwiseJudge(llm(fake)),
+        "Keep answers short: at most 20 words.",
+        "You help.",
+        held,
+        margin=0.0,
+        use_judge=False,
     )
     assert res.passed and res.metric == "checks" and res.candidate_accuracy > 0.75 and res.current_accuracy == 0.5
     assert fake.calls == []

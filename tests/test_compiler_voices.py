@@ -145,7 +145,9 @@ async def test_a_voice_the_rule_mostly_contradicts_does_not_back_it() -> None:
 
 async def test_single_held_out_votes_of_one_user_are_one_voice() -> None:
     """The comment-only path validates on single votes: they too must come from several users."""
-    p = Principle('End every answer with the line "Hope this helps!".', "comment", Check("ends_with", "hope this helps"))
+    p = Principle(
+        'End every answer with the line "Hope this helps!".', "comment", Check("ends_with", "hope this helps")
+    )
     singles = [down(i, None, "solo") for i in range(6)]
     await validate([p], [], None, max_pairs=4, singles=singles)
     select([p], top_k=4, min_accuracy=0.55, min_prevalence=0.1, min_users=2)
@@ -221,7 +223,9 @@ async def test_a_prompt_injection_in_a_comment_is_flagged_and_kept_from_the_prop
     ledger = SqliteLedger(tmp_path / "l.db")
     await ledger.start()
     for i in range(3):
-        await ledger.add_feedback(FeedbackRecord(f"fb-m{i}", f"inf-m{i}", "thumb", -1.0, 1_700_000_010.0 + i, INJECTION))
+        await ledger.add_feedback(
+            FeedbackRecord(f"fb-m{i}", f"inf-m{i}", "thumb", -1.0, 1_700_000_010.0 + i, INJECTION)
+        )
     await ledger.close()
 
     fake = FakeLLM(echo_comments=True)
@@ -251,11 +255,14 @@ def test_the_report_says_how_many_voices_and_what_more_is_needed() -> None:
     anonymous = census([ex(i, None) for i in range(40)])
     assert (anonymous.distinct, anonymous.anonymous_events) == (1, 40)
     said = sentence(anonymous, 2)
-    assert said.startswith("Feedback came from 1 distinct voice(s) (0 user(s), 40 anonymous event(s) counted as one voice)")
+    assert said.startswith(
+        "Feedback came from 1 distinct voice(s) (0 user(s), 40 anonymous event(s) counted as one voice)"
+    )
     assert "needs 2" in said and "`user`" in said and "X-User-Id" in said and said.count(".") == 1
     mixed = census([ex(0, "ann"), ex(1, "bob"), ex(2, "session:s1"), ex(3, None)])
     assert mixed.distinct == 4 and sentence(mixed, 2) == (
-        "Feedback came from 4 distinct voice(s) (2 user(s), 1 session(s), 1 anonymous event(s) counted as one voice).")
+        "Feedback came from 4 distinct voice(s) (2 user(s), 1 session(s), 1 anonymous event(s) counted as one voice)."
+    )
 
 
 async def test_comments_from_an_app_without_user_ids_compile_into_a_version_held_for_a_person(tmp_path: Path) -> None:

@@ -37,18 +37,20 @@ def down(i: int, comment: str, user: str, response: str = PLAIN) -> Example:
 
 
 async def test_a_vague_comment_is_learned_through_a_translated_check(tmp_path: Path) -> None:
-    """"give me an example" names no pattern the compiler reads; the LLM turns it into a rule
+    """ "give me an example" names no pattern the compiler reads; the LLM turns it into a rule
     with a check, the held-out votes agree with it, and the served answers change."""
     fake = FakeLLM(translate=translator)
     before, after = await one_round(tmp_path, example_when_told, "example", complain_every=2, fake=fake)
     assert before.eval_up_rate < 0.2 and fake.count("turn a complaint into a rule") >= 1
     assert before.compile_result == "published", before.compile_reason
-    assert "Give a concrete example." in after.spec_text and '"For example"' in after.spec_text  # as the answers write it
+    assert (
+        "Give a concrete example." in after.spec_text and '"For example"' in after.spec_text
+    )  # as the answers write it
     assert after.eval_up_rate == 1.0
 
 
 async def test_a_grounded_wish_is_learned_end_to_end(tmp_path: Path) -> None:
-    """"tell me why": the LLM's check ("why") fits no liked answer; grounded in the liked
+    """ "tell me why": the LLM's check ("why") fits no liked answer; grounded in the liked
     answers' "because", the rule is validated, published and followed (without grounding the
     round learns nothing: no other path finds a lone stopword)."""
     why = ("Why do cats purr?", "Why is exercise important?", "How do airplanes fly?", "Describe a rainbow.")
@@ -72,7 +74,9 @@ async def test_without_a_translation_the_round_learns_nothing(tmp_path: Path) ->
     assert before.compile_result == "skipped" and after.eval_up_rate == before.eval_up_rate
 
 
-LIKED = Example("up", "How do I brew coffee?", "Grind the beans. For example, use a medium grind for filters.", 1.0, user="u9")
+LIKED = Example(
+    "up", "How do I brew coffee?", "Grind the beans. For example, use a medium grind for filters.", 1.0, user="u9"
+)
 
 
 async def translate(fake: FakeLLM, examples: list[Example], min_users: int = 2) -> tuple[list, list]:
@@ -113,6 +117,7 @@ def test_comments_a_pattern_reads_or_that_instruct_are_not_translated() -> None:
 async def test_a_required_phrase_takes_the_form_liked_answers_write() -> None:
     """The LLM asks for "example"; the liked answer writes "for example": the check and the
     rule quote that form."""
+
     def loose(complaint: str) -> str:
         return "Rule: Provide an example. [check: contains_any:example|example of]"
 
@@ -125,6 +130,7 @@ async def test_a_required_phrase_takes_the_form_liked_answers_write() -> None:
 async def test_a_translation_most_liked_answers_break_is_refused() -> None:
     """Users asked "tell me why"; the LLM's check is a phrase that only one of three liked
     answers uses: whatever they asked for, it is not that."""
+
     def why(complaint: str) -> str:
         return "Rule: Explain why it is so. [check: contains:that is why]"
 
@@ -137,7 +143,11 @@ async def test_a_translation_most_liked_answers_break_is_refused() -> None:
     assert found == [] and report[0]["outcome"] == "most liked answers break it"
 
 
-BECAUSE = ["It rains because clouds cool. That is why.", "Tea cools because air moves.", "Cats purr because they are calm."]
+BECAUSE = [
+    "It rains because clouds cool. That is why.",
+    "Tea cools because air moves.",
+    "Cats purr because they are calm.",
+]
 
 
 async def ground(translation: str, grounds: Any, liked: list[str] = BECAUSE) -> tuple[list, list]:
@@ -175,7 +185,9 @@ async def test_a_wish_no_shared_phrase_meets_is_not_grounded() -> None:
     found, (row,) = await ground("Rule: Be clear.", lambda c, p: True, liked=["Boil water, because.", "Boil water."])
     assert found == [] and row["outcome"] == "no rule with a check"
     # a judge that affirms every shared phrase alike names none of them
-    found, _ = await ground("Rule: Be clear.", lambda c, p: True, liked=["Cats purr because they rest.", "Dogs bark because they rest."])
+    found, _ = await ground(
+        "Rule: Be clear.", lambda c, p: True, liked=["Cats purr because they rest.", "Dogs bark because they rest."]
+    )
     assert found == []
 
 
@@ -196,12 +208,15 @@ def test_liked_form() -> None:
 
 def test_phrases_and_rules_are_read_strictly() -> None:
     answers = ["For example, this.", "Because it rains."]
-    assert written_phrases(Check("contains_any", "for example|for instance"), answers) == Check("contains_any", "for example")
+    assert written_phrases(Check("contains_any", "for example|for instance"), answers) == Check(
+        "contains_any", "for example"
+    )
     assert written_phrases(Check("contains", "acme"), answers) is None
     assert written_phrases(Check("forbid", "acme"), answers) == Check("forbid", "acme")
     assert written_phrases(Check("ends_with", "because it rains"), answers) == Check("ends_with", "because it rains")
     assert first_rule("Rule: Provide an example. [check: contains:for example]\nRule: more") == (
-        "Provide an example. [check: contains:for example]")
+        "Provide an example. [check: contains:for example]"
+    )
     assert first_rule("") is None and first_rule("Rule: ok") is None  # too short to be a rule
 
 
@@ -219,7 +234,8 @@ def test_a_wish_for_words_never_written_is_held_unless_it_reads_as_a_brand_or_a_
     ]  # fmt: skip
     held = new_text_rules(rows)
     assert [(p.text, str(p.check), p.evidence["new_text"]) for p in held] == [
-        ('Start each answer with "Great question".', "starts_with:great question", True)]
+        ('Start each answer with "Great question".', "starts_with:great question", True)
+    ]
     assert rows[0]["outcome"] == f"{NEW_TEXT}; held for a person"
     assert rows[1]["outcome"] == f"{NEW_TEXT}; refused: 'AcmeCorp' reads as a name or a brand"
     assert rows[2]["outcome"].startswith(f"{NEW_TEXT}; refused:") and rows[3]["outcome"] == "candidate"

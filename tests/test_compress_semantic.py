@@ -106,7 +106,9 @@ async def test_an_endpoint_without_embeddings_is_probed_once(monkeypatch: pytest
     assert hits == ["/v1/embeddings"]
 
 
-async def test_a_missing_extra_is_one_log_line(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_missing_extra_is_one_log_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(embed, "_local", None)
     monkeypatch.setattr(embed, "_local_missing", None)
     monkeypatch.setattr(embed.importlib.util, "find_spec", lambda name: None)

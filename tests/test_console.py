@@ -1,6 +1,7 @@
 """The console in process: off without the admin key, login and its cookie, session expiry and
 forgery, CSRF and cross-origin forms, what the pages show, promote / roll back, approve / reject
 of held versions, and the experiment's decision log."""
+
 from __future__ import annotations
 
 import asyncio
@@ -55,7 +56,12 @@ def test_login_sets_a_strict_http_only_expiring_cookie(tmp_path: Path) -> None:
         assert r.status_code == 303 and r.headers["location"].startswith("/console/login?next=")
         r = c.post("/console/login", data={"key": "wrong"}, headers=HTML)
         assert r.status_code == 401 and "not the admin key" in r.text and COOKIE not in r.cookies
-        r = c.post("/console/login", data={"key": ADMIN_KEY, "next": "/console/specs/support"}, headers=HTML, follow_redirects=False)
+        r = c.post(
+            "/console/login",
+            data={"key": ADMIN_KEY, "next": "/console/specs/support"},
+            headers=HTML,
+            follow_redirects=False,
+        )
         assert r.status_code == 303 and r.headers["location"] == "/console/specs/support"
         cookie = r.headers["set-cookie"]
         for attribute in ("HttpOnly", "SameSite=strict", "Max-Age=600", "Path=/console"):
@@ -115,15 +121,26 @@ def test_forms_need_the_sessions_csrf_token(tmp_path: Path) -> None:
         for form in ({"version": "2"}, {"version": "2", "csrf": "forged"}, {"version": "2", "csrf": other_csrf}):
             r = c.post("/console/specs/support/promote", data=form)
             assert r.status_code == 403 and r.json()["error"]["code"] == "csrf_failed", form
-            assert "text/html" in c.post("/console/specs/support/promote", data=form, headers=HTML).headers["content-type"]
+            assert (
+                "text/html" in c.post("/console/specs/support/promote", data=form, headers=HTML).headers["content-type"]
+            )
         assert production(tmp_path) == 1
         r = c.post("/console/logout", data={"csrf": "forged"})
         assert r.status_code == 403
         token = csrf_of(c)
-        r = c.post("/console/specs/support/promote", data={"version": "2", "csrf": token}, headers={"origin": "https://evil.example"})
+        r = c.post(
+            "/console/specs/support/promote",
+            data={"version": "2", "csrf": token},
+            headers={"origin": "https://evil.example"},
+        )
         assert r.status_code == 403 and r.json()["error"]["code"] == "cross_origin"
         assert production(tmp_path) == 1
-        r = c.post("/console/specs/support/promote", data={"version": "2", "csrf": token}, headers={"origin": "http://testserver"}, follow_redirects=False)
+        r = c.post(
+            "/console/specs/support/promote",
+            data={"version": "2", "csrf": token},
+            headers={"origin": "http://testserver"},
+            follow_redirects=False,
+        )
         assert r.status_code == 303
         assert production(tmp_path) == 2
 
@@ -153,7 +170,10 @@ def test_pages_show_versions_diff_principles_gate_cost_and_tokens(tmp_path: Path
         login(c)
         listing = c.get("/console/specs", headers=HTML).text
         assert "support" in listing and "production v1" in listing and "candidate v2" in listing
-        assert 'href="/console/specs/support/versions/1"' in listing and 'href="/console/specs/support/versions/2"' in listing
+        assert (
+            'href="/console/specs/support/versions/1"' in listing
+            and 'href="/console/specs/support/versions/2"' in listing
+        )
         page = c.get("/console/specs/support/versions/2", headers=HTML)
         assert page.status_code == 200
         html = page.text
@@ -279,7 +299,9 @@ def test_approve_and_reject_change_the_registry_as_the_admin_api_does(tmp_path: 
                 login(c)
                 token = csrf_of(c, "/console/specs/support/versions/3")
                 r = c.post("/console/specs/support/versions/3/approve", data={"csrf": token}, follow_redirects=False)
-                assert r.status_code == 303 and r.headers["location"] == "/console/specs/support/versions/3?done=approved"
+                assert (
+                    r.status_code == 303 and r.headers["location"] == "/console/specs/support/versions/3?done=approved"
+                )
                 assert "Approved: candidate now points at v3." in c.get(r.headers["location"], headers=HTML).text
                 r = c.post("/console/specs/support/versions/4/reject", data={"csrf": token}, follow_redirects=False)
                 assert r.headers["location"] == "/console/specs/support/versions/4?done=rejected"
@@ -296,7 +318,10 @@ def test_approve_and_reject_change_the_registry_as_the_admin_api_does(tmp_path: 
             after[way] = (_registry_state(c), again.json()["error"]["code"], missing.json()["error"]["code"])
     assert after["console"] == after["admin"]
     (labels, holds), _, _ = after["console"]
-    assert labels == {"production": 1, "candidate": 3} and holds == {3: ("approved", "candidate"), 4: ("rejected", "production")}
+    assert labels == {"production": 1, "candidate": 3} and holds == {
+        3: ("approved", "candidate"),
+        4: ("rejected", "production"),
+    }
 
 
 def test_a_forged_form_approves_nothing(tmp_path: Path) -> None:
@@ -309,7 +334,11 @@ def test_a_forged_form_approves_nothing(tmp_path: Path) -> None:
                 r = c.post(f"/console/specs/support/versions/3/{action}", data=form)
                 assert r.status_code == 403 and r.json()["error"]["code"] == "csrf_failed", (action, form)
             token = csrf_of(c, "/console/specs/support/versions/3")
-            r = c.post(f"/console/specs/support/versions/3/{action}", data={"csrf": token}, headers={"origin": "https://evil.example"})
+            r = c.post(
+                f"/console/specs/support/versions/3/{action}",
+                data={"csrf": token},
+                headers={"origin": "https://evil.example"},
+            )
             assert r.status_code == 403 and r.json()["error"]["code"] == "cross_origin"
         c.cookies.clear()
         r = c.post("/console/specs/support/versions/3/approve", data={"csrf": token})
@@ -329,14 +358,23 @@ def test_a_held_version_shows_its_hold_and_the_buttons_and_others_do_not(tmp_pat
         assert held.text.count('name="csrf"') == 3  # approve, reject, log out: no promote for a held version
         assert 'id="promote"' not in held.text
         plain = c.get("/console/specs/support/versions/2", headers=HTML).text
-        assert 'id="approval"' not in plain and "/approve" not in plain and "/reject" not in plain and 'id="promote"' in plain
+        assert (
+            'id="approval"' not in plain
+            and "/approve" not in plain
+            and "/reject" not in plain
+            and 'id="promote"' in plain
+        )
         for page in ("/console/specs", "/console/specs/support"):
             html = c.get(page, headers=HTML).text
             assert html.count('class="label hold-held">held</span>') == 1, page
         token = csrf_of(c, "/console/specs/support/versions/3")
         c.post("/console/specs/support/versions/3/reject", data={"csrf": token})
         rejected = c.get("/console/specs/support/versions/3", headers=HTML).text
-        assert 'class="label hold-rejected">rejected<' in rejected and "/approve" not in rejected and 'id="promote"' not in rejected
+        assert (
+            'class="label hold-rejected">rejected<' in rejected
+            and "/approve" not in rejected
+            and 'id="promote"' not in rejected
+        )
         assert "hold-held" not in c.get("/console/specs", headers=HTML).text
 
 
@@ -356,30 +394,47 @@ def test_the_spec_page_shows_the_experiment_and_its_decision_log(tmp_path: Path)
         assert "live</span> candidate" in html and "25% of the users" in html
         for i in range(24):
             _decision(c, i)
-        _decision(c, 24, "rollback", p_value=0.0123, lift=-0.081, candidate_ups=40, candidate_n=120, production_ups=62, production_n=118)
-        c.portal.call(c.app.state.proxy.ledger.add_decision, DecisionRecord("other", 5, 4, "promote", "not ours", 1_900_000_000.0))  # type: ignore[attr-defined]
+        _decision(
+            c,
+            24,
+            "rollback",
+            p_value=0.0123,
+            lift=-0.081,
+            candidate_ups=40,
+            candidate_n=120,
+            production_ups=62,
+            production_n=118,
+        )
+        c.portal.call(
+            c.app.state.proxy.ledger.add_decision, DecisionRecord("other", 5, 4, "promote", "not ours", 1_900_000_000.0)
+        )  # type: ignore[attr-defined]
         html = c.get("/console/specs/support", headers=HTML).text
-        latest = html[html.index('id="latest-decision"'):html.index("Decision log")]
+        latest = html[html.index('id="latest-decision"') : html.index("Decision log")]
         for text in ("decision-rollback", "0.0123", "-0.081", "40/120", "62/118", "look 24"):
             assert text in latest, text
-        log = html[html.index('id="decision-log"'):]
-        log = log[:log.index("</table>")]
+        log = html[html.index('id="decision-log"') :]
+        log = log[: log.index("</table>")]
         rows = re.findall(r"<tr>(.*?)</tr>", log, re.S)[1:]  # past the header
         assert len(rows) == 20  # the newest 20 of 25, newest first
         assert "look 24" in rows[0] and "look 5" in rows[-1] and "look 4" not in log and "not ours" not in html
         assert "+0.012" in rows[1] and "0.4100" in rows[1] and "35/65" in rows[-1] and "29/65" in rows[-1]
         assert "2027-01-15 12:00 UTC" in rows[0]  # 1_800_014_400 s
         for arm in (1, 2):  # both arms' pages point at the log
-            assert 'href="/console/specs/support#experiment"' in c.get(f"/console/specs/support/versions/{arm}", headers=HTML).text
+            assert (
+                'href="/console/specs/support#experiment"'
+                in c.get(f"/console/specs/support/versions/{arm}", headers=HTML).text
+            )
 
 
-def test_the_experiment_without_a_canary_share_or_a_readable_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_experiment_without_a_canary_share_or_a_readable_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with client(tmp_path) as c:  # no canary share: the candidate gets no traffic
         login(c)
         _decision(c, 0, p_value=None, lift=None)
         html = c.get("/console/specs/support", headers=HTML).text
         assert "paused</span> candidate" in html and "SPECLEARN_CANARY_FRACTION" in html
-        row = re.findall(r"<tr>(.*?)</tr>", html[html.index('id="decision-log"'):], re.S)[1]
+        row = re.findall(r"<tr>(.*?)</tr>", html[html.index('id="decision-log"') :], re.S)[1]
         assert row.count("–") == 2  # no p-value or lift before the burn-in
 
         async def unavailable(spec: str, limit: int | None = None) -> list[DecisionRecord]:

@@ -5,6 +5,7 @@ upstream, a registry with real versions and a ledger with real thumbs.
 Screenshots go to a temporary folder, or to SPECLEARN_SCREENSHOTS (docs/console/ holds the
 committed ones). Without Chromium or the npm package the test skips, except in CI, where
 scripts/ci-tools.sh installs both and a missing one fails the run."""
+
 from __future__ import annotations
 
 import asyncio
@@ -89,8 +90,21 @@ async def _seed_thumbs(data_dir: Path) -> None:
                 continue
             for k in range(total):
                 at = now - (8 - day) * 86400 + k * 600
-                rows.append(InferenceRecord(f"seed-{version}-{day}-{k}", at, "chat", "fake-model", "support", version, "ab" * 32, {"messages": []}))
-                thumbs.append(FeedbackRecord(f"seedfb-{version}-{day}-{k}", rows[-1].id, THUMB, 1.0 if k < ups else -1.0, at + 5))
+                rows.append(
+                    InferenceRecord(
+                        f"seed-{version}-{day}-{k}",
+                        at,
+                        "chat",
+                        "fake-model",
+                        "support",
+                        version,
+                        "ab" * 32,
+                        {"messages": []},
+                    )
+                )
+                thumbs.append(
+                    FeedbackRecord(f"seedfb-{version}-{day}-{k}", rows[-1].id, THUMB, 1.0 if k < ups else -1.0, at + 5)
+                )
     await ledger._write_inferences(rows)
     for fb in thumbs:
         await ledger.add_feedback(fb)

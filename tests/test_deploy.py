@@ -83,7 +83,12 @@ LABEL_VALUES: dict[tuple[str, str], set[str]] = {
     ("speclearn_ttft_seconds", "route"): ROUTES,
     ("speclearn_upstream_errors_total", "route"): ROUTES,
     ("speclearn_upstream_errors_total", "kind"): {
-        "timeout", "connect", "reset", "status_5xx", "status_4xx", "broken_stream",
+        "timeout",
+        "connect",
+        "reset",
+        "status_5xx",
+        "status_4xx",
+        "broken_stream",
     },
     ("speclearn_tokens_total", "direction"): {"in", "out"},
     ("speclearn_feedback_total", "kind"): {"thumb", "score", "pair"},
@@ -240,17 +245,16 @@ def stages() -> list[list[tuple[str, str]]]:
 def test_dockerfile_is_multi_stage_on_python_slim() -> None:
     all_stages = stages()
     assert len(all_stages) >= 2, "builder + runtime stages expected"
-    header_args = dict(
-        a.split("=", 1) for i, a in dockerfile_instructions() if i == "ARG" and "=" in a
-    )
+    header_args = dict(a.split("=", 1) for i, a in dockerfile_instructions() if i == "ARG" and "=" in a)
     runtime_from = all_stages[-1][0][1].split()[0]
     image = re.sub(r"\$\{(\w+)\}", lambda m: header_args.get(m.group(1), ""), runtime_from)
     assert image.startswith("python:3.11-slim"), image
     froms = [s[0][1] for s in all_stages]
     assert re.search(r"\bAS\s+builder\b", froms[0], re.I), froms
     runtime = all_stages[-1]
-    assert any("from=builder" in a for i, a in runtime if i in ("COPY", "RUN")), \
+    assert any("from=builder" in a for i, a in runtime if i in ("COPY", "RUN")), (
         "runtime must take the builder's wheels"
+    )
 
 
 def test_dockerfile_runtime_stage_essentials() -> None:
@@ -343,8 +347,9 @@ def test_builder_stage_context_builds_a_complete_wheel(tmp_path: Path) -> None:
                 if not dockerignored(rel):
                     (tmp_path / "ctx" / rel).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy(file, tmp_path / "ctx" / rel)
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "wheels"),
-         str(tmp_path / "ctx")])
+    run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "wheels"), str(tmp_path / "ctx")]
+    )
     (wheel,) = (tmp_path / "wheels").glob("speclearn-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -360,8 +365,16 @@ def test_builder_stage_context_builds_a_complete_wheel(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", [".venv/bin/python", ".git/config", "data/ledger.sqlite", "tests/test_deploy.py",
-             "proxy/__pycache__/app.cpython-311.pyc", "bench/results/run.json", ".env"]
+    "path",
+    [
+        ".venv/bin/python",
+        ".git/config",
+        "data/ledger.sqlite",
+        "tests/test_deploy.py",
+        "proxy/__pycache__/app.cpython-311.pyc",
+        "bench/results/run.json",
+        ".env",
+    ],
 )
 def test_dockerignore_keeps_local_state_out(path: str) -> None:
     assert dockerignored(path), f"{path} would be sent to the Docker daemon"
@@ -498,8 +511,7 @@ def test_dashboard_panels_are_well_formed() -> None:
     for panel in panels:
         pos = panel["gridPos"]
         assert pos["x"] + pos["w"] <= 24, panel["title"]
-        area = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"])
-                for y in range(pos["y"], pos["y"] + pos["h"])}
+        area = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
         assert not area & cells, f"panel {panel['title']!r} overlaps another"
         cells |= area
         if panel["type"] != "row":
@@ -514,9 +526,14 @@ def test_dashboard_exprs_match_metrics_contract() -> None:
     assert not problems, problems
     used = {base_metric(m) for e in exprs for m in _METRIC.findall(_STRING.sub('""', e))}
     must_show = {
-        "speclearn_requests_total", "speclearn_upstream_errors_total", "speclearn_overhead_seconds",
-        "speclearn_ttft_seconds", "speclearn_tokens_total", "speclearn_feedback_total",
-        "speclearn_compiler_rounds_total", "speclearn_compiler_publishes_total",
+        "speclearn_requests_total",
+        "speclearn_upstream_errors_total",
+        "speclearn_overhead_seconds",
+        "speclearn_ttft_seconds",
+        "speclearn_tokens_total",
+        "speclearn_feedback_total",
+        "speclearn_compiler_rounds_total",
+        "speclearn_compiler_publishes_total",
     }
     assert must_show <= used, f"dashboard lacks {sorted(must_show - used)}"
 
@@ -597,8 +614,7 @@ def test_k8s_proxy_deployment() -> None:
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= set(ports)
     hpa = k8s_object("HorizontalPodAutoscaler", "speclearn-proxy")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": "speclearn-proxy"}
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "speclearn-proxy"}
     assert hpa["spec"]["minReplicas"] >= 2
     pdb = k8s_object("PodDisruptionBudget", "speclearn-proxy")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
@@ -620,8 +636,9 @@ def test_k8s_settings_come_from_configmap_and_secret() -> None:
     config = k8s_object("ConfigMap", "speclearn-config")["data"]
     secret = k8s_object("Secret", "speclearn-secrets")["stringData"]
     assert set(config) | set(secret) <= known
-    assert {"SPECLEARN_UPSTREAM_API_KEY", "SPECLEARN_API_KEYS", "SPECLEARN_ADMIN_KEY",
-            "SPECLEARN_DATABASE_URL"} <= set(secret), "keys belong in the Secret"
+    assert {"SPECLEARN_UPSTREAM_API_KEY", "SPECLEARN_API_KEYS", "SPECLEARN_ADMIN_KEY", "SPECLEARN_DATABASE_URL"} <= set(
+        secret
+    ), "keys belong in the Secret"
     assert not set(config) & set(secret)
     for name in ("speclearn-proxy", "speclearn-compiler"):
         refs = _container(k8s_object("Deployment", name))["envFrom"]
@@ -660,7 +677,10 @@ def compose_env(service: str, **given: str) -> dict[str, str]:
 
 
 def k8s_env() -> dict[str, str]:
-    return {**k8s_object("ConfigMap", "speclearn-config")["data"], **k8s_object("Secret", "speclearn-secrets")["stringData"]}
+    return {
+        **k8s_object("ConfigMap", "speclearn-config")["data"],
+        **k8s_object("Secret", "speclearn-secrets")["stringData"],
+    }
 
 
 def test_deploy_configs_set_only_real_settings() -> None:
@@ -692,7 +712,9 @@ def serve(env: dict[str, str], host: str = "0.0.0.0") -> subprocess.CompletedPro
     base = {k: v for k, v in os.environ.items() if not k.startswith("SPECLEARN_")}
     port = _free_port()
     cmd = [sys.executable, "-m", "proxy.cli", "serve", "--host", host, "--port", str(port)]
-    proc = subprocess.Popen(cmd, env={**base, **env}, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, env={**base, **env}, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         for _ in range(600):
             if proc.poll() is not None:
@@ -727,7 +749,8 @@ def test_compose_without_client_keys_refuses_to_start_an_open_proxy() -> None:
     assert env["SPECLEARN_API_KEYS"] == ""
     done = serve(env)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
-        REFUSAL + ": set SPECLEARN_API_KEYS (the keys your clients send), or SPECLEARN_ALLOW_OPEN_PROXY=1 if that is meant"
+        REFUSAL
+        + ": set SPECLEARN_API_KEYS (the keys your clients send), or SPECLEARN_ALLOW_OPEN_PROXY=1 if that is meant"
     ], done.stderr
 
 

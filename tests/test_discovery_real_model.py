@@ -69,7 +69,9 @@ def test_serve_announces_its_model_and_compile_reuses_it(tmp_path: Path) -> None
              "--max-calls", "6", "--passes", "1", "--no-cache", "--instruction", "You are a helpful assistant."],
             env=compile_env, cwd=REPO, capture_output=True, text=True, timeout=240,
         )  # fmt: skip
-        assert f"compiler LLM: embedded {MODEL} served by the proxy (pid {proxy.pid}) at {entry.base_url}" in done.stderr
+        assert (
+            f"compiler LLM: embedded {MODEL} served by the proxy (pid {proxy.pid}) at {entry.base_url}" in done.stderr
+        )
         assert f"judge: embedded {MODEL}, the same server at {entry.base_url}" in done.stderr
         assert "started the embedded" not in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert json.loads(done.stdout)["cost"]["llm_calls"] > 0  # the proxy's model answered
@@ -93,7 +95,11 @@ def test_local_model_command_withdraws_on_sigterm(tmp_path: Path) -> None:
         assert proc.stdout is not None
         url = proc.stdout.readline().decode().strip()
         entry, why = lm.find_live(tmp_path / "data", MODEL)
-        assert entry is not None and (entry.base_url, entry.pid, entry.owner) == (url, proc.pid, "speclearn local-model"), why
+        assert entry is not None and (entry.base_url, entry.pid, entry.owner) == (
+            url,
+            proc.pid,
+            "speclearn local-model",
+        ), why
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
         assert not path.exists()

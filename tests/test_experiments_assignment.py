@@ -1,4 +1,5 @@
 """Sticky canary assignment: by user, else session, else request; recorded on the ledger row."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,9 @@ def snapshot(labels: dict[str, int]) -> RegistrySnapshot:
 CANARY = snapshot({"production": 1, "candidate": 2})
 
 
-def arm(unit_id: str | None, fraction: float = 0.3, snap: RegistrySnapshot = CANARY, header: str | None = None) -> str | None:
+def arm(
+    unit_id: str | None, fraction: float = 0.3, snap: RegistrySnapshot = CANARY, header: str | None = None
+) -> str | None:
     target = routing.resolve(snap, Settings(canary_fraction=fraction), header, None, "m", unit_id)
     assert target.spec is not None
     if target.arm is not None:  # the arm names the version served
@@ -39,7 +42,9 @@ def test_one_user_keeps_one_arm_and_users_split_by_the_share() -> None:
     share = sum(arm(f"user-{i}") == "candidate" for i in range(4000)) / 4000
     assert 0.27 < share < 0.33  # 0.3 expected; binomial sd 0.007
     # the split is per spec: the same users are not the canary of every spec
-    assert any(routing.in_canary("default", f"u{i}", 0.5) != routing.in_canary("other", f"u{i}", 0.5) for i in range(50))
+    assert any(
+        routing.in_canary("default", f"u{i}", 0.5) != routing.in_canary("other", f"u{i}", 0.5) for i in range(50)
+    )
 
 
 def test_without_a_unit_each_request_is_drawn_and_pins_bypass_the_split() -> None:
@@ -96,7 +101,9 @@ def test_the_proxy_assigns_by_user_then_session_and_records_it(fake_upstream: Fa
         session_row = inference_row(proxy.data_dir, send(**{"X-Session-Id": inside}).headers["x-inference-id"])
         assert (session_row["assignment_unit"], session_row["arm"]) == ("session", "candidate")
 
-        fb = httpx.post(proxy.base_url + "/feedback", json={"inference_id": by_header.headers["x-inference-id"], "value": "up"})
+        fb = httpx.post(
+            proxy.base_url + "/feedback", json={"inference_id": by_header.headers["x-inference-id"], "value": "up"}
+        )
         assert fb.status_code == 200, fb.text
         done = subprocess.run(
             [sys.executable, "-m", "proxy.cli", "feedback", "export"], env=proxy.env, cwd=REPO,
@@ -126,8 +133,10 @@ def test_sticky_canary_to_promotion_end_to_end(fake_upstream: FakeUpstream, tmp_
                 k = served[version] = served[version] + 1
                 up = k % 5 != 0 if version == "default@2" else k % 5 < 2  # 80% vs 40% thumbs up
                 ups[version] += up
-                fb = client.post(proxy.base_url + "/feedback",
-                                 json={"inference_id": r.headers["x-inference-id"], "value": "up" if up else "down"})
+                fb = client.post(
+                    proxy.base_url + "/feedback",
+                    json={"inference_id": r.headers["x-inference-id"], "value": "up" if up else "down"},
+                )
                 assert fb.status_code == 200, fb.text
     finally:
         proxy.stop()

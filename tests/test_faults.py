@@ -1,4 +1,5 @@
 """A fault-injecting upstream: what the client sees and what the ledger keeps, per fault."""
+
 from __future__ import annotations
 
 import json
@@ -171,7 +172,9 @@ def test_client_disconnect_mid_stream_closes_upstream(proxy: ProxyProcess, fake_
     assert row["status"] == "cancelled"
 
 
-def test_client_disconnect_while_waiting_cancels_upstream_request(proxy: ProxyProcess, fake_upstream: FakeUpstream) -> None:
+def test_client_disconnect_while_waiting_cancels_upstream_request(
+    proxy: ProxyProcess, fake_upstream: FakeUpstream
+) -> None:
     """Non-streaming: the client gives up during a long upstream wait; the proxy must not wait on."""
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(

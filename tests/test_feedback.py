@@ -1,4 +1,5 @@
 """The feedback API: values, idempotency, the race with the inference write, unknown ids, durability."""
+
 from __future__ import annotations
 
 import subprocess
@@ -150,7 +151,9 @@ def test_kill_9_right_after_ack_loses_no_feedback(fake_upstream: FakeUpstream, t
     try:
         ids = [chat(proxy) for _ in range(5)]
         for i in range(40):
-            r = feedback(proxy, {"inference_id": ids[i % 5], "value": "up" if i % 2 else "down", "feedback_id": f"k-{i}"})
+            r = feedback(
+                proxy, {"inference_id": ids[i % 5], "value": "up" if i % 2 else "down", "feedback_id": f"k-{i}"}
+            )
             assert r.status_code == 200
             acknowledged.append(f"k-{i}")
     finally:
@@ -175,7 +178,9 @@ def test_proxy_keys_and_admin_key(fake_upstream: FakeUpstream, tmp_path: Path) -
         # client keys do not open the admin API; the admin key does
         admin = proxy.root_url + "/admin/specs/default/versions"
         assert httpx.post(admin, json={"text": "v2"}, headers={"Authorization": "Bearer k1"}).status_code == 401
-        r = httpx.post(admin, json={"text": "V2 SPEC", "labels": ["production"]}, headers={"Authorization": "Bearer adm"})
+        r = httpx.post(
+            admin, json={"text": "V2 SPEC", "labels": ["production"]}, headers={"Authorization": "Bearer adm"}
+        )
         assert r.status_code == 201 and r.json()["version"] == 2
         r = httpx.get(proxy.root_url + "/admin/feedback/export", headers={"Authorization": "Bearer adm"})
         assert r.status_code == 200

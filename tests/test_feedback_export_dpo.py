@@ -4,6 +4,7 @@ A real proxy in front of a fake upstream that answers what the test tells it to 
 `X-Answer`), real thumbs and pairwise feedback through /v1/feedback, then the CLI in a
 subprocess; the output is parsed with json alone (no `datasets` needed to read it).
 """
+
 from __future__ import annotations
 
 import json
@@ -116,7 +117,9 @@ def test_rows_are_trl_conversational_preference_pairs(proxy: ProxyProcess, ledge
     for row in rows:
         assert set(row) >= {"prompt", "chosen", "rejected", "id", "split"}
         assert isinstance(row["prompt"], list) and row["prompt"][-1]["role"] == "user"
-        assert [m["role"] for m in row["chosen"]] == ["assistant"] and [m["role"] for m in row["rejected"]] == ["assistant"]
+        assert [m["role"] for m in row["chosen"]] == ["assistant"] and [m["role"] for m in row["rejected"]] == [
+            "assistant"
+        ]
         # the chosen answer is always the up-voted (or preferred) one
         assert row["chosen"][0]["content"].startswith("GOOD") and row["rejected"][0]["content"].startswith("BAD")
         assert row["chosen_id"] in ledger["good"] | {ledger["explicit"][0]}

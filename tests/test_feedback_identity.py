@@ -4,6 +4,7 @@
 
 Every test that stores runs on SQLite and on a real PostgreSQL, as tests/test_storage.py gets it
 (a throw-away schema; skipped without a server, a failure under CI)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -45,7 +46,9 @@ ALICE_ADDRESS, BOB_ADDRESS = "203.0.113.7", "198.51.100.23"
         ({}, {"x-user-id": ""}, None),
     ],
 )  # fmt: skip
-def test_the_end_user_of_a_request_in_order(body: dict[str, Any], headers: dict[str, str], expected: str | None) -> None:
+def test_the_end_user_of_a_request_in_order(
+    body: dict[str, Any], headers: dict[str, str], expected: str | None
+) -> None:
     assert identity.request_user(body, headers) == expected
     if all(isinstance(body.get(f), (str, type(None))) for f in identity.USER_FIELDS):
         assert identity.feedback_user(body, headers) == expected  # the same order for feedback
@@ -203,7 +206,9 @@ def test_a_vote_changed_then_retracted_is_counted_once_then_never(tmp_path: Path
         assert (row.kind, row.value, row.comment) == (THUMB, -1.0, "shorter, please")
         assert row.updated_at is not None and row.updated_at >= row.created_at and row.retracted_at is None
         events = a.events()
-        assert [(e.feedback.id, e.feedback.value, e.feedback.comment) for e in events] == [(feedback_id, -1.0, "shorter, please")]
+        assert [(e.feedback.id, e.feedback.value, e.feedback.comment) for e in events] == [
+            (feedback_id, -1.0, "shorter, please")
+        ]
         assert a.run(a.ledger.count_feedback, "support") == 1
         assert a.run(a.ledger.count_feedback, "support", row.created_at) == 1  # changed after the first vote
         assert [(t.ups, t.total) for t in a.run(a.ledger.thumb_tallies, "support", 3600.0)] == [(0, 1)]
@@ -243,7 +248,9 @@ def test_unknown_ids_404_and_bad_changes_400(tmp_path: Path, backend: dict[str, 
         assert a.post({"inference_id": "inf-c", "value": 0.4, "feedback_id": "fb-score-1"}).status_code == 200
         assert a.post({"chosen_id": "inf-c", "rejected_id": "inf-d", "feedback_id": "fb-pair-1"}).status_code == 200
         for r in (a.put("fb-nope", {"value": "up"}), a.delete("fb-nope")):
-            assert r.status_code == 404 and error(r)["code"] == "feedback_not_found" and error(r)["param"] == "feedback_id"
+            assert (
+                r.status_code == 404 and error(r)["code"] == "feedback_not_found" and error(r)["param"] == "feedback_id"
+            )
         cases = [
             ("fb-thumb-1", {"value": "sideways"}, "value"),
             ("fb-thumb-1", {"value": 0.5}, "value"),  # a thumb stays a thumb
@@ -258,7 +265,9 @@ def test_unknown_ids_404_and_bad_changes_400(tmp_path: Path, backend: dict[str, 
         for feedback_id, body, param in cases:
             r = a.put(feedback_id, body)
             assert r.status_code == 400 and error(r)["param"] == param, (body, r.text)
-        r = a.c.put("/v1/feedback/fb-thumb-1", content=b"{not json", headers={**CLIENT, "content-type": "application/json"})
+        r = a.c.put(
+            "/v1/feedback/fb-thumb-1", content=b"{not json", headers={**CLIENT, "content-type": "application/json"}
+        )
         assert r.status_code == 400 and error(r)["type"] == "invalid_request_error"
         r = a.put("a%20b", {"value": "up"})
         assert r.status_code == 400 and error(r)["param"] == "feedback_id"
@@ -274,7 +283,9 @@ def test_a_browser_key_changes_only_what_it_created(tmp_path: Path, backend: dic
     with running(tmp_path, backend) as a:
         a.inference("inf-e")
         mine = a.post({"inference_id": "inf-e", "value": "up"}, BROWSER).json()["feedback_id"]
-        backend_vote = a.post({"inference_id": "inf-e", "value": "up", "feedback_id": "fb-from-backend"}).json()["feedback_id"]
+        backend_vote = a.post({"inference_id": "inf-e", "value": "up", "feedback_id": "fb-from-backend"}).json()[
+            "feedback_id"
+        ]
         for r in (a.put(mine, {"value": "down"}, OTHER_BROWSER), a.delete(mine, OTHER_BROWSER),
                   a.put(backend_vote, {"value": "down"}, BROWSER), a.delete(backend_vote, BROWSER)):  # fmt: skip
             assert r.status_code == 404 and error(r)["code"] == "feedback_not_found"  # unknown, as far as it can tell
@@ -295,7 +306,10 @@ def test_browsers_may_send_put_and_delete_from_allowed_origins(tmp_path: Path, b
         r = a.c.options("/v1/feedback/fb-anything", headers={"origin": APP, **ask})
         assert r.status_code == 204 and r.headers["access-control-allow-origin"] == APP
         assert set(r.headers["access-control-allow-methods"].split(", ")) == {"PUT", "DELETE"}
-        assert "x-user-id" in a.c.options("/v1/feedback", headers={"origin": APP, **ask}).headers["access-control-allow-headers"]
+        assert (
+            "x-user-id"
+            in a.c.options("/v1/feedback", headers={"origin": APP, **ask}).headers["access-control-allow-headers"]
+        )
         r = a.c.options("/v1/feedback/fb-anything", headers={"origin": "https://evil.example", **ask})
         assert r.status_code == 403 and error(r)["code"] == "origin_not_allowed"
         r = a.delete("fb-anything", BROWSER, origin="https://evil.example")
@@ -303,19 +317,26 @@ def test_browsers_may_send_put_and_delete_from_allowed_origins(tmp_path: Path, b
 
 
 # -- what the compiler reads -----------------------------------------------------------------------
-def test_the_compiler_dataset_sees_the_latest_value_once_and_no_retraction(tmp_path: Path, backend: dict[str, Any]) -> None:
+def test_the_compiler_dataset_sees_the_latest_value_once_and_no_retraction(
+    tmp_path: Path, backend: dict[str, Any]
+) -> None:
     with running(tmp_path, backend) as a:
         for name in ("changed", "retracted", "kept"):
             a.inference(f"inf-{name}", answer=f"The {name} answer.")
         changed = a.post({"inference_id": "inf-changed", "value": "up"}, BROWSER).json()["feedback_id"]
-        retracted = a.post({"inference_id": "inf-retracted", "value": "down", "comment": "wrong"}, BROWSER).json()["feedback_id"]
+        retracted = a.post({"inference_id": "inf-retracted", "value": "down", "comment": "wrong"}, BROWSER).json()[
+            "feedback_id"
+        ]
         a.post({"inference_id": "inf-kept", "value": "up"}, BROWSER)
         a.put(changed, {"value": "down"}, BROWSER)
         a.put(changed, {"comment": "too long"}, BROWSER)
         a.delete(retracted, BROWSER)
         events = a.events()
         examples, _ = examples_from_events(events)
-        assert sorted((e.id, e.value, e.comment) for e in examples) == [("inf-changed", -1.0, "too long"), ("inf-kept", 1.0, None)]
+        assert sorted((e.id, e.value, e.comment) for e in examples) == [
+            ("inf-changed", -1.0, "too long"),
+            ("inf-kept", 1.0, None),
+        ]
         dataset = build_dataset(events)
         assert dataset.window["events"] == 2 and (dataset.summary()["ups"], dataset.summary()["downs"]) == (1, 1)
 
@@ -345,7 +366,9 @@ def test_the_voice_is_whoever_judged(tmp_path: Path, backend: dict[str, Any]) ->
 def test_a_named_judge_overrides_the_inference_user_and_keeps_it_visible() -> None:
     from proxy.ledger import FeedbackEvent
 
-    inf = InferenceRecord("i", 0.0, "chat", "m", "s", 1, None, {}, "a", metadata={"user": "app-backend", "session": "s1"})
+    inf = InferenceRecord(
+        "i", 0.0, "chat", "m", "s", 1, None, {}, "a", metadata={"user": "app-backend", "session": "s1"}
+    )
     ev = identity.attribute(FeedbackEvent(FeedbackRecord("f", "i", THUMB, 1.0, 1.0, user_id="alice"), inf))
     assert ev.inference.metadata == {"user": "alice", "inference_user": "app-backend", "session": "s1"}
     assert inf.metadata == {"user": "app-backend", "session": "s1"}  # the stored row is not touched
@@ -367,10 +390,14 @@ def test_an_existing_sqlite_ledger_gains_the_columns_in_place(tmp_path: Path) ->
         conn.executescript(script)
     conn.execute(f"PRAGMA user_version = {before}")
     row = sqlite_ledger.inference_row(
-        InferenceRecord("old-inf", 1.0, "chat", "m", "support", 1, "ab", {"messages": [{"role": "user", "content": "q"}]}, "a")
+        InferenceRecord(
+            "old-inf", 1.0, "chat", "m", "support", 1, "ab", {"messages": [{"role": "user", "content": "q"}]}, "a"
+        )
     )
     conn.execute(f"INSERT INTO inferences ({sqlite_ledger.INFERENCE_COLUMNS}) VALUES ({','.join('?' * len(row))})", row)
-    conn.execute("INSERT INTO feedback (id, inference_id, kind, value, created_at, comment) VALUES ('old-fb', 'old-inf', 'thumb', 1, 2, 'ok')")
+    conn.execute(
+        "INSERT INTO feedback (id, inference_id, kind, value, created_at, comment) VALUES ('old-fb', 'old-inf', 'thumb', 1, 2, 'ok')"
+    )
     conn.close()
 
     async def use() -> tuple[FeedbackRecord | None, Any, int]:
@@ -404,7 +431,9 @@ def test_an_existing_postgres_ledger_gains_the_columns_in_place(pg_dsn: str) -> 
             for version, name, sql in pg.MIGRATIONS:
                 if version < mine:
                     await conn.execute(sql)
-                    await conn.execute("INSERT INTO speclearn_migrations (version, name) VALUES ($1, $2)", version, name)
+                    await conn.execute(
+                        "INSERT INTO speclearn_migrations (version, name) VALUES ($1, $2)", version, name
+                    )
             await conn.execute(
                 "INSERT INTO inferences (id, created_at, route, spec_name, request, response_text, status, http_status)"
                 " VALUES ('old-inf', 1, 'chat', 'support', $1, 'a', 'ok', 200)", {"messages": [{"role": "user", "content": "q"}]}

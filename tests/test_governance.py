@@ -4,6 +4,7 @@ redactor's precision and recall on a labelled set (tests/data/redaction.jsonl).
 
 Every test that stores runs on SQLite and on a real PostgreSQL, as tests/test_storage.py gets it
 (a throw-away schema; skipped without a server, a failure under CI)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -57,7 +58,10 @@ def score(redactor: Redactor, rows: list[dict[str, Any]]) -> dict[str, tuple[flo
         expected.update(t for _, _, t in spans)
         used: set[int] = set()
         for f in redactor.find(row["text"]):
-            hit = next((i for i, (s, e, t) in enumerate(spans) if i not in used and t == f.kind and f.start < e and s < f.end), None)
+            hit = next(
+                (i for i, (s, e, t) in enumerate(spans) if i not in used and t == f.kind and f.start < e and s < f.end),
+                None,
+            )
             if hit is None:
                 fp[f.kind] += 1
             else:
@@ -83,7 +87,9 @@ def test_typed_placeholders_and_custom_patterns() -> None:
     text = "EMP-004211 (ann@example.com, +1 415 555 2671) paid with 4111 1111 1111 1111 using key AKIAIOSFODNN7EXAMPLE"
     assert redactor.redact(text) == "[EMPLOYEE_ID] ([EMAIL], [PHONE]) paid with [CARD] using key [SECRET]"
     assert redactor.redact("a Luhn-invalid 4111 1111 1111 1112 stays") == "a Luhn-invalid 4111 1111 1111 1112 stays"
-    assert redactor.redact("postgres://admin:s3cr3tP4ss@db:5432") == "postgres://admin:[SECRET]@db:5432"  # the password only
+    assert (
+        redactor.redact("postgres://admin:s3cr3tP4ss@db:5432") == "postgres://admin:[SECRET]@db:5432"
+    )  # the password only
 
 
 def test_custom_patterns_are_checked_at_start_and_read_from_a_file(tmp_path: Path) -> None:
@@ -143,7 +149,9 @@ def test_redacted_mode_stores_placeholders_and_the_client_still_gets_everything(
         assert "dana@example.com" in str(fake_upstream.last().body)  # nor what goes upstream
         row = stored(c, "inf-redacted")
         assert row.request["messages"][0]["content"] == "I am [EMAIL], card [CARD]. Why was I charged twice?"
-        assert row.response_text is not None and "[EMAIL]" in row.response_text and "acme.example" not in row.response_text
+        assert (
+            row.response_text is not None and "[EMAIL]" in row.response_text and "acme.example" not in row.response_text
+        )
         assert row.metadata["content"] == "redacted" and row.metadata["metadata"] == {"ticket": "call [PHONE]"}
         user = row.metadata["user"]
         assert user.startswith("pii:") and row.request["user"] == user  # an address as user id: a keyed hash
@@ -165,7 +173,9 @@ def test_none_mode_stores_no_text_and_the_compiler_says_it_has_nothing_to_learn(
         ids = [f"inf-none-{i}" for i in range(6)]
         for i, inference_id in enumerate(ids):
             body = {**CHAT, "temperature": 0.3, "user": f"user-{i % 3}"}
-            assert c.post("/v1/chat/completions", json=body, headers={"x-inference-id": inference_id}).status_code == 200
+            assert (
+                c.post("/v1/chat/completions", json=body, headers={"x-inference-id": inference_id}).status_code == 200
+            )
         row = stored(c, ids[0])
         assert row.request == {"model": "fake-model", "temperature": 0.3}  # numbers and switches only
         assert row.response_text is None and row.tool_calls is None
@@ -174,7 +184,12 @@ def test_none_mode_stores_no_text_and_the_compiler_says_it_has_nothing_to_learn(
         for i, inference_id in enumerate(ids):
             stored(c, inference_id)
             value = "up" if i % 2 else "down"
-            assert c.post("/v1/feedback", json={"inference_id": inference_id, "value": value, "comment": "too long"}).status_code == 200
+            assert (
+                c.post(
+                    "/v1/feedback", json={"inference_id": inference_id, "value": value, "comment": "too long"}
+                ).status_code
+                == 200
+            )
         ledger: Ledger = c.app.state.proxy.ledger  # type: ignore[attr-defined]
         events = c.portal.call(ledger.feedback_events, "default")
         assert len(events) == 6 and all(ev.feedback.comment is None for ev in events)
@@ -193,7 +208,11 @@ async def test_rows_stored_before_a_switch_are_read_back_as_the_mode_now_says(ma
     rec = inference("inf-old", response_text="ok ann@example.com", metadata={"user": "ann@example.com"})
     rec.request = {"messages": [{"role": "user", "content": "mail ann@example.com"}]}
     await full._write_inferences([rec])
-    await full.add_feedback(FeedbackRecord("fb-old", "inf-old", THUMB, 1.0, time.time(), comment="ann@example.com", user_id="ann@example.com"))
+    await full.add_feedback(
+        FeedbackRecord(
+            "fb-old", "inf-old", THUMB, 1.0, time.time(), comment="ann@example.com", user_id="ann@example.com"
+        )
+    )
     redacting = await make_ledger(content=ContentPolicy.from_settings(Settings(ledger_content="redacted")))
     (event,) = await redacting.feedback_events("default")
     assert event.inference.request["messages"][0]["content"] == "mail [EMAIL]"
@@ -203,7 +222,10 @@ async def test_rows_stored_before_a_switch_are_read_back_as_the_mode_now_says(ma
 
 def test_a_pairs_file_is_governed_before_the_compiler_reads_it(tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.jsonl"
-    rows = [{"prompt": f"q{i} from bob@example.com", "chosen": "short, call 212-555-0143", "rejected": f"long {i}"} for i in range(6)]
+    rows = [
+        {"prompt": f"q{i} from bob@example.com", "chosen": "short, call 212-555-0143", "rejected": f"long {i}"}
+        for i in range(6)
+    ]
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     ds = dataset_from_pairs(pairs, 0.3, 0)
     assert governed(ds, Settings()) is ds  # full: as given
@@ -217,7 +239,9 @@ def test_a_pairs_file_is_governed_before_the_compiler_reads_it(tmp_path: Path) -
 # -- retention ---------------------------------------------------------------------------------------
 async def seed_old_and_new(ledger: Ledger, now: float) -> None:
     old, new = now - 40 * DAY, now - 1 * DAY
-    rows = [inference(f"old-{i}", at=old + i) for i in range(23)] + [inference(f"new-{i}", at=new + i) for i in range(5)]
+    rows = [inference(f"old-{i}", at=old + i) for i in range(23)] + [
+        inference(f"new-{i}", at=new + i) for i in range(5)
+    ]
     await ledger._write_inferences(rows)
     for i in range(10):  # on old rows: go with them
         await ledger.add_feedback(FeedbackRecord(f"fb-old-{i}", f"old-{i}", THUMB, 1.0, old + 100 + i))
@@ -302,9 +326,13 @@ async def seed_users(ledger: Ledger) -> None:
     ])  # fmt: skip
     now = time.time()
     await ledger.add_feedback(FeedbackRecord("f-ann-own", "ann-1", THUMB, 1.0, now, user_id="ann"))
-    await ledger.add_feedback(FeedbackRecord("f-bob-on-ann", "ann-2", THUMB, -1.0, now, user_id="bob"))  # goes with ann-2
+    await ledger.add_feedback(
+        FeedbackRecord("f-bob-on-ann", "ann-2", THUMB, -1.0, now, user_id="bob")
+    )  # goes with ann-2
     await ledger.add_feedback(FeedbackRecord("f-ann-on-bob", "bob-1", THUMB, 1.0, now, user_id="ann"))  # bob-1 stays
-    await ledger.add_feedback(FeedbackRecord("f-ann-on-anon", "anon-1", THUMB, 1.0, now, user_id="ann"))  # anon-1: ann's
+    await ledger.add_feedback(
+        FeedbackRecord("f-ann-on-anon", "anon-1", THUMB, 1.0, now, user_id="ann")
+    )  # anon-1: ann's
     await ledger.add_feedback(FeedbackRecord("f-cy-on-anon", "anon-2", THUMB, 1.0, now, user_id="cy"))
 
 
@@ -316,7 +344,9 @@ async def test_forget_erases_a_users_rows_and_nobody_elses(make_ledger: Any) -> 
         assert await ledger.get_inference(gone) is None
     for kept in ("bob-1", "anon-2"):
         assert await ledger.get_inference(kept) is not None
-    assert [await ledger.get_feedback(f) is None for f in ("f-ann-own", "f-bob-on-ann", "f-ann-on-bob", "f-ann-on-anon")] == [True] * 4
+    assert [
+        await ledger.get_feedback(f) is None for f in ("f-ann-own", "f-bob-on-ann", "f-ann-on-bob", "f-ann-on-anon")
+    ] == [True] * 4
     assert await ledger.get_feedback("f-cy-on-anon") is not None
     assert await ledger.forget_user("ann") == (0, 0)
 
@@ -324,7 +354,9 @@ async def test_forget_erases_a_users_rows_and_nobody_elses(make_ledger: Any) -> 
 async def test_forget_finds_hashed_ids_and_drops_rows_still_queued(make_ledger: Any) -> None:
     ledger = await make_ledger(content=ContentPolicy.from_settings(Settings(ledger_content="redacted")),
                                flush_interval=1.0, batch_size=10_000)  # fmt: skip
-    await ledger._write_inferences([ledger.content.inference(inference("dana-1", metadata={"user": "dana@example.com"}))])
+    await ledger._write_inferences(
+        [ledger.content.inference(inference("dana-1", metadata={"user": "dana@example.com"}))]
+    )
     assert ledger.record(inference("dana-queued", at=time.time() - 1, metadata={"user": "dana@example.com"}))
     assert await ledger.forget_user("dana@example.com") == (1, 0)  # stored as pii:..., found by the address
     await ledger.close()  # flushes the queue
@@ -339,7 +371,9 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)  # fmt: skip
 
 
-async def test_the_forget_command_says_how_many_rows(tmp_path: Path, ledger_store: tuple[str, Any], make_ledger: Any) -> None:
+async def test_the_forget_command_says_how_many_rows(
+    tmp_path: Path, ledger_store: tuple[str, Any], make_ledger: Any
+) -> None:
     kind, where = ledger_store
     ledger = await make_ledger()
     await seed_users(ledger)

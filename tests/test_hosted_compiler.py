@@ -61,8 +61,15 @@ async def spec_with_traffic(tmp_path: Path, model: str) -> None:
 def env_for(tmp_path: Path, url: str, **extra: str) -> dict[str, str]:
     """A team's environment: the upstream and its key, no SPECLEARN_COMPILER_* at all."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPECLEARN_")}
-    env.update({"SPECLEARN_UPSTREAM_URL": url, "SPECLEARN_UPSTREAM_API_KEY": KEY,
-                "SPECLEARN_SPECS_DIR": str(tmp_path / "specs"), "SPECLEARN_DATA_DIR": str(tmp_path / "data"), **extra})
+    env.update(
+        {
+            "SPECLEARN_UPSTREAM_URL": url,
+            "SPECLEARN_UPSTREAM_API_KEY": KEY,
+            "SPECLEARN_SPECS_DIR": str(tmp_path / "specs"),
+            "SPECLEARN_DATA_DIR": str(tmp_path / "data"),
+            **extra,
+        }
+    )
     return env
 
 
@@ -96,7 +103,9 @@ async def test_compile_with_no_compiler_setting_asks_the_traffics_model_with_the
     await spec_with_traffic(tmp_path, CHAT)
     done = speclearn(env_for(tmp_path, url), "compile", "support")
     assert done.returncode in (0, 3), done.stderr  # published, skipped or gate failed: never an error
-    assert "compiler model gpt-x: used by 40 of 40 of spec support's answered requests in the last 30 days" in done.stdout
+    assert (
+        "compiler model gpt-x: used by 40 of 40 of spec support's answered requests in the last 30 days" in done.stdout
+    )
     chats = fake.chats()
     assert fake.fake.count("propose rules") >= 1 and len(chats) > 20  # a whole round, not a probe
     assert {c.body["model"] for c in chats} == {CHAT} and {c.authorization for c in chats} == {f"Bearer {KEY}"}
@@ -120,7 +129,9 @@ async def test_the_most_used_model_wins_and_a_new_spec_takes_all_specs_traffic(t
     await ledger.start()
     try:
         choice = await served_model.from_traffic(ledger, "a", since=500.0, days=30)
-        assert choice is not None and choice.model == "gpt-x" and "2 of 3" in choice.why  # errors and old rows do not count
+        assert (
+            choice is not None and choice.model == "gpt-x" and "2 of 3" in choice.why
+        )  # errors and old rows do not count
         other = await served_model.from_traffic(ledger, "new-spec", since=500.0, days=30)
         assert other is not None and other.model == "gpt-x" and "spec new-spec has none yet" in other.why
         assert served_model.most_used({"b": 2, "a": 2, "c": 1}) == "a"  # a tie is decided by name: repeatable
@@ -155,7 +166,9 @@ async def test_no_traffic_takes_the_endpoints_only_model_else_says_to_set_one(tm
 
 
 # -- max_tokens refused: max_completion_tokens, learnt once per model ------------------------------
-async def test_max_tokens_refused_is_resent_as_max_completion_tokens_and_remembered(hosted: tuple[FakeHosted, str]) -> None:
+async def test_max_tokens_refused_is_resent_as_max_completion_tokens_and_remembered(
+    hosted: tuple[FakeHosted, str],
+) -> None:
     fake, url = hosted
     quirks = Quirks()
     async with LLMClient(url, REASONING, api_key=KEY, quirks=quirks, reasoning_tokens=256) as llm:
@@ -193,7 +206,9 @@ async def test_a_round_on_a_reasoning_model_runs_with_its_notes(tmp_path: Path, 
 
 
 # -- logprobs missing: calibrated judges vote by sampled answers -----------------------------------
-async def test_a_judge_without_logprobs_votes_by_sampled_answers(tmp_path: Path, hosted: tuple[FakeHosted, str]) -> None:
+async def test_a_judge_without_logprobs_votes_by_sampled_answers(
+    tmp_path: Path, hosted: tuple[FakeHosted, str]
+) -> None:
     fake, url = hosted
     result = await round_on(tmp_path, url, NO_LOGPROBS)
     assert result.result != "error", result.reason
@@ -257,20 +272,38 @@ async def test_doctor_on_a_healthy_setup(tmp_path: Path, hosted: tuple[FakeHoste
 @pytest.mark.parametrize(
     ("setting", "line", "code"),
     [
-        ({"SPECLEARN_COMPILER_MODEL": "gpt-unknown"},
-         "problem: compiler: model `gpt-unknown` is not served by {url} (model_not_found): set SPECLEARN_COMPILER_MODEL", 1),
-        ({"SPECLEARN_UPSTREAM_API_KEY": "sk-not-the-team-key"},
-         "problem: compiler: {url} refused the key (invalid_api_key): set SPECLEARN_UPSTREAM_API_KEY or "
-         "SPECLEARN_COMPILER_API_KEY", 1),
-        ({"SPECLEARN_UPSTREAM_URL": "http://127.0.0.1:{closed}/v1"},
-         "problem: compiler: gpt-x at http://127.0.0.1:{closed}/v1: endpoint down or failing", 1),
-        ({"SPECLEARN_COMPILER_MODEL": REASONING},
-         "note: compiler: o-reasoner refuses max_tokens -> using max_completion_tokens (+1024 reasoning tokens)", 0),
-        ({"SPECLEARN_COMPILER_MODEL": NO_LOGPROBS},
-         "note: compiler: gpt-nolp returns no logprobs -> calibrated judges vote by 5 sampled answers", 0),
-        ({"SPECLEARN_COMPILER_EMBEDDING_MODEL": "text-embedding-missing"},
-         "warning: embeddings: text-embedding-missing at {url} failed ({url} does not serve model "
-         "`text-embedding-missing` (model_not_found): set SPECLEARN_COMPILER_EMBEDDING_MODEL)", 0),
+        (
+            {"SPECLEARN_COMPILER_MODEL": "gpt-unknown"},
+            "problem: compiler: model `gpt-unknown` is not served by {url} (model_not_found): set SPECLEARN_COMPILER_MODEL",
+            1,
+        ),
+        (
+            {"SPECLEARN_UPSTREAM_API_KEY": "sk-not-the-team-key"},
+            "problem: compiler: {url} refused the key (invalid_api_key): set SPECLEARN_UPSTREAM_API_KEY or "
+            "SPECLEARN_COMPILER_API_KEY",
+            1,
+        ),
+        (
+            {"SPECLEARN_UPSTREAM_URL": "http://127.0.0.1:{closed}/v1"},
+            "problem: compiler: gpt-x at http://127.0.0.1:{closed}/v1: endpoint down or failing",
+            1,
+        ),
+        (
+            {"SPECLEARN_COMPILER_MODEL": REASONING},
+            "note: compiler: o-reasoner refuses max_tokens -> using max_completion_tokens (+1024 reasoning tokens)",
+            0,
+        ),
+        (
+            {"SPECLEARN_COMPILER_MODEL": NO_LOGPROBS},
+            "note: compiler: gpt-nolp returns no logprobs -> calibrated judges vote by 5 sampled answers",
+            0,
+        ),
+        (
+            {"SPECLEARN_COMPILER_EMBEDDING_MODEL": "text-embedding-missing"},
+            "warning: embeddings: text-embedding-missing at {url} failed ({url} does not serve model "
+            "`text-embedding-missing` (model_not_found): set SPECLEARN_COMPILER_EMBEDDING_MODEL)",
+            0,
+        ),
     ],
     ids=["model-not-served", "key-refused", "endpoint-down", "max-tokens-refused", "no-logprobs", "embeddings-fail"],
 )

@@ -42,7 +42,9 @@ async def _calibrate(base_url: str, model: str, items: list[CalibrationItem]) ->
                                passes=lambda a, n: trusted(a, n, s.judge_min_agreement))  # fmt: skip
 
 
-async def test_the_1_5b_judge_passes_calibration_on_a_preference_no_check_expresses(judge_model: lm.LocalModelSupervisor) -> None:
+async def test_the_1_5b_judge_passes_calibration_on_a_preference_no_check_expresses(
+    judge_model: lm.LocalModelSupervisor,
+) -> None:
     cal = await _calibrate(judge_model.base_url, lm.JUDGE_MODEL, ITEMS)
     print(f"1.5B: {cal.describe()}")
     assert cal.trusted, cal.describe()

@@ -9,6 +9,7 @@ they say otherwise: the admin API (`labels` omitted), `speclearn specs publish` 
 
 The HTTP scenario runs through a real proxy process on the files registry and on PostgreSQL.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -209,8 +210,10 @@ def test_a_candidate_is_never_served_to_a_request_that_names_no_version(
         assert r.headers["x-spec-version"] == "default@1"
         assert fake_upstream.last().body["messages"][0]["content"] == "PERSON DEFAULT\n"
     listed = httpx.get(f"{proxy.root_url}/admin/specs", headers=ADMIN, timeout=10).json()["data"]
-    assert {s["name"]: s["labels"] for s in listed} == {"support": {"production": 2, "candidate": 2},
-                                                           "default": {"candidate": 2}}
+    assert {s["name"]: s["labels"] for s in listed} == {
+        "support": {"production": 2, "candidate": 2},
+        "default": {"candidate": 2},
+    }
 
 
 def test_a_spec_with_only_compiled_versions_serves_nothing_by_default(

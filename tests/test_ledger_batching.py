@@ -1,4 +1,5 @@
 """The shared write queue: a storage hiccup is retried, a full queue drops and counts, close flushes."""
+
 from __future__ import annotations
 
 import time

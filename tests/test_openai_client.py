@@ -1,4 +1,5 @@
 """The official `openai` client, unchanged but for base_url, against the proxy and a recording upstream."""
+
 from __future__ import annotations
 
 import httpx
@@ -14,7 +15,9 @@ def client(proxy: ProxyProcess, base_url: str | None = None) -> openai.OpenAI:
     return openai.OpenAI(base_url=base_url or proxy.base_url, api_key="client-key", max_retries=0)
 
 
-def test_spec_is_the_first_system_message_and_client_system_survives(proxy: ProxyProcess, fake_upstream: FakeUpstream) -> None:
+def test_spec_is_the_first_system_message_and_client_system_survives(
+    proxy: ProxyProcess, fake_upstream: FakeUpstream
+) -> None:
     messages = [{"role": "system", "content": "client system"}, *MESSAGES]
     raw = client(proxy).chat.completions.with_raw_response.create(model="m", messages=messages)
     completion = raw.parse()
@@ -40,7 +43,9 @@ def test_path_form_selects_the_spec(proxy: ProxyProcess, fake_upstream: FakeUpst
     [("support", "SUPPORT SPEC\n", "support@1"), ("support@1", "SUPPORT SPEC\n", "support@1"),
      ("support@production", "SUPPORT SPEC\n", "support@1"), ("none", None, "none")],
 )  # fmt: skip
-def test_header_form(proxy: ProxyProcess, fake_upstream: FakeUpstream, header: str, first_system: str | None, version: str) -> None:
+def test_header_form(
+    proxy: ProxyProcess, fake_upstream: FakeUpstream, header: str, first_system: str | None, version: str
+) -> None:
     raw = client(proxy).chat.completions.with_raw_response.create(
         model="m", messages=MESSAGES, extra_headers={"X-Spec": header}
     )
@@ -64,8 +69,12 @@ def test_unknown_spec_is_a_404_in_openai_shape(proxy: ProxyProcess) -> None:
     assert "nope" in err.value.body["message"]
 
 
-def test_unknown_fields_tools_n_and_response_format_pass_through(proxy: ProxyProcess, fake_upstream: FakeUpstream) -> None:
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}}]
+def test_unknown_fields_tools_n_and_response_format_pass_through(
+    proxy: ProxyProcess, fake_upstream: FakeUpstream
+) -> None:
+    tools = [
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}}
+    ]
     completion = client(proxy).chat.completions.create(
         model="m", messages=MESSAGES, tools=tools, n=2, response_format={"type": "json_object"},
         extra_body={"vendor_knob": {"x": 1}}, extra_headers={"X-Fake": "tools"},
@@ -130,7 +139,9 @@ def test_other_v1_paths_are_relayed_untouched(proxy: ProxyProcess, fake_upstream
     assert r.json() == {"echo": "/v1/files/abc", "method": "GET", "query": "purpose=x"}
 
 
-def test_client_authorization_is_forwarded_when_proxy_has_no_key(proxy: ProxyProcess, fake_upstream: FakeUpstream) -> None:
+def test_client_authorization_is_forwarded_when_proxy_has_no_key(
+    proxy: ProxyProcess, fake_upstream: FakeUpstream
+) -> None:
     client(proxy).chat.completions.create(model="m", messages=MESSAGES)
     headers = {k.lower(): v for k, v in fake_upstream.last().headers.items()}
     assert headers["authorization"] == "Bearer client-key"

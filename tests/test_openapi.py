@@ -1,5 +1,6 @@
 """GET /openapi.json describes our own endpoints; schemathesis fuzzes them in process (ASGI):
 no 5xx, and every error in the OpenAI error shape."""
+
 from __future__ import annotations
 
 import tempfile
@@ -18,8 +19,12 @@ from proxy.app import create_app
 _tmp = Path(tempfile.mkdtemp(prefix="speclearn-openapi-"))
 publish_versions(_tmp / "specs")
 # feedback waits for unknown inference ids; no need to wait long here
-APP = create_app(proxy_settings(_tmp, feedback_keys=["pk-fuzz"], cors_origins=["https://app.example"], feedback_wait_seconds=0.01))
-schema = schemathesis.openapi.from_asgi("/openapi.json", APP).exclude(tag="openai")  # the OpenAI routes need an upstream
+APP = create_app(
+    proxy_settings(_tmp, feedback_keys=["pk-fuzz"], cors_origins=["https://app.example"], feedback_wait_seconds=0.01)
+)
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP).exclude(
+    tag="openai"
+)  # the OpenAI routes need an upstream
 
 
 def test_the_document_covers_our_endpoints_and_refers_to_openai() -> None:
@@ -47,7 +52,9 @@ def _headers(path: str) -> dict[str, str]:
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_fuzz_our_endpoints(case: schemathesis.Case) -> None:
     response = case.call(headers=_headers(case.path))
-    assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
+    assert response.status_code < 500, (
+        f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
+    )
     if response.status_code >= 400:
         body = response.json()
         assert isinstance(body, dict) and isinstance(body.get("error"), dict), response.text[:300]

@@ -98,7 +98,11 @@ def test_transcripts_split_at_the_shared_assistant_turn(tmp_path: Path) -> None:
     head = "\n\nHuman: What is 2+2?\n\nAssistant:"
     rows = [{"chosen": head + " 4.", "rejected": head + " 5."}]
     (p,) = read_pairs(jsonl(tmp_path / "hh.jsonl", rows))
-    assert (p.chosen.prompt, p.chosen.response, p.rejected.response) == ("Human: What is 2+2?\n\nAssistant:", "4.", "5.")
+    assert (p.chosen.prompt, p.chosen.response, p.rejected.response) == (
+        "Human: What is 2+2?\n\nAssistant:",
+        "4.",
+        "5.",
+    )
 
 
 def test_json_array_and_extra_columns_said_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -41,7 +41,7 @@ def test_lines_moved_are_kept_but_not_byte_exact() -> None:
 
 
 def test_a_line_edited_in_place_is_missing() -> None:
-    p = preserve.preservation(HUMAN, HUMAN.replace("- Be kind.", "- Be kind. Never use the phrase \"Steps\"."))
+    p = preserve.preservation(HUMAN, HUMAN.replace("- Be kind.", '- Be kind. Never use the phrase "Steps".'))
     assert p["missing"] == ["- Be kind."]
     assert not p["byte_exact_prefix"]
 

@@ -94,7 +94,9 @@ def test_the_production_guide_runs_as_written(tmp_path: Path) -> None:
 
     # the compiler asked the traffic's model with the team's key; embeddings the embedding model
     calls = compiler_calls(fake)
-    assert calls and {c.body["model"] for c in calls} == {MODEL} and {c.authorization for c in calls} == {f"Bearer {KEY}"}
+    assert (
+        calls and {c.body["model"] for c in calls} == {MODEL} and {c.authorization for c in calls} == {f"Bearer {KEY}"}
+    )
     assert {s.body["model"] for s in fake.seen if s.path == "/v1/embeddings"} == {EMBEDDING}
     # the app's traffic reached the upstream with the person's prompt injected, byte for byte
     served = [c for c in fake.chats() if c not in calls and c.body["messages"][0]["role"] == "system"]

@@ -8,6 +8,7 @@ batched together and may differ), so requests here are sequential unless noted.
 Without the `local` extra these tests skip; CI sets SPECLEARN_REQUIRE_REAL_MODEL=1 so they fail
 instead of silently not running.
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -56,9 +57,7 @@ def _client(base_url: str, **headers: str) -> Any:
 
 
 def _chat(client: Any, prompt: str, system: str | None = None, max_tokens: int = 24, **kw: Any) -> Any:
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": prompt}
-    ]
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     return client.chat.completions.create(
         model=MODEL, messages=messages, temperature=0, seed=SEED, max_tokens=max_tokens, **kw
     )

@@ -1,4 +1,5 @@
 """Specs change while traffic flows: hot reload, one snapshot per request, CLI rollback."""
+
 from __future__ import annotations
 
 import subprocess
@@ -102,7 +103,9 @@ def test_half_written_or_tampered_version_is_never_served(fake_upstream: FakeUps
 
 
 def test_canary_share_goes_to_candidate_only_when_unpinned(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
-    proxy = start_proxy(tmp_path, fake_upstream.url, specs={"default": "PROD"}, env={"SPECLEARN_CANARY_FRACTION": "0.5"})
+    proxy = start_proxy(
+        tmp_path, fake_upstream.url, specs={"default": "PROD"}, env={"SPECLEARN_CANARY_FRACTION": "0.5"}
+    )
     try:
         url = proxy.base_url + "/chat/completions"
         body = {"model": "m", "messages": MESSAGES}
@@ -113,7 +116,10 @@ def test_canary_share_goes_to_candidate_only_when_unpinned(fake_upstream: FakeUp
         seen = [httpx.post(url, json=body).headers["x-spec-version"] for _ in range(60)]
         assert {"default@1", "default@2"} == set(seen)
         assert 10 <= seen.count("default@2") <= 50  # ~30 expected; bounds fail with p < 1e-6
-        pinned = {httpx.post(url, json=body, headers={"X-Spec": "default@production"}).headers["x-spec-version"] for _ in range(10)}
+        pinned = {
+            httpx.post(url, json=body, headers={"X-Spec": "default@production"}).headers["x-spec-version"]
+            for _ in range(10)
+        }
         assert pinned == {"default@1"}
     finally:
         proxy.stop()

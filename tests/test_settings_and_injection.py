@@ -1,4 +1,5 @@
 """Settings sources and precedence; the three injection modes on chat and Responses bodies."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -41,7 +41,9 @@ def test_over_budget_the_learned_section_drops_the_lowest_ranked_rules() -> None
     assert tight.method == "sections" and not tight.rejected and tight.learned_tokens <= budget
     assert RULES[0].text in tight.text and RULES[2].text not in tight.text  # best first: the last go
     assert [r for r in tight.repairs if r.startswith("dropped")] == [
-        f"dropped to fit the length budget: {RULES[2].text}", f"dropped to fit the length budget: {RULES[1].text}"]
+        f"dropped to fit the length budget: {RULES[2].text}",
+        f"dropped to fit the length budget: {RULES[1].text}",
+    ]
 
 
 def test_a_long_human_part_is_served_whole_and_only_the_learned_section_is_budgeted() -> None:
@@ -76,7 +78,10 @@ async def test_a_budget_nothing_fits_skips_the_round(tmp_path: Path) -> None:
     ctx = await make_ctx(tmp_path, FakeLLM(), seed=11, max_spec_tokens=5)
     result = await compile_spec(ctx, "support")
     await close(ctx)
-    assert result.result == "skipped" and "no learned rule fits the learned section's length budget of 5 tokens" in result.reason
+    assert (
+        result.result == "skipped"
+        and "no learned rule fits the learned section's length budget of 5 tokens" in result.reason
+    )
     assert result.gate is None and result.version is None
 
 

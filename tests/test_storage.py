@@ -5,6 +5,7 @@ PostgreSQL tests each get a fresh schema (dropped afterwards) on `SPECLEARN_TEST
 (default: the local server's `test` database). Without a server they skip, except under CI
 (`CI=true`), where a missing PostgreSQL fails the run instead of quietly testing less.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -729,7 +730,8 @@ async def test_concurrent_held_publishes_and_approvals_lose_no_hold(make_registr
     state = a.snapshot.get("race")
     assert {v.version for v in published} | {1, first.version} == set(state.versions)
     assert {v: h.status for v, h in state.holds.items()} == {
-        first.version: "approved", **{v.version: "held" for v in published}
+        first.version: "approved",
+        **{v.version: "held" for v in published},
     }
     assert state.labels == {"production": 1, "candidate": first.version}
 

@@ -1,6 +1,7 @@
 """The proxy's HTTP/1.1 upstream client (proxy/http1.py) against a scripted server on loopback:
 framing (length, chunked, until close, no body), keep-alive reuse and when it must not happen,
 the pool's bound, timeouts, and broken or hostile answers."""
+
 from __future__ import annotations
 
 import asyncio
@@ -68,7 +69,12 @@ async def serve() -> AsyncIterator[Callable[[Reply], asyncio.Future[Server]]]:
 
 
 def ok(body: bytes = b'{"ok":true}', extra: bytes = b"") -> Reply:
-    return lambda _: b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + extra + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    return lambda _: (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        + extra
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
 
 
 def pool(server: Server, read_timeout: float = 5.0, limit: int = 10) -> http1.Pool:
@@ -98,7 +104,12 @@ async def test_request_bytes_and_keep_alive_reuse(serve) -> None:  # type: ignor
 async def test_upstream_class_sends_base_path_query_auth_and_no_hop_headers(serve) -> None:  # type: ignore[no-untyped-def]
     server = await serve(ok())
     up = Upstream(f"http://127.0.0.1:{server.port}/v1/", "sk-up", 2.0, 5.0, 10)
-    client = [(b"host", b"proxy"), (b"authorization", b"Bearer client"), (b"connection", b"keep-alive"), (b"x-keep", b"yes")]
+    client = [
+        (b"host", b"proxy"),
+        (b"authorization", b"Bearer client"),
+        (b"connection", b"keep-alive"),
+        (b"x-keep", b"yes"),
+    ]
     r = await up.send("GET", "/models", up.headers(client, forward_client_auth=True), None, b"a=1")
     assert (r.status, r.content_type, await r.read()) == (200, "application/json", b'{"ok":true}')
     r.close()

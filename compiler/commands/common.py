@@ -24,12 +24,19 @@ from ..settings import CompilerSettings
 
 def add_llm_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("compiler LLM and budget")
-    g.add_argument("--base-url", help="OpenAI-compatible base URL (…/v1); default: the upstream, else the embedded model")
+    g.add_argument(
+        "--base-url", help="OpenAI-compatible base URL (…/v1); default: the upstream, else the embedded model"
+    )
     g.add_argument("--model", help="model name sent to that endpoint")
     g.add_argument("--api-key", help="API key for that endpoint")
-    g.add_argument("--local-model", action="store_true",
-                   help="use the embedded model even if an endpoint is configured (the default without one)")
-    g.add_argument("--judge-model", help="judge model at --judge-base-url, or an embedded one (e.g. qwen2.5-coder-1.5b)")
+    g.add_argument(
+        "--local-model",
+        action="store_true",
+        help="use the embedded model even if an endpoint is configured (the default without one)",
+    )
+    g.add_argument(
+        "--judge-model", help="judge model at --judge-base-url, or an embedded one (e.g. qwen2.5-coder-1.5b)"
+    )
     g.add_argument("--judge-base-url", help="OpenAI-compatible base URL of the judge; default: the compiler's LLM")
     g.add_argument("--seed", type=int)
     g.add_argument("--max-calls", type=int, dest="max_llm_calls", help="LLM call budget of one round")

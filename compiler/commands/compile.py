@@ -31,11 +31,15 @@ EXIT = {"published": 0, "held": 0, "skipped": 0, "gate_failed": 3, "error": 1}
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="spec name (a folder under specs/)")
     parser.add_argument(
-        "--pairs", help="bootstrap from a pairs file: CSV/JSONL with prompt,chosen,rejected (text or chat message "
+        "--pairs",
+        help="bootstrap from a pairs file: CSV/JSONL with prompt,chosen,rejected (text or chat message "
         "lists) or text_a,text_b,preferred_text; a split column (train/heldout/test) is honoured",
     )
-    parser.add_argument("--instruction", help="the person's instruction, stored if the spec has none yet; a spec with "
-                        "no version also gets it as version 1, labelled production (not with --dry-run, --no-publish)")
+    parser.add_argument(
+        "--instruction",
+        help="the person's instruction, stored if the spec has none yet; a spec with "
+        "no version also gets it as version 1, labelled production (not with --dry-run, --no-publish)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the projected cost and stop")
     parser.add_argument("--force", action="store_true", help="publish even if the gate fails")
     parser.add_argument("--no-publish", action="store_true", help="run the round, publish nothing")
@@ -52,7 +56,7 @@ async def _run(args: argparse.Namespace) -> int:
     settings, compiler = build_settings(args)
     # a dry run only projects the cost: it needs no LLM, so it starts or looks up none
     llms = resolve_llms(settings, compiler, force_local=args.local_model)
-    with (contextlib.nullcontext(compiler) if args.dry_run else llms) as compiler:
+    with contextlib.nullcontext(compiler) if args.dry_run else llms as compiler:
         async with context(settings, compiler, with_ledger=not args.pairs, use_cache=not args.no_cache) as ctx:
             if args.instruction:
                 state = ctx.registry.snapshot.specs.get(args.name)

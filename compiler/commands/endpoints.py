@@ -133,7 +133,9 @@ def _compiler_llm(
     return compiler.model_copy(update={"base_url": url, "model": model}), True
 
 
-def _judge(servers: EmbeddedServers, settings: Settings, compiler: CompilerSettings, embedded: bool) -> CompilerSettings:
+def _judge(
+    servers: EmbeddedServers, settings: Settings, compiler: CompilerSettings, embedded: bool
+) -> CompilerSettings:
     model = compiler.judge_model
     if compiler.judge_base_url:
         return compiler  # an explicit judge endpoint is used as configured
