@@ -32,8 +32,9 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -66,9 +67,9 @@ def simulate(
 ) -> list[tuple[str, int]]:
     """Per run: (decision, thumbs per version when it was taken; the horizon if undecided)."""
     out = []
-    for cand_path, prod_path in zip(*paths):
+    for cand_path, prod_path in zip(*paths, strict=True):
         outcome = ("undecided", len(cand_path) * batch)
-        for look, (c, p) in enumerate(zip(cand_path, prod_path), start=1):
+        for look, (c, p) in enumerate(zip(cand_path, prod_path, strict=True), start=1):
             n = look * batch
             action = rule(Decision("continue", 2, 1, c, n, p, n)).action
             if action != "continue":
@@ -105,9 +106,9 @@ def paths_for(rng: np.random.Generator, runs: int, looks: int, batch: int, rates
 def guardrail_runs(paths: tuple[list[list[int]], list[list[int]]], batch: int, limits: Limits) -> list[tuple[str, int]]:
     """Per run of cumulative error counts: ("rollback", rows per arm) at the first breach, else undecided."""
     out = []
-    for cand_path, prod_path in zip(*paths):
+    for cand_path, prod_path in zip(*paths, strict=True):
         outcome = ("undecided", len(cand_path) * batch)
-        for look, (c, p) in enumerate(zip(cand_path, prod_path), start=1):
+        for look, (c, p) in enumerate(zip(cand_path, prod_path, strict=True), start=1):
             n = look * batch
             if check(ArmStats(n, c, None, None), ArmStats(n, p, None, None), limits).violations:
                 outcome = ("rollback", n)

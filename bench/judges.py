@@ -117,7 +117,8 @@ def fmt(x: dict[str, Any]) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | judge | menu rules | non-menu rules (shipped + ICAI) | ICAI orthogonal | sign only | tokens / s per judgment |",
+    lines = ["| model | judge | menu rules | non-menu rules (shipped + ICAI) | ICAI orthogonal | sign only "
+             "| tokens / s per judgment |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         icai = r["by_kind"].get("icai")

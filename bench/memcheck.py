@@ -55,6 +55,6 @@ async def memcheck(
         "growth": round(growth, 4) if growth is not None else None,
         "tolerance": tolerance,
         "passed": passed,
-        "trace_mb": [[n, round(mb, 1)] for n, mb in trace + [(total, rss_end)]],
+        "trace_mb": [[n, round(mb, 1)] for n, mb in [*trace, (total, rss_end)]],
         "achieved_rps": round(rec.achieved_rps(), 1),
     }

@@ -32,13 +32,12 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bench.quality import arm, compiler_overrides, embedded_models, eval_extra, fmt_arm
-from compiler.simulate import ASSISTANT, PROMPTS, SEVEN, TASTES, Taste, closed_loop
 from compiler.llm import estimate_tokens
+from compiler.simulate import ASSISTANT, PROMPTS, SEVEN, TASTES, Taste, closed_loop
 
 try:  # the spec's two parts, as the compiler writes them (the lead's module; a stand-in until it lands)
     from compiler.sections import split_spec  # type: ignore[import-not-found,unused-ignore]
@@ -290,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, taste in pairs:
             try:
                 results.append(asyncio.run(run_pair(base_url, model, name, taste, a, baseline)))
-            except Exception as exc:  # one failed pair must not lose the others' hours
+            except Exception as exc:  # noqa: BLE001 - one failed pair must not lose the others' hours
                 results.append({"prompt": name, "taste": taste, "prompt_tokens": approx_tokens(load_prompt(name)),
                                 "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
             write()  # a partial report survives an interrupted run

@@ -38,7 +38,10 @@ from proxy.retention import Retention
 DAY = 86400.0
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "purge.json"
 WRITER_ROWS, WRITER_EVERY = 10, 0.010  # one writer transaction: rows, seconds between them
-COLUMNS = "id, created_at, route, model, spec_name, spec_version, spec_hash, request, response_text, usage, latency_ms, status, http_status, metadata"
+COLUMNS = (
+    "id, created_at, route, model, spec_name, spec_version, spec_hash, request, response_text, usage, latency_ms, "
+    "status, http_status, metadata"
+)
 
 
 def _row(i: int, now: float, n: int) -> tuple[Any, ...]:
@@ -257,8 +260,8 @@ async def fill_pg(dsn: str, n: int) -> float:
             rows = (_row(i, now, n) for i in range(start, min(n, start + 50_000)))
             await conn.copy_to_table("inferences", source=_csv(rows), columns=cols, format="csv")
         fb = ((f"fb-{i}", f"b-{i}", "thumb", 1.0, _row(i, now, n)[1] + 60, f"u{i % 5000}") for i in range(0, n, 10))
-        await conn.copy_to_table("feedback", source=_csv(fb), columns=["id", "inference_id", "kind", "value", "created_at", "user_id"],
-                                 format="csv")  # fmt: skip
+        await conn.copy_to_table("feedback", source=_csv(fb), format="csv",
+                                 columns=["id", "inference_id", "kind", "value", "created_at", "user_id"])  # fmt: skip
         await conn.execute("ANALYZE inferences; ANALYZE feedback")
     finally:
         await conn.close()

@@ -189,7 +189,8 @@ def fmt_arm(x: dict[str, Any] | None) -> str:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = "| preference | before | compiled | oracle | compiled/oracle | events (comments) | LLM calls | tokens | seconds | compile |"
+    head = ("| preference | before | compiled | oracle | compiled/oracle | events (comments) | LLM calls | tokens "
+            "| seconds | compile |")  # fmt: skip
     lines = [head, "|" + "---|" * 10]
     for r in results:
         ratio = "n/a" if r["compiled_over_oracle"] is None else f"{r['compiled_over_oracle']:.2f}"

@@ -425,7 +425,8 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         n = r["unguided"]["n"] if r["unguided"] else 0
         lines.append(f"| {r['dataset']} | {n} | {fmt(r['unguided'])} | {fmt(r['guided'])} | {gain(r.get('gain'))} "
                      f"| {fmt(r['oracle'])} "
-                     f"| {fmt(r['checks'])} | {fmt(r.get('spec'))} | {cost(r['compile'])} | {cost(r['unguided'])} | {cost(r['guided'])} "
+                     f"| {fmt(r['checks'])} | {fmt(r.get('spec'))} | {cost(r['compile'])} | {cost(r['unguided'])} "
+                     f"| {cost(r['guided'])} "
                      f"| {cost(r['oracle'])} |")  # fmt: skip
     return "\n".join(lines)
 

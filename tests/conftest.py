@@ -3,12 +3,12 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from helpers import FakeUpstream, ProxyProcess, start_proxy
 
+from helpers import FakeUpstream, ProxyProcess, start_proxy
 from proxy import local_model as lm
 
 REAL_MODEL = os.environ.get("SPECLEARN_LOCAL_MODEL", lm.DEFAULT_MODEL)

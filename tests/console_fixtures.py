@@ -4,14 +4,15 @@ compiler-style front matter) and an in-process proxy app."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from starlette.testclient import TestClient
 
 from proxy.app import create_app
-from proxy.ledger import FeedbackRecord, InferenceRecord, THUMB
+from proxy.ledger import THUMB, FeedbackRecord, InferenceRecord
 from proxy.registry.files import FileRegistry
 from proxy.settings import Settings
 

@@ -57,7 +57,7 @@ class FakeUpstream:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> "FakeUpstream":
+    def start(self) -> FakeUpstream:
         ready = threading.Event()
         self.port = free_port()
 
@@ -159,7 +159,8 @@ class FakeUpstream:
             if (body.get("stream_options") or {}).get("include_usage"):
                 usage = {"id": "chatcmpl-upstream", "object": "chat.completion.chunk", "created": 1,
                          "model": "fake-model", "choices": [],
-                         "usage": {"prompt_tokens": 7, "completion_tokens": len(pieces), "total_tokens": 7 + len(pieces)}}  # fmt: skip
+                         "usage": {"prompt_tokens": 7, "completion_tokens": len(pieces),
+                                   "total_tokens": 7 + len(pieces)}}  # fmt: skip
                 await resp.write(b"data: " + orjson.dumps(usage) + b"\n\n")
             if fault != "no-done":
                 await resp.write(b"data: [DONE]\n\n")
@@ -207,7 +208,8 @@ def chat_completion(body: Any, fault: str) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": answer_text(body)}
     if fault == "tools":
         message = {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}  # fmt: skip
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}  # fmt: skip
     n = body.get("n", 1) if isinstance(body, dict) else 1
     return {
         "id": "chatcmpl-upstream", "object": "chat.completion", "created": 1, "model": "fake-model",
@@ -303,7 +305,7 @@ def start_proxy(
     }
     full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log_path = tmp_path / f"proxy-{port}.log"
-    log_file = open(log_path, "wb")  # noqa: SIM115 - owned by the process
+    log_file = open(log_path, "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "proxy.cli", "serve", "--port", str(port), "--workers", str(workers), "--log-level", "info"],
         env=full_env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,

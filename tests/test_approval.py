@@ -15,9 +15,9 @@ from compiler.publish import publish
 from compiler.runner import Context
 from compiler.settings import CompilerSettings
 from helpers import REPO, FakeUpstream, start_proxy, write_spec
+from proxy import routing
 from proxy.ledger import DecisionRecord
 from proxy.ledger.sqlite import SqliteLedger
-from proxy import routing
 from proxy.registry import FileRegistry, Hold, RegistrySnapshot, SpecState, SpecVersion
 from proxy.settings import Settings
 

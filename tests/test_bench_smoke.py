@@ -211,7 +211,9 @@ def test_reconstruct_prints_one_line_per_data_set(tmp_path: Path, capsys: pytest
             if run["checks"] is None:
                 assert run["spec"] == run["guided"]
             else:
-                assert run["spec"]["votes"] == [c or g for c, g in zip(run["checks"]["votes"], run["guided"]["votes"])]
+                assert run["spec"]["votes"] == [
+                    c or g for c, g in zip(run["checks"]["votes"], run["guided"]["votes"], strict=True)
+                ]
 
 
 async def test_reconstruct_chooses_its_judge_kind_on_known_answers() -> None:

@@ -6,7 +6,6 @@ import csv
 from pathlib import Path
 
 import pytest
-from helpers import ICAI
 
 from compiler.dataset import (
     build_dataset,
@@ -20,6 +19,7 @@ from compiler.pairs_file import (
     read_pairs,
     split_instruction_output,
 )
+from helpers import ICAI
 from proxy.ledger import FeedbackEvent, FeedbackRecord, InferenceRecord
 from proxy.ledger.sqlite import SqliteLedger
 

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ICAI_ALIGNED
 
 from compiler.commands.common import add_llm_options, build_settings
 from compiler.commands.endpoints import EmbeddedServers, resolve, resolve_llms
 from compiler.errors import CompilerError
 from compiler.settings import CompilerSettings
 from compiler.sidecar import run_forever
+from helpers import ICAI_ALIGNED
 from proxy import local_model as lm
 from proxy.cli import main as cli
 from proxy.local_model import weights

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import random
 
+from compiler.checks import Check
 from compiler.dataset import Example, Pair
 from compiler.gate import independent, on_request, run_gate, unary_gate, vote_test
-from compiler.checks import Check
-from compiler.pipeline import requested_by
-from compiler.principle import Principle
 from compiler.judge import PairwiseJudge
 from compiler.llm import LLMClient
+from compiler.pipeline import requested_by
+from compiler.principle import Principle
 from tests.fake_llm import FakeLLM
 
 SHORT = "Keep answers short: at most 12 words."

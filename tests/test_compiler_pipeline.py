@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-
 import os
 import subprocess
 import sys
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ICAI_ALIGNED
 from prometheus_client import REGISTRY
 
 from compiler.dataset import Dataset
@@ -20,6 +18,7 @@ from compiler.pairs_file import dataset_from_pairs
 from compiler.publish import publish
 from compiler.runner import Context, compile_spec, ledger_dataset
 from compiler.settings import CompilerSettings
+from helpers import ICAI_ALIGNED
 from proxy.ledger.sqlite import SqliteLedger
 from proxy.registry import FileRegistry
 from proxy.registry.sections import split_spec

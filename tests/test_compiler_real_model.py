@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REAL_MODEL as MODEL
-from helpers import ICAI_ALIGNED
 
 from compiler.pairs_file import dataset_from_pairs
 from compiler.runner import Context, compile_spec
 from compiler.settings import CompilerSettings
+from conftest import REAL_MODEL as MODEL
+from helpers import ICAI_ALIGNED
 from proxy import local_model as lm
 from proxy.registry import FileRegistry
 from proxy.registry.specfile import body_sha256, parse

@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ICAI_ALIGNED
 from prometheus_client import REGISTRY
 
 from compiler.errors import RoundBusy
 from compiler.runner import compile_spec
 from compiler.sidecar import due, run_forever, tick
 from compiler.state import database_lock, spec_lock
+from helpers import ICAI_ALIGNED
 from proxy.cli import main as cli
 from proxy.ledger import FeedbackRecord, InferenceRecord
 from proxy.ledger.sqlite import SqliteLedger
@@ -121,7 +121,7 @@ async def test_lock_holds_across_processes(tmp_path: Path) -> None:
     await close(ctx)
 
 
-async def test_database_lock_keeps_rounds_apart_across_hosts(tmp_path: Path, pg_dsn: str) -> None:  # noqa: F811
+async def test_database_lock_keeps_rounds_apart_across_hosts(tmp_path: Path, pg_dsn: str) -> None:
     fake = FakeLLM()
     ctx = await make_ctx(tmp_path, fake, min_feedback=1)
     ctx.settings = ctx.settings.model_copy(update={"database_url": pg_dsn})

@@ -15,11 +15,11 @@ from compiler.llm import LLMClient
 from compiler.principle import Principle
 from compiler.propose import current_principles, propose_llm
 from compiler.stats import wilson_lower
-from proxy.registry.sections import compose, split_spec
 from compiler.synthesize import MIN_WORDS, synthesize
 from compiler.text import language, parse_rules
 from compiler.validate import select, validate
 from proxy.registry import SpecVersion
+from proxy.registry.sections import compose, split_spec
 from tests.fake_llm import QUESTIONS, FakeLLM, bad_answer, good_answer
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compiler.checks import Check
+from compiler.checks import Check, written_phrases
 from compiler.dataset import Example
 from compiler.llm import LLMClient
-from compiler.checks import written_phrases
 from compiler.wishes import first_rule, liked_form, shared_phrases, translate_wishes, untranslated_wishes
 from tests.fake_llm import FakeLLM, one_round, system_message
 
@@ -135,7 +134,8 @@ async def test_a_translation_most_liked_answers_break_is_refused() -> None:
         return "Rule: Explain why it is so. [check: contains:that is why]"
 
     liked = [Example(f"l{i}", "q", text, 1.0, user=f"v{i}") for i, text in
-             enumerate(["It rains because clouds cool. That is why.", "Tea cools because air moves.", "Cats purr because they are calm."])]  # fmt: skip
+             enumerate(["It rains because clouds cool. That is why.", "Tea cools because air moves.",
+                        "Cats purr because they are calm."])]  # fmt: skip
     examples = [down(0, "tell me why", "u0"), down(1, "tell me why", "u1")]
     wishes = untranslated_wishes(examples, limit=6)
     async with LLMClient("http://fake/v1", "m", transport=FakeLLM(translate=why).transport) as llm:
@@ -246,7 +246,7 @@ async def test_a_round_holds_a_new_way_of_answering_for_a_person(tmp_path: Path)
     round publishes nothing served, and a version with the rule waits for a person."""
     fake = FakeLLM(translate=lambda c: 'Rule: Start each answer with "Great question". [check: starts_with:great question]',
                    grounds=lambda complaint, phrase: False)  # fmt: skip
-    before, _ = await one_round(tmp_path, lambda body: PLAIN, "reason", complain_every=2, fake=fake)
+    _before, _ = await one_round(tmp_path, lambda body: PLAIN, "reason", complain_every=2, fake=fake)
     from proxy.registry import FileRegistry
 
     registry = FileRegistry(tmp_path / "specs", poll_interval=0)

@@ -14,9 +14,9 @@ from starlette.testclient import TestClient
 
 from console_fixtures import ADMIN_KEY, SECRET, V2_TEXT, add_inference, add_thumb, client, publish_held
 from proxy.console import diff, plot, summary
+from proxy.console.session import COOKIE, Sessions
 from proxy.errors import ServiceUnavailable
 from proxy.ledger import DecisionRecord
-from proxy.console.session import COOKIE, Sessions
 from proxy.registry import SpecState, SpecVersion
 from proxy.registry.files import FileRegistry
 
@@ -352,8 +352,9 @@ def test_a_held_version_shows_its_hold_and_the_buttons_and_others_do_not(tmp_pat
         login(c)
         held = c.get("/console/specs/support/versions/3", headers=HTML)
         assert held.status_code == 200 and "French" in held.text  # a reviewer can read it (in the diff)
-        for text in ('id="approval"', 'action="/console/specs/support/versions/3/approve"', 'action="/console/specs/support/versions/3/reject"',
-                     "Approve v3 as candidate", 'class="label hold-held">held<', 'asks for <span class="label label-candidate">candidate'):  # fmt: skip
+        for text in ('id="approval"', 'action="/console/specs/support/versions/3/approve"',
+                     'action="/console/specs/support/versions/3/reject"', "Approve v3 as candidate",
+                     'class="label hold-held">held<', 'asks for <span class="label label-candidate">candidate'):  # fmt: skip
             assert text in held.text, text
         assert held.text.count('name="csrf"') == 3  # approve, reject, log out: no promote for a held version
         assert 'id="promote"' not in held.text

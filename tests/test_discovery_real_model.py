@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import REAL_MODEL as MODEL
 from conftest import _missing_prerequisite, real_model_cache
 from helpers import ICAI_ALIGNED, REPO, free_port
-
 from proxy import local_model as lm
 
 pytestmark = [pytest.mark.real_model, pytest.mark.timeout(300)]

@@ -396,7 +396,8 @@ def test_an_existing_sqlite_ledger_gains_the_columns_in_place(tmp_path: Path) ->
     )
     conn.execute(f"INSERT INTO inferences ({sqlite_ledger.INFERENCE_COLUMNS}) VALUES ({','.join('?' * len(row))})", row)
     conn.execute(
-        "INSERT INTO feedback (id, inference_id, kind, value, created_at, comment) VALUES ('old-fb', 'old-inf', 'thumb', 1, 2, 'ok')"
+        "INSERT INTO feedback (id, inference_id, kind, value, created_at, comment) "
+        "VALUES ('old-fb', 'old-inf', 'thumb', 1, 2, 'ok')"
     )
     conn.close()
 

@@ -32,7 +32,7 @@ from helpers import REPO, FakeUpstream
 from proxy import retention
 from proxy.app import create_app
 from proxy.ledger import PAIR, THUMB, FeedbackRecord, InferenceRecord, Ledger
-from proxy.ledger.content import NONE, REDACTED, ContentPolicy
+from proxy.ledger.content import ContentPolicy
 from proxy.redaction import KINDS, Redactor, read_patterns_file
 from proxy.registry import FileRegistry
 from proxy.retention import Retention

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO, free_port
 
 from compiler import served_model
 from compiler.llm import Budget, LLMClient
 from compiler.quirks import Quirks
 from compiler.runner import Context, compile_spec
 from compiler.settings import CompilerSettings
+from helpers import REPO, free_port
 from proxy.ledger import InferenceRecord, Ledger
 from proxy.ledger.sqlite import SqliteLedger
 from proxy.registry import FileRegistry, specfile
@@ -140,7 +140,7 @@ async def test_the_most_used_model_wins_and_a_new_spec_takes_all_specs_traffic(t
         await ledger.close()
 
 
-async def test_model_counts_on_both_backends(make_ledger: MakeLedger) -> None:  # noqa: F811
+async def test_model_counts_on_both_backends(make_ledger: MakeLedger) -> None:
     ledger = await make_ledger()
     for i, (spec, model, status) in enumerate([("a", "m1", "ok"), ("a", "m1", "ok"), ("a", "m2", "ok"),
                                                ("a", "m3", "error"), ("b", "m2", "ok"), ("a", None, "ok")]):  # fmt: skip

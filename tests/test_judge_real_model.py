@@ -9,14 +9,14 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from conftest import real_model_cache
-from helpers import ICAI
 
 from bench.judges import icai_items
 from compiler.calibration import calibration_set
 from compiler.judge import Calibration, CalibrationItem, calibrate, make_judge, trusted
 from compiler.llm import LLMClient
 from compiler.settings import CompilerSettings
+from conftest import real_model_cache
+from helpers import ICAI
 from proxy import local_model as lm
 
 pytestmark = pytest.mark.real_model

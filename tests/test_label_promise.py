@@ -16,18 +16,19 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
-from helpers import ICAI_ALIGNED, REPO, FakeUpstream, ProxyProcess, start_proxy
-from test_storage import make_registry, pg_dsn, registry_store, run_async  # noqa: F401 - fixtures
 
+from helpers import ICAI_ALIGNED, REPO, FakeUpstream, ProxyProcess, start_proxy
 from proxy import routing
 from proxy.errors import NotFound
 from proxy.registry import FileRegistry, Hold, Registry, RegistrySnapshot, SpecState, SpecVersion
 from proxy.settings import Settings
+from test_storage import make_registry, pg_dsn, registry_store, run_async  # noqa: F401 - fixtures
 
 ADMIN_KEY = "label-promise-admin"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -117,7 +118,7 @@ async def test_first_publish_by_a_person_becomes_production(make_registry: Any) 
         reg.snapshot.resolve("bot")
 
 
-async def test_concurrent_first_publishes_give_production_once(pg_dsn: str) -> None:  # noqa: F811
+async def test_concurrent_first_publishes_give_production_once(pg_dsn: str) -> None:
     """On PostgreSQL the choice is made under the write lock: the first committed version keeps
     `production`, every later one sees it and waits (the files registry, one writer per host,
     makes no such claim across processes)."""

@@ -43,7 +43,7 @@ def test_assemble_concatenates_in_order_and_verifies(tmp_path: Path) -> None:
 def test_hash_mismatch_leaves_nothing_behind(tmp_path: Path) -> None:
     chunks, _ = _chunks(tmp_path, [b"x", b"y"])
     dest = tmp_path / "cache" / "m.gguf"
-    with pytest.raises(lm.LocalModelError, match="does not match.*HINT"):
+    with pytest.raises(lm.LocalModelError, match=r"does not match.*HINT"):
         lm.assemble(chunks, dest, "0" * 64, hint=" HINT")
     assert not dest.exists()
     assert [p.name for p in dest.parent.iterdir()] == ["m.gguf.lock"]
@@ -192,7 +192,7 @@ def test_supervisor_starts_restarts_and_stops(fake_child) -> None:
 
 def test_supervisor_reports_child_stderr_when_it_dies(fake_child) -> None:
     sup = lm.LocalModelSupervisor(command=fake_child("crash"))
-    with pytest.raises(lm.LocalModelError, match="(?s)exited with code 3.*boom: model file is corrupt"):
+    with pytest.raises(lm.LocalModelError, match=r"(?s)exited with code 3.*boom: model file is corrupt"):
         sup.start(timeout=20)
 
 

@@ -28,7 +28,7 @@ def test_metrics_aggregate_over_two_workers(fake_upstream: FakeUpstream, tmp_pat
     proxy = start_proxy(tmp_path, fake_upstream.url, workers=2)
     try:
         with httpx.Client() as client:  # new connections spread over both workers
-            for i in range(40):
+            for _ in range(40):
                 client.post(
                     proxy.base_url + "/chat/completions",
                     json={"model": "m", "messages": MESSAGES},

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from helpers import ICAI_ALIGNED, REPO
 
 DEAD_URL = "http://127.0.0.1:9/v1"  # never contacted: the commands must fail before any call

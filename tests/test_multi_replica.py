@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+
 from helpers import start_proxy
 from test_storage import pg_dsn, pg_execute  # noqa: F401 - pg_dsn is a fixture
 
@@ -53,7 +54,7 @@ StartReplicas = Callable[..., Awaitable[Replicas]]
 
 
 @pytest.fixture
-async def start_replicas(pg_dsn: str, fake_upstream: Any, tmp_path: Path) -> AsyncIterator[StartReplicas]:  # noqa: F811
+async def start_replicas(pg_dsn: str, fake_upstream: Any, tmp_path: Path) -> AsyncIterator[StartReplicas]:
     """Starts two proxies (A, B) on their own ports and data dirs, one database; stops them after."""
     handles: list[Any] = []
 

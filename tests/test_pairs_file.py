@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from compiler.pairs_file import PairsFileError, dataset_from_pairs, read_file_pairs, read_pairs
-
 from helpers import SHARED
 
 COUNSEL = SHARED / "data" / "counsel-chat" / "pairs.jsonl"

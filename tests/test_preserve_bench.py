@@ -94,7 +94,8 @@ def _row(**kw: object) -> dict[str, object]:
 
 def test_table_renders_a_row_per_pair_with_the_same_columns() -> None:
     rows = [_row(), _row(prompt="triage_json", oracle=None, compiled_over_oracle=None),
-            {"prompt": "store_snowy_peak", "taste": "no_phrase", "prompt_tokens": 2981, "error": "HTTPStatusError: 400"}]  # fmt: skip
+            {"prompt": "store_snowy_peak", "taste": "no_phrase", "prompt_tokens": 2981,
+             "error": "HTTPStatusError: 400"}]  # fmt: skip
     text = preserve.table(rows)
     lines = text.splitlines()
     assert len(lines) == 2 + len(rows)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from helpers import REPO, free_port
-
 from tests.fake_hosted import KEY, FakeHosted, Seen
 from tests.fake_llm import FakeLLM, bad_answer, good_answer
 

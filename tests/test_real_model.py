@@ -24,10 +24,10 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import start_proxy
+
 from conftest import REAL_MODEL as MODEL
 from conftest import real_model_cache
-
+from helpers import start_proxy
 from proxy import local_model as lm
 
 pytestmark = [pytest.mark.real_model, pytest.mark.timeout(180)]

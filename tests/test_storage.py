@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import contextlib
+import dataclasses
 import os
 import time
 import uuid
