@@ -75,7 +75,9 @@ class Upstream:
         self._pool = http1.Pool(http1.Origin(self.base_url), connect_timeout, read_timeout, max_connections)
         self._base_path = self._pool.origin.base_path.encode("latin-1")
 
-    def headers(self, client_headers: Iterable[tuple[bytes, bytes]], forward_client_auth: bool) -> list[tuple[bytes, bytes]]:
+    def headers(
+        self, client_headers: Iterable[tuple[bytes, bytes]], forward_client_auth: bool
+    ) -> list[tuple[bytes, bytes]]:
         """The client's headers minus hop-by-hop ones, with the proxy's key when it has one."""
         replace_auth = self._auth is not None or not forward_client_auth
         out = [
