@@ -163,6 +163,7 @@ def read_arg(kind: Kind, m: re.Match[str]) -> Check | None:
 _NEGATION = r"\b(?:not|never|don'?t|stop|no more|without)(?:[^\S\n]+\w+)?"  # at most one word after it
 _NEGATED_RE = re.compile(_NEGATION + r"[^\S\n]*$", re.I)
 _NEGATED = _NEGATION + r"[^\S\n]+"  # opens a pattern of a negative kind
+_LISTS = r"(?:any[^\S\n]+)?(?:bullet(?:ed)?[^\S\n]+|numbered[^\S\n]+)?(?:points|lists?)\b"  # what a negated list names
 
 
 def unless_negated(kind: Kind, m: re.Match[str]) -> Check | None:
@@ -266,15 +267,16 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          lower_bound="min_words", theme="length", menu=4),
     Kind("no_list", "", lambda t, a: not has_list(t), lambda _: "Write every answer as one short paragraph, never as a list.",
          reads=_rx(r"\bwithout (?:bullet(?:ed)? )?lists?\b|\bnever as a list\b|\b(?:no|avoid|never use|do not use|don't use) "
-                   r"(?:bullet(?:ed)?|numbered)? ?(?:points|lists?)\b"),
+                   r"(?:bullet(?:ed)?|numbered)? ?(?:points|lists?)\b",
+                   _NEGATED + _LISTS),  # "never create bulleted lists", "don't write lists"
          asks=_rx(r"\b(?:no|without|not as a|don'?t use|do not use|stop using|avoid)\s+"
-                  r"(?:bullet(?:ed)?\s*(?:points?|lists?)?|lists?|numbered lists?)\b"),
+                  r"(?:bullet(?:ed)?\s*(?:points?|lists?)?|lists?|numbered lists?)\b", _NEGATED + _LISTS),
          family="list", negation="list", theme="format", menu=9),
     Kind("list", "", lambda t, a: has_list(t), lambda _: "Format answers as a bulleted list.",
          reads=_rx(r"\b(?:as|use) a (?:bulleted|numbered) list\b"),
          asks=_rx(r"\bbullet(?:ed)?\s*(?:points?|lists?)?\b|\b(?:as|use|in) a (?:bulleted |numbered )?list\b"
                   r"|\blist (?:form|format)\b"),
-         negation="no_list", theme="format", menu=8),
+         read=unless_negated, negation="no_list", theme="format", menu=8),
     Kind("question", "", lambda t, a: ends_with_question(t),
          lambda _: "End your answer with a question that invites the user to continue.",
          reads=_rx(r"\bend\w*\b[^.\n]*?with a (?:follow-up )?question"),

@@ -103,3 +103,19 @@ def test_the_diff_keeps_list_markers_and_splits_prose_into_sentences() -> None:
     ]
     prose = diff("You help. Be thorough.", "You help. Be brief.").splitlines()
     assert "-Be thorough." in prose and "+Be brief." in prose and " You help." in prose
+
+
+def test_a_negated_list_instruction_in_the_persons_words_is_read_and_proposed_against() -> None:
+    """A real support prompt says "use prose, and never create bulleted lists"; users who want
+    bullets get a proposal, never a list rule beside the person's sentence (and the comment
+    "never create bulleted lists" asks for no list, not for one)."""
+    from compiler.checks import check_of_comment, checks_from_text
+
+    sentence = (
+        "The message is for a voice conversation, so be very concise, use prose, and never create bulleted lists."
+    )
+    assert checks_from_text(sentence) == [Check("no_list")]
+    assert check_of_comment("never create bulleted lists") == (Check("no_list"), "")
+    bullets = Principle("Format answers as a bulleted list.", "evidence", Check("list"))
+    keep, proposals = find_proposals([bullets], f"# NewTelco\n\n- {sentence}\n")
+    assert keep == [] and [p.sentence for p in proposals] == [sentence]
