@@ -158,4 +158,10 @@ def record(result: RoundResult) -> dict[str, Any]:
         "calibration": result.calibration,
         "gate": result.gate.to_meta() if result.gate is not None else None,
         "dataset": result.dataset,
+        "synthesis": None
+        if result.synthesis is None
+        else {"method": result.synthesis.method, "repairs": result.synthesis.repairs},
+        "proposals": [p.to_meta() for p in result.proposals],
+        "held": [v.ref for v in result.held],
+        "voices": result.voices,
     }
