@@ -57,8 +57,7 @@ def create_app(settings: Settings | None = None, state: ProxyState | None = None
             state.ready = False
             await state.ledger.close()
             await state.registry.close()
-            if state.upstream is not None:
-                await state.upstream.aclose()
+            await state.upstreams.aclose()  # the default upstream's client and every route's
 
     app = Starlette(routes=ROUTES, lifespan=lifespan)
     app.state.proxy = state

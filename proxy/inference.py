@@ -34,6 +34,8 @@ from .responses import RecordedResponse, RelayResponse, error_response, unless_d
 from .routing import version_label
 from .state import ProxyState
 from .upstream import UpstreamResponse, classify
+from .upstreams import UpstreamFailed
+from .upstreams import exchange as upstreams_exchange
 
 perf = time.perf_counter
 CLIENT_GONE = 499  # nginx's convention: the client closed the request
@@ -59,7 +61,7 @@ class Call:
 
     __slots__ = (
         "state", "endpoint", "id", "started", "created_at", "spec", "version", "model", "request",
-        "metadata", "upstream_started", "upstream_seconds", "headers", "finished", "unit", "arm",
+        "metadata", "upstream_started", "upstream_seconds", "headers", "finished", "unit", "arm", "upstream",
     )  # fmt: skip
 
     def __init__(self, state: ProxyState, endpoint: Endpoint, inference_id: str, started: float) -> None:
@@ -79,6 +81,7 @@ class Call:
         self.finished = False
         self.unit = routing.REQUEST  # the canary's assignment unit: user | session | request
         self.arm: str | None = None  # candidate | production, None when the client pinned a version
+        self.upstream: str | None = None  # the upstream that answered (or failed last)
 
     @property
     def spec_name(self) -> str:
@@ -132,6 +135,7 @@ class Call:
                 metadata=self.metadata,
                 assignment_unit=self.unit,
                 arm=self.arm,
+                upstream=self.upstream,
             )
         )
 
@@ -191,38 +195,33 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
     call.model = body.get("model")
     if target.spec is not None and endpoint.inject is not None:
         endpoint.inject(body, target.spec.text, target.injection)
-    headers = state.upstream.headers(request.headers.raw, forward_auth)
-    return await _forward(request, call, body, headers)
+    return await _forward(request, call, body, forward_auth)
 
 
-async def _forward(request: Request, call: Call, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> Response:
-    upstream_client = call.state.upstream
-    assert upstream_client is not None
-    streaming = body.get("stream") is True
-
-    async def exchange() -> tuple[UpstreamResponse, bytes | None]:
-        """Send, and read the whole answer unless it is a stream to relay (None)."""
-        upstream = await upstream_client.send("POST", call.endpoint.path, headers, orjson.dumps(body))
-        if streaming and upstream.status == 200 and upstream.content_type.startswith("text/event-stream"):
-            return upstream, None
-        try:
-            return upstream, await upstream.read()
-        finally:
-            upstream.close()
-
+async def _forward(request: Request, call: Call, body: dict[str, Any], forward_auth: bool) -> Response:
+    """Send to the route's upstreams (retries and fallback in upstreams.exchange), then relay."""
+    upstreams = call.state.upstreams
+    route, hops = upstreams.hops(call.request.get("model"))
+    exchange = upstreams_exchange(
+        upstreams, route, hops, call.endpoint.path, request.headers.raw, forward_auth, body, body.get("stream") is True
+    )
     call.upstream_started = perf()
     try:
-        upstream, data = await unless_disconnected(request.receive, exchange())
+        answer = await unless_disconnected(request.receive, exchange)
     except ClientGone:
         call.upstream_seconds = perf() - call.upstream_started
         call.finish("cancelled", CLIENT_GONE, error="client disconnected")
         return Response(status_code=CLIENT_GONE)
-    except Exception as exc:  # noqa: BLE001 - classify() maps any failure to the OpenAI error shape
+    except UpstreamFailed as exc:
         call.upstream_seconds = perf() - call.upstream_started
-        error, kind = classify(exc)
+        call.upstream = exc.hop.name
+        error, kind = classify(exc.cause)
         metrics.count_upstream_error(call.endpoint.route, kind)
         call.finish("error", error.status, error=error.message)
         return error_response(error, call.headers)
+    upstream, data = answer.response, answer.data
+    call.upstream = answer.hop.name
+    call.model = body.get("model")
     if data is None:
         return _relay_stream(call, upstream)
     call.upstream_seconds = perf() - call.upstream_started

@@ -47,6 +47,9 @@ TTFT = Histogram(
 )  # fmt: skip
 TOKENS = Counter("speclearn_tokens", "Tokens reported by the upstream", ["direction", "spec", "version", "model"])
 UPSTREAM_ERRORS = Counter("speclearn_upstream_errors", "Upstream failures", ["route", "kind"])
+# per attempt, retries and fallbacks included; `route` is a configured route's name or `default`,
+# `outcome` ok (the answer used) | connect | reset | timeout | status_429 | status_5xx
+UPSTREAM_ATTEMPTS = Counter("speclearn_upstream_attempts", "Requests sent upstream, by outcome", ["route", "outcome"])
 FEEDBACK = Counter("speclearn_feedback", "Feedback accepted", ["spec", "version", "kind", "value"])
 LEDGER_QUEUE_DEPTH = Gauge(
     "speclearn_ledger_queue_depth", "Inference rows waiting to be written", multiprocess_mode="livesum"
@@ -126,6 +129,10 @@ def count_tokens(usage: dict[str, Any], spec: str, version: str, model: str | No
 
 def count_upstream_error(route: str, kind: str) -> None:
     _child(UPSTREAM_ERRORS, route, kind).inc()
+
+
+def count_attempt(route: str, outcome: str) -> None:
+    _child(UPSTREAM_ATTEMPTS, route, outcome).inc()
 
 
 def count_feedback(spec: str, version: str, kind: str, value: str) -> None:

@@ -207,6 +207,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX feedback_by_user ON feedback (user_id);
         """,
     ),
+    (
+        8,  # 7 is another change's
+        "upstream per inference",
+        # Several upstreams: which one answered (proxy/upstreams.py).
+        """
+        ALTER TABLE inferences ADD COLUMN upstream TEXT;
+        """,
+    ),
 ]
 
 

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -22,12 +22,75 @@ InjectionMode = Literal["prepend", "append", "replace"]
 ContentMode = Literal["full", "redacted", "none"]
 
 
-class Route(BaseModel):
-    """A model alias: clients ask for `alias`, the upstream gets `model` and the request gets `spec`."""
+class RouteUpstream(BaseModel):
+    """One upstream of a route (proxy/upstreams.py): where to send, with which key, which model name.
 
-    model: str
+    The key is named, never written here: an environment variable or a file (a mounted secret)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    model: str | None = None  # the model name this upstream serves; None: the route's `model`
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url {value!r} must be http:// or https:// with a host")
+        return value.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _check_env(cls, value: str | None) -> str | None:
+        if value is not None and not os.environ.get(value):
+            raise ValueError(f"api_key_env {value} is not set in the environment")
+        return value
+
+    @field_validator("api_key_file")
+    @classmethod
+    def _check_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"api_key_file {value} is not a readable file")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key(self) -> RouteUpstream:
+        if self.api_key_env is not None and self.api_key_file is not None:
+            raise ValueError("give api_key_env or api_key_file, not both")
+        return self
+
+    def api_key(self) -> str | None:
+        """Read once at start-up (the key of a file is its first line)."""
+        if self.api_key_env is not None:
+            return os.environ.get(self.api_key_env) or None
+        if self.api_key_file is not None:
+            return self.api_key_file.read_text().strip() or None
+        return None
+
+
+class Route(BaseModel):
+    """A model alias: clients ask for `alias`, the upstream gets `model` and the request gets `spec`.
+
+    `upstreams`: the first is primary, the rest fallbacks in order; none = the default upstream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
     spec: str | None = None
     injection: InjectionMode | None = None
+    upstreams: list[RouteUpstream] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> Route:
+        missing = [i for i, u in enumerate(self.upstreams) if u.model is None and self.model is None]
+        if missing or (not self.upstreams and self.model is None):
+            raise ValueError("name the model to send: the route's `model` or each upstream's `model`")
+        return self
 
 
 class Settings(BaseSettings):
@@ -56,6 +119,9 @@ class Settings(BaseSettings):
     read_timeout: float = 600.0
     max_body_bytes: int = 10 * 1024 * 1024
     max_upstream_connections: int = 1000
+    # retries before the first byte reached the client, then the route's next upstream (proxy/upstreams.py)
+    upstream_retries: int = Field(2, ge=0, le=10, description="retries per upstream on connect errors, resets, 429, 5xx")
+    upstream_retry_budget: float = Field(10.0, ge=0, description="seconds all retries and waits of one request may add")
 
     ledger_queue_size: int = 10_000
     ledger_batch_size: int = 512
@@ -154,6 +220,17 @@ class Settings(BaseSettings):
             return None
         return (f"refusing to serve on {host} an open proxy that spends SPECLEARN_UPSTREAM_API_KEY: set "
                 "SPECLEARN_API_KEYS (the keys your clients send), or SPECLEARN_ALLOW_OPEN_PROXY=1 if that is meant")
+
+
+def problem_lines(exc: ValidationError) -> list[str]:
+    """One line per mistake, named as it is set: `SPECLEARN_ROUTES: chat.upstreams[0].url: ...`."""
+    lines = []
+    for error in exc.errors():
+        head, *rest = [str(part) for part in error["loc"]] or ["settings"]
+        where = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in rest).lstrip(".")
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"SPECLEARN_{head.upper()}: {where + ': ' if where else ''}{message}")
+    return lines
 
 
 def is_loopback(host: str) -> bool:

@@ -10,6 +10,7 @@ from .ledger import Ledger
 from .registry import Registry
 from .settings import Settings
 from .upstream import Upstream
+from .upstreams import Upstreams
 
 
 @dataclass(slots=True)
@@ -20,9 +21,11 @@ class ProxyState:
     upstream: Upstream | None
     ready: bool = False
     feedback_access: FeedbackAccess = field(init=False)
+    upstreams: Upstreams = field(init=False)  # the default upstream and every route's (proxy/upstreams.py)
 
     def __post_init__(self) -> None:
         self.feedback_access = FeedbackAccess(self.settings)
+        self.upstreams = Upstreams(self.settings, self.upstream)
 
     def check_client(self, authorization: str | None) -> bool:
         """Authenticate a client; True when its Authorization header may go upstream.

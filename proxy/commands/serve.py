@@ -12,7 +12,7 @@ import tempfile
 from pydantic import ValidationError
 
 from ..extras import MissingExtra, check_storage
-from ..settings import Settings
+from ..settings import Settings, problem_lines
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
-        print(f"speclearn serve: invalid settings:\n{exc}", file=sys.stderr)
+        for line in problem_lines(exc):
+            print(f"speclearn serve: invalid setting {line}", file=sys.stderr)
         return 2
     if refusal := settings.open_proxy_refusal(args.host):
         print(f"error: {refusal}", file=sys.stderr)

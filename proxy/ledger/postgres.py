@@ -51,6 +51,7 @@ INFERENCE_FIELDS: tuple[tuple[str, str], ...] = (
     ("metadata", "json"),
     ("assignment_unit", "text"),
     ("arm", "text"),
+    ("upstream", "text"),
 )
 _METADATA = [name for name, _ in INFERENCE_FIELDS].index("metadata")
 INFERENCE_COLUMNS = ", ".join(name for name, _ in INFERENCE_FIELDS)
@@ -92,6 +93,7 @@ def inference_row(rec: InferenceRecord) -> tuple[Any, ...]:
         rec.id, rec.created_at, rec.route, rec.model, rec.spec_name, rec.spec_version, rec.spec_hash,
         rec.request, rec.response_text, rec.tool_calls, rec.usage, rec.latency_ms, rec.ttft_ms,
         rec.status, rec.http_status, rec.error, rec.metadata, rec.assignment_unit, rec.arm,
+        rec.upstream,
     )  # fmt: skip
     return tuple(_no_nul(v) if i in _TEXT_FIELDS else v for i, v in enumerate(row))
 

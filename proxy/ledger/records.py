@@ -31,6 +31,7 @@ class InferenceRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     assignment_unit: str | None = None  # what the canary split hashed: user | session | request
     arm: str | None = None  # candidate | production as the split chose; None when the client pinned
+    upstream: str | None = None  # the upstream (base URL) that answered, or whose failure the client got
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

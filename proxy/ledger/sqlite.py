@@ -109,12 +109,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX IF NOT EXISTS feedback_by_rejected ON feedback (rejected_id);
     CREATE INDEX IF NOT EXISTS feedback_by_user ON feedback (user_id);
     """,
+    # several upstreams: which one answered (proxy/upstreams.py)
+    """
+    ALTER TABLE inferences ADD COLUMN upstream TEXT;
+    """,
 )
 _USER = "json_extract(metadata, '$.user')"  # the expression inferences_by_user indexes
 
 INFERENCE_COLUMNS = (
     "id, created_at, route, model, spec_name, spec_version, spec_hash, request, response_text, "
-    "tool_calls, usage, latency_ms, ttft_ms, status, http_status, error, metadata, assignment_unit, arm"
+    "tool_calls, usage, latency_ms, ttft_ms, status, http_status, error, metadata, assignment_unit, arm, upstream"
 )
 N_INFERENCE = INFERENCE_COLUMNS.count(",") + 1
 _TAGS = FEEDBACK_COLUMNS.split(", ").index("tags")
@@ -133,17 +137,17 @@ def inference_row(rec: InferenceRecord) -> tuple[Any, ...]:
         rec.id, rec.created_at, rec.route, rec.model, rec.spec_name, rec.spec_version, rec.spec_hash,
         _json(rec.request), rec.response_text, _json(rec.tool_calls), _json(rec.usage),
         rec.latency_ms, rec.ttft_ms, rec.status, rec.http_status, rec.error, _json(rec.metadata),
-        rec.assignment_unit, rec.arm,
+        rec.assignment_unit, rec.arm, rec.upstream,
     )  # fmt: skip
 
 
 def inference_from_row(row: tuple[Any, ...]) -> InferenceRecord:
     (id_, created_at, route, model, spec_name, spec_version, spec_hash, request, response_text,
-     tool_calls, usage, latency_ms, ttft_ms, status, http_status, error, metadata, unit, arm) = row  # fmt: skip
+     tool_calls, usage, latency_ms, ttft_ms, status, http_status, error, metadata, unit, arm, upstream) = row  # fmt: skip
     return InferenceRecord(
         id_, created_at, route, model, spec_name, spec_version, spec_hash, _unjson(request),
         response_text, _unjson(tool_calls), _unjson(usage), latency_ms, ttft_ms, status,
-        http_status, error, _unjson(metadata) or {}, unit, arm,
+        http_status, error, _unjson(metadata) or {}, unit, arm, upstream,
     )  # fmt: skip
 
 
