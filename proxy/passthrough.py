@@ -92,5 +92,6 @@ async def models(request: Request) -> Response:
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return Response(data, 200, media_type=upstream.content_type)
     for alias, route in state.settings.routes.items():
-        entries.append({"id": alias, "object": "model", "created": 0, "owned_by": "speclearn", "root": route.model})
+        root = route.model or route.upstreams[0].model  # settings: one of the two is set
+        entries.append({"id": alias, "object": "model", "created": 0, "owned_by": "speclearn", "root": root})
     return json_response(listing)

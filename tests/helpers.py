@@ -38,15 +38,20 @@ class Received:
     path: str
     headers: dict[str, str]
     body: Any
+    at: float = 0.0  # time.monotonic() on arrival
 
 
 @dataclass
 class FakeUpstream:
     """An OpenAI-like server. The request header `X-Fake` picks a fault:
     `status=429`, `reset`, `stall=SECONDS`, `cut` (stream breaks mid-way), `malformed` (a chunk
-    that is not JSON), `slow` (a stream that never ends, for disconnect tests), `tools`, `no-done`."""
+    that is not JSON), `slow` (a stream that never ends, for disconnect tests), `tools`, `no-done`.
+    Options follow after `;`: `status=429;retry-after=2` sends a Retry-After header, and
+    `flaky=503x2;tag=T` answers 503 to the first 2 requests carrying that exact header value, then
+    normally (the tag keeps tests apart)."""
 
     received: list[Received] = field(default_factory=list)
+    fault_counts: dict[str, int] = field(default_factory=dict)  # requests seen per `flaky` header value
     closed_streams: list[float] = field(default_factory=list)  # when a client dropped a stream
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
@@ -92,14 +97,17 @@ class FakeUpstream:
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             body = raw
-        self.received.append(Received(request.method, request.path, dict(request.headers), body))
+        self.received.append(Received(request.method, request.path, dict(request.headers), body, time.monotonic()))
         fault = request.headers.get("X-Fake", "")
+        options = dict(part.partition("=")[::2] for part in fault.split(";"))
+        if "flaky" in options:
+            code, _, times = options["flaky"].partition("x")
+            self.fault_counts[fault] = seen = self.fault_counts.get(fault, 0) + 1
+            if seen <= int(times or 1):
+                return self._status(int(code), options.get("retry-after"))
+            fault = ""
         if fault.startswith("status="):
-            code = int(fault.split("=")[1])
-            return web.json_response(
-                {"error": {"message": f"fake upstream says {code}", "type": "fake", "param": None, "code": "fake"}},
-                status=code,
-            )
+            return self._status(int(options["status"]), options.get("retry-after"))
         if fault.startswith("stall="):
             await asyncio.sleep(float(fault.split("=")[1]))
         if fault == "reset":
@@ -129,6 +137,14 @@ class FakeUpstream:
                 {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}]}
             )
         return web.json_response({"echo": path, "method": request.method, "query": request.query_string})
+
+    @staticmethod
+    def _status(code: int, retry_after: str | None) -> web.Response:
+        return web.json_response(
+            {"error": {"message": f"fake upstream says {code}", "type": "fake", "param": None, "code": "fake"}},
+            status=code,
+            headers={"Retry-After": retry_after} if retry_after is not None else None,
+        )
 
     async def _chat_stream(self, request: web.Request, body: dict[str, Any], fault: str) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Upstream": "fake"})

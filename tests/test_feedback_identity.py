@@ -394,7 +394,12 @@ def test_an_existing_sqlite_ledger_gains_the_columns_in_place(tmp_path: Path) ->
             "old-inf", 1.0, "chat", "m", "support", 1, "ab", {"messages": [{"role": "user", "content": "q"}]}, "a"
         )
     )
-    conn.execute(f"INSERT INTO inferences ({sqlite_ledger.INFERENCE_COLUMNS}) VALUES ({','.join('?' * len(row))})", row)
+    have = {r[1] for r in conn.execute("PRAGMA table_info(inferences)")}  # columns of later steps are not there yet
+    names, values = zip(
+        *[(n, v) for n, v in zip(sqlite_ledger.INFERENCE_COLUMNS.split(", "), row, strict=True) if n in have],
+        strict=True,
+    )
+    conn.execute(f"INSERT INTO inferences ({', '.join(names)}) VALUES ({','.join('?' * len(values))})", values)
     conn.execute(
         "INSERT INTO feedback (id, inference_id, kind, value, created_at, comment) "
         "VALUES ('old-fb', 'old-inf', 'thumb', 1, 2, 'ok')"

@@ -207,6 +207,7 @@ async def test_record_flush_get_roundtrips_every_field(make_ledger: MakeLedger) 
         metadata={"user": "u1", "nested": {"a": [1, 2.5, None]}},
         assignment_unit="user",
         arm="candidate",
+        upstream="https://api.example.com/v1",
     )
     assert ledger.record(rec)
     assert ledger.is_pending("inf-1")
