@@ -201,9 +201,9 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
 async def _forward(request: Request, call: Call, body: dict[str, Any], forward_auth: bool) -> Response:
     """Send to the route's upstreams (retries and fallback in upstreams.exchange), then relay."""
     upstreams = call.state.upstreams
-    route, hops = upstreams.hops(call.request.get("model"))
+    hops = upstreams.hops(call.request.get("model"))
     exchange = upstreams_exchange(
-        upstreams, route, hops, call.endpoint.path, request.headers.raw, forward_auth, body, body.get("stream") is True
+        upstreams, hops, call.endpoint.path, request.headers.raw, forward_auth, body, body.get("stream") is True
     )
     call.upstream_started = perf()
     try:

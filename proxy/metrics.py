@@ -135,6 +135,11 @@ def count_attempt(route: str, outcome: str) -> None:
     _child(UPSTREAM_ATTEMPTS, route, outcome).inc()
 
 
+def attempt_counter(route: str, outcome: str) -> Counter:
+    """The child to count on directly, for a caller that looks it up once at start-up."""
+    return _child(UPSTREAM_ATTEMPTS, route, outcome)
+
+
 def count_feedback(spec: str, version: str, kind: str, value: str) -> None:
     _child(FEEDBACK, spec, version, kind, value).inc()
 

@@ -44,6 +44,8 @@ class Hop:
     name: str  # the upstream's base URL without credentials: what the ledger records
     client: Upstream
     model: str | None  # the model to send; None = leave the body's
+    route: str  # the metric label: the route's name, or `default`
+    answered: Any  # the route's attempts counter child for `ok`, looked up once (the happy path's only cost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,19 +94,21 @@ class Upstreams:
         if default is not None:
             key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
             self._clients[(default.base_url, key)] = default
+        default_name = public_name(default.base_url) if default is not None else ""
         self._default_hops: tuple[Hop, ...] = (
-            (Hop(public_name(default.base_url), default, None),) if default is not None else ()
+            (_hop(default_name, default, None, DEFAULT_ROUTE),) if default is not None else ()
         )
         self.routes: dict[str, tuple[Hop, ...]] = {}
         for alias, route in settings.routes.items():
             if route.upstreams:
-                hops = tuple(
-                    Hop(public_name(u.url), self._client(settings, u.url, u.api_key()), u.model or route.model)
+                self.routes[alias] = tuple(
+                    _hop(public_name(u.url), self._client(settings, u.url, u.api_key()), u.model or route.model, alias)
                     for u in route.upstreams
                 )
+            elif default is not None:
+                self.routes[alias] = (_hop(default_name, default, route.model, alias),)
             else:
-                hops = tuple(Hop(h.name, h.client, route.model) for h in self._default_hops)
-            self.routes[alias] = hops
+                self.routes[alias] = ()
 
     def _client(self, settings: Settings, url: str, key: str | None) -> Upstream:
         client = self._clients.get((url, key))
@@ -114,17 +118,21 @@ class Upstreams:
             )
         return client
 
-    def hops(self, model: object) -> tuple[str, tuple[Hop, ...]]:
-        """The route a client model name picks (its metric label) and the upstreams to try in order."""
+    def hops(self, model: object) -> tuple[Hop, ...]:
+        """The upstreams to try in order for a client model name: its route's, else the default."""
         if isinstance(model, str):
             hops = self.routes.get(model)
             if hops is not None:
-                return model, hops
-        return DEFAULT_ROUTE, self._default_hops
+                return hops
+        return self._default_hops
 
     async def aclose(self) -> None:
         for client in self._clients.values():
             await client.aclose()
+
+
+def _hop(name: str, client: Upstream, model: str | None, route: str) -> Hop:
+    return Hop(name, client, model, route, metrics.attempt_counter(route, "ok"))
 
 
 def retry_after(headers: Iterable[tuple[bytes, bytes]], now: float) -> float | None:
@@ -165,7 +173,6 @@ def _payload(body: dict[str, Any], model: str | None) -> bytes:
 
 async def exchange(
     upstreams: Upstreams,
-    route: str,
     hops: tuple[Hop, ...],
     path: str,
     client_headers: list[tuple[bytes, bytes]],
@@ -189,27 +196,27 @@ async def exchange(
             try:
                 response = await hop.client.send("POST", path, headers, payload)
             except Exception as exc:  # a transport failure: counted, then retried or raised
-                metrics.count_attempt(route, classify(exc)[1])
+                metrics.count_attempt(hop.route, classify(exc)[1])
                 if not _retryable(exc):
                     raise UpstreamFailed(hop, exc) from exc
                 failure, last = UpstreamFailed(hop, exc), None
             else:
                 status = response.status
                 if streaming and status == 200 and response.content_type.startswith("text/event-stream"):
-                    metrics.count_attempt(route, "ok")
+                    hop.answered.inc()
                     return Answer(hop, response, None)
                 try:
                     data = await response.read()
                 except Exception as exc:  # broke mid-body: nothing reached the client yet
-                    metrics.count_attempt(route, classify(exc)[1])
+                    metrics.count_attempt(hop.route, classify(exc)[1])
                     if not _retryable(exc):
                         raise UpstreamFailed(hop, exc) from exc
                     failure, last = UpstreamFailed(hop, exc), None
                 else:
                     if status not in RETRY_STATUSES:
-                        metrics.count_attempt(route, "ok")
+                        hop.answered.inc()
                         return Answer(hop, response, data)
-                    metrics.count_attempt(route, "status_429" if status == 429 else "status_5xx")
+                    metrics.count_attempt(hop.route, "status_429" if status == 429 else "status_5xx")
                     failure, last = None, Answer(hop, response, data)
                     wait = retry_after(response.headers_for_client(), time.time())
                 finally:
