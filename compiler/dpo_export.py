@@ -22,7 +22,7 @@ inference ids), `voices` (who judged), `same_prompt`.
 The prompt is the conversation as the client sent it, its own system messages included, and
 *without* the spec: the ledger never stores the injected spec, and weights trained on these pairs
 are meant to carry the preference without one. Serve such weights with the same system message
-you train with (bench/versus_dpo.py prepends the instruction to both).
+you train with (bench/learning/versus_dpo.py prepends the instruction to both).
 
 A cross pair's two answers replied to different questions; its prompt is the chosen answer's
 (the rejected reply stands as a reply this user would not want), marked `same_prompt: false`;

@@ -1,6 +1,6 @@
 """The LLM judges: does an answer follow a rule (or a spec) better than another?
 
-Three ways to ask, measured against each other in `python -m bench.judges`:
+Three ways to ask, measured against each other in `python -m bench.learning.judges`:
 
 - pairwise: "which of A and B follows the rule?", asked in both presentation orders and
   averaged, which cancels a position bias (small models often just answer "A");

@@ -1,4 +1,4 @@
-"""Simulated users for the closed learning loop (`speclearn demo`, bench/quality.py).
+"""Simulated users for the closed learning loop (`speclearn demo`, bench/learning/quality.py).
 
 Users with a hidden taste — checkable, e.g. "at most 25 words" — ask questions through the real
 proxy, rate each answer up or down by that taste (a down vote sometimes carries the complaint in
@@ -60,7 +60,7 @@ ASSISTANT = "You are a helpful assistant."
 FORBIDDEN = "Here are"
 
 TASTES = {
-    # the five hidden, checkable preferences of bench/quality.py
+    # the five hidden, checkable preferences of bench/learning/quality.py
     "french": Taste("french", "answers in French", (Check("in_language", "fr"),), "please answer in French",
                     f"{ASSISTANT} Always answer in French."),
     "short": Taste("short", "answers of at most 25 words", (Check("max_words", "25"),),

@@ -10,7 +10,7 @@ waits a while, so a short-lived command never purges.
 Why batches: one `DELETE ... WHERE created_at < cutoff` of half a million rows holds SQLite's
 write lock (or PostgreSQL's WAL and I/O) for seconds and would stall the inference writer. A
 batch deletes at most `batch` inferences with their feedback in one short transaction, then
-the purge sleeps `pause` seconds so a waiting writer takes the lock first (bench/purge.py).
+the purge sleeps `pause` seconds so a waiting writer takes the lock first (bench/performance/purge.py).
 """
 from __future__ import annotations
 

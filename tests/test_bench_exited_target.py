@@ -7,8 +7,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from bench import procs, targets
-from bench.runner import Plan, run_matrix
+from bench.performance import procs, targets
+from bench.performance.runner import Plan, run_matrix
 
 
 def test_a_target_that_exits_is_noted_and_its_later_points_skipped(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ POINT_KEYS = {
 def test_quick_overhead_run(tmp_path: Path) -> None:
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.overhead", "--quick", "--skip-litellm", "--out", str(out)],
+        [sys.executable, "-m", "bench.performance.overhead", "--quick", "--skip-litellm", "--out", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -81,7 +81,7 @@ def test_quick_overhead_run(tmp_path: Path) -> None:
 
 
 def test_wording_counts_the_answers_the_taste_likes(capsys: pytest.CaptureFixture[str]) -> None:
-    from bench.wording import main
+    from bench.learning.wording import main
     from tests.fake_llm import FakeLLM
     from tests.test_compiler_unary import model_that_closes_only_when_told
 
@@ -95,7 +95,7 @@ def test_wording_counts_the_answers_the_taste_likes(capsys: pytest.CaptureFixtur
 def test_prompt_cache_counts_answers_that_depend_on_the_request_before() -> None:
     """A model whose cached answers remember the previous request's system message: with the
     cache on, only the first question (asked right after each history) differs."""
-    from bench.prompt_cache import identical_after_histories
+    from bench.learning.prompt_cache import identical_after_histories
     from tests.fake_llm import FakeLLM, system_message
 
     previous = {"system": ""}
@@ -112,12 +112,12 @@ def test_prompt_cache_counts_answers_that_depend_on_the_request_before() -> None
 
 
 def test_noise_benchmark_runs_on_a_small_pool(tmp_path: Path) -> None:
-    """bench.noise with the scripted LLM on a hand-made pool: its last line has the promised shape."""
+    """bench.learning.noise with the scripted LLM on a hand-made pool: its last line has the promised shape."""
     pool = tmp_path / "pool.json"
     pool.write_text(json.dumps([{"prompt": f"Question {i}?", "answer": " ".join(["word"] * (5 + 7 * (i % 4)))}
                                 for i in range(30)]))  # fmt: skip
     out = subprocess.run(
-        [sys.executable, "-m", "bench.noise", "--pool", str(pool), "--rounds", "4", "--scenario", "coin",
+        [sys.executable, "-m", "bench.learning.noise", "--pool", str(pool), "--rounds", "4", "--scenario", "coin",
          "--scenario", "taste:short", "--out", str(tmp_path / "noise.json")],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -129,9 +129,9 @@ def test_noise_benchmark_runs_on_a_small_pool(tmp_path: Path) -> None:
 
 
 def test_experiments_simulation_runs_and_reports(tmp_path: Path) -> None:
-    """bench.experiments on a tiny size: the JSON shape, the old rule beside the new, the last line."""
+    """bench.learning.experiments on a tiny size: the JSON shape, the old rule beside the new, the last line."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.experiments", "--runs", "40", "--max-thumbs", "300", "--out", str(tmp_path)],
+        [sys.executable, "-m", "bench.learning.experiments", "--runs", "40", "--max-thumbs", "300", "--out", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -151,7 +151,7 @@ def test_reconstruct_prints_one_line_per_data_set(tmp_path: Path, capsys: pytest
     """The reconstruction benchmark end to end on the fake LLM (compile, judge arms, checks)."""
     import re
 
-    from bench.reconstruct import DATASETS, main
+    from bench.learning.reconstruct import DATASETS, main
     from tests.fake_llm import FakeLLM
 
     out = tmp_path / "reconstruct.json"
@@ -218,7 +218,7 @@ def test_reconstruct_prints_one_line_per_data_set(tmp_path: Path, capsys: pytest
 
 async def test_reconstruct_chooses_its_judge_kind_on_known_answers() -> None:
     """The kind right most often on the shipped items judges the run; a tie keeps the compiler's first."""
-    from bench.reconstruct import choose_kind
+    from bench.learning.reconstruct import choose_kind
     from compiler.llm import LLMClient
     from tests.fake_llm import CALIBRATION, FakeLLM
 
@@ -240,7 +240,7 @@ async def test_reconstruct_turns_the_prompt_cache_off_only_on_its_own_llama_cpp_
     import contextlib
     from types import SimpleNamespace
 
-    from bench.reconstruct import endpoints, judge_client, parse_args
+    from bench.learning.reconstruct import endpoints, judge_client, parse_args
     from proxy.local_model import LocalModelSupervisor
 
     started = contextlib.nullcontext(SimpleNamespace(base_url="http://127.0.0.1:1/v1"))
@@ -253,13 +253,13 @@ async def test_reconstruct_turns_the_prompt_cache_off_only_on_its_own_llama_cpp_
 
 def test_reconstruct_counts_a_forced_choice() -> None:
     """A judge leaning the person's way by a hair reconstructs the pair; only an exact tie is no opinion."""
-    from bench.reconstruct import pool
+    from bench.learning.reconstruct import pool
 
     a = {"right": 1, "n": 2, "no_opinion": 0, "llm_calls": 4, "tokens": 10, "seconds": 1.0, "mean_margin": 0.1}
     b = {**a, "right": 3, "n": 6, "mean_margin": -0.1}
     pooled = pool([a, None, b])
     assert pooled is not None and (pooled["right"], pooled["n"], pooled["mean_margin"]) == (4, 8, -0.05)
-    from bench.reconstruct import checks_then_judge
+    from bench.learning.reconstruct import checks_then_judge
 
     guided = {**a, "votes": [1, -1, -1, 0], "n": 4}
     both = checks_then_judge({"votes": [0, 1, -1, 0]}, guided)
@@ -270,7 +270,7 @@ def test_reconstruct_counts_a_forced_choice() -> None:
 def test_paired_difference_interval() -> None:
     """Newcombe's paired interval: holds the estimate, mirrors when the arms swap, excludes zero
     only for a clear gain, and stays inside [-1, 1] at the extremes."""
-    from bench.reconstruct import guided_gain
+    from bench.learning.reconstruct import guided_gain
     from bench.stats import paired_difference
 
     d, lo, hi = paired_difference(3, 4, 1, 2)
@@ -293,9 +293,9 @@ def test_paired_difference_interval() -> None:
     )
 
 
-# -- bench.versus_dpo: what runs without the `dpo` extra (the benchmark itself needs it and a model)
+# -- bench.learning.versus_dpo: what runs without the `dpo` extra (the benchmark itself needs it and a model)
 def test_versus_dpo_arguments_and_measures() -> None:
-    from bench.versus_dpo import best_fluent, measure, pairwise_summary, parse_args, repeats_ngram
+    from bench.learning.versus_dpo import best_fluent, measure, pairwise_summary, parse_args, repeats_ngram
     from compiler.simulate import TASTES
 
     a = parse_args(["--taste", "short", "--lrs", "5e-5,2e-4", "--arms", "a,b,c,d", "--limit-pairs", "8"])
@@ -317,7 +317,7 @@ def test_versus_dpo_arguments_and_measures() -> None:
 
 async def test_versus_dpo_asks_the_served_arms_greedily_and_one_answer_apart() -> None:
     """The spec arms' answers must not depend on the question before (llama.cpp's prompt cache)."""
-    from bench.versus_dpo import served
+    from bench.learning.versus_dpo import served
     from tests.fake_llm import FakeLLM
 
     bodies: list[dict[str, Any]] = []
@@ -335,7 +335,7 @@ async def test_versus_dpo_asks_the_served_arms_greedily_and_one_answer_apart() -
 
 
 def test_versus_dpo_pairs_are_the_compilers_with_the_instruction_first() -> None:
-    from bench.versus_dpo import training_rows
+    from bench.learning.versus_dpo import training_rows
     from compiler.dpo_export import dpo_rows
     from proxy.ledger import FeedbackEvent, FeedbackRecord, InferenceRecord
 
@@ -361,7 +361,7 @@ def test_versus_dpo_pairs_are_the_compilers_with_the_instruction_first() -> None
 def test_versus_dpo_without_the_extra_says_how_to_install(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bench import dpo_train, versus_dpo
+    from bench.learning import dpo_train, versus_dpo
 
     monkeypatch.setattr(dpo_train, "missing_packages", lambda: ["trl"])
     assert versus_dpo.main(["--taste", "short"]) == 2
@@ -371,11 +371,11 @@ def test_versus_dpo_without_the_extra_says_how_to_install(
 
 
 def test_versus_dpo_config_fits_the_installed_trl(tmp_path: Path) -> None:
-    """The DPOConfig bench/dpo_train.py builds is accepted by the installed TRL (no model loaded)."""
+    """The DPOConfig bench/learning/dpo_train.py builds is accepted by the installed TRL (no model loaded)."""
     pytest.importorskip(
         "trl", reason="the `dpo` extra is not installed: pip install torch==2.13.0 && pip install -e '.[dpo]'"
     )
-    from bench.dpo_train import dpo_config
+    from bench.learning.dpo_train import dpo_config
 
     config = dpo_config(str(tmp_path), lr=5e-5, epochs=1, max_length=256)
     assert (config.learning_rate, config.max_length, config.gradient_checkpointing) == (5e-5, 256, False)

@@ -1,7 +1,7 @@
 """The judge on real local models. The 1.5B judge earns the compiler's trust on the ICAI
 orthogonal items (a preference no built-in check expresses: cats over dogs, blue over green,
 lemon over raspberry); the 0.5B judge is not trusted on the compiler's shipped open rules ("say
-when you are unsure", …), on which it takes no side (bench.judges measures both on 60 items)."""
+when you are unsure", …), on which it takes no side (bench.learning.judges measures both on 60 items)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.judges import icai_items
+from bench.learning.judges import icai_items
 from compiler.calibration import calibration_set
 from compiler.judge import Calibration, CalibrationItem, calibrate, make_judge, trusted
 from compiler.llm import LLMClient

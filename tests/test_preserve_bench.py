@@ -1,4 +1,4 @@
-"""bench.preserve's pure parts: line accounting, the byte-exact check, the taste assignment, the
+"""bench.learning.preserve's pure parts: line accounting, the byte-exact check, the taste assignment, the
 table, and the corpus it runs on (no model is started)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from bench import preserve
+from bench.learning import preserve
 from compiler.simulate import SEVEN, TASTES
 
 HUMAN = "# Support\n\n- Be kind.\n- Escalate refunds.\n\n1. Answer.\n2. Cite.\n"

@@ -5,7 +5,7 @@ the closing line 4/12 as "End every answer with ...", 0/12 as "You end every ans
 This sends each candidate spec as the system message with the held-out questions of the quality
 benchmark (temperature 0) and counts the answers the taste likes.
 
-    python -m bench.wording --taste closing \\
+    python -m bench.learning.wording --taste closing \\
         --spec 'You are a helpful assistant. End every answer with the line "Hope this helps!".' \\
         --spec 'You are a helpful assistant. You end every answer with the line "Hope this helps!".'
 """
@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 
 import httpx
 
-from bench.quality import wilson
+from bench.learning.quality import wilson
 from compiler.simulate import PROMPTS, TASTES, Taste
 
 
@@ -49,7 +49,7 @@ def upstream(base_url: str | None) -> Iterator[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.wording", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.learning.wording", description=__doc__.split("\n")[0])
     p.add_argument("--taste", choices=sorted(TASTES), required=True)
     p.add_argument("--spec", action="append", required=True, help="a candidate spec (repeatable)")
     p.add_argument("--questions", type=int, default=12, help="held-out questions of the quality benchmark")

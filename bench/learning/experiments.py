@@ -19,8 +19,8 @@ The error-rate guardrail is simulated the same way (`compiler.guardrails.check`,
 instead of thumbs, production erring at `--error-rate`): the share of runs it rolls back when the
 candidate errs as often (every rollback wrong) and twice as often.
 
-    python -m bench.experiments                    # 2,000 runs per lift, ~1-2 min of one core
-    python -m bench.experiments --runs 50 --max-thumbs 200 --out /tmp/x     # a smoke run
+    python -m bench.learning.experiments                    # 2,000 runs per lift, ~1-2 min of one core
+    python -m bench.learning.experiments --runs 50 --max-thumbs 200 --out /tmp/x     # a smoke run
 
 Writes `experiments.json` to `--out` (default bench/results/); its last line reads
 `A/A false promotions: P of N runs (alpha A)`.
@@ -42,7 +42,7 @@ from compiler.guardrails import ArmStats, Limits, check
 from compiler.promote import Decision, Rule, decide
 from compiler.stats import wilson_lower
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results"
 
 
 def old_decide(d: Decision, min_feedback: int) -> Decision:
@@ -118,7 +118,7 @@ def guardrail_runs(paths: tuple[list[list[int]], list[list[int]]], batch: int, l
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.experiments", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.learning.experiments", description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=2000, help="simulated experiments per true lift")
     p.add_argument("--max-thumbs", type=int, default=2000, help="horizon: thumbs per version")
     p.add_argument("--batch", type=int, default=10, help="new thumbs per version between two looks")

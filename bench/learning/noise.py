@@ -6,7 +6,7 @@ and runs one compile round on them, exactly as `speclearn compile` does. Scenari
 
 - `coin`: seven users whose thumbs are biased coins (each user's bias drawn from 0.3..0.8), 40 events;
 - `flood`: five such users (24 events) plus one user who down-votes 16 answers with the same comment;
-- `taste:NAME`: the same users voting by a hidden taste of bench.quality (the power side: how
+- `taste:NAME`: the same users voting by a hidden taste of bench.learning.quality (the power side: how
   often a real taste still gets through with the same amount of feedback).
 
 The compiler's LLM is either the embedded model (`--llm local`: real proposals, real judge; a
@@ -16,8 +16,8 @@ of rounds a minute). Either way evidence mining, validation and the gate are the
 Reported: rounds published with a Wilson 95% interval, against the gate's alpha. Last line:
 `noise: published P of N rounds (alpha A)`.
 
-    python -m bench.noise --out bench/results/noise.json               # fake LLM, 300 rounds each
-    python -m bench.noise --llm local --rounds 10 --scenario coin      # the real model
+    python -m bench.learning.noise --out bench/results/noise.json               # fake LLM, 300 rounds each
+    python -m bench.learning.noise --llm local --rounds 10 --scenario coin      # the real model
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from proxy.ledger import FeedbackEvent, FeedbackRecord, InferenceRecord
 from proxy.registry import FileRegistry
 from proxy.settings import Settings
 
-POOL = Path(__file__).parent / "results" / "noise-pool.json"
+POOL = Path(__file__).resolve().parents[1] / "results" / "noise-pool.json"
 FLOOD_COMMENT = "not what I wanted, say it differently"
 
 
@@ -108,7 +108,7 @@ def summary(scenario: str, rows: list[dict[str, Any]], alpha: float) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.noise", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.learning.noise", description=__doc__.split("\n")[0])
     p.add_argument("--llm", choices=["fake", "local"], default="fake")
     p.add_argument("--rounds", type=int, default=300)
     p.add_argument("--scenario", action="append", help="coin, flood, taste:NAME (repeatable); "
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             a.pool.write_text(json.dumps(asyncio.run(make_pool(base_url, a.samples, 80)), indent=1))
         pool = json.loads(a.pool.read_text())
         if a.llm == "fake":
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+            sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
             from tests.fake_llm import FakeLLM
 
             llm: dict[str, Any] = {"overrides": {"base_url": "http://fake/v1"}, "transport": FakeLLM().transport,

@@ -8,7 +8,7 @@ refused until `model.hf_quantizer.remove_quantization_config(model)`; TRL's DPOC
 The reference policy is the same model with the adapter off (TRL does that for a PEFT model), so
 one copy of the weights serves both.
 
-Nothing here is imported by bench/versus_dpo.py until the extra is known to be installed.
+Nothing here is imported by bench/learning/versus_dpo.py until the extra is known to be installed.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import procs
+from bench.performance import procs
 
-BENCH_DIR = Path(__file__).resolve().parent
+BENCH_DIR = Path(__file__).resolve().parents[1]
 REPO_DIR = BENCH_DIR.parent
 LITELLM_VENV = BENCH_DIR / ".venv-litellm"
 # Pinned so numbers are comparable between runs; 1.107.0 was a compromised release, and the
@@ -45,7 +45,7 @@ def start_mock(
     cmd = [
         sys.executable,
         "-m",
-        "bench.mock_upstream",
+        "bench.performance.mock_upstream",
         "--port",
         str(port),
         "--tokens",

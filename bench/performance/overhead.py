@@ -1,4 +1,4 @@
-"""``python -m bench.overhead``: what speclearn adds over calling the upstream directly, vs LiteLLM.
+"""``python -m bench.performance.overhead``: what speclearn adds over calling the upstream directly, vs LiteLLM.
 
 One command starts the mock upstream, speclearn and LiteLLM (same mock, same cores, same worker
 count), runs open-loop points and a saturation run against all three, interleaved, and writes
@@ -19,16 +19,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import procs, report, targets
-from bench.mock_upstream import install_fast_loop
-from bench.runner import Plan, run_matrix
-from bench.targets import Target
+from bench.performance import procs, report, targets
+from bench.performance.mock_upstream import install_fast_loop
+from bench.performance.runner import Plan, run_matrix
+from bench.performance.targets import Target
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.performance.overhead", description=__doc__.split("\n")[0])
     p.add_argument("--rates", default="50,200,500,1000", help="open-loop offered rates, req/s (comma list)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per open-loop point")
     p.add_argument("--warmup", type=float, default=1.0, help="closed-loop warm-up seconds before each point")
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _memcheck(a: argparse.Namespace, started: list[Target], out: Path) -> int:
-    from bench.memcheck import memcheck
+    from bench.performance.memcheck import memcheck
 
     if not started:
         print("[bench] memcheck needs speclearn running", file=sys.stderr)
@@ -209,7 +209,7 @@ def _memcheck(a: argparse.Namespace, started: list[Target], out: Path) -> int:
 
 
 def _profile(a: argparse.Namespace, started: list[Target], out: Path) -> int:
-    from bench.profile import profile, summary_text
+    from bench.performance.profile import profile, summary_text
 
     if not started:
         print(f"[bench] profile needs {a.profile_target} running", file=sys.stderr)

@@ -35,9 +35,9 @@ seeds), and LLM calls, tokens and seconds per cell; JSON in bench/results/recons
 markdown table, and last one line per data set:
 `DATASET: unguided U [lo, hi] guided G [lo, hi] oracle O checks C`.
 
-    python -m bench.reconstruct                               # embedded models, all sets, 3 seeds
-    python -m bench.reconstruct --dataset orthogonal --seeds 0 --limit 4     # a quick look
-    python -m bench.reconstruct --base-url URL --judge-base-url URL2         # given endpoints
+    python -m bench.learning.reconstruct                               # embedded models, all sets, 3 seeds
+    python -m bench.learning.reconstruct --dataset orthogonal --seeds 0 --limit 4     # a quick look
+    python -m bench.learning.reconstruct --base-url URL --judge-base-url URL2         # given endpoints
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench.judges import wilson
+from bench.learning.judges import wilson
 from bench.stats import paired_difference
 from compiler.calibration import shipped_items
 from compiler.checks import checks_from_text
@@ -71,12 +71,12 @@ from compiler.synthesize import spec_tokens
 from proxy.registry import FileRegistry
 from proxy.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # ../shared beside the checkout (CI lays a copy there too), else the workplace's own copy
 SHARED = (
     next((d for d in (REPO.parent / "shared", Path("/work/shared")) if d.is_dir()), REPO.parent / "shared") / "data"
 )
-RESULTS = Path(__file__).resolve().parent / "results" / "reconstruct.json"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "reconstruct.json"
 ASSISTANT = "You are a helpful assistant."
 THERAPIST = "You are a licensed therapist answering people's questions on a public Q&A site."
 TRAIN, TEST = 20, 10  # per icai-synthetic file and seed
@@ -480,7 +480,7 @@ def endpoints(a: argparse.Namespace, compiler: bool = True) -> Iterator[Endpoint
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.reconstruct", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.learning.reconstruct", description=__doc__.split("\n")[0])
     p.add_argument("--dataset", action="append", choices=list(DATASETS), help="repeatable; default: all")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="icai-synthetic splits (and compile seeds)")
     p.add_argument("--limit", type=int, help="at most this many test pairs per run (a quick look)")

@@ -1,4 +1,4 @@
-"""``python -m bench.purge``: the retention purge on a big ledger while a writer keeps inserting.
+"""``python -m bench.performance.purge``: the retention purge on a big ledger while a writer keeps inserting.
 
 For each backend: fill a ledger with N inference rows (half of them older than the retention,
 every tenth with a thumb) by a bulk insert, then run `Retention.purge` (proxy/retention.py: the
@@ -36,7 +36,7 @@ from proxy.ledger.sqlite import SqliteLedger
 from proxy.retention import Retention
 
 DAY = 86400.0
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "purge.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "purge.json"
 WRITER_ROWS, WRITER_EVERY = 10, 0.010  # one writer transaction: rows, seconds between them
 COLUMNS = (
     "id, created_at, route, model, spec_name, spec_version, spec_hash, request, response_text, usage, latency_ms, "
@@ -312,7 +312,7 @@ def bench_pg(url: str, n: int, retention: Retention, baseline: float) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.purge", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.performance.purge", description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000, help="SQLite ledger rows (half purged)")
     p.add_argument("--pg-rows", type=int, default=1_000_000, help="PostgreSQL ledger rows (0 skips)")
     p.add_argument(

@@ -2,8 +2,8 @@
 
 A team arrives with a production system prompt (headings, bullet rules, a numbered answer
 structure, escalation policies, a JSON contract; 300 to 3,000 tokens), not a one-line instruction.
-For each prompt of bench/data/prompts/ (provenance and licences in SOURCES.md) and one hidden taste
-of bench.quality's seven, the prompt is published as the spec's version 1 and its instruction, and
+For each prompt of bench/learning/data/prompts/ (provenance and licences in SOURCES.md) and one hidden taste
+of bench.learning.quality's seven, the prompt is published as the spec's version 1 and its instruction, and
 the closed loop of compiler/simulate.py runs once: simulated users ask, rate and comment through
 the real proxy, one compile round publishes, the proxy serves the result. Reported per pair:
 
@@ -11,12 +11,12 @@ the real proxy, one compile round publishes, the proxy serves the result. Report
   and whether the prompt is a byte-exact prefix of the served spec (the control: version 1 itself);
 - the taste learned: the held-out thumbs-up rate before / compiled / oracle (the prompt plus the
   taste's oracle sentence), Wilson 95% intervals, compiled/oracle, beside the same taste learned
-  from the one-line instruction (read from bench.quality's latest results, not re-run);
+  from the one-line instruction (read from bench.learning.quality's latest results, not re-run);
 - the cost: the compile's LLM calls, tokens and seconds, and the spec tokens the round added.
 
-    python -m bench.preserve --out /tmp/preserve.json --md /tmp/preserve.md   # every prompt, round-robin tastes
-    python -m bench.preserve --quick                                          # one prompt, one taste
-    python -m bench.preserve --prompt hr_policy --taste short
+    python -m bench.learning.preserve --out /tmp/preserve.json --md /tmp/preserve.md   # every prompt, round-robin tastes
+    python -m bench.learning.preserve --quick                                          # one prompt, one taste
+    python -m bench.learning.preserve --prompt hr_policy --taste short
 
 Why round-robin tastes: each prompt once and every taste at least once keeps the run near two
 hours on two cores; `--prompt P --taste T` measures any other pair.
@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.quality import arm, compiler_overrides, embedded_models, eval_extra, fmt_arm
+from bench.learning.quality import arm, compiler_overrides, embedded_models, eval_extra, fmt_arm
 from compiler.llm import estimate_tokens
 from compiler.simulate import ASSISTANT, PROMPTS, SEVEN, TASTES, Taste, closed_loop
 
@@ -57,7 +57,7 @@ except ImportError:
 
 
 PROMPTS_DIR = Path(__file__).parent / "data" / "prompts"
-BASELINE = Path(__file__).parent / "results" / "quality7d.json"
+BASELINE = Path(__file__).resolve().parents[1] / "results" / "quality7d.json"
 # the fixed order of the round-robin: prompt i gets SEVEN[i % 7]; chosen so that two prompts meet
 # a taste their own text contradicts (rag_perplexica asks for depth, support_newtelco forbids lists)
 ORDER = (
@@ -126,7 +126,7 @@ def oracle_spec(human: str, taste: Taste) -> str:
 
 
 def one_line_baseline(path: Path = BASELINE) -> dict[str, dict[str, Any]]:
-    """bench.quality's per-taste figures from the one-line instruction, by taste name."""
+    """bench.learning.quality's per-taste figures from the one-line instruction, by taste name."""
     try:
         results = json.loads(path.read_text())["results"]
     except (OSError, ValueError, KeyError):
@@ -243,7 +243,7 @@ def pairs_for(a: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.preserve", description=(__doc__ or "").split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.learning.preserve", description=(__doc__ or "").split("\n")[0])
     names = sorted(f.stem for f in PROMPTS_DIR.glob("*.md") if f.stem != "SOURCES")
     p.add_argument("--prompt", action="append", choices=names, help="repeatable; default: every prompt")
     p.add_argument("--taste", choices=sorted(TASTES), help="this taste instead of each prompt's assigned one")
@@ -261,7 +261,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--judge-model", default="qwen2.5-coder-1.5b", help="embedded judge model ('none': the compiler's own)"
     )
     p.add_argument("--judge-base-url", help="the judge's endpoint instead of an embedded model")
-    p.add_argument("--baseline", type=Path, default=BASELINE, help="bench.quality results of the one-line instruction")
+    p.add_argument(
+        "--baseline", type=Path, default=BASELINE, help="bench.learning.quality results of the one-line instruction"
+    )
     p.add_argument("--out", type=Path, help="write the JSON report here")
     p.add_argument("--md", type=Path, help="write the Markdown table here")
     a = p.parse_args(argv)

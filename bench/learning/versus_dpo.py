@@ -1,14 +1,14 @@
 """Spec versus DPO on the same feedback: would fine-tuning have served these users better?
 
-For each hidden preference of bench.quality (compiler/simulate.py TASTES), simulated users rate
-answers through the real proxy (`compiler.simulate.closed_loop`, as bench.quality runs it: 20
+For each hidden preference of bench.learning.quality (compiler/simulate.py TASTES), simulated users rate
+answers through the real proxy (`compiler.simulate.closed_loop`, as bench.learning.quality runs it: 20
 training questions x 2 answers, every 2nd user comments on a down vote, one compile round).
 From those same feedback events, the arms answer the 12 held-out questions:
 
 - a  instruction: the instruction-only spec ("You are a helpful assistant."), served by the proxy;
 - b  compiled:    the spec the compile round published, served by the proxy;
 - c  dpo:         a LoRA-DPO adapter of the same 0.5B model (transformers on the GGUF llama.cpp
-                  serves, bench/dpo_train.py) trained on the pairs the compiler built from the
+                  serves, bench/learning/dpo_train.py) trained on the pairs the compiler built from the
                   feedback (compiler/dpo_export.py, what `feedback export --format dpo` writes),
                   answering greedily with the instruction as its system message; a small sweep
                   of learning rates (`--lrs`), the best *fluent* one reported;
@@ -22,11 +22,11 @@ Each arm: the users' own check (Taste.likes) with Wilson 95% intervals, mean wor
 degeneration: the share of answers with a word 4-gram repeated 3+ times, and the share cut by the
 token cap. Spec vs DPO: pairwise by the 1.5B local judge (compiler.judge.PairwiseJudge, both
 presentation orders), once by the preference stated as a rule and once by plain helpfulness; a
-question goes to the side the judge leans to (forced choice, as bench.reconstruct counts).
+question goes to the side the judge leans to (forced choice, as bench.learning.reconstruct counts).
 Costs: the compile's LLM calls and seconds, DPO training seconds and peak RSS.
 
-    flock /tmp/speclearn-cpu.lock python -m bench.versus_dpo --taste short --taste french --taste example
-    python -m bench.versus_dpo --taste short --limit-pairs 4 --lrs 5e-5 --out /tmp/trial.json   # a trial
+    flock /tmp/speclearn-cpu.lock python -m bench.learning.versus_dpo --taste short --taste french --taste example
+    python -m bench.learning.versus_dpo --taste short --limit-pairs 4 --lrs 5e-5 --out /tmp/trial.json   # a trial
 
 A setting is fluent when its repetition share is at most the base_hf share + `--fluent-margin`
 (0.2: the untuned model itself repeats a 4-gram in some answers, "X is a noun, Y is a noun, …").
@@ -51,14 +51,14 @@ from typing import Any
 
 import httpx
 
-from bench import dpo_train
-from bench.quality import arm, compiler_overrides, embedded_models, fmt_arm, wilson
+from bench.learning import dpo_train
+from bench.learning.quality import arm, compiler_overrides, embedded_models, fmt_arm, wilson
 from compiler.judge import forced_choice
 from compiler.simulate import ASSISTANT, PROMPTS, SEVEN, TASTES, Taste, ask_and_rate, closed_loop, proxy_process
 
 ARMS = ("a", "b", "c", "d")
 ARM_NAMES = {"a": "instruction", "b": "compiled", "c": "dpo", "d": "dpo_5x", "base_hf": "base (transformers)"}
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "versus_dpo.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "versus_dpo.json"
 HELPFUL = "Give a helpful, fluent and correct answer to the question."
 _WORD_RE = re.compile(r"[\w']+")
 SPEC = "demo"  # the spec closed_loop compiles
@@ -108,7 +108,7 @@ def best_fluent(sweep: Sequence[dict[str, Any]], base_repetition: float, margin:
 
 def pairwise_summary(verdicts: Sequence[int], scores: Sequence[float] = ()) -> dict[str, Any]:
     """+1 spec won, -1 DPO won, 0 an exact tie (compiler.judge.forced_choice on the mean of both
-    orders, as bench.reconstruct counts): the spec's win rate among decided questions; `scores`
+    orders, as bench.learning.reconstruct counts): the spec's win rate among decided questions; `scores`
     are the judge's P(spec better), whose mean says how far it leans."""
     wins, losses = verdicts.count(1), verdicts.count(-1)
     decided = wins + losses
@@ -184,7 +184,7 @@ def run_taste(name: str, a: argparse.Namespace, base_url: str, model: str, polic
     taste = TASTES[name]
     max_tokens = taste.max_tokens
     train, held = PROMPTS[: a.train], PROMPTS[a.train : a.train + a.eval]
-    overrides = compiler_overrides(model, a)  # the round bench.quality runs
+    overrides = compiler_overrides(model, a)  # the round bench.learning.quality runs
     out: dict[str, Any] = {"taste": name, "description": taste.description, "max_tokens": max_tokens, "arms": {}}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"speclearn-versus-{name}-") as tmp:
@@ -351,7 +351,7 @@ def _arms(text: str) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.versus_dpo", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.learning.versus_dpo", description=__doc__.split("\n")[0])
     p.add_argument("--taste", action="append", choices=sorted(TASTES), help=f"repeatable; default: {', '.join(SEVEN)}")
     p.add_argument(
         "--arms", type=_arms, default=["a", "b", "c"], help="comma-separated subset of a,b,c,d (default a,b,c)"
@@ -386,7 +386,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     if {"c", "d"} & set(a.arms) and (missing := dpo_train.missing_packages()):
-        print(f"error: bench.versus_dpo needs the `dpo` extra ({', '.join(missing)} not installed): "
+        print(f"error: bench.learning.versus_dpo needs the `dpo` extra ({', '.join(missing)} not installed): "
               f"{dpo_train.INSTALL}", file=sys.stderr)  # fmt: skip
         return 2
     from proxy.local_model import ensure_model

@@ -12,8 +12,8 @@ three arms are measured by the thumbs-up rate of the same simulated users on hel
 Reported per preference: the three rates with Wilson 95% intervals, compiled/oracle, feedback
 events used, comments, the compile's LLM calls, tokens and seconds, and the compiled spec text.
 
-    python -m bench.quality --out /tmp/quality5.json      # the embedded local model, five tastes
-    python -m bench.quality --base-url URL --taste short --rounds 2
+    python -m bench.learning.quality --out /tmp/quality5.json      # the embedded local model, five tastes
+    python -m bench.learning.quality --base-url URL --taste short --rounds 2
 
 Why a closed loop and not a fixed labelled set: what matters is whether the *served* model,
 steered by the learned spec, earns more thumbs-up from the same users on unseen questions.
@@ -68,7 +68,7 @@ def embedded_models(a: argparse.Namespace, settings: Any) -> Iterator[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.learning.quality", description=__doc__.split("\n")[0])
     p.add_argument("--taste", action="append", choices=sorted(TASTES), help=f"repeatable; default: {', '.join(SEVEN)}")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--train", type=int, default=20, help="training questions (x --samples answers each)")

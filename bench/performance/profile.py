@@ -16,8 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench import loadgen
-from bench.targets import REPO_DIR, Target
+from bench.performance import loadgen
+from bench.performance.targets import REPO_DIR, Target
 
 
 def find_py_spy() -> str | None:

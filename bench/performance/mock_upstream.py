@@ -4,7 +4,7 @@ Why a raw ``asyncio.Protocol`` with hand-written HTTP/1.1 keep-alive parsing ins
 framework: the mock shares a core with the load generator and must never be the bottleneck.
 Every response is pre-rendered bytes at start-up, a request costs one ``find`` for the header end,
 a couple of byte searches and one ``transport.write``. Measured on this machine kind (one core,
-uvloop), it serves several times what the aiohttp load generator can offer (see bench/README.md).
+uvloop), it serves several times what the aiohttp load generator can offer (see bench/performance/README.md).
 
 Endpoints:
 - ``POST /v1/chat/completions``: JSON, or SSE when the body has ``"stream": true``; a usage chunk
@@ -13,7 +13,7 @@ Endpoints:
 - ``GET /stats``: request counters, including how many chat bodies contained ``--marker``, so the
   harness can check that a proxy really injected the spec it was given.
 
-Run: ``python -m bench.mock_upstream --port 0`` prints ``MOCK_LISTENING <port>`` once bound.
+Run: ``python -m bench.performance.mock_upstream --port 0`` prints ``MOCK_LISTENING <port>`` once bound.
 """
 
 from __future__ import annotations
@@ -337,7 +337,7 @@ def install_fast_loop() -> None:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.mock_upstream", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.performance.mock_upstream", description=__doc__.split("\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
     p.add_argument("--delay-ms", type=float, default=0.0, help="delay before the answer / first chunk")

@@ -15,10 +15,10 @@ from typing import Any
 
 import aiohttp
 
-from bench import loadgen
-from bench.procs import Managed
+from bench.performance import loadgen
+from bench.performance.procs import Managed
+from bench.performance.targets import Target
 from bench.stats import Recorder
-from bench.targets import Target
 
 
 @dataclass(frozen=True)

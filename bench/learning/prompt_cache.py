@@ -4,7 +4,7 @@ The same spec and held-out questions are asked twice, after two different reques
 llama.cpp's prompt cache on (its default) and off; it prints how many answers were identical. This
 is why the closed loop asks its held-out questions with `compiler.simulate.EVAL_LLAMA_CPP`.
 
-    python -m bench.prompt_cache            # ~3 min on 2 cores
+    python -m bench.learning.prompt_cache            # ~3 min on 2 cores
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def identical_after_histories(url: str, questions: list[str], cache: bool) -> in
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.prompt_cache", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.learning.prompt_cache", description=__doc__.split("\n")[0])
     p.add_argument("--questions", type=int, default=12, help="held-out questions (after the 20 training ones)")
     a = p.parse_args(argv)
     from proxy.local_model import LocalModelSupervisor

@@ -10,8 +10,8 @@ judge). Judges: pairwise (both orders), pointwise (each answer alone), and each 
 counts the items where the judge sides with the known answer ("no opinion" is not right), with
 Wilson 95% intervals; cost per judgment is LLM calls, tokens and seconds of one rule-pair verdict.
 
-    python -m bench.judges --out bench/results/judges.json          # both models, ~15 min
-    python -m bench.judges --model qwen2.5-coder-0.5b --limit 10   # a quick look
+    python -m bench.learning.judges --out bench/results/judges.json          # both models, ~15 min
+    python -m bench.learning.judges --model qwen2.5-coder-0.5b --limit 10   # a quick look
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from compiler.judge import (
 from compiler.llm import Budget, LLMClient
 from compiler.stats import wilson_lower
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "icai-synthetic"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "icai-synthetic"
 ORTHOGONAL_RULES = {  # the preference each question's annotator followed, written out for the judge
     "Please write a funny short story about a human and their pet.": "Write stories about cats rather than dogs.",
     "Should I pick this blue t-shirt or the green one?": "Recommend the blue t-shirt rather than the green one.",
@@ -130,7 +130,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.judges", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.learning.judges", description=__doc__.split("\n")[0])
     p.add_argument("--model", action="append", choices=MODELS, help="repeatable; default: both")
     p.add_argument("--kind", action="append", choices=sorted(KINDS), help="repeatable; default: both")
     p.add_argument("--limit", type=int, help="at most this many items of each source")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bench import loadgen
-from bench.targets import Target
+from bench.performance import loadgen
+from bench.performance.targets import Target
 
 
 async def memcheck(
