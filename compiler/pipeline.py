@@ -326,7 +326,12 @@ class Round:
         if r.proposals:
             await self.propose_edits(kept, r.proposals, publish_result=publish_result)
         if self.current is not None and not sel.dropped and all(p.source == "current" for p in kept):
-            return self._finish("skipped", "held-out feedback supports the current rules; nothing new to publish")
+            why = (
+                "nothing new to add beside the person's text"
+                if r.proposals
+                else "held-out feedback supports the current rules"
+            )
+            return self._finish("skipped", f"{why}; nothing new to publish")
         text = await self.synthesize(kept)
         if r.synthesis is not None and r.synthesis.rejected:
             return self._finish("skipped", r.synthesis.rejected)
