@@ -1,7 +1,7 @@
 """Compress: merge near-duplicate principles, so validation pays for each idea once.
 
 Similarity is semantic when embeddings are at hand (the cosine of sentence embeddings, from the
-compiler endpoint or the packaged MiniLM, compiler/embed.py; `SPECLEARN_COMPILER_EMBED_SIMILARITY`),
+compiler endpoint or the packaged MiniLM, compiler/embed.py; `EMBED_SIMILARITY` in compiler/tuning.py),
 else lexical and stdlib-only: the larger of token Jaccard over content words (crudely stemmed)
 and difflib's ratio. Either way, rules that differ in what would make them checkable (another
 quoted phrase, another number, one negating the other) are never alike, and similarities are

@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 
+from proxy.config import write_tuning
+
 from .checks import Check
 
 PROMPTS = [
@@ -121,8 +123,11 @@ def free_port() -> int:
 def proxy_process(upstream_url: str, specs_dir: Path, data_dir: Path, timeout: float = 60) -> Iterator[str]:
     """`speclearn serve` in a child process against `upstream_url`; yields the proxy's base URL."""
     port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # a reload within 0.2 s, well inside the 1 s the loop waits after publishing
+    tuning = write_tuning(data_dir / "tuning.toml", proxy={"registry_poll_interval": 0.2})
     env = {**os.environ, "SPECLEARN_UPSTREAM_URL": upstream_url, "SPECLEARN_SPECS_DIR": str(specs_dir),
-           "SPECLEARN_DATA_DIR": str(data_dir), "SPECLEARN_REGISTRY_POLL_INTERVAL": "0.2"}  # fmt: skip
+           "SPECLEARN_DATA_DIR": str(data_dir), **tuning}  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy.cli", "serve", "--port", str(port), "--log-level", "warning"],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -116,7 +116,7 @@ def within_budget(synth: Synthesis, human: str, principles: Sequence[Principle],
             return Synthesis(text, "sections", repairs)
         repairs.append(f"dropped to fit the length budget: {kept.pop().text}")
     reason = (f"no learned rule fits the learned section's length budget of {budget} tokens "
-              "(SPECLEARN_COMPILER_MAX_SPEC_TOKENS)")  # fmt: skip
+              "(MAX_SPEC_TOKENS, compiler/tuning.py)")  # fmt: skip
     return Synthesis(human, "sections", repairs, rejected=reason)
 
 

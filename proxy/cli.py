@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
+from .config import ConfigError
+
 # name -> (module with configure(parser) and run(args), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("proxy.commands.serve", "run the OpenAI-compatible proxy"),
@@ -57,7 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         module = _load(name, handoff[1])
         if module is None:
             return 2
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except ConfigError as exc:  # a misspelt setting: one line each, naming the closest valid one
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
 
 
 def _load(name: str, module_name: str) -> ModuleType | None:

@@ -1,4 +1,5 @@
-"""All configuration in one place: env vars `SPECLEARN_*`, then an optional TOML file.
+"""The proxy's settings: `SPECLEARN_*` variables over the TOML file `SPECLEARN_CONFIG` names
+(proxy/config.py loads both and refuses unknown names); docs/configuration.md is made from them.
 
 Read once at start-up and passed down; nothing deeper reads the environment.
 """
@@ -10,13 +11,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .config import PREFIX, ConfigSource, Namespace
+from .tuning import ProxyTuning
 
 InjectionMode = Literal["prepend", "append", "replace"]
 ContentMode = Literal["full", "redacted", "none"]
@@ -93,78 +91,106 @@ class Route(BaseModel):
         return self
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SPECLEARN_", extra="ignore")
+class Settings(BaseSettings, ProxyTuning):
+    """The proxy's settings: `SPECLEARN_<NAME>`, or `<name>` at the top of the config file.
+    The measured constants it inherits (proxy/tuning.py) are fields, but no setting."""
 
-    upstream_url: str | None = Field(None, description="Upstream base URL ending in /v1")
-    upstream_api_key: SecretStr | None = None
-    specs_dir: Path = Path("./specs")
-    data_dir: Path = Path("./data")
-    database_url: str | None = Field(None, description="postgresql://... for the shared backend")
-    database_pool_size: int = Field(4, ge=2, description="ledger connections per worker (PostgreSQL)")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="forbid")
 
-    default_spec: str = "default"
-    injection: InjectionMode = "prepend"
-    canary_fraction: float = Field(0.0, ge=0.0, le=1.0, description="share of unpinned users (else sessions, else "
-                                   "requests) served `candidate`, by a stable hash")  # fmt: skip
-    routes: dict[str, Route] = {}
+    upstream_url: str | None = Field(
+        None, description="upstream base URL ending in `/v1`; unset: the embedded local model (`speclearn serve`)"
+    )
+    upstream_api_key: SecretStr | None = Field(
+        None, description="sent upstream; unset: the client's `Authorization` header is forwarded"
+    )
+    specs_dir: Path = Field(Path("./specs"), description="the file spec registry")
+    data_dir: Path = Field(Path("./data"), description="the SQLite ledger (`ledger.sqlite3`) and the compiler's state")
+    database_url: str | None = Field(
+        None, description="`postgresql://…`: ledger and registry in PostgreSQL, shared by several replicas"
+    )
+    database_pool_size: int = Field(
+        4, ge=2, description="ledger connections per worker (PostgreSQL); each worker also holds 2 registry "
+        "connections and 1 LISTEN: keep replicas x workers x (this + 3) under `max_connections`"
+    )  # fmt: skip
 
-    api_keys: Annotated[list[str], NoDecode] = Field([], description="Client keys, comma-separated; empty = open proxy")
-    admin_key: SecretStr | None = None
+    default_spec: str = Field("default", description="the spec of requests that name none")
+    injection: InjectionMode = Field(
+        "prepend", description="where the spec goes: `prepend` (first system message), `append` or `replace`"
+    )
+    canary_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="share (0–1) of users (else sessions, else requests) that name no "
+        "version served the `candidate` label, when it exists; sticky by a stable hash"
+    )  # fmt: skip
+    routes: dict[str, Route] = Field(
+        {}, description='model aliases, JSON: `{"alias": {"model": "...", "spec": "...", "injection": "...", '
+        '"upstreams": [{"url": "...", "model": "...", "api_key_env": "..."}]}}` (upstreams: the first is '
+        "primary, the rest fallbacks; a key by `api_key_env` or `api_key_file`, never inline)"
+    )  # fmt: skip
+
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        [], description="comma-separated client keys for the proxy, never forwarded; none: an open proxy"
+    )
+    admin_key: SecretStr | None = Field(None, description="key for `/admin/*` and the console; unset: both off")
     # with an upstream key and no client keys, anyone who reaches the proxy spends the team's key:
     # `speclearn serve` refuses that on a non-loopback address unless this says it is meant
-    allow_open_proxy: bool = Field(False, description="serve with the upstream key and no client keys beyond loopback")
+    allow_open_proxy: bool = Field(
+        False, description="with `SPECLEARN_UPSTREAM_API_KEY` set and no client keys, `serve` refuses any "
+        "non-loopback address unless this is `1`"
+    )  # fmt: skip
+    # Signs console sessions (with the admin key). Unset: `speclearn serve` draws one per start
+    # and hands it to its workers, so a restart logs everyone out.
+    console_secret: SecretStr | None = Field(
+        None, description="signs console sessions; unset: drawn at each start (a restart logs everyone out); "
+        "set it when replicas share the console"
+    )  # fmt: skip
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        [], description="comma-separated origins that may `POST /v1/feedback` from a browser"
+    )
+    feedback_keys: Annotated[list[str], NoDecode] = Field(
+        [], description="comma-separated publishable keys: `/v1/feedback` only, rate-limited per key and address"
+    )
 
-    connect_timeout: float = 10.0
-    read_timeout: float = 600.0
-    max_body_bytes: int = 10 * 1024 * 1024
-    max_upstream_connections: int = 1000
+    read_timeout: float = Field(600.0, gt=0, description="seconds the upstream may stay silent (between bytes)")
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1, description="larger request bodies get a 413")
     # retries before the first byte reached the client, then the route's next upstream (proxy/upstreams.py)
-    upstream_retries: int = Field(2, ge=0, le=10, description="retries per upstream on connect errors, resets, 429, 5xx")
-    upstream_retry_budget: float = Field(10.0, ge=0, description="seconds all retries and waits of one request may add")
-
-    ledger_queue_size: int = 10_000
-    ledger_batch_size: int = 512
-    ledger_flush_interval: float = 0.05
-    feedback_wait_seconds: float = 2.0
+    upstream_retries: int = Field(
+        2, ge=0, le=10, description="retries per upstream on connect errors, resets, 429 and 5xx, before the "
+        "first byte reached the client; then the route's next upstream"
+    )  # fmt: skip
+    upstream_retry_budget: float = Field(
+        10.0, ge=0, description="seconds all retries and waits of one request may add"
+    )
 
     # -- data governance (proxy/ledger/content.py, proxy/retention.py, docs/data.md) ----------
     # full: prompts and answers as sent; redacted: e-mail addresses, phone and card numbers,
     # secrets and the custom patterns replaced by [EMAIL]-style placeholders before storing;
     # none: no prompt, answer or comment text at all (ids, metadata, usage only)
-    ledger_content: ContentMode = "full"
-    redact_patterns: dict[str, str] = Field({}, description='custom placeholders, JSON: {"EMPLOYEE_ID": "EMP-\\d{6}"}')
-    redact_patterns_file: Path | None = Field(None, description="a file of `NAME REGEX` lines, added to redact_patterns")
-    redact_phone_regions: Annotated[list[str], NoDecode] = Field(
-        ["US", "GB"], description="regions whose national phone formats are found (international ones always are)"
+    ledger_content: ContentMode = Field(
+        "full", description="`full`, `redacted` (personal data and secrets replaced by `[EMAIL]`-style "
+        "placeholders before storage; the `redact` extra) or `none` (no prompt, answer or comment text)"
+    )  # fmt: skip
+    redact_patterns: dict[str, str] = Field(
+        {}, description='your own regexes redacted too, JSON: `{"EMPLOYEE_ID": "EMP-\\\\d{6}"}`'
     )
-    ledger_retention_days: float | None = Field(None, gt=0, description="purge rows older than this; unset = keep forever")
-    ledger_purge_interval: float = Field(3600.0, gt=0, description="seconds between purge passes")
-    ledger_purge_batch: int = Field(1000, ge=1, le=10_000, description="rows deleted per statement")
-    ledger_purge_pause: float = Field(0.05, ge=0, description="seconds between batches, so writers get the lock")
-    registry_poll_interval: float = 0.5
+    redact_patterns_file: Path | None = Field(
+        None, description="a file of `NAME REGEX` lines, added to `redact_patterns`"
+    )
+    redact_phone_regions: Annotated[list[str], NoDecode] = Field(
+        ["US", "GB"], description="comma-separated regions whose national phone formats are redacted "
+        "(international ones always are)"
+    )  # fmt: skip
+    ledger_retention_days: float | None = Field(
+        None, gt=0, description="rows older than this are purged hourly in small batches, with their "
+        "feedback; unset: kept"
+    )  # fmt: skip
 
-    local_model: str = "qwen2.5-coder-0.5b"
-    local_model_port: int = 0
-    # llama.cpp's threads wait on each other: on a busy 2-core machine 2 threads fall to ~2 tok/s
-    # where 1 keeps ~12, hence cores - 1 by default (0 = auto).
-    local_model_threads: int = Field(0, description="0 = cores - 1")
-    local_model_ctx: int = 16384  # one pool shared by the parallel slots (unified KV cache)
-    local_model_parallel: int = 4
-    model_cache_dir: Path = Path.home() / ".cache" / "speclearn" / "models"
-
-    # -- the console and feedback from browsers (proxy/console/, proxy/browser.py) -----------
-    console_session_seconds: int = Field(8 * 3600, ge=1, description="console login lifetime")
-    # Signs console sessions (with the admin key). Unset: `speclearn serve` draws one per start
-    # and hands it to its workers, so a restart logs everyone out.
-    console_secret: SecretStr | None = None
-    cors_origins: Annotated[list[str], NoDecode] = Field([], description="origins allowed to POST /v1/feedback")
-    feedback_keys: Annotated[list[str], NoDecode] = Field([], description="publishable keys: /v1/feedback only")
-    # Token buckets for feedback sent with a publishable key, per worker: rate per second, burst.
-    feedback_rate_per_key: float = Field(20.0, gt=0)
-    feedback_burst_per_key: int = Field(200, ge=1)
-    feedback_rate_per_address: float = Field(1.0, gt=0)
-    feedback_burst_per_address: int = Field(30, ge=1)
+    local_model: str = Field(
+        "qwen2.5-coder-0.5b", description="the embedded model `serve` starts without an upstream "
+        "(`qwen2.5-coder-1.5b` needs the `judge` extra)"
+    )  # fmt: skip
+    model_cache_dir: Path = Field(
+        Path.home() / ".cache" / "speclearn" / "models", description="where the embedded models are assembled"
+    )
 
     @field_validator("api_keys", "cors_origins", "feedback_keys", "redact_phone_regions", mode="before")
     @classmethod
@@ -201,11 +227,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get("SPECLEARN_CONFIG")
-        if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
-        return tuple(sources)
+        return init_settings, ConfigSource(settings_cls, NAMESPACE)
 
     @property
     def ledger_path(self) -> Path:
@@ -241,3 +263,8 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+# the proxy owns SPECLEARN_* and the file's top level, but for the compiler's part of both
+NAMESPACE = Namespace.of(Settings, ProxyTuning, env_prefix=PREFIX, table=None,
+                         others_env=("SPECLEARN_COMPILER_",), others_keys=("compiler",))  # fmt: skip

@@ -19,6 +19,8 @@ import httpx
 import orjson
 from aiohttp import web
 
+from proxy.config import write_tuning
+
 REPO = Path(__file__).resolve().parent.parent
 # ../shared beside the checkout (CI lays a copy there too), else the workplace's own copy
 SHARED = next((d for d in (REPO.parent / "shared", Path("/work/shared")) if d.is_dir()), REPO.parent / "shared")
@@ -301,22 +303,25 @@ def start_proxy(
     port: int | None = None,
     specs_dir: Path | None = None,
     data_dir: Path | None = None,
+    tuning: dict[str, object] | None = None,
 ) -> ProxyProcess:
     """Start `speclearn serve` and wait until /readyz says ready and every worker has started. `specs` = {name: text} published
-    as production versions first (default: a `default` spec)."""
+    as production versions first (default: a `default` spec). `tuning`: proxy/tuning.py constants for this process,
+    over a fast registry poll and ledger flush."""
     specs_dir = specs_dir or tmp_path / "specs"
     data_dir = data_dir or tmp_path / "data"
     if not specs_dir.exists():
         for name, text in (specs if specs is not None else {"default": "DEFAULT SPEC"}).items():
             write_spec(specs_dir, name, text)
     port = port or free_port()
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    constants = {"registry_poll_interval": 0.1, "ledger_flush_interval": 0.01, **(tuning or {})}
     full_env = {
         **os.environ,
         "SPECLEARN_UPSTREAM_URL": upstream_url,
         "SPECLEARN_SPECS_DIR": str(specs_dir),
         "SPECLEARN_DATA_DIR": str(data_dir),
-        "SPECLEARN_REGISTRY_POLL_INTERVAL": "0.1",
-        "SPECLEARN_LEDGER_FLUSH_INTERVAL": "0.01",
+        **write_tuning(tmp_path / f"tuning-{port}.toml", proxy=constants),
         **(env or {}),
     }
     full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)

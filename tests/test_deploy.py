@@ -30,6 +30,8 @@ from typing import Any, NoReturn
 import pytest
 import yaml
 
+from compiler.tuning import METRICS_PORT
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 PROM_DIR = DEPLOY / "prometheus"
@@ -421,8 +423,7 @@ def test_compose_services_and_healthchecks(compose: dict[str, Any]) -> None:
         assert (context / service["build"].get("dockerfile", "Dockerfile")).is_file()
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert "@postgres:5432/" in service["environment"]["SPECLEARN_DATABASE_URL"]
-    port = services["compiler"]["environment"]["SPECLEARN_COMPILER_METRICS_PORT"]
-    assert f":{port}/" in " ".join(services["compiler"]["healthcheck"]["test"])
+    assert f":{METRICS_PORT}/" in " ".join(services["compiler"]["healthcheck"]["test"])  # the default port
 
 
 def test_compose_mounts_exist(compose: dict[str, Any]) -> None:
@@ -626,9 +627,8 @@ def test_k8s_compiler_is_a_single_recreated_replica() -> None:
     assert deploy["spec"]["strategy"]["type"] == "Recreate"
     c = _container(deploy)
     assert c["args"] == ["compiler"]
-    config = k8s_object("ConfigMap", "speclearn-config")["data"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports["metrics"] == int(config["SPECLEARN_COMPILER_METRICS_PORT"])
+    assert ports["metrics"] == METRICS_PORT  # `speclearn compiler`'s default port
 
 
 def test_k8s_settings_come_from_configmap_and_secret() -> None:
@@ -658,11 +658,10 @@ def test_k8s_images_are_set_by_kustomize() -> None:
 
 def setting_names() -> set[str]:
     """Every environment variable the proxy and the compiler read (a typo in a config is no setting)."""
-    from compiler.settings import CompilerSettings
-    from proxy.settings import Settings
+    from compiler.settings import NAMESPACE as COMPILER
+    from proxy.settings import NAMESPACE as PROXY
 
-    return ({f"SPECLEARN_{name.upper()}" for name in Settings.model_fields} | {"SPECLEARN_CONFIG"}
-            | {f"SPECLEARN_COMPILER_{name.upper()}" for name in CompilerSettings.model_fields})  # fmt: skip
+    return {ns.env_name(name) for ns in (PROXY, COMPILER) for name in ns.public} | {"SPECLEARN_CONFIG"}
 
 
 def compose_env(service: str, **given: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ from conftest import REAL_MODEL as MODEL
 from conftest import _missing_prerequisite, real_model_cache
 from helpers import ICAI_ALIGNED, REPO, free_port
 from proxy import local_model as lm
+from proxy.config import write_tuning
 
 pytestmark = [pytest.mark.real_model, pytest.mark.timeout(300)]
 
@@ -36,8 +37,11 @@ def prerequisites() -> None:
 def cli_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPECLEARN_")}  # no upstream, no judge
     env.update(SPECLEARN_DATA_DIR=str(tmp_path / "data"), SPECLEARN_SPECS_DIR=str(tmp_path / "specs"),
-               SPECLEARN_MODEL_CACHE_DIR=str(real_model_cache()), SPECLEARN_LOCAL_MODEL=MODEL,
-               SPECLEARN_LOCAL_MODEL_CTX="4096", SPECLEARN_LOCAL_MODEL_PARALLEL="2")  # fmt: skip
+               SPECLEARN_MODEL_CACHE_DIR=str(real_model_cache()), SPECLEARN_LOCAL_MODEL=MODEL)  # fmt: skip
+    # a small model server, and a compiler that gives up on a call sooner than its 120 s
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    env.update(write_tuning(tmp_path / "tuning.toml", proxy={"local_model_ctx": 4096, "local_model_parallel": 2},
+                            compiler={"timeout": 90}))  # fmt: skip
     return env
 
 
@@ -63,7 +67,7 @@ def test_serve_announces_its_model_and_compile_reuses_it(tmp_path: Path) -> None
         assert (entry.pid, entry.owner, entry.sha256) == (proxy.pid, "the proxy", lm.MODELS[MODEL].sha256)
 
         # the judge named as the same table model: it shares the proxy's server too
-        compile_env = {**env, "SPECLEARN_COMPILER_JUDGE_MODEL": MODEL, "SPECLEARN_COMPILER_TIMEOUT": "90"}
+        compile_env = {**env, "SPECLEARN_COMPILER_JUDGE_MODEL": MODEL}
         done = subprocess.run(
             [sys.executable, "-m", "proxy.cli", "compile", "icai", "--pairs", str(ICAI_ALIGNED), "--json",
              "--max-calls", "6", "--passes", "1", "--no-cache", "--instruction", "You are a helpful assistant."],

@@ -12,6 +12,7 @@ import httpx
 from helpers import REPO, FakeUpstream, start_proxy, write_spec
 from ledger_reader import inference_row
 from proxy import routing
+from proxy.config import write_tuning
 from proxy.registry import RegistrySnapshot, SpecState, SpecVersion
 from proxy.settings import Settings
 
@@ -141,10 +142,10 @@ def test_sticky_canary_to_promotion_end_to_end(fake_upstream: FakeUpstream, tmp_
     finally:
         proxy.stop()
     assert min(served.values()) >= 80  # the hash split the users
-    env = {**proxy.env, "SPECLEARN_COMPILER_MIN_FEEDBACK": "100000", "SPECLEARN_COMPILER_GUARDRAIL_MIN_REQUESTS": "50",
-           "SPECLEARN_COMPILER_BASE_URL": "http://127.0.0.1:9/v1"}  # fmt: skip
-    subprocess.run([sys.executable, "-m", "proxy.cli", "compiler", "--once", "--auto-promote", "--metrics-port", "0"],
-                   env=env, cwd=REPO, check=True, capture_output=True, timeout=60)  # fmt: skip
+    tuning = write_tuning(tmp_path / "compiler-tuning.toml", compiler={"guardrail_min_requests": 50})
+    env = {**proxy.env, **tuning, "SPECLEARN_COMPILER_BASE_URL": "http://127.0.0.1:9/v1"}
+    subprocess.run([sys.executable, "-m", "proxy.cli", "compiler", "--once", "--auto-promote", "--metrics-port", "0",
+                    "--min-feedback", "100000"], env=env, cwd=REPO, check=True, capture_output=True, timeout=60)  # fmt: skip
     log = subprocess.run([sys.executable, "-m", "proxy.cli", "specs", "experiments", "default"], env=env, cwd=REPO,
                          check=True, capture_output=True, text=True).stdout.splitlines()  # fmt: skip
     [row] = [line.split() for line in log[1:]]

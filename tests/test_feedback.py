@@ -24,7 +24,7 @@ def proxy(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory)
     # a slow flush makes the feedback-before-inference race the normal case
     handle = start_proxy(
         tmp_path_factory.mktemp("feedback"), fake_upstream.url,
-        env={"SPECLEARN_LEDGER_FLUSH_INTERVAL": "0.5", "SPECLEARN_FEEDBACK_WAIT_SECONDS": "0.5"},
+        tuning={"ledger_flush_interval": 0.5, "feedback_wait_seconds": 0.5},
     )  # fmt: skip
     yield handle
     handle.stop()
@@ -147,7 +147,7 @@ def test_nan_and_oversize_feedback(proxy: ProxyProcess) -> None:
 
 
 def test_kill_9_right_after_ack_loses_no_feedback(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
-    proxy = start_proxy(tmp_path, fake_upstream.url, env={"SPECLEARN_LEDGER_FLUSH_INTERVAL": "0.01"})
+    proxy = start_proxy(tmp_path, fake_upstream.url, tuning={"ledger_flush_interval": 0.01})
     acknowledged = []
     try:
         ids = [chat(proxy) for _ in range(5)]

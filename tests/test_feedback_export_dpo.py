@@ -22,6 +22,7 @@ from aiohttp import web
 
 from helpers import REPO, FakeUpstream, ProxyProcess, start_proxy
 from ledger_reader import feedback_rows
+from proxy.config import write_tuning
 
 SPEC_TEXT = "DEFAULT SPEC TEXT"
 ALICE_QUESTIONS = [f"Alice question number {i}?" for i in range(6)]
@@ -153,12 +154,14 @@ def test_split_is_the_compilers_held_out_split(proxy: ProxyProcess, ledger: dict
     # held out = the most recent conversations: the explicit pair (posted last) is held out
     assert "explicit" in {r["source"] for r in held}
     # the same numbers the compiler uses: a larger held-out fraction holds more out
-    more = export(proxy, "--spec", "default", "--split", "heldout", env={"SPECLEARN_COMPILER_HOLDOUT_FRACTION": "0.6"})
+    tuning = write_tuning(proxy.data_dir.parent / "holdout.toml", compiler={"holdout_fraction": 0.6})
+    more = export(proxy, "--spec", "default", "--split", "heldout", env=tuning)
     assert len(more) > len(held)
 
 
 def test_per_user_cap_keeps_each_voices_latest(proxy: ProxyProcess, ledger: dict[str, Any]) -> None:
-    rows = export(proxy, "--spec", "default", "--split", "all", env={"SPECLEARN_COMPILER_MAX_PER_USER": "4"})
+    rows = export(proxy, "--spec", "default", "--split", "all",
+                  env=write_tuning(proxy.data_dir.parent / "cap.toml", compiler={"max_per_user": 4}))  # fmt: skip
     voices = Counter(v for r in rows for v in r["voices"])
     # four judgments each: alice's and bob's last two up/down pairs, carol's one comparison
     assert voices == {"alice": 2, "bob": 2, "carol": 1}

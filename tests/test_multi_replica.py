@@ -39,7 +39,6 @@ def replica_env(dsn: str) -> dict[str, str]:
     return {
         "SPECLEARN_DATABASE_URL": dsn,
         "SPECLEARN_ADMIN_KEY": ADMIN_KEY,
-        "SPECLEARN_REGISTRY_POLL_INTERVAL": str(POLL_INTERVAL),
     }
 
 
@@ -58,10 +57,12 @@ async def start_replicas(pg_dsn: str, fake_upstream: Any, tmp_path: Path) -> Asy
     """Starts two proxies (A, B) on their own ports and data dirs, one database; stops them after."""
     handles: list[Any] = []
 
-    async def start(**extra_env: str) -> Replicas:
-        env = {**replica_env(pg_dsn), **extra_env}
+    async def start(**tuning: float) -> Replicas:
+        env, constants = replica_env(pg_dsn), {"registry_poll_interval": POLL_INTERVAL, **tuning}
         for name in ("a", "b"):
-            handles.append(await asyncio.to_thread(start_proxy, tmp_path / name, fake_upstream.url, env))
+            handles.append(
+                await asyncio.to_thread(start_proxy, tmp_path / name, fake_upstream.url, env, tuning=constants)
+            )
         return Replicas(handles[-2], handles[-1], pg_dsn)
 
     yield start
@@ -187,7 +188,7 @@ async def test_sigkill_mid_load_loses_no_acknowledged_row(start_replicas: StartR
     is kept (every row flushed before the kill, every acknowledged judgment) and what is not (rows
     still queued; a judgment A acknowledged for such a row stays stored, waiting for a join).
     """
-    replicas = await start_replicas(SPECLEARN_LEDGER_FLUSH_INTERVAL="0.2")
+    replicas = await start_replicas(ledger_flush_interval=0.2)
     a, b = replicas.a, replicas.b
     concurrency = 4  # clients per replica
     delivered: dict[str, list[str]] = {"a": [], "b": []}  # inference ids whose response arrived

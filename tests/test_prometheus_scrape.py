@@ -184,7 +184,7 @@ def test_prometheus_scrapes_proxy_metrics(tmp_path: Path, fake_upstream: Any, wo
 
 
 def test_prometheus_scrapes_compiler_metrics(tmp_path: Path, fake_upstream: Any) -> None:
-    """The sidecar's own metrics port (SPECLEARN_COMPILER_METRICS_PORT) serves the compiler part of
+    """The sidecar's own metrics port (`speclearn compiler --metrics-port`) serves the compiler part of
     the contract, and the `speclearn-compiler` job the *Down alert selects on sees it up."""
     specs_dir, port = tmp_path / "specs", free_port()
     write_spec(specs_dir, "default", "DEFAULT SPEC")
@@ -193,12 +193,15 @@ def test_prometheus_scrapes_compiler_metrics(tmp_path: Path, fake_upstream: Any)
         "SPECLEARN_UPSTREAM_URL": fake_upstream.url,
         "SPECLEARN_SPECS_DIR": str(specs_dir),
         "SPECLEARN_DATA_DIR": str(tmp_path / "data"),
-        "SPECLEARN_COMPILER_METRICS_PORT": str(port),
     }
     log_path = tmp_path / "compiler.log"
     with log_path.open("wb") as log:
         compiler = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "compiler"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "proxy.cli", "compiler", "--metrics-port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
 

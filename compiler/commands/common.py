@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from proxy.config import CONFIG_VAR
 from proxy.extras import MissingExtra, check_storage
 from proxy.ledger import open_ledger
 from proxy.registry import open_registry
@@ -51,6 +53,7 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--validation-pairs", type=int)
     g.add_argument("--gate-pairs", type=int)
     g.add_argument("--no-cache", action="store_true", help="do not read or write the LLM response cache")
+    g.add_argument("--config", help="TOML settings file (docs/configuration.md); sets SPECLEARN_CONFIG")
     g.add_argument("--specs-dir", type=Path)
     g.add_argument("--data-dir", type=Path)
     g.add_argument("-v", "--verbose", action="store_true")
@@ -64,6 +67,8 @@ OVERRIDES = ("base_url", "model", "judge_base_url", "judge_model", "seed", "max_
 def build_settings(args: argparse.Namespace) -> tuple[Settings, CompilerSettings]:
     """The settings the command line and environment give; MissingExtra if the configured
     storage needs an extra that is not installed."""
+    if getattr(args, "config", None):
+        os.environ[CONFIG_VAR] = os.path.abspath(args.config)  # read like `speclearn serve --config`
     base: dict[str, Any] = {}
     if getattr(args, "specs_dir", None):
         base["specs_dir"] = args.specs_dir

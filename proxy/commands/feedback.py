@@ -32,7 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "dpo: the compiler's preference pairs as TRL DPOTrainer rows (prompt, chosen, rejected)")  # fmt: skip
     export.add_argument("--spec", help="only feedback on inferences served with this spec")
     export.add_argument("--since", type=float, help="Unix time; only feedback at or after it "
-                        "(dpo default: the compiler's window, SPECLEARN_COMPILER_WINDOW_DAYS)")  # fmt: skip
+                        "(dpo default: the compiler's window, the last 30 days)")  # fmt: skip
     export.add_argument("--split", choices=("train", "heldout", "all"), default="train",
                         help="dpo: the compiler's training pairs (default), its held-out pairs, or both")  # fmt: skip
     export.add_argument("--no-cross", action="store_true",

@@ -15,6 +15,7 @@ import time
 from typing import Any, NoReturn
 
 from proxy import local_model as lm
+from proxy import tuning
 from proxy.settings import Settings
 
 DEFAULT_PORT = 8081  # a fixed port by default so the printed URL can go into a config file
@@ -24,10 +25,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("--model", choices=sorted(lm.MODELS), help=f"default: $SPECLEARN_LOCAL_MODEL or {lm.DEFAULT_MODEL}")
     a("--host", default="127.0.0.1")
-    a("--port", type=int, help=f"0 = any free port; default: $SPECLEARN_LOCAL_MODEL_PORT or {DEFAULT_PORT}")
-    a("--threads", type=int, help="CPU threads; 0 = cores - 1 (default: $SPECLEARN_LOCAL_MODEL_THREADS)")
-    a("--ctx", type=int, help="context tokens, one pool shared by the slots")
-    a("--parallel", type=int, help="concurrent request slots")
+    a("--port", type=int, help=f"0 = any free port (default {DEFAULT_PORT})")
+    a("--threads", type=int, help="CPU threads (default 0 = cores - 1)")
+    a("--ctx", type=int, help=f"context tokens, one pool shared by the slots (default {tuning.LOCAL_MODEL_CTX})")
+    a("--parallel", type=int, help=f"concurrent request slots (default {tuning.LOCAL_MODEL_PARALLEL})")
     a("--cache-dir", help="where the assembled model file is kept (default: $SPECLEARN_MODEL_CACHE_DIR)")
 
 

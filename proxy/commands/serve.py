@@ -19,7 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--config", help="TOML settings file (same keys as the SPECLEARN_* variables)")
+    parser.add_argument("--config", help="TOML settings file (docs/configuration.md); sets SPECLEARN_CONFIG")
     parser.add_argument("--log-level", default="warning")
 
 

@@ -57,8 +57,7 @@ def check_port(host: str, port: int) -> None:
         except OSError as e:
             if e.errno in (errno.EADDRINUSE, errno.EACCES):
                 raise LocalModelError(
-                    f"port {port} on {host} is already in use; pick another with --port "
-                    f"(SPECLEARN_LOCAL_MODEL_PORT) or 0 for a free port."
+                    f"port {port} on {host} is already in use; pick another with --port, or 0 for a free port."
                 ) from None
             raise LocalModelError(f"cannot bind {host}:{port}: {e}") from None
 

@@ -72,7 +72,7 @@ class LocalModelSupervisor:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
-        """The model `SPECLEARN_LOCAL_MODEL*` configure; `overrides` win (a port, a benchmark's
+        """The model `SPECLEARN_LOCAL_MODEL` names, sized by proxy/tuning.py; `overrides` win (a port, a benchmark's
         thread count)."""
         configured: dict[str, Any] = {
             "model": settings.local_model, "cache_dir": settings.model_cache_dir,
