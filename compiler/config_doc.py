@@ -41,7 +41,8 @@ file's top-level keys; the compiler (`speclearn compile`, `compiler`, `doctor`) 
 and the storage it shares. A key in the file is the variable's name after the prefix, in lower
 case. The file is named by `SPECLEARN_CONFIG`, or by `--config` on the commands. Booleans are `1`
 or `0` in the environment, `true` or `false` in the file; lists are comma-separated in the
-environment, arrays in the file; maps are JSON in the environment, tables in the file.
+environment, arrays in the file; maps are JSON in the environment, tables in the file. The
+variables a route names for its upstreams' keys (`api_key_env`) are read as named.
 
 ```toml
 # speclearn.toml: SPECLEARN_CONFIG=speclearn.toml speclearn serve
@@ -74,10 +75,11 @@ measurement or the reason that chose it, in [proxy/tuning.py](../proxy/tuning.py
 [compiler/tuning.py](../compiler/tuning.py). Most were settings before; a variable of that name
 is now refused at start-up and names the constant. Tests and benchmarks pass other values to the
 settings' constructors; a process a test starts reads them from the file's `[tuning]` and
-`[compiler.tuning]` tables. Some are options of a command: `speclearn compile --passes`, `--top-k`,
-`--format`, `--gate-margin`, `--max-tokens`, `--seed`; `speclearn compiler --interval`,
-`--min-feedback`, `--metrics-port`; `speclearn local-model --port`, `--threads`, `--ctx`,
-`--parallel`.
+`[compiler.tuning]` tables. Some are options of a command, which a deploy file gives as `args`:
+`speclearn compile` and `speclearn compiler` take `--label`, `--format`, `--passes`, `--top-k`,
+`--gate-margin`, `--max-tokens` and `--seed`; `speclearn compiler` also `--auto-promote`,
+`--interval`, `--min-feedback` and `--metrics-port`; `speclearn local-model` takes `--port`,
+`--threads`, `--ctx` and `--parallel`.
 """
 
 

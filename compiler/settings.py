@@ -8,6 +8,7 @@ Read once at start-up and passed down as plain objects; the pipeline never reads
 from __future__ import annotations
 
 from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 

@@ -14,11 +14,13 @@ settings' constructors, or, for a process they start, in the file's `[tuning]` (
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
 import tomllib
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,14 +93,29 @@ def _unknown(shown: str, suggestion: str | None, tuning_constant: str | None, ns
     return f"unknown setting {shown} (every setting: docs/configuration.md)"
 
 
-def unknown_env(ns: Namespace, environ: Mapping[str, str]) -> list[str]:
-    """One line per `SPECLEARN_*` variable in this namespace that is no setting."""
+def route_key_variables(environ: Mapping[str, str], table: Mapping[str, Any]) -> set[str]:
+    """The variables routes name for their upstreams' keys (`api_key_env`): no setting, but no
+    mistake either, whatever their name."""
+    routes: Any = table.get("routes", {})
+    with contextlib.suppress(ValueError):
+        routes = json.loads(environ.get(f"{PREFIX}ROUTES", "")) or routes
+    names = set()
+    for route in routes.values() if isinstance(routes, dict) else ():
+        for upstream in route.get("upstreams", []) if isinstance(route, dict) else ():
+            if isinstance(upstream, dict) and isinstance(upstream.get("api_key_env"), str):
+                names.add(upstream["api_key_env"].upper())
+    return names
+
+
+def unknown_env(ns: Namespace, environ: Mapping[str, str], allowed: AbstractSet[str] = frozenset()) -> list[str]:
+    """One line per `SPECLEARN_*` variable in this namespace that is no setting (`allowed`: named
+    by another setting)."""
     known = {ns.env_name(f): f for f in ns.public}
     tuning = {ns.env_name(f): f for f in ns.tuning}
     problems = []
     for raw in sorted(environ):
         name = raw.upper()
-        if not name.startswith(ns.env_prefix) or name in known or name in NOT_SETTINGS:
+        if not name.startswith(ns.env_prefix) or name in known or name in NOT_SETTINGS or name in allowed:
             continue
         if any(name.startswith(p) for p in ns.others_env):
             continue
@@ -174,12 +191,13 @@ class ConfigSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         environ = os.environ
-        problems = unknown_env(self.ns, environ)
         table: dict[str, Any] = {}
+        problems: list[str] = []
         path = config_path(environ)
         if path is not None:
             table = table_of(self.ns, read_file(path), str(path))
-            problems += unknown_keys(self.ns, table, str(path))
+            problems = unknown_keys(self.ns, table, str(path))
+        problems = unknown_env(self.ns, environ, route_key_variables(environ, table)) + problems
         if problems:
             raise ConfigError(problems)
         values = {k: v for k, v in table.items() if k in self.ns.public}

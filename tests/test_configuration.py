@@ -3,6 +3,7 @@ that is no setting with the closest valid one, and docs/configuration.md is writ
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -128,6 +129,15 @@ def test_no_variable_sets_the_constants(monkeypatch: pytest.MonkeyPatch) -> None
     assert "unknown setting SPECLEARN_XYZZY (every setting: docs/configuration.md)" in problems(Settings)
 
 
+def test_a_variable_a_route_names_for_its_key_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPECLEARN_BACKUP_KEY", "sk-b")
+    [problem] = problems(Settings)
+    assert problem.startswith("unknown setting SPECLEARN_BACKUP_KEY")
+    route = {"chat": {"upstreams": [{"url": "http://b/v1", "model": "m", "api_key_env": "SPECLEARN_BACKUP_KEY"}]}}
+    monkeypatch.setenv("SPECLEARN_ROUTES", json.dumps(route))
+    assert Settings().routes["chat"].upstreams[0].api_key() == "sk-b"
+
+
 def test_unrelated_variables_are_not_ours(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPECLEARNING_RATE", "1")
     monkeypatch.setenv("MY_SPECLEARN_X", "1")
@@ -218,6 +228,7 @@ def test_compile_takes_the_file_by_option(tmp_path: Path, monkeypatch: pytest.Mo
     config = tmp_path / "c.toml"
     config.write_text("[compiler]\nmax_llm_call = 3\n")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SPECLEARN_CONFIG", "")  # the command sets it: undone after the test
     assert main(["compile", "default", "--dry-run", "--config", str(config)]) == 2
     assert "did you mean compiler.max_llm_calls?" in capsys.readouterr().err
 
