@@ -318,8 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--pg-url", default=os.environ.get("SPECLEARN_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
     )
-    p.add_argument("--batch", type=int, default=1000, help="rows per purge statement (SPECLEARN_LEDGER_PURGE_BATCH)")
-    p.add_argument("--pause", type=float, default=0.05, help="seconds between batches (SPECLEARN_LEDGER_PURGE_PAUSE)")
+    p.add_argument("--batch", type=int, default=1000, help="rows per purge statement (proxy.tuning.LEDGER_PURGE_BATCH)")
+    p.add_argument(
+        "--pause", type=float, default=0.05, help="seconds between batches (proxy.tuning.LEDGER_PURGE_PAUSE)"
+    )
     p.add_argument("--baseline", type=float, default=5.0, help="seconds of writer latency measured with no purge")
     p.add_argument("--no-naive", action="store_true", help="skip the single unbatched DELETE on SQLite")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
