@@ -11,10 +11,9 @@ TEST_EXTRAS := test,local,judge,postgres,deploy-check,bench,embed,redact,check
 # the embed extra's package requires torch: the CPU build, before pip would pick a CUDA one
 TORCH := torch==2.13.0
 
-# ruff lints every Python folder; its format check covers the folders formatted so far (proxy/ joins
-# when it is: `ruff format proxy` and add it here); mypy and lint-imports read pyproject.toml
+# ruff lints and format-checks every Python folder; mypy and lint-imports read pyproject.toml
 LINTED := proxy compiler bench tests
-FORMATTED := compiler bench tests
+FORMATTED := proxy compiler bench tests
 # installed once, and again when pyproject.toml changes, so `make check` stays fast
 CHECK_STAMP := $(VENV)/.check-installed
 

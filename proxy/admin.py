@@ -1,4 +1,5 @@
 """Spec writes, exports and erasure over HTTP, behind the admin key (never the client keys)."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator

@@ -4,6 +4,7 @@ A plain Starlette app, not FastAPI: the routes are Starlette routes and the Open
 written by hand (openapi.py), so FastAPI only added middleware layers to every request (telemetry,
 body limit, an exit stack per request) that the proxy never used.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -66,7 +67,9 @@ def create_app(settings: Settings | None = None, state: ProxyState | None = None
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         message = f"{request.method} {request.url.path}: {exc.detail}"
-        return Response(error_body(message, "invalid_request_error", None, code), exc.status_code, media_type="application/json")
+        return Response(
+            error_body(message, "invalid_request_error", None, code), exc.status_code, media_type="application/json"
+        )
 
     async def proxy_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProxyError)

@@ -1,5 +1,6 @@
 """Reading a request body within the size limit and parsing it as a JSON object, with messages
 that say exactly what is wrong."""
+
 from __future__ import annotations
 
 import re

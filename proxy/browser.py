@@ -7,6 +7,7 @@ bucket per key and per client address. Everything else refuses it (`ProxyState.c
 and from the proxy's own pages; a request that names any other `Origin` is refused outright,
 since a form-encoded POST reaches the server without a preflight.
 """
+
 from __future__ import annotations
 
 from starlette.requests import Request
@@ -44,7 +45,9 @@ class FeedbackAccess:
             return origin
         if origin == f"{request.url.scheme}://{request.headers.get('host', '')}":
             return None  # the proxy's own pages
-        raise Forbidden(f"origin {origin!r} may not send feedback: see SPECLEARN_CORS_ORIGINS", code="origin_not_allowed")
+        raise Forbidden(
+            f"origin {origin!r} may not send feedback: see SPECLEARN_CORS_ORIGINS", code="origin_not_allowed"
+        )
 
     @staticmethod
     def cors_headers(origin: str | None) -> dict[str, str]:

@@ -2,6 +2,7 @@
 so `speclearn specs list` never loads the server and the proxy never imports the compiler: this
 file names the compiler's commands as strings, the one place in proxy/ that does (the import
 contract in pyproject.toml holds every other module to it)."""
+
 from __future__ import annotations
 
 import argparse

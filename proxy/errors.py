@@ -1,4 +1,5 @@
 """One exception hierarchy, mapped to the OpenAI error shape in one place."""
+
 from __future__ import annotations
 
 import orjson

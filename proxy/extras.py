@@ -3,6 +3,7 @@
 A feature that needs an extra checks for it where it starts (the command line), so the user
 reads which extra, why, and the exact pip command, never an ImportError traceback.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -7,6 +7,7 @@ A change is made in place, so the judgment is counted once, with its latest valu
 one is counted nowhere. A publishable (browser) key may change only what it created, and only by
 the id it was given back: server-made ids are random, and an id the page chooses must be long.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,12 +45,12 @@ def parse_value(value: Any) -> tuple[str, float]:
         lowered = value.strip().lower()
         if lowered in ("up", "down"):
             return THUMB, 1.0 if lowered == "up" else -1.0
-        raise InvalidRequest(f"'value' must be \"up\", \"down\", a boolean or a number, not {value!r}", param="value")
+        raise InvalidRequest(f'\'value\' must be "up", "down", a boolean or a number, not {value!r}', param="value")
     if isinstance(value, int) and value in (1, -1):
         return THUMB, float(value)
     if isinstance(value, (int, float)) and math.isfinite(value):
         return SCORE, float(value)
-    raise InvalidRequest("'value' must be \"up\", \"down\", a boolean or a finite number", param="value")
+    raise InvalidRequest('\'value\' must be "up", "down", a boolean or a finite number', param="value")
 
 
 def _id(body: dict[str, Any], field: str) -> str | None:
@@ -77,7 +78,9 @@ def _tags(body: dict[str, Any]) -> dict[str, str] | None:
     if (
         not isinstance(tags, dict)
         or len(tags) > MAX_TAGS
-        or not all(isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 256 for k, v in tags.items())
+        or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 256 for k, v in tags.items()
+        )
     ):
         raise InvalidRequest(
             f"'tags' must be an object of at most {MAX_TAGS} string values (keys ≤64, values ≤256 chars)", param="tags"
@@ -86,7 +89,16 @@ def _tags(body: dict[str, Any]) -> dict[str, str] | None:
 
 
 def parse_feedback(body: dict[str, Any]) -> FeedbackRecord:
-    known = {"inference_id", "value", "comment", "tags", "feedback_id", "chosen_id", "rejected_id", *identity.USER_FIELDS}
+    known = {
+        "inference_id",
+        "value",
+        "comment",
+        "tags",
+        "feedback_id",
+        "chosen_id",
+        "rejected_id",
+        *identity.USER_FIELDS,
+    }
     unknown = sorted(set(body) - known)
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}", param=unknown[0])
@@ -157,7 +169,9 @@ def _judge(state: ProxyState, request: Request, body: dict[str, Any], owner: str
 
 async def wrong_method(request: Request) -> Response:
     """Ours, not the upstream's: any other method is a 405 here, never relayed."""
-    wrong = MethodNotAllowed(f"{request.method} {request.url.path}: use POST (PUT or DELETE /v1/feedback/ID changes one)")
+    wrong = MethodNotAllowed(
+        f"{request.method} {request.url.path}: use POST (PUT or DELETE /v1/feedback/ID changes one)"
+    )
     return error_response(wrong, {"Allow": "POST, OPTIONS"})
 
 
@@ -204,7 +218,9 @@ async def post_feedback(request: Request) -> Response:
         version = version_label(state.registry.snapshot, inference.spec_name, inference.spec_version)
         metrics.count_feedback(inference.spec_name or "none", version, stored.kind, value)
     metrics.observe_request("feedback", "none", "none", 200, 0.0, 0.0)
-    return json_response({"feedback_id": stored.id, "status": "created" if created else "duplicate"}, headers=cors or None)
+    return json_response(
+        {"feedback_id": stored.id, "status": "created" if created else "duplicate"}, headers=cors or None
+    )
 
 
 # -- one judgment: change or retract -----------------------------------------------------------------

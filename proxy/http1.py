@@ -13,6 +13,7 @@ answer was read to the end and the upstream allows keep-alive; anything else (an
 halfway because the client left, a timeout, a parse error) closes it, which is also what tells
 the upstream to stop generating.
 """
+
 from __future__ import annotations
 
 import asyncio

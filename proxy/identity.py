@@ -13,6 +13,7 @@ anyone who sees the value could recover the address; without the key they cannot
 is hashed by its /64, the block one household or phone keeps while privacy extensions rotate the
 rest, so one person stays one voice.
 """
+
 from __future__ import annotations
 
 import dataclasses

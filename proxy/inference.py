@@ -3,6 +3,7 @@
 The three spec-aware OpenAI endpoints differ only in the `Endpoint` facts below; everything else
 (timing, ledger row, metrics, failure mapping) is shared so they cannot drift apart.
 """
+
 from __future__ import annotations
 
 import os

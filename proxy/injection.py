@@ -1,5 +1,6 @@
 """How the spec enters a request. The client's own lists are never mutated: the ledger stores them
 as sent, without the spec."""
+
 from __future__ import annotations
 
 from typing import Any

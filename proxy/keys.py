@@ -1,4 +1,5 @@
 """Reading and comparing the keys clients send (`Authorization: Bearer ...`)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -4,6 +4,7 @@ collapse to `other` unless still served, models to `other` beyond the first few 
 With several uvicorn workers, `PROMETHEUS_MULTIPROC_DIR` is set before this module is imported
 (see `commands/serve.py`) and prometheus-client aggregates the workers' files at scrape time.
 """
+
 from __future__ import annotations
 
 import os

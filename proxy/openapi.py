@@ -1,5 +1,6 @@
 """`GET /openapi.json`: the proxy's own endpoints with their request and error shapes; the
 OpenAI-compatible routes by reference (OpenAI's API reference is theirs to describe)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -43,14 +44,22 @@ ADMIN: list[dict[str, list[str]]] = [{"adminKey": []}]
 CONSOLE: list[dict[str, list[str]]] = [{"consoleSession": []}]
 CONSOLE_FORM_ERRORS = _errors("400", "401", "403", "404", "409", "413")
 REDIRECT = {
-    "303": {"description": "Done: a redirect to the page to show next", "headers": {"Location": {"schema": {"type": "string"}}}}
+    "303": {
+        "description": "Done: a redirect to the page to show next",
+        "headers": {"Location": {"schema": {"type": "string"}}},
+    }
 }
 HOLD_ACTIONS = {
     "approve": "Approval mode: serve a held version, moving the label it asked for onto it",
     "reject": "Approval mode: never serve a held version",
 }
 HTML = {"description": "A console page", "content": {"text/html": {"schema": {"type": "string"}}}}
-FEEDBACK_ID = {"name": "feedback_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_RE.pattern}}
+FEEDBACK_ID = {
+    "name": "feedback_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": ID_RE.pattern},
+}
 USER_HEADER = {"name": "X-User-Id", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 256},
                "description": "the end user, when the body names none"}  # fmt: skip
 PREFLIGHT: dict[str, Any] = {

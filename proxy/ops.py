@@ -1,4 +1,5 @@
 """Liveness, readiness and the Prometheus scrape endpoint."""
+
 from __future__ import annotations
 
 from starlette.requests import Request

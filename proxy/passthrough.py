@@ -1,5 +1,6 @@
 """Endpoints the proxy forwards without a spec: `/v1/models` (plus route aliases), embeddings and
 any other `/v1/*` path, relayed as bytes in both directions."""
+
 from __future__ import annotations
 
 import time
@@ -54,7 +55,9 @@ async def relay(request: Request, path: str, route: str) -> Response:
 
     def finish(outcome: str) -> None:
         total = perf() - started
-        metrics.observe_request(route, "none", "none", status if outcome != "cancelled" else 499, total, perf() - upstream_started)
+        metrics.observe_request(
+            route, "none", "none", status if outcome != "cancelled" else 499, total, perf() - upstream_started
+        )
 
     def on_error(exc: BaseException) -> None:
         metrics.count_upstream_error(route, classify(exc)[1])

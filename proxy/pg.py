@@ -8,6 +8,7 @@ transactional: a replica killed mid-migration leaves nothing half-applied.
 The schema lives in the first schema of the connection's `search_path`, so several deployments
 (or test runs) can share one database: `with_search_path(dsn, "team_a")`.
 """
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 Bounded: past `max_keys` tracked keys the least recently used bucket is forgotten (a forgotten
 bucket starts full again, which errs on the side of letting a request through).
 """
+
 from __future__ import annotations
 
 import math

@@ -15,6 +15,7 @@ What is found, and by what (the `redact` extra; pyproject.toml says why each):
 Detectors run in priority order (custom, secrets, e-mail, card, phone) on the text with what an
 earlier one claimed masked out, so one span is one placeholder and offsets stay those of the input.
 """
+
 from __future__ import annotations
 
 import re
@@ -71,14 +72,18 @@ _DETECT_SECRETS = (
     stripe.StripeDetector, telegram_token.TelegramBotTokenDetector, twilio.TwilioKeyDetector,
 )  # fmt: skip
 _MORE_SECRETS = (
-    re.compile(r"(?<![\w-])sk-(?:proj-|svcacct-|admin-|ant-(?:api|admin)\d\d-)?[A-Za-z0-9_-]{20,}"),  # OpenAI, Anthropic
+    re.compile(
+        r"(?<![\w-])sk-(?:proj-|svcacct-|admin-|ant-(?:api|admin)\d\d-)?[A-Za-z0-9_-]{20,}"
+    ),  # OpenAI, Anthropic
     re.compile(r"(?<![\w-])(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}"),  # Stripe, test keys too
     re.compile(r"(?<![\w-])github_pat_[A-Za-z0-9_]{22,}"),
     re.compile(r"(?<![\w-])hf_[A-Za-z0-9]{30,}"),
     re.compile(r"(?<![\w-])AIza[0-9A-Za-z_-]{35}"),
     re.compile(r"(?<![\w-])xai-[A-Za-z0-9]{40,}"),
     re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{10,}"),  # a JWT, signature too
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END [A-Z ]*PRIVATE KEY(?: BLOCK)?-----|\Z)", re.S),
+    re.compile(
+        r"-----BEGIN [A-Z ]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END [A-Z ]*PRIVATE KEY(?: BLOCK)?-----|\Z)", re.S
+    ),
     # a value after a word that says it is a secret, and a separator (`:`, `=`, `is`; none after
     # `Bearer`): the value only is replaced. At least one digit or symbol in it, so "the password
     # is required" names no password.

@@ -3,6 +3,7 @@
 Both streaming and non-streaming answers watch for the client going away and cancel the upstream
 work when it does (pure ASGI: no BaseHTTPMiddleware, which hides disconnects).
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -12,6 +12,7 @@ write lock (or PostgreSQL's WAL and I/O) for seconds and would stall the inferen
 batch deletes at most `batch` inferences with their feedback in one short transaction, then
 the purge sleeps `pause` seconds so a waiting writer takes the lock first (bench/performance/purge.py).
 """
+
 from __future__ import annotations
 
 import asyncio

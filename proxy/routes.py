@@ -1,4 +1,5 @@
 """Every public path and its handler, and nothing else."""
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable

@@ -12,6 +12,7 @@ The canary: a request that names a spec but no version gets the `candidate` labe
 (the body's `user`, else `X-User-Id`), else the session (`X-Session-Id`), else the request itself
 (random). So one user, or one conversation, keeps its version while the labels stay put.
 """
+
 from __future__ import annotations
 
 import random

@@ -3,6 +3,7 @@
 
 Read once at start-up and passed down; nothing deeper reads the environment.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -157,9 +158,7 @@ class Settings(BaseSettings, ProxyTuning):
         2, ge=0, le=10, description="retries per upstream on connect errors, resets, 429 and 5xx, before the "
         "first byte reached the client; then the route's next upstream"
     )  # fmt: skip
-    upstream_retry_budget: float = Field(
-        10.0, ge=0, description="seconds all retries and waits of one request may add"
-    )
+    upstream_retry_budget: float = Field(10.0, ge=0, description="seconds all retries and waits of one request may add")
 
     # -- data governance (proxy/ledger/content.py, proxy/retention.py, docs/data.md) ----------
     # full: prompts and answers as sent; redacted: e-mail addresses, phone and card numbers,
@@ -240,8 +239,10 @@ class Settings(BaseSettings, ProxyTuning):
             return None
         if self.allow_open_proxy or is_loopback(host):
             return None
-        return (f"refusing to serve on {host} an open proxy that spends SPECLEARN_UPSTREAM_API_KEY: set "
-                "SPECLEARN_API_KEYS (the keys your clients send), or SPECLEARN_ALLOW_OPEN_PROXY=1 if that is meant")
+        return (
+            f"refusing to serve on {host} an open proxy that spends SPECLEARN_UPSTREAM_API_KEY: set "
+            "SPECLEARN_API_KEYS (the keys your clients send), or SPECLEARN_ALLOW_OPEN_PROXY=1 if that is meant"
+        )
 
 
 def problem_lines(exc: ValidationError) -> list[str]:

@@ -5,6 +5,7 @@ content and tool-call deltas, usage, and whether the stream ended properly. A st
 without its terminal event, breaks, or sends a chunk that is not JSON ends with an SSE error event
 and no `[DONE]`, so no client mistakes it for a complete answer.
 """
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """What every handler needs, built once per worker at start-up."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ class ProxyState:
 
     def _refuse_feedback_key(self, token: str | None) -> None:
         if self.feedback_access.is_feedback_key(token):
-            raise Forbidden("this is a publishable feedback key: it may only POST /v1/feedback", code="feedback_key_scope")
+            raise Forbidden(
+                "this is a publishable feedback key: it may only POST /v1/feedback", code="feedback_key_scope"
+            )
 
     def check_admin(self, authorization: str | None) -> None:
         admin = self.settings.admin_key

@@ -5,6 +5,7 @@ HTTP/1.1 underneath is proxy/http1.py. History of the choice, measured on the be
 httpx first (~250 µs of CPU per request on top of aiohttp's), then aiohttp (~165 µs), now a
 purpose-built client on httptools (~45 µs), since the proxy only needs bytes in, bytes out.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -14,6 +14,7 @@ stream is relayed as soon as its 200 head arrives, so a stream that breaks later
 A read timeout is not retried either: the upstream may still be generating, and a second wait as
 long would double the worst case. The happy path is the single-attempt path plus one counter.
 """
+
 from __future__ import annotations
 
 import asyncio

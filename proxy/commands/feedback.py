@@ -8,6 +8,7 @@ per-user cap, time window and held-out split), in the conversational shape TRL's
 reads. That work is the compiler's: this module configures the options, proxy/cli.py hands the
 parsed arguments to compiler/commands/feedback_dpo.py, so the proxy never imports the compiler.
 """
+
 from __future__ import annotations
 
 import argparse

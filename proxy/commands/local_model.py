@@ -4,6 +4,7 @@ For trying speclearn without an API key: point `SPECLEARN_UPSTREAM_URL` at the p
 (or let `speclearn serve` start the model itself). The base URL is the only line on stdout so
 scripts can capture it; progress and llama.cpp's log go to stderr.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """`speclearn serve`: uvicorn (uvloop + httptools, no access log) running the proxy app."""
+
 from __future__ import annotations
 
 import argparse

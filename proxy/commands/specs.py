@@ -1,4 +1,5 @@
 """`speclearn specs`: the registry from the command line. Rollback = moving `production`."""
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     publish.add_argument("name")
     publish.add_argument("file", help="a text/Markdown file, or - for standard input")
     moved = publish.add_mutually_exclusive_group()
-    moved.add_argument("--label", action="append", default=None,
-                       help="a label to move onto the new version, repeatable (default: production)")
-    moved.add_argument("--no-label", action="store_true",
-                       help="move no label: not production (served by default only while the spec has no "
-                       "production label)")
+    moved.add_argument(
+        "--label",
+        action="append",
+        default=None,
+        help="a label to move onto the new version, repeatable (default: production)",
+    )
+    moved.add_argument(
+        "--no-label",
+        action="store_true",
+        help="move no label: not production (served by default only while the spec has no production label)",
+    )
     label = sub.add_parser("label", help="point LABEL at VERSION (promote or roll back)")
     label.add_argument("name")
     label.add_argument("label")
@@ -72,9 +79,7 @@ async def _run(args: argparse.Namespace, registry: Registry) -> int:
         state = snapshot.get(args.name)
         a, b = state.resolve(args.a, include_held=True), state.resolve(args.b, include_held=True)
         sys.stdout.writelines(
-            difflib.unified_diff(
-                a.text.splitlines(True), b.text.splitlines(True), f"{a.ref}", f"{b.ref}"
-            )
+            difflib.unified_diff(a.text.splitlines(True), b.text.splitlines(True), f"{a.ref}", f"{b.ref}")
         )
     elif args.action == "publish":
         # a command: nothing else runs on this loop while the file is read

@@ -1,5 +1,6 @@
 """A side-by-side diff of two spec texts, sentence by sentence (a spec is often one paragraph, so
 a line diff would show one changed line), with the changed words of a changed sentence marked."""
+
 from __future__ import annotations
 
 import difflib

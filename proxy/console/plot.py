@@ -1,5 +1,6 @@
 """The thumbs-up rate per version over time with Wilson 95% intervals, as SVG geometry for a
 template (server-rendered: no script, nothing fetched)."""
+
 from __future__ import annotations
 
 import datetime as dt

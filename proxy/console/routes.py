@@ -1,5 +1,6 @@
 """The console's paths, mounted at /console by proxy/routes.py (after every OpenAI route, so the
 hot path never tries them)."""
+
 from __future__ import annotations
 
 from starlette.routing import BaseRoute, Mount, Route

@@ -6,6 +6,7 @@ and the signature an HMAC-SHA256 under a key derived from the admin key and a se
 without a configured secret therefore ends every session. Nothing is stored server-side, so every
 worker and replica that shares the secret accepts the same cookie.
 """
+
 from __future__ import annotations
 
 import base64
@@ -45,7 +46,9 @@ class Session:
 
 class Sessions:
     def __init__(self, admin_key: str, secret: str, lifetime: int, clock: Callable[[], float] = time.time) -> None:
-        self._key = hmac.new(secret.encode(), b"speclearn console session\0" + admin_key.encode(), hashlib.sha256).digest()
+        self._key = hmac.new(
+            secret.encode(), b"speclearn console session\0" + admin_key.encode(), hashlib.sha256
+        ).digest()
         self.lifetime = lifetime
         self.clock = clock
 

@@ -1,5 +1,6 @@
 """What the console shows about a version, read from its text and front matter (compiler-written
 or not: every field is optional and read defensively)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -6,6 +6,7 @@ needs the session's CSRF token in its form and, when the browser names one, our 
 An error is a page for a browser (`Accept: text/html`) and the OpenAI error shape for anything
 else, like every other endpoint.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -100,7 +101,9 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-def render(request: Request, template: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any) -> Response:
+def render(
+    request: Request, template: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any
+) -> Response:
     html = TEMPLATES.get_template(template).render(prefix=PREFIX, request_path=request.url.path, **context)
     return HTMLResponse(html, status, {**SECURITY_HEADERS, **(headers or {})})
 
@@ -336,7 +339,9 @@ async def _decide(request: Request, state: ProxyState, approve: bool) -> Respons
     await _posted(request, state)
     name, number = request.path_params["name"], request.path_params["version"]
     await admin.decide_hold(state, name, number, approve)
-    return RedirectResponse(_version_url(name, number, "approved" if approve else "rejected"), 303, headers=SECURITY_HEADERS)
+    return RedirectResponse(
+        _version_url(name, number, "approved" if approve else "rejected"), 303, headers=SECURITY_HEADERS
+    )
 
 
 @page

@@ -1,4 +1,5 @@
 """The inference and feedback ledger behind one interface."""
+
 from __future__ import annotations
 
 from typing import Any

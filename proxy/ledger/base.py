@@ -8,6 +8,7 @@ Data governance lives here too: the content policy (content.py) is applied to ea
 is stored, and to what is read back for the compiler and exports; the retention purge
 (proxy/retention.py) runs beside the writer; `forget_user` erases one end user.
 """
+
 from __future__ import annotations
 
 import abc
@@ -353,9 +354,7 @@ class Ledger(abc.ABC):
         the sidecar's "is it due?", answered without loading the events."""
 
     @abc.abstractmethod
-    async def _feedback_events(
-        self, spec: str | None, since: float | None, until: float | None
-    ) -> list[FeedbackEvent]:
+    async def _feedback_events(self, spec: str | None, since: float | None, until: float | None) -> list[FeedbackEvent]:
         """`feedback_events` as stored: not retracted, joined, oldest first."""
 
     @abc.abstractmethod

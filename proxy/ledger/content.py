@@ -13,6 +13,7 @@ changed in the ledger's background writer, in a worker thread, never in the requ
 judgments before they are stored. The keyed hash uses the ledger's own key (as hashed client
 addresses do, proxy/identity.py), so `speclearn feedback forget alice@example.com` finds them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -75,7 +76,12 @@ class ContentPolicy:
 
     def user(self, user: Any) -> Any:
         """A user id as stored: hashed in `none`, and in `redacted` when it holds personal data."""
-        if not isinstance(user, str) or not user or self.mode == FULL or user.startswith((ADDRESS_PREFIX, PSEUDONYM_PREFIX)):
+        if (
+            not isinstance(user, str)
+            or not user
+            or self.mode == FULL
+            or user.startswith((ADDRESS_PREFIX, PSEUDONYM_PREFIX))
+        ):
             return user
         if self.mode == NONE or (self.redactor is not None and self.redactor.find(user)):
             return self.pseudonym(user)

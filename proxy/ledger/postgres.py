@@ -7,6 +7,7 @@ database crash can cost the last fraction of a second of rows (like SQLite's syn
 Feedback commits with `synchronous_commit = on` whatever the server default, so an acknowledged
 judgment is on disk.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -237,7 +238,9 @@ class PostgresLedger(Ledger):
         async def apply(conn: asyncpg.Connection) -> tuple[FeedbackRecord, bool] | None:
             async with conn.transaction():
                 await conn.execute("SET LOCAL synchronous_commit = on")
-                row = await conn.fetchrow(f"SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE id = $1 FOR UPDATE", feedback_id)
+                row = await conn.fetchrow(
+                    f"SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE id = $1 FOR UPDATE", feedback_id
+                )
                 if row is None:
                     return None
                 old = feedback_from_row(row)
@@ -257,7 +260,9 @@ class PostgresLedger(Ledger):
         async def read(conn: asyncpg.Connection) -> str:
             async with conn.transaction():
                 await conn.execute(
-                    "INSERT INTO ledger_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", name, default
+                    "INSERT INTO ledger_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                    name,
+                    default,
                 )
                 return str(await conn.fetchval("SELECT value FROM ledger_secrets WHERE name = $1", name))
 

@@ -1,4 +1,5 @@
 """Rows of the ledger: one inference, one feedback event, and the two joined."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -4,6 +4,7 @@ Two connections: one for batched inference rows (synchronous=NORMAL: a killed pr
 only a power cut can cost the last batch) and one for feedback and reads (synchronous=FULL: an
 acknowledged judgment is on disk). Each is used from worker threads under its own lock.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -285,9 +286,7 @@ class SqliteLedger(Ledger):
 
     async def get_inference(self, inference_id: str) -> InferenceRecord | None:
         row = await self._db.run(
-            lambda c: c.execute(
-                f"SELECT {INFERENCE_COLUMNS} FROM inferences WHERE id = ?", (inference_id,)
-            ).fetchone()
+            lambda c: c.execute(f"SELECT {INFERENCE_COLUMNS} FROM inferences WHERE id = ?", (inference_id,)).fetchone()
         )
         return inference_from_row(row) if row else None
 
@@ -298,7 +297,9 @@ class SqliteLedger(Ledger):
                 row = c.execute(f"SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE id = ?", (fb.id,)).fetchone()
                 if row is not None:
                     return feedback_from_row(row), False
-                c.execute(f"INSERT INTO feedback ({FEEDBACK_COLUMNS}) VALUES ({','.join('?' * N_FEEDBACK)})", feedback_row(fb))
+                c.execute(
+                    f"INSERT INTO feedback ({FEEDBACK_COLUMNS}) VALUES ({','.join('?' * N_FEEDBACK)})", feedback_row(fb)
+                )
                 return fb, True
 
         stored, created = await self._db.run(insert)
@@ -395,7 +396,9 @@ class SqliteLedger(Ledger):
             "WHERE spec_name = ? AND arm IS NOT NULL AND created_at >= ?"
         )
         rows = await self._db.run(lambda c: c.execute(sql, (spec, since or 0.0)).fetchall())
-        return [Outcome(v, arm, status, latency, total_tokens(_unjson(usage))) for v, arm, status, latency, usage in rows]
+        return [
+            Outcome(v, arm, status, latency, total_tokens(_unjson(usage))) for v, arm, status, latency, usage in rows
+        ]
 
     async def add_decision(self, rec: DecisionRecord) -> None:
         row = (

@@ -16,6 +16,7 @@ Everything is re-exported here: callers write `from proxy import local_model as 
 Tests that replace a function patch it in the module that looks it up (e.g.
 `proxy.local_model.weights.locate_chunks`), not here.
 """
+
 from __future__ import annotations
 
 from . import discovery

@@ -1,4 +1,5 @@
 """`python -m proxy.local_model ...`: the model server child the supervisor starts."""
+
 import sys
 
 from .server import _main

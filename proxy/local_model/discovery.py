@@ -6,6 +6,7 @@ second copy of the weights (≈0.8 GB of RAM and the CPU both would share). The 
 atomically and removed on a clean stop; after a crash it stays behind, so a reader trusts it only
 while its pid is alive, `/health` answers 200 and `/v1/models` lists the model.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """The one error the local model raises: its message always says how to fix the problem."""
+
 from __future__ import annotations
 
 

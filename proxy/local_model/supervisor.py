@@ -1,5 +1,6 @@
 """The parent side: run the model server in a child process, health-check it, restart it when
 it dies, stop it with the parent."""
+
 from __future__ import annotations
 
 import collections
@@ -101,9 +102,7 @@ class LocalModelSupervisor:
             spec = get_model(self.model)
 
             def default(host: str, port: int) -> Sequence[str]:
-                return child_command(
-                    model_path, host, port, self.threads, self.ctx, self.parallel, spec.name
-                )
+                return child_command(model_path, host, port, self.threads, self.ctx, self.parallel, spec.name)
 
             self._command = default
         if self.port:
@@ -161,8 +160,7 @@ class LocalModelSupervisor:
             if proc.poll() is not None:
                 time.sleep(0.1)  # let the drain thread catch the last lines
                 raise LocalModelError(
-                    f"local model server exited with code {proc.returncode} before it was "
-                    f"ready:\n{self.stderr_tail()}"
+                    f"local model server exited with code {proc.returncode} before it was ready:\n{self.stderr_tail()}"
                 )
             if healthy(self.root_url, timeout=1.0):
                 log.info("local model ready at %s (pid %d)", self.base_url, proc.pid)
@@ -170,9 +168,7 @@ class LocalModelSupervisor:
             time.sleep(0.1)
         if not self._stopping.is_set():
             _terminate(proc, 5)
-            raise LocalModelError(
-                f"local model server not ready after {timeout:.0f}s:\n{self.stderr_tail()}"
-            )
+            raise LocalModelError(f"local model server not ready after {timeout:.0f}s:\n{self.stderr_tail()}")
 
     def _drain(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stderr is not None

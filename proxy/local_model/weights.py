@@ -3,6 +3,7 @@
 The chunk packages are unofficial re-uploads: nothing from them is imported or executed, their
 data files are only read, and the assembled file is used only once its sha256 matches the table.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Spec storage: versions, labels and instructions behind one interface."""
+
 from __future__ import annotations
 
 from ..settings import Settings

@@ -3,6 +3,7 @@
 The proxy reads only immutable snapshots, swapped whole on reload, so one request sees one
 consistent registry; writers go through `publish` and `set_label`.
 """
+
 from __future__ import annotations
 
 import abc
@@ -39,9 +40,7 @@ def held_for_a_person(meta: dict[str, Any] | None) -> bool:
 
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
-        raise InvalidRequest(
-            f"invalid spec name {name!r}: use 1-64 letters, digits, '_', '-', '.'", param="spec"
-        )
+        raise InvalidRequest(f"invalid spec name {name!r}: use 1-64 letters, digits, '_', '-', '.'", param="spec")
     return name
 
 

@@ -8,6 +8,7 @@ each other's entry.
 Every write is temp file + fsync + rename (versions: link, so two publishers never share a number),
 so a reader or a killed writer never sees half a file.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -267,7 +268,9 @@ class FileRegistry(Registry):
         labels: Iterable[str] | None = (),
     ) -> SpecVersion:
         check_name(name)
-        labels = list(labels) if labels is not None else person_default(None, self._read_labels(self.root / name), author)
+        labels = (
+            list(labels) if labels is not None else person_default(None, self._read_labels(self.root / name), author)
+        )
         for label in labels:
             check_label(label)
         text = text if text.endswith("\n") else text + "\n"

@@ -10,6 +10,7 @@ A reload reads the generation and all tables in one REPEATABLE READ transaction 
 immutable `RegistrySnapshot`, swapped in whole. Version texts are immutable, so they are fetched
 once per process and reused; each is checked against its sha256 and not served if it differs.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -259,9 +260,11 @@ class PostgresRegistry(Registry):
             number = (last or 0) + 1
             if parent is None:
                 parent = last
-            existing = [] if wanted is not None else [
-                r["label"] for r in await conn.fetch("SELECT label FROM spec_labels WHERE name = $1", name)
-            ]  # under the write lock: two first publishes cannot both take `production`
+            existing = (
+                []
+                if wanted is not None
+                else [r["label"] for r in await conn.fetch("SELECT label FROM spec_labels WHERE name = $1", name)]
+            )  # under the write lock: two first publishes cannot both take `production`
             labels = person_default(wanted, existing, author)
             record = {
                 "version": number,

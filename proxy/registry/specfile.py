@@ -1,4 +1,5 @@
 """The spec version file: YAML front matter (metadata) + Markdown body (the spec text)."""
+
 from __future__ import annotations
 
 import hashlib
