@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from proxy.config import ConfigSource, Namespace
+from proxy.config import ConfiguredSettings, Namespace
 from proxy.settings import Settings
 
 from .tuning import CompilerTuning, Label, SpecFormat
@@ -22,7 +22,7 @@ __all__ = ["CompilerSettings", "Label", "SpecFormat"]
 ENV_PREFIX = "SPECLEARN_COMPILER_"
 
 
-class CompilerSettings(BaseSettings, CompilerTuning):
+class CompilerSettings(ConfiguredSettings, CompilerTuning):
     """What an operator sets for the compiler: its endpoints, its budget and the approval hold.
     The method's measured constants it inherits (compiler/tuning.py) are no setting."""
 
@@ -68,17 +68,6 @@ class CompilerSettings(BaseSettings, CompilerTuning):
         False, description="`1`: compiled versions are held, never served, until `speclearn specs approve`"
     )
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, ConfigSource(settings_cls, NAMESPACE)
-
     def resolved_base_url(self, settings: Settings) -> str | None:
         return (self.base_url or settings.upstream_url or "").rstrip("/") or None
 
@@ -105,3 +94,4 @@ class CompilerSettings(BaseSettings, CompilerTuning):
 
 
 NAMESPACE = Namespace.of(CompilerSettings, CompilerTuning, env_prefix=ENV_PREFIX, table="compiler")
+CompilerSettings.namespace = NAMESPACE

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
@@ -224,3 +224,22 @@ def write_tuning(path: Path, proxy: Mapping[str, object] | None = None,
     lines += [f"[compiler.{TUNING_TABLE}]", *(f"{k} = {_toml_value(v)}" for k, v in (compiler or {}).items())]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return {CONFIG_VAR: str(path)}
+
+
+class ConfiguredSettings(BaseSettings):
+    """Settings read from one namespace of the environment and the config file (`ConfigSource`),
+    never from pydantic's own sources, which would accept any name; `namespace` is set once the
+    class it describes exists."""
+
+    namespace: ClassVar[Namespace]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, ConfigSource(settings_cls, cls.namespace)

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from .config import PREFIX, ConfigSource, Namespace
+from .config import PREFIX, ConfiguredSettings, Namespace
 from .tuning import ProxyTuning
 
 InjectionMode = Literal["prepend", "append", "replace"]
@@ -92,7 +92,7 @@ class Route(BaseModel):
         return self
 
 
-class Settings(BaseSettings, ProxyTuning):
+class Settings(ConfiguredSettings, ProxyTuning):
     """The proxy's settings: `SPECLEARN_<NAME>`, or `<name>` at the top of the config file.
     The measured constants it inherits (proxy/tuning.py) are fields, but no setting."""
 
@@ -217,17 +217,6 @@ class Settings(BaseSettings, ProxyTuning):
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else None
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, ConfigSource(settings_cls, NAMESPACE)
-
     @property
     def ledger_path(self) -> Path:
         return self.data_dir / "ledger.sqlite3"
@@ -269,3 +258,4 @@ def is_loopback(host: str) -> bool:
 # the proxy owns SPECLEARN_* and the file's top level, but for the compiler's part of both
 NAMESPACE = Namespace.of(Settings, ProxyTuning, env_prefix=PREFIX, table=None,
                          others_env=("SPECLEARN_COMPILER_",), others_keys=("compiler",))  # fmt: skip
+Settings.namespace = NAMESPACE
