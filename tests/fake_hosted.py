@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fake_llm import FakeLLM
+from tests.fake_llm import FakeLLM, serve_on_loopback
 
 CHAT, REASONING, NO_LOGPROBS, EMBEDDING = "gpt-x", "o-reasoner", "gpt-nolp", "text-embedding-x"
 KEY = "sk-team-upstream"
@@ -185,11 +185,5 @@ class FakeHosted:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-        finally:
-            server.shutdown()
-            server.server_close()
+        with serve_on_loopback(Handler) as base_url:
+            yield base_url

@@ -88,6 +88,18 @@ CALIBRATION = {(_flat(i.pair.chosen.response), _flat(i.pair.rejected.response)) 
 CALIBRATION_CHOSEN, CALIBRATION_REJECTED = {c for c, _ in CALIBRATION}, {r for _, r in CALIBRATION}
 
 
+@contextlib.contextmanager
+def serve_on_loopback(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A threaded HTTP server on a free loopback port for the duration; yields its `/v1` base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @dataclass
 class FakeLLM:
     rules: list[str] = field(default_factory=lambda: list(DEFAULT_RULES))
@@ -248,14 +260,8 @@ class FakeLLM:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-        finally:
-            server.shutdown()
-            server.server_close()
+        with serve_on_loopback(Handler) as base_url:
+            yield base_url
 
 
 def default_persona(rules: list[str]) -> str:

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.learning.quality import arm, compiler_overrides, embedded_models, eval_extra, fmt_arm
+from bench.learning.quality import arm, compiler_overrides, eval_extra, fmt_arm, on_served_model
 from compiler.llm import estimate_tokens
 from compiler.simulate import ASSISTANT, PROMPTS, SEVEN, TASTES, Taste, closed_loop
 
@@ -296,14 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
             write()  # a partial report survives an interrupted run
 
-    if a.base_url:
-        run_all(a.base_url, "default")
-    else:
-        from proxy.settings import Settings
-
-        s = Settings()
-        with embedded_models(a, s) as served_url:
-            run_all(served_url, s.local_model)
+    on_served_model(a, run_all)
     write()
     print(table(results))
     print(json.dumps(summary(results), indent=2))

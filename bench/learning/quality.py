@@ -28,7 +28,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,19 @@ def eval_extra(a: argparse.Namespace) -> Mapping[str, object] | None:
     """The embedded llama.cpp answers held-out questions with its prompt cache off (see
     EVAL_LLAMA_CPP); another endpoint gets no field it may not know."""
     return None if a.base_url else EVAL_LLAMA_CPP
+
+
+def on_served_model(a: argparse.Namespace, run: Callable[[str, str], None]) -> None:
+    """`run(base_url, model)` on `--base-url` when given, else on the embedded models, started
+    for the duration."""
+    if a.base_url:
+        run(a.base_url, "default")
+        return
+    from proxy.settings import Settings
+
+    s = Settings()
+    with embedded_models(a, s) as served_url:
+        run(served_url, s.local_model)
 
 
 @contextlib.contextmanager
@@ -220,14 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(asyncio.run(run_taste(base_url, model, t, a)))
             write()  # a partial report survives an interrupted run
 
-    if a.base_url:
-        run_all(a.base_url, "default")
-    else:
-        from proxy.settings import Settings
-
-        s = Settings()
-        with embedded_models(a, s) as served_url:
-            run_all(served_url, s.local_model)
+    on_served_model(a, run_all)
     write()
     print(table(results))
     t = target(results)
