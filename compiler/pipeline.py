@@ -207,7 +207,8 @@ class Round:
         # for is compiled all the same, with every other defence, but held for a person instead of
         # served, since the distinct-voice defence cannot hold
         self.hold_reason = ""
-        if voices.distinct < self.min_users and down_comments(self.dataset.train.examples):
+        self.complaints = [e.comment or "" for e in down_comments(self.dataset.train.examples)]
+        if voices.distinct < self.min_users and self.complaints:
             self.hold_reason = (f"only {voices.distinct} distinct voice(s) behind this feedback "
                                 f"({self.min_users} publish on their own)")  # fmt: skip
             self.min_users = 1
@@ -236,7 +237,6 @@ class Round:
             r.dataset["unary_heldout"] = len(self.singles)
         self.val_pairs, self.gate_pairs, r.dataset["validated_on"] = split_heldout(self.train, held)
         self.current_principles = current_principles(self.current)
-        self.complaints = [e.comment or "" for e in down_comments(self.dataset.train.examples)]
         self.plan = r.plan = self._fit(Plan.from_settings(self.s))
         r.projection = self.project(self.plan)
         return r
