@@ -16,7 +16,7 @@ from console_fixtures import ADMIN_KEY, SECRET, V2_TEXT, add_inference, add_thum
 from proxy.console import diff, plot, summary
 from proxy.console.session import COOKIE, Sessions
 from proxy.errors import ServiceUnavailable
-from proxy.ledger import DecisionRecord
+from proxy.ledger import DecisionRecord, ThumbTally
 from proxy.registry import SpecState, SpecVersion
 from proxy.registry.files import FileRegistry
 
@@ -198,10 +198,22 @@ def test_the_plot_shows_up_rates_with_intervals(tmp_path: Path) -> None:
         for i, (inference, up) in enumerate([("inf-1", True), ("inf-1", False), ("inf-2", True), ("inf-2", True)]):
             add_thumb(c, f"fb-{i}", inference, up, at=1_764_000_000.0 + 3600 * i)
         html = c.get("/console/specs/support", headers=HTML).text
-        assert "<svg" in html and html.count("<circle") == 4
+        # four per-version points and, in the same four hours, the served rate of all versions
+        assert "<svg" in html and html.count("<circle cx=") == 8 and "served (all versions)" in html
         assert "v1 " in html and "1/1 up = 1.00" in html and "0/1 up = 0.00" in html
         low, high = plot.wilson(2, 2)
         assert f"{low:.2f}–{high:.2f}, n=2" in html
+
+
+def test_the_served_curve_sums_every_version_in_a_bucket() -> None:
+    day = 86400
+    tallies = [ThumbTally(1, 0.0, 3, 4), ThumbTally(2, 0.0, 1, 4), ThumbTally(2, day, 5, 6)]
+    built = plot.build(tallies, day)
+    assert built is not None and [len(s.points) for s in built.series] == [1, 2]
+    first, second = built.served.points
+    assert "4/8 up = 0.50" in first.title and "5/6 up = 0.83" in second.title
+    assert first.y_low > first.y > first.y_high  # the band: SVG y grows downwards
+    assert built.served.band.startswith("M") and built.served.band.endswith("Z")
 
 
 def test_text_is_escaped(tmp_path: Path) -> None:

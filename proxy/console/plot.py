@@ -1,5 +1,6 @@
-"""The thumbs-up rate per version over time with Wilson 95% intervals, as SVG geometry for a
-template (server-rendered: no script, nothing fetched)."""
+"""The thumbs-up rate per version over time with Wilson 95% intervals, and the served rate (every
+version together: what users got, the curve `python -m bench.live_loop` reports), as SVG geometry
+for a template (server-rendered: no script, nothing fetched)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..ledger import ThumbTally
 Z95 = 1.959964
 BUCKETS = (86400, 3600, 300, 60)  # coarsest first: the first one that gives enough points wins
 MIN_POINTS = 4
+SERVED_COLOUR = "#111827"
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4d7c0f", "#be185d")
 WIDTH, HEIGHT = 640, 260
 LEFT, RIGHT, TOP, BOTTOM = 44, 12, 12, 36
@@ -71,10 +73,18 @@ class Series:
     def path(self) -> str:
         return " ".join(f"{'M' if i == 0 else 'L'}{p.x:.1f},{p.y:.1f}" for i, p in enumerate(self.points))
 
+    @property
+    def band(self) -> str:
+        """The interval as one closed area: along the upper ends, back along the lower ones."""
+        upper = [f"{p.x:.1f},{p.y_high:.1f}" for p in self.points]
+        lower = [f"{p.x:.1f},{p.y_low:.1f}" for p in reversed(self.points)]
+        return "M" + " L".join(upper + lower) + " Z"
+
 
 @dataclass(slots=True)
 class Plot:
     series: list[Series]
+    served: Series  # every version together, per bucket
     x_ticks: list[tuple[float, str]]
     y_ticks: list[tuple[float, str]]
     bucket: int
@@ -120,8 +130,16 @@ def build(tallies: list[ThumbTally], bucket: int) -> Plot | None:
         rate = t.ups / t.total if t.total else 0.0
         title = f"v{t.version} {_stamp(t.start, bucket)}: {t.ups}/{t.total} up = {rate:.2f} (95%: {low:.2f}-{high:.2f})"
         series.points.append(Point(x(t.start + bucket / 2) + dodge[t.version or 0], y(rate), y(low), y(high), title))
+    served = Series(None, SERVED_COLOUR)
+    for start in starts:
+        ups = sum(t.ups for t in tallies if t.start == start)
+        total = sum(t.total for t in tallies if t.start == start)
+        low, high = wilson(ups, total)
+        rate = ups / total if total else 0.0
+        title = f"served {_stamp(start, bucket)}: {ups}/{total} up = {rate:.2f} (95%: {low:.2f}-{high:.2f})"
+        served.points.append(Point(x(start + bucket / 2), y(rate), y(low), y(high), title))
     count = min(len(starts), 6)
     ticks = [starts[round(i * (len(starts) - 1) / max(count - 1, 1))] for i in range(count)]
     x_ticks = [(x(s + bucket / 2), _stamp(s, bucket)) for s in dict.fromkeys(ticks)]
     y_ticks = [(y(v), f"{v:.2f}") for v in (0.0, 0.25, 0.5, 0.75, 1.0)]
-    return Plot(sorted(by_version.values(), key=lambda s: s.version or 0), x_ticks, y_ticks, bucket)
+    return Plot(sorted(by_version.values(), key=lambda s: s.version or 0), served, x_ticks, y_ticks, bucket)
