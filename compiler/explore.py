@@ -1,0 +1,81 @@
+"""Explore on the canary: a candidate the held-out slice cannot decide is tried on live traffic.
+
+A taste the served model meets a few times in forty answers leaves the held-out slice with no
+contrast, although the candidate, once served, would produce the contrast a test needs. When the
+operator enabled canaries (`SPECLEARN_CANARY_FRACTION` > 0), such a candidate is published as
+`candidate`, served to that sticky share of users, and the always-valid test of the sidecar
+(promote.py) promotes or rolls it back on live thumbs; a rollback is remembered (memory.py).
+
+It is explored only when the offline evidence points its way and nothing contradicts it: every
+rule it adds was asked for in comments by enough distinct users, or sided with the users on the
+items it was validated on significantly (a one-sided binomial test, Bonferroni-corrected for the
+rules tried, at the gate's alpha, so noise rarely earns a canary: bench.learning.noise); the
+held-out slice, however thin, does not favour the current spec; no other canary is running; and
+the round is not held for a person.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy.stats import binomtest
+
+
+@dataclass(frozen=True)
+class AddedRule:
+    """A rule the candidate adds, with the evidence it was selected on."""
+
+    text: str
+    support: int  # items it sided with the user on
+    relevant: int  # items it took a side on
+    requested_by: int  # distinct users who asked for it in words (0: nobody did)
+
+
+@dataclass(frozen=True)
+class Exploration:
+    explore: bool
+    reason: str
+
+
+def sided_with_users(rule: AddedRule, tried: int) -> float:
+    """The corrected p-value of "this rule sides with the users no more often than a coin"."""
+    if rule.relevant == 0:
+        return 1.0
+    p = binomtest(rule.support, rule.relevant, 0.5, alternative="greater").pvalue
+    return min(1.0, float(p) * max(tried, 1))
+
+
+def decide(
+    added: Sequence[AddedRule],
+    *,
+    canary_share: float,
+    running: int | None,
+    held_for_person: str,
+    heldout_favours_current: bool,
+    min_requesting: int,
+    alpha: float,
+    tried: int,
+) -> Exploration:
+    """Whether to publish the undecided candidate to the canary share, and why (or why not)."""
+    if canary_share <= 0:
+        return Exploration(False, "canaries are off (SPECLEARN_CANARY_FRACTION = 0)")
+    if held_for_person:
+        return Exploration(False, "held for a person")
+    if running is not None:
+        return Exploration(False, f"a canary experiment on v{running} is still deciding")
+    if not added:
+        return Exploration(False, "the candidate adds no rule")
+    if heldout_favours_current:
+        return Exploration(False, "the held-out feedback favours the current spec")
+    reasons = []
+    for rule in added:
+        if rule.requested_by >= min_requesting:
+            reasons.append(f"{rule.text!r}: asked for by {rule.requested_by} users")
+            continue
+        p = sided_with_users(rule, tried)
+        if p >= alpha:
+            return Exploration(False, f"{rule.text!r}: neither asked for by {min_requesting} users nor "
+                                      f"significant on its {rule.relevant} item(s) (p = {p:.3f})")  # fmt: skip
+        reasons.append(f"{rule.text!r}: sided with users on {rule.support}/{rule.relevant} (p = {p:.3f})")
+    return Exploration(True, "; ".join(reasons))
