@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--litellm-requirement", default=targets.LITELLM_REQUIREMENT, help="pip requirement for the LiteLLM venv"
     )
     p.add_argument("--quick", action="store_true", help="seconds-long smoke: tiny rates and durations")
+    p.add_argument("--gateway", action="store_true",
+                   help="speclearn with redaction on, two routes (one with a fallback) and retries armed")  # fmt: skip
     p.add_argument(
         "--memcheck", action="store_true", help="10,000 streaming requests through speclearn; RSS growth check"
     )
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             try:
                 if name == "speclearn":
-                    t = targets.start_speclearn(work, log_dir, mock_port, a.workers, proxy_cpus)
+                    t = targets.start_speclearn(work, log_dir, mock_port, a.workers, proxy_cpus, gateway=a.gateway)
                 else:
                     t = targets.start_litellm(work, log_dir, mock_port, a.workers, proxy_cpus, a.litellm_requirement)
             except Exception as e:  # noqa: BLE001 - a target that cannot start is reported, not fatal
@@ -237,6 +239,7 @@ def _meta(a: argparse.Namespace, plan: Plan, proxy: set[int] | None, harness: se
         "mock": {"tokens": a.tokens, "delay_ms": a.delay_ms, "chunk_delay_ms": a.chunk_delay_ms},
         "plan": plan.__dict__,
         "quick": a.quick,
+        "gateway": targets.gateway_env(0) if a.gateway else None,  # speclearn's gateway settings (port elided)
     }
 
 

@@ -7,6 +7,7 @@ dependency pins must not leak into speclearn's environment.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -81,8 +82,30 @@ def speclearn_command() -> str | None:
     return shutil.which("speclearn")
 
 
+def gateway_env(mock_port: int) -> dict[str, str]:
+    """What a platform team switches on, for `--gateway`: redaction before storage, two routes (the
+    benchmark's model with a fallback upstream, and a second model), retries armed. The mock never
+    fails, so this measures what the happy path pays for them."""
+    upstream = {"url": f"http://127.0.0.1:{mock_port}/v1", "model": "bench"}
+    routes = {
+        "bench": {"spec": "default", "upstreams": [upstream, upstream]},
+        "bench-b": {"spec": "default", "upstreams": [upstream]},
+    }
+    return {
+        "SPECLEARN_LEDGER_CONTENT": "redacted",
+        "SPECLEARN_ROUTES": json.dumps(routes),
+        "SPECLEARN_UPSTREAM_RETRIES": "2",
+    }
+
+
 def start_speclearn(
-    work: Path, log_dir: Path, mock_port: int, workers: int, cpus: set[int] | None, health_timeout: float = 60
+    work: Path,
+    log_dir: Path,
+    mock_port: int,
+    workers: int,
+    cpus: set[int] | None,
+    health_timeout: float = 60,
+    gateway: bool = False,
 ) -> Target:
     exe = speclearn_command()
     if exe is None:
@@ -96,6 +119,7 @@ def start_speclearn(
         "SPECLEARN_UPSTREAM_URL": f"http://127.0.0.1:{mock_port}/v1",
         "SPECLEARN_SPECS_DIR": str(specs),
         "SPECLEARN_DATA_DIR": str(data),
+        **(gateway_env(mock_port) if gateway else {}),
     }
     cmd = [exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     proc = procs.start("speclearn", cmd, log_dir, env=env, cpus=cpus, cwd=work)
