@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # `judge`: the 1.5B model the compiler judges with (≈1.1 GB once): the 0.5B judges at chance on
 # rules no check expresses (docs/benchmarks.md, "Judges"), so without it only checkable rules are learned
 RUN_EXTRAS := local,judge
-TEST_EXTRAS := test,local,judge,postgres,deploy-check,bench,embed,redact,check
+TEST_EXTRAS := test,local,judge,postgres,deploy-check,bench,embed,redact,check,otel
 # the embed extra's package requires torch: the CPU build, before pip would pick a CUDA one
 TORCH := torch==2.13.0
 

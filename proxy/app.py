@@ -7,6 +7,7 @@ body limit, an exit stack per request) that the proxy never used.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -17,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import metrics
+from . import metrics, tracing
 from .errors import ProxyError, error_body
 from .ledger import open_ledger
 from .registry import open_registry
@@ -37,7 +38,9 @@ def build_state(settings: Settings) -> ProxyState:
             settings.upstream_url, key, settings.connect_timeout, settings.read_timeout,
             settings.max_upstream_connections,
         )  # fmt: skip
-    return ProxyState(settings, open_registry(settings), open_ledger(settings), upstream)
+    return ProxyState(
+        settings, open_registry(settings), open_ledger(settings), upstream, tracing=tracing.from_environment()
+    )
 
 
 def create_app(settings: Settings | None = None, state: ProxyState | None = None) -> Starlette:
@@ -59,6 +62,8 @@ def create_app(settings: Settings | None = None, state: ProxyState | None = None
             await state.ledger.close()
             await state.registry.close()
             await state.upstreams.aclose()  # the default upstream's client and every route's
+            if state.tracing is not None:  # the spans still queued go out before the worker exits
+                await asyncio.to_thread(state.tracing.shutdown)
 
     app = Starlette(routes=ROUTES, lifespan=lifespan)
     app.state.proxy = state

@@ -34,6 +34,7 @@ from .registry import SpecVersion
 from .responses import RecordedResponse, RelayResponse, error_response, unless_disconnected
 from .routing import version_label
 from .state import ProxyState
+from .tracing import InferenceSpan
 from .upstream import UpstreamResponse, classify
 from .upstreams import UpstreamFailed
 from .upstreams import exchange as upstreams_exchange
@@ -62,7 +63,7 @@ class Call:
 
     __slots__ = (
         "state", "endpoint", "id", "started", "created_at", "spec", "version", "model", "request",
-        "metadata", "upstream_started", "upstream_seconds", "headers", "finished", "unit", "arm", "upstream",
+        "metadata", "upstream_started", "upstream_seconds", "headers", "finished", "unit", "arm", "upstream", "span",
     )  # fmt: skip
 
     def __init__(self, state: ProxyState, endpoint: Endpoint, inference_id: str, started: float) -> None:
@@ -83,6 +84,7 @@ class Call:
         self.unit = routing.REQUEST  # the canary's assignment unit: user | session | request
         self.arm: str | None = None  # candidate | production, None when the client pinned a version
         self.upstream: str | None = None  # the upstream that answered (or failed last)
+        self.span: InferenceSpan | None = None  # set only when traces are on (proxy/tracing.py)
 
     @property
     def spec_name(self) -> str:
@@ -103,10 +105,14 @@ class Call:
         error: str | None = None,
         ttft: float | None = None,
         model: str | None = None,
+        kind: str | None = None,
     ) -> None:
+        """Record the outcome once; `kind` is the failure's metric kind, the span's error.type."""
         if self.finished:
             return
         self.finished = True
+        if self.span is not None:
+            self.span.end(self, status, http_status, usage, model, kind)
         total = perf() - self.started
         route = self.endpoint.route
         metrics.observe_request(route, self.spec_name, self.version, http_status, total, self.upstream_seconds)
@@ -203,8 +209,12 @@ async def _forward(request: Request, call: Call, body: dict[str, Any], forward_a
     """Send to the route's upstreams (retries and fallback in upstreams.exchange), then relay."""
     upstreams = call.state.upstreams
     hops = upstreams.hops(call.request.get("model"))
+    client_headers = request.headers.raw
+    if call.state.tracing is not None:
+        call.span = call.state.tracing.start(call, request.headers, hops[0].route if hops else "default")
+        client_headers = call.span.upstream_headers(client_headers)
     exchange = upstreams_exchange(
-        upstreams, hops, call.endpoint.path, request.headers.raw, forward_auth, body, body.get("stream") is True
+        upstreams, hops, call.endpoint.path, client_headers, forward_auth, body, body.get("stream") is True
     )
     call.upstream_started = perf()
     try:
@@ -218,7 +228,7 @@ async def _forward(request: Request, call: Call, body: dict[str, Any], forward_a
         call.upstream = exc.hop.name
         error, kind = classify(exc.cause)
         metrics.count_upstream_error(call.endpoint.route, kind)
-        call.finish("error", error.status, error=error.message)
+        call.finish("error", error.status, error=error.message, kind=kind)
         return error_response(error, call.headers)
     upstream, data = answer.response, answer.data
     call.upstream = answer.hop.name
@@ -255,6 +265,8 @@ def _record_complete(call: Call, status: int, parsed: Any, data: bytes) -> None:
         call.finish("error", status, error=message)
         return
     text = tool_calls = usage = model = None
+    if call.span is not None:
+        call.span.answer(parsed)
     if isinstance(parsed, dict):
         text, tool_calls = _answer_of(parsed)
         usage = parsed.get("usage") if isinstance(parsed.get("usage"), dict) else None
@@ -297,6 +309,8 @@ def _relay_stream(call: Call, upstream: UpstreamResponse) -> Response:
         handler = sse.responses_events(capture)
     else:
         handler = sse.chat_events(capture, b'"' + call.id.encode() + b'"' if call.endpoint.rewrite_id else None)
+    if call.span is not None:
+        handler = call.span.watch(handler)
     events = sse.relay(upstream.chunks(), capture, handler)
     failure: list[tuple[str, str]] = []
 
@@ -335,6 +349,7 @@ def _relay_stream(call: Call, upstream: UpstreamResponse) -> Response:
             usage=capture.usage,
             error=error,
             ttft=capture.first_token_at,
+            kind=failure[0][0] if failure else None,
         )
 
     headers = upstream.headers_for_client()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .browser import FeedbackAccess
 from .errors import Forbidden, Unauthorized
@@ -13,6 +14,9 @@ from .settings import Settings
 from .upstream import Upstream
 from .upstreams import Upstreams
 
+if TYPE_CHECKING:
+    from .tracing import Tracing
+
 
 @dataclass(slots=True)
 class ProxyState:
@@ -21,6 +25,7 @@ class ProxyState:
     ledger: Ledger
     upstream: Upstream | None
     ready: bool = False
+    tracing: Tracing | None = None  # None unless OTEL_EXPORTER_OTLP_*ENDPOINT is set (proxy/tracing.py)
     feedback_access: FeedbackAccess = field(init=False)
     upstreams: Upstreams = field(init=False)  # the default upstream and every route's (proxy/upstreams.py)
 

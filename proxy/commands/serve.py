@@ -12,6 +12,7 @@ import tempfile
 
 from pydantic import ValidationError
 
+from .. import tracing
 from ..extras import MissingExtra, check_storage
 from ..settings import Settings, problem_lines
 
@@ -68,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
     except MissingExtra as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        tracing.check_extra()
+    except MissingExtra as exc:  # traces are an extra: say so once, and serve without them
+        print(f"warning: {exc}; serving without traces", file=sys.stderr)
     if not settings.upstream_url:
         url = _start_local_model(settings)
         if url is None:
