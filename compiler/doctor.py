@@ -38,13 +38,14 @@ def blocking(findings: list[Finding]) -> bool:
 PROBE = [{"role": "user", "content": "Answer with one word, Yes or No: is 2 + 2 = 4?"}]
 
 
-async def check_chat(role: str, llm: LLMClient, graded: bool) -> list[Finding]:
-    """One two-option question (the judge's kind of call) and what answering it took."""
+async def check_chat(role: str, llm: LLMClient, graded: bool, route: str | None = None) -> list[Finding]:
+    """One two-option question (the judge's kind of call) and what answering it took; `route`:
+    the proxy route whose upstream `llm` calls, named in what to fix."""
     where = f"{llm.model} at {llm.base_url}"
     try:
         await llm.choose(PROBE, max_tokens=4, stage="doctor", options=YES_NO, graded=graded)
     except LLMRefused as exc:
-        return [Finding(role, PROBLEM, _refused(exc, llm))]
+        return [Finding(role, PROBLEM, _refused(exc, llm, route))]
     except LLMError as exc:
         return [Finding(role, PROBLEM, f"{where}: endpoint down or failing: {exc}")]
     q, out = llm.quirks, []
@@ -63,12 +64,14 @@ async def check_chat(role: str, llm: LLMClient, graded: bool) -> list[Finding]:
     return [Finding(role, OK, f"{where} answers"), *out]
 
 
-def _refused(exc: LLMRefused, llm: LLMClient) -> str:
+def _refused(exc: LLMRefused, llm: LLMClient, route: str | None) -> str:
     if exc.status == 404:
-        return f"model `{llm.model}` is not served by {llm.base_url} ({exc.code or 404}): set SPECLEARN_COMPILER_MODEL"
+        fix = f"route {route}'s model in SPECLEARN_ROUTES, or " if route else ""
+        return f"model `{llm.model}` is not served by {llm.base_url} ({exc.code or 404}): set {fix}SPECLEARN_COMPILER_MODEL"
     if exc.status in (401, 403):
-        return (f"{llm.base_url} refused the key ({exc.code or exc.status}): set SPECLEARN_UPSTREAM_API_KEY "
-                "or SPECLEARN_COMPILER_API_KEY")  # fmt: skip
+        fix = (f"route {route}'s api_key_env or api_key_file in SPECLEARN_ROUTES" if route
+               else "SPECLEARN_UPSTREAM_API_KEY")  # fmt: skip
+        return f"{llm.base_url} refused the key ({exc.code or exc.status}): set {fix} or SPECLEARN_COMPILER_API_KEY"
     return str(exc)
 
 
@@ -99,11 +102,11 @@ async def diagnose(ctx: Context, spec: str | None, say: Callable[[Finding], None
     add([Finding("compiler", NOTE if c.model is None else OK, f"model {choice.model}: {choice.why}")])
     judged_by_compiler = not c.judge_base_url and not c.judge_model
     calibrated = any(k.endswith("+calibrated") for k in c.judges)
-    llm = ctx.llm(spec or "doctor", choice.model)
+    llm = ctx.llm(spec or "doctor", choice)
     llm.retries = 0  # a doctor reports; it does not wait out a backoff
     try:
-        add(await check_chat("compiler", llm, graded=judged_by_compiler and calibrated))
-        judge = ctx.judge_llm(spec or "doctor", llm.budget, choice.model)
+        add(await check_chat("compiler", llm, graded=judged_by_compiler and calibrated, route=choice.route))
+        judge = ctx.judge_llm(spec or "doctor", llm.budget, choice)
         if judge is None:
             add([Finding("judge", OK, "the compiler's model judges")])
         else:

@@ -52,7 +52,8 @@ class Context:
 
     async def choose_model(self, spec: str | None, now: float | None = None) -> ModelChoice:
         """The compiler's model for `spec`: the configured one, else the one the spec's traffic
-        used most in the window, else the endpoint's only model (served_model.py)."""
+        used most in the window (reached through its route when no compiler endpoint is
+        configured), else the endpoint's only model (served_model.py)."""
         c = self.compiler
         if c.model:
             return ModelChoice(c.model, "configured (SPECLEARN_COMPILER_MODEL, --model, or the embedded model)")
@@ -60,7 +61,7 @@ class Context:
         if self.ledger is not None:
             found = await served_model.from_traffic(self.ledger, spec, now - c.window_days * DAY, c.window_days)
             if found is not None:
-                return found
+                return found if c.base_url else served_model.through_routes(found, self.settings, spec)
         base_url = c.resolved_base_url(self.settings)
         if base_url:
             async with self._http(base_url, c.resolved_api_key(self.settings)) as http:
@@ -74,44 +75,70 @@ class Context:
         return httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", headers=headers, transport=self.transport,
                                  timeout=httpx.Timeout(self.compiler.timeout, connect=10.0))  # fmt: skip
 
-    def embeddings(self) -> EmbeddingEndpoint | None:
-        """The embedding model's endpoint, when one is configured (never the chat model)."""
+    def endpoint(self, choice: ModelChoice | None = None) -> tuple[str | None, str | None]:
+        """The compiler's base URL and key: the route's upstream `choice` follows, else the
+        configured endpoint (`SPECLEARN_COMPILER_BASE_URL`, else the default upstream)."""
+        if choice is not None and choice.base_url is not None:
+            return choice.base_url, choice.api_key
+        return self.compiler.resolved_base_url(self.settings), self.compiler.resolved_api_key(self.settings)
+
+    def embeddings(self, choice: ModelChoice | None = None) -> EmbeddingEndpoint | None:
+        """The embedding model's endpoint, when one is configured (never the chat model); with no
+        endpoint of its own, the compiler's (`choice`'s route's upstream and key)."""
         c = self.compiler
-        base_url = c.resolved_embedding_base_url(self.settings)
+        if c.embedding_base_url or c.embedding_api_key:
+            base_url, key = c.resolved_embedding_base_url(self.settings), c.resolved_embedding_api_key(self.settings)
+        else:
+            base_url, key = self.endpoint(choice)
         if not c.embedding_model or not base_url:
             return None
-        return EmbeddingEndpoint(base_url, c.embedding_model, c.resolved_embedding_api_key(self.settings))
+        return EmbeddingEndpoint(base_url, c.embedding_model, key)
 
-    def judge_llm(self, spec: str, budget: Budget, model: str | None = None) -> LLMClient | None:
+    def judge_llm(self, spec: str, budget: Budget, model: str | ModelChoice | None = None) -> LLMClient | None:
         """The judge's own client when a judge endpoint or model is configured (one budget with
-        the compiler's LLM); None: the compiler's LLM judges too. `model`: the compiler's."""
+        the compiler's LLM); None: the compiler's LLM judges too. `model`: the compiler's; with
+        no judge endpoint, the judge model is asked at the compiler's (its route's upstream)."""
         c = self.compiler
         if not c.judge_base_url and not c.judge_model:
             return None
-        base_url = (c.judge_base_url or c.resolved_base_url(self.settings) or "").rstrip("/")
+        name, choice = _chosen(model)
+        base_url, key = self.endpoint(choice)
+        if c.judge_base_url or c.judge_api_key:
+            key = c.resolved_judge_api_key(self.settings)
+        base_url = (c.judge_base_url or base_url or "").rstrip("/")
         if not base_url:
             return None
-        return self._client(spec, base_url, c.judge_model or model or c.model or served_model.FALLBACK,
-                            c.resolved_judge_api_key(self.settings), budget)  # fmt: skip
+        return self._client(spec, base_url, c.judge_model or name or c.model or served_model.FALLBACK, key, budget,
+                            choice)  # fmt: skip
 
-    def llm(self, spec: str, model: str | None = None) -> LLMClient:
-        """The compiler's client for a round on `spec`; `model` from `choose_model`."""
-        base_url = self.compiler.resolved_base_url(self.settings)
+    def llm(self, spec: str, model: str | ModelChoice | None = None) -> LLMClient:
+        """The compiler's client for a round on `spec`; `model` from `choose_model` (a choice
+        that follows a route calls that route's first upstream with its key)."""
+        name, choice = _chosen(model)
+        base_url, key = self.endpoint(choice)
         if not base_url:
             raise CompilerError(no_llm())
         c = self.compiler
-        return self._client(spec, base_url, model or c.model or served_model.FALLBACK,
-                            c.resolved_api_key(self.settings), Budget(c.max_llm_calls, c.max_tokens))  # fmt: skip
+        return self._client(spec, base_url, name or c.model or served_model.FALLBACK, key,
+                            Budget(c.max_llm_calls, c.max_tokens), choice)  # fmt: skip
 
-    def _client(self, spec: str, base_url: str, model: str, api_key: str | None, budget: Budget) -> LLMClient:
+    def _client(self, spec: str, base_url: str, model: str, api_key: str | None, budget: Budget,
+                choice: ModelChoice | None) -> LLMClient:  # fmt: skip
         c = self.compiler
         return LLMClient(
             base_url, model, api_key=api_key, seed=c.seed, temperature=c.temperature, budget=budget,
             cache_dir=c.resolved_cache_dir(self.settings) if self.use_cache else None,
             timeout=c.timeout, concurrency=c.concurrency, retries=c.retries,
             transport=self.transport, on_call=metrics.on_call(spec), quirks=self.quirks,
-            reasoning_tokens=c.reasoning_tokens, embeddings=self.embeddings(), vote_samples=c.judge_samples,
+            reasoning_tokens=c.reasoning_tokens, embeddings=self.embeddings(choice), vote_samples=c.judge_samples,
         )  # fmt: skip
+
+
+def _chosen(model: str | ModelChoice | None) -> tuple[str | None, ModelChoice | None]:
+    """A model name, and the choice it came with when it is one (its route's upstream)."""
+    if isinstance(model, ModelChoice):
+        return model.model, model
+    return model, None
 
 
 async def ledger_dataset(ctx: Context, name: str, now: float | None = None) -> Dataset:
@@ -148,9 +175,9 @@ async def compile_spec(
             choice = await ctx.choose_model(name)
             if progress is not None:
                 progress(choice.describe())
-            llm = ctx.llm(name, choice.model)
+            llm = ctx.llm(name, choice)
             llm.budget.note("model", choice.describe())
-            judge = ctx.judge_llm(name, llm.budget, choice.model)
+            judge = ctx.judge_llm(name, llm.budget, choice)
         try:
             round_ = Round(name, ds, registry=ctx.registry, llm=llm, settings=ctx.compiler, label=label,
                            instruction=instruction, force=force, progress=progress, judge_llm=judge)  # fmt: skip

@@ -21,7 +21,7 @@ import asyncio
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -100,16 +100,14 @@ class Upstreams:
             (_hop(default_name, default, None, DEFAULT_ROUTE),) if default is not None else ()
         )
         self.routes: dict[str, tuple[Hop, ...]] = {}
-        for alias, route in settings.routes.items():
-            if route.upstreams:
-                self.routes[alias] = tuple(
-                    _hop(public_name(u.url), self._client(settings, u.url, u.api_key()), u.model or route.model, alias)
-                    for u in route.upstreams
-                )
-            elif default is not None:
-                self.routes[alias] = (_hop(default_name, default, route.model, alias),)
-            else:
-                self.routes[alias] = ()
+        for alias, targets in route_table(settings).items():
+            hops = []
+            for t in targets:  # a route without upstreams goes to the default one, if there is one
+                if t.url is not None:
+                    hops.append(_hop(public_name(t.url), self._client(settings, t.url, t.api_key), t.model, alias))
+                elif default is not None:
+                    hops.append(_hop(default_name, default, t.model, alias))
+            self.routes[alias] = tuple(hops)
 
     def _client(self, settings: Settings, url: str, key: str | None) -> Upstream:
         client = self._clients.get((url, key))
@@ -236,3 +234,23 @@ async def exchange(
         return last
     assert failure is not None, "a route has at least one upstream"
     raise failure
+
+
+# -- the route table without clients: for a process that calls a route's upstream itself ---------
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One upstream of a route as configured: where, which model name, which key (never shown)."""
+
+    url: str | None  # None: the default upstream (`SPECLEARN_UPSTREAM_URL`, else the embedded model)
+    model: str | None  # the model name sent there
+    api_key: str | None = field(default=None, repr=False)
+
+
+def route_table(settings: Settings) -> dict[str, tuple[Target, ...]]:
+    """Every route's upstreams in the order they are tried, keys read now (from their variable or
+    file): what `Upstreams` builds its hops from, and what the compiler follows (compiler/served_model.py)."""
+    return {
+        alias: tuple(Target(u.url, u.model or route.model, u.api_key()) for u in route.upstreams)
+        or (Target(None, route.model),)
+        for alias, route in settings.routes.items()
+    }
