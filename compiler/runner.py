@@ -14,6 +14,7 @@ import httpx
 from proxy.ledger import Ledger
 from proxy.registry import Registry
 from proxy.settings import Settings
+from proxy.upstreams import route_table
 
 from . import metrics, served_model
 from .dataset import Dataset, build_dataset
@@ -56,7 +57,10 @@ class Context:
         configured), else the endpoint's only model (served_model.py)."""
         c = self.compiler
         if c.model:
-            return ModelChoice(c.model, "configured (SPECLEARN_COMPILER_MODEL, --model, or the embedded model)")
+            chosen = ModelChoice(c.model, "configured (SPECLEARN_COMPILER_MODEL, --model, or the embedded model)")
+            # a route's name (a client's model alias) is reached as the proxy reaches it
+            routed = not c.base_url and c.model in route_table(self.settings)
+            return served_model.through_routes(chosen, self.settings, spec) if routed else chosen
         now = time.time() if now is None else now
         if self.ledger is not None:
             found = await served_model.from_traffic(self.ledger, spec, now - c.window_days * DAY, c.window_days)

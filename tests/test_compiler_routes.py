@@ -149,6 +149,11 @@ async def test_an_explicit_compiler_endpoint_or_model_still_wins(tmp_path: Path,
         by_model = context(tmp_path, up, ledger, model=CHAT)
         choice = await by_model.choose_model("support")
         assert (choice.model, choice.route) == (CHAT, None) and by_model.endpoint(choice) == (up.default_url, KEY)
+        # a configured model that is a route's name (a client's alias) is reached through that route
+        by_alias = context(tmp_path, up, ledger, model="team-model")
+        choice = await by_alias.choose_model("support")
+        assert (choice.model, choice.route) == (MODEL_B, "team-model")
+        assert by_alias.endpoint(choice) == (up.second_url, KEY_B)
     finally:
         await ledger.close()
 
