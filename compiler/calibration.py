@@ -17,7 +17,7 @@ from importlib import resources
 
 from .dataset import Example, Pair
 from .judge import CalibrationItem
-from .principle import Principle
+from .principle import Rule
 
 
 @cache
@@ -34,7 +34,7 @@ def shipped_items() -> tuple[CalibrationItem, ...]:
     return tuple(items)
 
 
-def round_items(principles: Sequence[Principle], heldout: Sequence[Pair], k: int) -> list[CalibrationItem]:
+def round_items(principles: Sequence[Rule], heldout: Sequence[Pair], k: int) -> list[CalibrationItem]:
     """Up to k items from this round's data: a candidate's check passes the preferred answer
     and fails the rejected one. Spread over the checkable rules, round robin."""
     per_rule = [
@@ -57,7 +57,7 @@ def round_items(principles: Sequence[Principle], heldout: Sequence[Pair], k: int
 
 
 def calibration_set(
-    principles: Sequence[Principle], heldout: Sequence[Pair], *, menu: int, open_: int, seed: int
+    principles: Sequence[Rule], heldout: Sequence[Pair], *, menu: int, open_: int, seed: int
 ) -> list[CalibrationItem]:
     """The round's menu items (shipped ones where the round has too few) and `open_` shipped
     open items, a seeded sample so that rounds do not always ask the same ones."""

@@ -17,11 +17,12 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from . import prompts
 from .embed import Vector, cosine, embed
 from .llm import LLMClient, run_all
-from .principle import Principle
+from .principle import Rule
 from .text import content_words, jaccard, parse_rules
 
 PRIORITY = {"current": 1, "evidence": 0, "comment": 2, "llm": 3}
@@ -62,11 +63,11 @@ def similar(a: float, threshold: float) -> bool:
     return round(a, 2) >= threshold
 
 
-def _rank(p: Principle, size: int) -> tuple[int, int, int, int]:
+def _rank(p: Rule, size: int) -> tuple[int, int, int, int]:
     return (0 if p.check else 1, PRIORITY.get(p.source, 4), -size, len(p.text))
 
 
-def cluster(principles: Sequence[Principle], threshold: float, sim: Similarity | None = None) -> list[list[Principle]]:
+def cluster(principles: Sequence[Rule], threshold: float, sim: Similarity | None = None) -> list[list[Rule]]:
     """Single-link clustering; principles with different checks never merge (the check is what
     validation measures). `sim(i, j)` compares principles by index (default: lexical). Order of
     first appearance is kept, so results are deterministic."""
@@ -88,7 +89,7 @@ def cluster(principles: Sequence[Principle], threshold: float, sim: Similarity |
 
 
 async def similarity_of(
-    principles: Sequence[Principle], llm: LLMClient | None, threshold: float, embed_threshold: float | None
+    principles: Sequence[Rule], llm: LLMClient | None, threshold: float, embed_threshold: float | None
 ) -> tuple[Similarity | None, float]:
     """The similarity compress uses and its threshold: semantic when embeddings can be had,
     else lexical (None)."""
@@ -101,38 +102,36 @@ async def similarity_of(
 
 
 async def compress(
-    principles: Sequence[Principle],
+    principles: Sequence[Rule],
     *,
     threshold: float,
     llm: LLMClient | None = None,
     max_tokens: int = 64,
     embed_threshold: float | None = None,
-) -> list[Principle]:
+) -> list[Rule]:
     """Merge near-duplicates: by embeddings at `embed_threshold` when given and available, else
     lexically at `threshold`."""
     sim, at = await similarity_of(principles, llm, threshold, embed_threshold)
     clusters = cluster(principles, at, sim)
 
-    async def one(c: list[Principle]) -> Principle:
+    async def one(c: list[Rule]) -> Rule:
         best = min(c, key=lambda p: _rank(p, len(c)))
-        rep = Principle(best.text, best.source, best.check, dict(best.evidence), list(best.proposed_from))
-        others = [q.text for q in c if q is not best and q.text != best.text]
-        rep.merged = list(dict.fromkeys(others))
-        for q in c:
-            rep.proposed_from += [i for i in q.proposed_from if i not in rep.proposed_from]
+        others = tuple(dict.fromkeys(q.text for q in c if q is not best and q.text != best.text))
+        evidence = dict(best.evidence)
         if len(c) > 1:
-            rep.evidence.setdefault("proposed", len(c))
-        if llm is not None and len(rep.merged) >= 1 and all(q.source == "llm" for q in c):
-            text = await llm.chat(prompts.merge([q.text for q in c]), max_tokens=max_tokens, stage="compress")
-            merged = parse_rules("- " + text.strip().splitlines()[0]) if text.strip() else []
-            if merged:
-                rep.text = merged[0]
-        return rep
+            evidence.setdefault("proposed", len(c))
+        text = best.text
+        if llm is not None and others and all(q.source == "llm" for q in c):
+            reply = await llm.chat(prompts.merge([q.text for q in c]), max_tokens=max_tokens, stage="compress")
+            merged = parse_rules("- " + reply.strip().splitlines()[0]) if reply.strip() else []
+            text = merged[0] if merged else text
+        proposed_from = tuple(dict.fromkeys(i for q in [best, *c] for i in q.proposed_from))
+        return replace(best, text=text, evidence=evidence, proposed_from=proposed_from, merged=others)
 
     return await run_all(one(c) for c in clusters)
 
 
-def shortlist(principles: Sequence[Principle], limit: int) -> list[Principle]:
+def shortlist(principles: Sequence[Rule], limit: int) -> list[Rule]:
     """Every checkable principle (validating it costs nothing) plus the `limit` best of the
     others, ordered by source and by how many proposals said the same."""
     checked = [p for p in principles if p.check]

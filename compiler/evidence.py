@@ -7,23 +7,22 @@ down-vote comments complain about. Each property becomes a
 candidate principle with a `Check` only when it separates the training contrasts clearly; it
 then goes through the same held-out validation as every other principle.
 
-Comments are data, never instructions: one that tries to instruct the compiler (`flag_comment`)
-is set aside, reported, and never becomes a principle nor reaches the proposer; a wish learned
-from comments needs `min_users` distinct commenters.
+Comments are data, never instructions: one that tries to instruct the compiler
+(comments.flag_comment) is set aside, reported, and never becomes a principle nor reaches the
+proposer; a wish learned from comments needs `min_users` distinct commenters.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from .checks import KINDS, PHRASE_KINDS, REFINED, Check, check_of_comment, check_text
+from .comments import down_comments
 from .dataset import Example, Pair, Split
-from .principle import Principle
-from .prompts import COMMENT_TAG
+from .principle import Rule, Source, mostly_explained
 from .text import ALL_STOPWORDS, display_phrase, language, normalize, word_count, word_ngrams
 
 # what down-vote comments complain about -> a principle (with a check when one is measurable)
@@ -138,55 +137,6 @@ def _start_checks(contrasts: Sequence[Pair], min_support: int) -> list[tuple[Che
     return out
 
 
-# A comment that tries to instruct the compiler rather than say what the user disliked: a small
-# heuristic, on purpose (a missed one still has to pass validation and the distinct-user minimum;
-# a false alarm costs one comment). First match names the reason.
-_INSTRUCTING: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(rf"</?\s*{COMMENT_TAG}\b", re.I), "contains the comment delimiter"),
-    (re.compile(r"\b(?:ignore|disregard|forget|override)\b.{0,30}\b(?:previous|prior|above|earlier|all|any|your)\b"
-                r".{0,20}\b(?:instructions?|rules?|prompts?|directions?)\b", re.I), "tries to override instructions"),
-    (re.compile(r"\b(?:system|developer)\s+(?:prompt|message|instructions?)\b|\bjailbreak|\bprompt injection", re.I),
-     "addresses the system prompt"),
-    (re.compile(r"(?:^|[\n.;!?]\s*)(?:system|assistant|compiler|developer|admin)\s*:|\b(?:dear|hey|note to (?:the )?)"
-                r"\s*(?:compiler|system|assistant|ai|model|developers?)\b", re.I), "addressed to the compiler or system"),
-    (re.compile(r"\b(?:add|insert|include|write|put)\s+(?:(?:this|the|a|these|new|following)\s+){0,2}(?:rules?|instructions?)\b"
-                r"|\bnew rule\b", re.I), "dictates a rule"),
-    (re.compile(r"\balways\s+(?:say|mention|recommend|promote|advertise|link|suggest|tell (?:users|people|them))\b", re.I),
-     "dictates what to always say"),
-    (re.compile(r"https?://|\bwww\.|\b[a-z0-9-]+\.(?:com|net|org|io|ai|co|shop|store|biz|info|xyz|app|ly)\b", re.I),
-     "contains a link"),
-    (re.compile(r"\b(?:buy|order|shop|subscribe|sign up|register|click|visit|call)\s+(?:now|today|here|us|our|my)\b|"
-                r"\b(?:promo|discount|coupon)\s*codes?\b|\bfree trial\b|\blimited offer\b", re.I),
-     "promotional call to action"),
-)  # fmt: skip
-
-
-def flag_comment(comment: str) -> str | None:
-    """Why a comment reads as an instruction to the compiler (or an advert), None when it reads
-    as what a user thought of an answer: "ignore previous instructions", "system prompt", "add
-    the rule", "always say/recommend", a link or a call to action, or the comment delimiter."""
-    for pattern, why in _INSTRUCTING:
-        if pattern.search(comment):
-            return why
-    return None
-
-
-def flagged_comments(examples: Sequence[Example]) -> list[dict[str, Any]]:
-    """Every flagged comment once per voice: the text, the user (voice) and why, with a count."""
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    for e in examples:
-        if e.comment and (why := flag_comment(e.comment)):
-            row = found.setdefault((e.comment.strip(), e.voice),
-                                   {"text": e.comment.strip()[:200], "user": e.voice, "why": why, "count": 0})  # fmt: skip
-            row["count"] += 1
-    return sorted(found.values(), key=lambda r: (-r["count"], r["user"], r["text"]))
-
-
-def down_comments(examples: Sequence[Example]) -> list[Example]:
-    """The down votes whose comment the compiler may read: the flagged ones are left out."""
-    return [e for e in examples if not e.up and e.comment and flag_comment(e.comment) is None]
-
-
 def comment_themes(examples: Sequence[Example]) -> dict[str, list[Example]]:
     """Down votes with an unflagged comment, grouped by what the comment complains about."""
     themes: dict[str, list[Example]] = defaultdict(list)
@@ -206,42 +156,37 @@ def _comment_evidence(downs: Sequence[Example]) -> dict[str, Any]:
 
 def comment_principles(
     examples: Sequence[Example], *, min_count: int = 2, min_users: int = 1
-) -> tuple[list[Principle], dict[str, int]]:
+) -> tuple[list[Rule], dict[str, int]]:
     """Recurring down-vote comments that name a checkable wish -> candidate principles with that
     check, so validation measures them on held-out feedback like any other. When the answers
     never satisfy a wish there are no ups to contrast with, and the comments are the only signal.
     A wish needs `min_count` comments from `min_users` distinct voices (all anonymous feedback is
-    one); flagged comments (`flag_comment`) never count."""
+    one); flagged comments (comments.flag_comment) never count."""
     found: dict[Check, list[Example]] = defaultdict(list)
     display: dict[Check, str] = {}
     for e in down_comments(examples):
         if hit := check_of_comment(e.comment or ""):
             found[hit[0]].append(e)
             display.setdefault(hit[0], hit[1])
-    out: list[Principle] = []
+    out: list[Rule] = []
     counts = {str(c): len(v) for c, v in found.items()}
     for check, downs in sorted(found.items(), key=lambda t: (-len(t[1]), str(t[0]))):
         evidence = _comment_evidence(downs)
         if len(downs) < min_count or evidence["users"] < min_users:
             continue
         evidence["commented_answers_failing_check"] = sum(not check.passes(e) for e in downs)
-        out.append(Principle(check_text(check, display[check]), "comment", check, evidence=evidence))
+        out.append(Rule(check_text(check, display[check]), Source.COMMENT, check, evidence=evidence))
     return out, counts
-
-
-def mostly_explained(agreeing: set[str], explained: set[str]) -> bool:
-    """90%+ of the items a rule sides with the users on are ones other rules already explain."""
-    return bool(agreeing) and len(agreeing & explained) >= 0.9 * len(agreeing)
 
 
 def _explain_away(
     strong: list[tuple[Check, str, set[str], dict[str, Any]]], rows: dict[str, dict[str, Any]]
-) -> list[Principle]:
+) -> list[Rule]:
     """Forward selection, general properties first, then the strongest: a property whose
     agreeing pairs (90%+) the chosen ones already explain adds nothing but noise to the spec
     ("never say 'help'" when the disliked answers are simply the long ones), so it is left out
     and the report says why."""
-    chosen: list[Principle] = []
+    chosen: list[Rule] = []
     explained: set[str] = set()
     # phrases are bound to topics, length and format are not: they come first; on a tie, the
     # stricter check first (numbered steps before any list: what satisfies it satisfies both
@@ -255,13 +200,13 @@ def _explain_away(
             rows[str(check)]["explained_by"] = [str(p.check) for p in chosen]
             continue
         explained |= agreeing
-        chosen.append(Principle(check_text(check, display), "evidence", check, evidence=ev))
+        chosen.append(Rule(check_text(check, display), Source.EVIDENCE, check, evidence=ev))
     return chosen
 
 
 def find_evidence(
     split: Split, *, min_support: int = 3, min_accuracy: float = 0.75, max_phrases: int = 3, min_users: int = 1
-) -> tuple[list[Principle], dict[str, Any]]:
+) -> tuple[list[Rule], dict[str, Any]]:
     """Candidate principles from measured properties of the training contrasts, and a report of
     every property measured (kept or not) for the round's printout and front matter. What
     comments say counts only when `min_users` distinct voices say it."""
@@ -307,7 +252,7 @@ def find_evidence(
     for theme, downs in themes.items():
         text = COMMENT_THEMES[theme][1]
         if text and len(downs) >= 2:
-            principles.append(Principle(text, "comment", None, evidence=_comment_evidence(downs)))
+            principles.append(Rule(text, Source.COMMENT, None, evidence=_comment_evidence(downs)))
     report = {
         "contrasts": len(contrasts),
         "measured": measured,

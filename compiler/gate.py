@@ -36,10 +36,12 @@ from typing import Any
 from scipy.stats import binomtest, fisher_exact
 
 from . import prompts
-from .checks import Check, checks_from_text
+from .checks import Check, checks_from_text, stated
 from .dataset import Example, Pair
 from .judge import Judge, verdict
 from .llm import LLMClient, run_all
+from .outcomes import Mode
+from .principle import Rule
 from .stats import wilson_lower
 
 PAIR_SOURCES = ("explicit", "file")  # a person compared the two answers; the others are built from thumbs
@@ -47,6 +49,31 @@ JUDGE_TEST = "judge guided by each spec, pairs sharing no answer (sign test)"
 # comment-only path: share of held-out votes the requested rules must explain. Not all: a check
 # can misread an answer (a bare number has no detectable language: 15 of 16 French votes agreed)
 UNARY_AGREEMENT = 0.8
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A spec as the gate scores it: the text a judge reads, and the checkable rules it states."""
+
+    text: str
+    checks: tuple[Check, ...]
+
+    @classmethod
+    def read(cls, text: str) -> Spec:
+        """A spec known only as text (hand-written, no front matter): its rules read from its words."""
+        return cls(text, tuple(checks_from_text(text)))
+
+    @classmethod
+    def of(cls, text: str, human: str, rules: Sequence[Rule]) -> Spec:
+        """A spec whose learned rules are held as data: the rules the person's text states, read
+        from its words, then each learned rule's check as its words state it (checks.stated)."""
+        checks = checks_from_text(human)
+        checks += [c for c in dict.fromkeys(stated(r.check) for r in rules if r.check is not None) if c not in checks]
+        return cls(text, tuple(checks))
+
+
+def as_spec(spec: str | Spec) -> Spec:
+    return spec if isinstance(spec, Spec) else Spec.read(spec)
 
 
 def independent(pairs: Sequence[Pair]) -> list[Pair]:
@@ -82,10 +109,10 @@ def predicts_up(checks: Sequence[Check], e: Example) -> float:
     return 0.5 if not checks else float(all(c.passes(e) for c in checks))
 
 
-def check_accuracy(spec: str, pairs: Sequence[Pair]) -> tuple[float, int]:
+def check_accuracy(spec: str | Spec, pairs: Sequence[Pair]) -> tuple[float, int]:
     """How well the checkable rules a spec states predict held-out preferences: the mean pair
     score and the pairs it gets right. A spec that states no checkable rule predicts 0.5."""
-    checks = checks_from_text(spec)
+    checks = as_spec(spec).checks
     scores = [pair_score(checks, p) for p in pairs]
     return (sum(scores) / len(scores) if scores else 0.5), sum(s == 1.0 for s in scores)
 
@@ -241,10 +268,10 @@ Rerun = Callable[[int], Test]  # the same test on k copies of its items (for "ho
 
 
 def check_tests(
-    candidate: str, current: str, pairs: Sequence[Pair], singles: Sequence[Example]
+    candidate: Spec, current: Spec, pairs: Sequence[Pair], singles: Sequence[Example]
 ) -> list[tuple[Test, Rerun]]:
     """The checks' tests: Fisher on the thumbs, the sign test on explicit pairs (each when present)."""
-    cand, cur = checks_from_text(candidate), checks_from_text(current)
+    cand, cur = candidate.checks, current.checks
     out: list[tuple[Test, Rerun]] = []
     if singles:
         a, b = [predicts_up(cand, e) for e in singles], [predicts_up(cur, e) for e in singles]
@@ -308,8 +335,8 @@ def decide(result: GateResult, *, holdout_fraction: float) -> GateResult:
 
 async def run_gate(
     judge: Judge,
-    candidate: str,
-    current: str,
+    candidate: str | Spec,
+    current: str | Spec,
     pairs: Sequence[Pair],
     *,
     margin: float,
@@ -322,6 +349,7 @@ async def run_gate(
     """Candidate vs current on the same held-out feedback, which must not have selected the
     rules. The checks are always tested (measured, no LLM calls); a trusted judge is tested
     too, on pairs that share no answer."""
+    candidate, current = as_spec(candidate), as_spec(current)
     pairs = list(pairs)
     singles = singles_of(pairs)
     cand_chk, cand_chk_agree = check_accuracy(candidate, pairs)
@@ -330,7 +358,10 @@ async def run_gate(
     figures = {"checks": (cand_chk, cur_chk, cand_chk_agree, cur_chk_agree)}
     if use_judge:
         fair = independent(pairs)
-        cand_soft, cur_soft = await judge_scores(judge, candidate, fair), await judge_scores(judge, current, fair)
+        cand_soft, cur_soft = (
+            await judge_scores(judge, candidate.text, fair),
+            await judge_scores(judge, current.text, fair),
+        )
         cand_score, cur_score = [_correct(x) for x in cand_soft], [_correct(x) for x in cur_soft]
         tests.append((sign_test(cand_score, cur_score, JUDGE_TEST),
                       lambda k: sign_test(cand_score * k, cur_score * k, JUDGE_TEST)))  # fmt: skip
@@ -340,7 +371,7 @@ async def run_gate(
     cand_acc, cur_acc, cand_agree, cur_agree = figures[metric]
     # one family of tests decides, chosen before any outcome is seen: the checks when the two
     # specs state different checkable rules, else the judge; the others only veto (no alpha spent)
-    differ = set(checks_from_text(candidate)) != set(checks_from_text(current))
+    differ = set(candidate.checks) != set(current.checks)
     by_checks = [tc for tc in tests if tc[0].name != JUDGE_TEST]
     deciding = (
         by_checks if (differ and by_checks) or not use_judge else [tc for tc in tests if tc[0].name == JUDGE_TEST]
@@ -353,7 +384,7 @@ async def run_gate(
     decide(result, holdout_fraction=holdout_fraction)
     if regenerate:
         real = [p for p in pairs if p.source != "cross"] or list(pairs)
-        wins, losses = await regenerate_wins(judge.llm, judge, candidate, current, real, answer_max_tokens)
+        wins, losses = await regenerate_wins(judge.llm, judge, candidate.text, current.text, real, answer_max_tokens)
         decided = wins + losses
         result.wins, result.losses = wins, losses
         result.win_rate = wins / decided if decided else 0.5
@@ -367,8 +398,8 @@ async def run_gate(
 
 
 def unary_gate(
-    candidate: str,
-    current: str,
+    candidate: str | Spec,
+    current: str | Spec,
     singles: Sequence[Example],
     *,
     margin: float,
@@ -384,7 +415,7 @@ def unary_gate(
     rules and the held-out votes agree with them (ups pass, downs fail) at least UNARY_AGREEMENT
     of the time."""
     ups = [e.up for e in singles]
-    cand, cur = ([predicts_up(checks_from_text(spec), e) for e in singles] for spec in (candidate, current))
+    cand, cur = ([predicts_up(as_spec(spec).checks, e) for e in singles] for spec in (candidate, current))
 
     def accuracy(predicted: list[float]) -> tuple[float, int]:
         if not predicted or 0.5 in predicted:  # no checkable rule: predicts nothing
@@ -417,8 +448,8 @@ def unary_gate(
 
 def on_request(
     result: GateResult,
-    candidate: str,
-    current: str,
+    candidate: str | Spec,
+    current: str | Spec,
     pairs: Sequence[Pair],
     *,
     requested_by: int,
@@ -441,3 +472,32 @@ def on_request(
                          f"contrasts lead but are too few to test "
                          f"(p = {min(result.p_value, 1.0):.3f} > {result.alpha})")  # fmt: skip
     return result
+
+
+async def gate_in_mode(
+    mode: Mode,
+    judge: Judge,
+    candidate: Spec,
+    current: Spec,
+    *,
+    pairs: Sequence[Pair],
+    singles: Sequence[Example],
+    use_judge: bool,
+    margin: float,
+    alpha: float,
+    holdout_fraction: float,
+    regenerate: bool,
+    answer_max_tokens: int,
+    requested_by: int,
+    min_users: int,
+    rules_tried: int,
+) -> GateResult:
+    """The round's gate in its mode: with held-out contrasts, `run_gate` then `on_request`; with
+    comments only, `unary_gate` on the held-out votes, whose p-values are corrected for the
+    `rules_tried` that were validated on the same votes one by one."""
+    if mode == Mode.COMMENTS:
+        return unary_gate(candidate, current, singles, margin=margin, alpha=alpha, rules_tried=rules_tried,
+                          holdout_fraction=holdout_fraction, requested_by=requested_by, min_users=min_users)  # fmt: skip
+    result = await run_gate(judge, candidate, current, pairs, margin=margin, use_judge=use_judge, regenerate=regenerate,
+                            answer_max_tokens=answer_max_tokens, alpha=alpha, holdout_fraction=holdout_fraction)  # fmt: skip
+    return on_request(result, candidate, current, pairs, requested_by=requested_by, min_users=min_users)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .pipeline import Projection, RoundResult
-from .principle import Principle
+from .principle import Method, Principle, Status
 
 
 def projection(p: Projection | None, budget_calls: int, budget_tokens: int) -> str:
@@ -19,11 +19,12 @@ def projection(p: Projection | None, budget_calls: int, budget_tokens: int) -> s
 
 
 def _numbers(p: Principle) -> str:
-    acc = "n/a" if p.accuracy is None else f"{p.accuracy:.2f}"
-    how = {"check": "measured", "judge": f"judged by {p.judge}" if p.judge else "judged",
-           "none": "not validated"}.get(p.method, p.method or "-")  # fmt: skip
-    return (f"support {p.support}/{p.relevant} of {p.n} held-out from {p.users} user(s), accuracy {acc}, "
-            f"prevalence {p.prevalence:.2f}, {how}")  # fmt: skip
+    m = p.measured
+    acc = "n/a" if m.accuracy is None else f"{m.accuracy:.2f}"
+    how = {Method.CHECK: "measured", Method.JUDGE: f"judged by {m.judge}" if m.judge else "judged",
+           Method.NONE: "not validated"}.get(m.method, m.method or "-")  # fmt: skip
+    return (f"support {m.support}/{m.relevant} of {m.n} held-out from {m.users} user(s), accuracy {acc}, "
+            f"prevalence {m.prevalence:.2f}, {how}")  # fmt: skip
 
 
 def _evidence(p: Principle) -> str:
@@ -41,9 +42,9 @@ def _evidence(p: Principle) -> str:
         parts.append(f"attached check refused: {ev['check_error']}")
     if ev.get("too_few_users"):
         parts.append(f"too few users: {ev['too_few_users']}")
-    if p.status == "unrequested":
+    if p.status == Status.UNREQUESTED:
         parts.append("no held-out contrast: only rules users asked for can be learned")
-    if p.status == "redundant":
+    if p.status == Status.REDUNDANT:
         parts.append("the kept rules already side with the users on its items")
     return "; ".join(parts)
 
@@ -52,8 +53,9 @@ def principles(result: RoundResult) -> str:
     if not result.candidates:
         return ""
     lines = ["principles:"]
-    order = {"added": 0, "kept": 1, "dropped": 2, "superseded": 3, "redundant": 4, "unrequested": 5, "rejected": 6}
-    for p in sorted(result.candidates, key=lambda p: (order.get(p.status, 4), -p.score)):
+    order = {Status.ADDED: 0, Status.KEPT: 1, Status.DROPPED: 2, Status.SUPERSEDED: 3, Status.REDUNDANT: 4,
+             Status.UNREQUESTED: 5, Status.REJECTED: 6}  # fmt: skip
+    for p in sorted(result.candidates, key=lambda p: (order.get(p.status, 4) if p.status else 4, -p.measured.score)):
         lines.append(f"  [{p.status or '?':10}] {p.text}")
         lines.append(f"             {p.source}; {_numbers(p)}" + (f"; {_evidence(p)}" if _evidence(p) else ""))
     return "\n".join(lines)

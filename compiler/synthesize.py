@@ -30,10 +30,11 @@ from proxy.registry.sections import bullets, compose, split_spec
 from . import prompts
 from .checks import checks_from_text, stated
 from .llm import LLMClient, estimate_tokens
-from .principle import Principle
+from .principle import Rule
 from .text import content_words
 
 MIN_WORDS, MAX_WORDS = 150, 300
+BUDGET_DROP = "dropped to fit the length budget: "  # a repair naming a rule the learned section left out
 SHORT_INSTRUCTION_WORDS = 60  # a persona paragraph is offered only beside an instruction this short
 _PREAMBLE_RE = re.compile(r"^(here is|here's|sure|system prompt|persona)[^\n]*:\s*$", re.I | re.M)
 _STRUCTURE_RE = re.compile(r"^\s*(?:#{1,6}\s|[-*+]\s|\d+[.)]\s|```|\|)", re.M)
@@ -45,6 +46,7 @@ class Synthesis:
     method: str  # sections | llm
     repairs: list[str] = field(default_factory=list)
     rejected: str = ""  # why no learned section within the length budget could be written
+    rules: tuple[Rule, ...] = ()  # the rules the learned section states, best first: what the gate scores
 
     @property
     def tokens(self) -> int:
@@ -62,7 +64,7 @@ def spec_tokens(text: str) -> int:
     return estimate_tokens(text) if text.strip() else 0
 
 
-def covers(text: str, p: Principle) -> bool:
+def covers(text: str, p: Rule) -> bool:
     """Whether the spec still says what `p` says. A checkable rule must be stated so that its
     check reads back from the text (every kind's canonical words do, tests/test_check_kinds.py):
     the gate scores the spec by the rules it states, and a paraphrase ("close warmly, hoping it
@@ -98,12 +100,12 @@ def looping(text: str, ngram: int = 4, limit: int = 3) -> bool:
     return False
 
 
-def sections_text(human: str, principles: Sequence[Principle]) -> str:
+def sections_text(human: str, principles: Sequence[Rule]) -> str:
     """The person's text, then each rule in the words it was validated in."""
     return compose(human, bullets([p.text.strip() for p in principles]))
 
 
-def within_budget(synth: Synthesis, human: str, principles: Sequence[Principle], budget: int | None) -> Synthesis:
+def within_budget(synth: Synthesis, human: str, principles: Sequence[Rule], budget: int | None) -> Synthesis:
     """`synth` if its learned section fits `budget` tokens; else the list with the lowest-ranked
     rules dropped until it fits (`principles` come best first); else rejected, saying why."""
     if budget is None or synth.learned_tokens <= budget:
@@ -113,8 +115,8 @@ def within_budget(synth: Synthesis, human: str, principles: Sequence[Principle],
     while kept:
         text = sections_text(human, kept)
         if spec_tokens(split_spec(text)[1]) <= budget:
-            return Synthesis(text, "sections", repairs)
-        repairs.append(f"dropped to fit the length budget: {kept.pop().text}")
+            return Synthesis(text, "sections", repairs, rules=tuple(kept))
+        repairs.append(f"{BUDGET_DROP}{kept.pop().text}")
     reason = (f"no learned rule fits the learned section's length budget of {budget} tokens "
               "(MAX_SPEC_TOKENS, compiler/tuning.py)")  # fmt: skip
     return Synthesis(human, "sections", repairs, rejected=reason)
@@ -122,7 +124,7 @@ def within_budget(synth: Synthesis, human: str, principles: Sequence[Principle],
 
 async def synthesize(
     human: str,
-    principles: Sequence[Principle],
+    principles: Sequence[Rule],
     llm: LLMClient | None,
     *,
     fmt: str = "sections",
@@ -135,9 +137,9 @@ async def synthesize(
 
 
 async def _write(
-    human: str, principles: Sequence[Principle], llm: LLMClient | None, *, fmt: str, max_tokens: int
+    human: str, principles: Sequence[Rule], llm: LLMClient | None, *, fmt: str, max_tokens: int
 ) -> Synthesis:
-    listed = Synthesis(sections_text(human, principles), "sections")
+    listed = Synthesis(sections_text(human, principles), "sections", rules=tuple(principles))
     if fmt != "persona" or llm is None or not principles:
         return listed
     if not short_instruction(human):
@@ -160,4 +162,6 @@ async def _write(
     missing = [p for p in principles if not covers(paragraph, p)]
     if missing:
         paragraph = " ".join([paragraph, *(p.text.strip() for p in missing)])
-    return Synthesis(compose(human, paragraph), "llm", [f"appended: {p.text}" for p in missing])
+    return Synthesis(
+        compose(human, paragraph), "llm", [f"appended: {p.text}" for p in missing], rules=tuple(principles)
+    )

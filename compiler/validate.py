@@ -1,25 +1,29 @@
-"""Validate: measure every principle on held-out pairs; keep the top K.
+"""Validate: measure every rule on held-out pairs; keep the top K.
 
 A checkable principle is measured by its predicate on every held-out pair; the others by the
 judge in both orders on a fixed sample. Either way: relevant = pairs where the rule takes a side,
 support = those where it sides with the user; ranked by prevalence x accuracy. No one user
 writes the spec: a new rule must also be backed by `min_users` distinct voices (users, sessions
 where no user is known, all anonymous feedback as one).
+
+Values in, values out: `validate` turns each `Rule` into a `Principle` with its `Measurement`,
+`select` returns each with its verdict (`Status`); nothing the proposer made is written to.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from .checks import PHRASE_KINDS
 from .checks import family as check_family
 from .dataset import Example, Pair
-from .evidence import mostly_explained
 from .judge import Judge, verdict
 from .llm import run_all
-from .principle import Principle
+from .outcomes import Mode
+from .principle import Measurement, Method, Principle, Rule, Source, Status, mostly_explained
 
 
 def spread(pairs: Sequence[Pair], k: int) -> list[Pair]:
@@ -44,62 +48,72 @@ def backers(sides: Iterable[Side]) -> int:
     return sum(n > 0 for n in net.values())
 
 
-def _tally(p: Principle, method: str, n: int, sides: Sequence[Side]) -> None:
-    p.method, p.n = method, n
-    p.relevant, p.support = sum(side != 0 for _, side in sides), sum(side > 0 for _, side in sides)
-    p.users = backers(sides)
-    p.seen, p.agrees = {item.id for item, _ in sides}, {item.id for item, side in sides if side > 0}
+def tally(method: Method, n: int, sides: Sequence[Side], judge: str = "") -> Measurement:
+    """The measurement of a rule from the side it takes on each of `n` held-out items."""
+    return Measurement(
+        method, n, relevant=sum(side != 0 for _, side in sides), support=sum(side > 0 for _, side in sides),
+        users=backers(sides), seen=frozenset(item.id for item, _ in sides),
+        agrees=frozenset(item.id for item, side in sides if side > 0), judge=judge,
+    )  # fmt: skip
 
 
 async def validate(
-    principles: Sequence[Principle],
+    rules: Sequence[Rule],
     heldout: Sequence[Pair],
     judge: Judge | None,
     *,
     max_pairs: int,
     judge_ok: bool = True,
+    judge_name: str = "",
     on_done: Callable[[Principle], None] | None = None,
     singles: Sequence[Example] = (),
-) -> None:
-    """Fill in method/n/relevant/support/users of each principle. With `judge_ok` false (the
-    judge failed calibration) rules without a check stay unvalidated rather than judged by noise."""
+) -> list[Principle]:
+    """Each rule with its measurement (method/n/relevant/support/users), in order. With
+    `judge_ok` false (the judge failed calibration) rules without a check stay unvalidated
+    rather than judged by noise; `judge_name` says which judge measured the judged ones."""
     sample = spread(heldout, max_pairs)
 
-    async def one(p: Principle) -> None:
-        if (check := p.check) is not None:
+    async def one(rule: Rule) -> Principle:
+        if (check := rule.check) is not None:
             sides = [(pair, check.passes(pair.chosen) - check.passes(pair.rejected)) for pair in heldout]
-            _tally(p, "check", len(heldout), sides)
-            if not p.relevant and p.source == "comment" and singles:
+            m = tally(Method.CHECK, len(heldout), sides)
+            if not m.relevant and rule.source == Source.COMMENT and singles:
                 # no held-out pair to decide on (a wish the answers never met): the check must
                 # explain the held-out votes one by one, each up passing it and each down failing
-                _tally(p, "check-unary", len(singles), [(e, 1 if check.passes(e) == e.up else -1) for e in singles])
+                m = tally(
+                    Method.CHECK_UNARY, len(singles), [(e, 1 if check.passes(e) == e.up else -1) for e in singles]
+                )
         elif judge is None or not sample:
-            p.method, p.n = "none", 0
+            m = Measurement(Method.NONE)
         elif not judge_ok:
-            p.method, p.n = "uncalibrated", 0
+            m = Measurement(Method.UNCALIBRATED)
         else:
-            votes = [verdict(s) for s in await run_all(judge.by_rule(p.text, pair) for pair in sample)]
-            _tally(p, "judge", len(sample), [(pair, (v > 0) - (v < 0)) for pair, v in zip(sample, votes, strict=True)])
+            votes = [verdict(s) for s in await run_all(judge.by_rule(rule.text, pair) for pair in sample)]
+            sides = [(pair, (v > 0) - (v < 0)) for pair, v in zip(sample, votes, strict=True)]
+            m = tally(Method.JUDGE, len(sample), sides, judge_name)
+        p = Principle(rule, m)
         if on_done:
             on_done(p)
+        return p
 
-    await run_all(one(p) for p in principles)
+    return list(await run_all(one(r) for r in rules))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Selection:
-    kept: list[Principle]
+    kept: list[Principle]  # best first
     dropped: list[Principle]  # current rules contradicted by held-out feedback
     rejected: list[Principle]  # new candidates that did not validate
+    candidates: list[Principle]  # every one measured, with its verdict, in the order given
 
 
 # on a tie in held-out numbers: what users asked for in words, then what a person or an earlier
 # round wrote, then what was measured, then what the LLM proposed ("under 25 words" said by users
 # beats the 15-word limit the length quantiles suggest when held-out votes cannot tell them apart)
-TRUST = {"comment": 0, "current": 1, "evidence": 2, "llm": 3}
+TRUST = {Source.COMMENT: 0, Source.CURRENT: 1, Source.EVIDENCE: 2, Source.LLM: 3}
 
 
-def family(p: Principle) -> str:
+def family(p: Rule | Principle) -> str:
     """Rules of a family compete for one place: "at most 25 words" and "at most 50 words"
     (numeric variants the proposer and the evidence both found), "use a list" and "never a
     list", "numbered steps" (checks.family). Forbidden and required phrases are each their own
@@ -131,7 +145,8 @@ def redundant(p: Principle, explained: set[str]) -> bool:
     Two rules the items cannot tell apart both stay."""
     if p.check is None:
         return False
-    return mostly_explained(p.agrees, explained) and len(p.seen & explained) > len(p.agrees)
+    m = p.measured
+    return mostly_explained(m.agrees, explained) and len(m.seen & explained) > len(m.agrees)
 
 
 def select(
@@ -141,76 +156,83 @@ def select(
     min_accuracy: float,
     min_prevalence: float,
     min_users: int = 0,
-    requested_only: bool = False,
+    mode: Mode = Mode.PAIRS,
 ) -> Selection:
     """Top K by prevalence x accuracy among the principles that validate, one per check family.
     A new rule must also be backed by `min_users` distinct voices (else `rejected`, with
     `evidence["too_few_users"]`). A current rule is kept unless the feedback contradicts it (it
     takes a side at least twice, mostly the wrong one) or a better-validated rule of its family
     replaces it: no evidence either way is no reason to drop what a person or an earlier round wrote.
-    A new rule the kept ones already explain is left out (`redundant`). With `requested_only`
-    (a round with no held-out contrast, where nothing could tell a measured rule from luck) a
-    new rule must be one users asked for in their comments (`unrequested` otherwise)."""
+    A new rule the kept ones already explain is left out (`redundant`). In `Mode.COMMENTS` (no
+    held-out contrast, where nothing could tell a measured rule from luck) a new rule must be one
+    users asked for in their comments (`unrequested` otherwise). Each principle comes back with
+    its verdict (`status`, and the notes that explain it)."""
 
     def accurate(p: Principle) -> bool:
-        acc = p.accuracy
-        return acc is not None and acc >= min_accuracy and p.prevalence >= min_prevalence
+        acc = p.measured.accuracy
+        return acc is not None and acc >= min_accuracy and p.measured.prevalence >= min_prevalence
 
     def too_few_users(p: Principle) -> bool:
-        return p.source != "current" and p.users < min_users
+        return p.source != Source.CURRENT and p.measured.users < min_users
 
     def unrequested(p: Principle) -> bool:
-        return requested_only and p.source not in ("current", "comment")
+        return mode == Mode.COMMENTS and p.source not in (Source.CURRENT, Source.COMMENT)
 
     def validated(p: Principle) -> bool:
         return accurate(p) and not too_few_users(p) and not unrequested(p)
 
     def contradicted(p: Principle) -> bool:
-        acc = p.accuracy
-        return acc is not None and p.relevant >= 2 and acc < 0.5
+        acc = p.measured.accuracy
+        return acc is not None and p.measured.relevant >= 2 and acc < 0.5
 
     ranked = sorted(
         (p for p in principles if validated(p)),
-        key=lambda p: (-p.score, -(p.accuracy or 0), TRUST.get(p.source, len(TRUST)), p.text),
+        key=lambda p: (-p.measured.score, -(p.measured.accuracy or 0), TRUST.get(p.source, len(TRUST)), p.text),
     )
-    current = [p for p in principles if p.source == "current" and not validated(p) and not contradicted(p)]
+    current = [p for p in principles if p.source == Source.CURRENT and not validated(p) and not contradicted(p)]
     eligible = [*ranked, *current]
     kept: list[Principle] = []
     taken: dict[str, Principle] = {}  # family -> the rule that holds its place
+    notes: dict[int, dict[str, Any]] = {}  # id(principle) -> what the verdict adds to its evidence
     for p in eligible:
         explaining = explainers(p, kept)
         # held-out items those kept rules already side with the user on
-        explained: set[str] = set().union(*(k.agrees for k in explaining))
-        if p.source != "current" and redundant(p, explained):
-            p.evidence["explained_by"] = [k.text for k in explaining]
+        explained: set[str] = set().union(*(k.measured.agrees for k in explaining))
+        if p.source != Source.CURRENT and redundant(p, explained):
+            notes[id(p)] = {"explained_by": [k.text for k in explaining]}
             continue
         if len(kept) < top_k and family(p) not in taken:
             kept.append(p)
             taken[family(p)] = p
     kept_ids, eligible_ids = {id(p) for p in kept}, {id(p) for p in eligible}
-    dropped, rejected = [], []
-    for p in principles:
+
+    def verdict(p: Principle) -> Principle:
+        note = notes.get(id(p), {})
         if id(p) in kept_ids:
-            p.status = "kept" if p.source == "current" else "added"
-            continue
-        if p.source == "current":
-            dropped.append(p)
-        else:
-            rejected.append(p)
-        if "explained_by" in p.evidence and id(p) in eligible_ids:
-            p.status = "redundant"
+            status = Status.KEPT if p.source == Source.CURRENT else Status.ADDED
+        elif "explained_by" in {**p.evidence, **note} and id(p) in eligible_ids:
+            status = Status.REDUNDANT
         elif family(p) in taken and id(p) in eligible_ids:
-            p.status = "superseded"
-            p.evidence["superseded_by"] = taken[family(p)].text
-        elif p.source == "current":
-            p.status = "dropped"
+            status = Status.SUPERSEDED
+            note = {**note, "superseded_by": taken[family(p)].text}
+        elif p.source == Source.CURRENT:
+            status = Status.DROPPED
         elif accurate(p) and unrequested(p):
-            p.status = "unrequested"
+            status = Status.UNREQUESTED
         elif accurate(p) and too_few_users(p):
-            p.status = "rejected"
-            p.evidence["too_few_users"] = (
-                f"backed by {p.users} distinct user(s) on held-out feedback, {min_users} needed"
-            )
+            status = Status.REJECTED
+            note = {**note, "too_few_users": f"backed by {p.measured.users} distinct user(s) on held-out feedback, "
+                                             f"{min_users} needed"}  # fmt: skip
         else:
-            p.status = "rejected" if p.relevant or p.method == "check" else "unvalidated"
-    return Selection(kept, dropped, rejected)
+            measured = p.measured.relevant or p.measured.method == Method.CHECK
+            status = Status.REJECTED if measured else Status.UNVALIDATED
+        return replace(p, status=status, notes={**p.notes, **note})
+
+    verdicts = {id(p): verdict(p) for p in principles}
+    left = [verdicts[id(p)] for p in principles if id(p) not in kept_ids]
+    return Selection(
+        kept=[verdicts[id(p)] for p in kept],
+        dropped=[p for p in left if p.source == Source.CURRENT],
+        rejected=[p for p in left if p.source != Source.CURRENT],
+        candidates=[verdicts[id(p)] for p in principles],
+    )

@@ -29,12 +29,11 @@ from typing import Any
 
 from . import prompts
 from .checks import KINDS, REQUIRES_PHRASE, Check, check_of_comment, check_text, checks_from_text, written_phrases
+from .comments import down_comments, flag_comment
 from .dataset import Example
-from .evidence import down_comments, flag_comment
 from .judge import YES_NO
 from .llm import LLMClient, run_all
-from .principle import Principle
-from .propose import llm_principle
+from .principle import Rule, Source, llm_rule
 from .text import display_phrase, normalize, parse_rules, word_ngrams
 
 _CLAUSE_RE = re.compile(r"[.,;:!?()\n]")  # a phrase never grows across these
@@ -159,7 +158,7 @@ def first_rule(reply: str) -> str | None:
     return rules[0] if rules else None
 
 
-def rule_text(proposed: Principle, check: Check, examples: Sequence[Example]) -> str:
+def rule_text(proposed: Rule, check: Check, examples: Sequence[Example]) -> str:
     """The rule in the LLM's words when they state the check; else those words (what the user
     meant: "Provide an example.") followed by the check's canonical words (what reads back),
     quoting a required phrase as the answers wrote it: in two bench.quality runs the 0.5B model
@@ -195,27 +194,27 @@ def why_refused(rule: str) -> str | None:
     return None
 
 
-def new_text_rules(report: Sequence[dict[str, Any]]) -> list[Principle]:
+def new_text_rules(report: Sequence[dict[str, Any]]) -> list[Rule]:
     """The wishes refused only because their rule asks for words the served model has never
     written (a way of explaining it has not tried yet): a person may still want them. Each
     becomes a rule for a version held for approval; what reads as a link, an address, a brand
     or an instruction stays refused (its report row says why)."""
-    out: dict[str, Principle] = {}
+    out: dict[str, Rule] = {}
     for row in report:
         if row.get("outcome") != NEW_TEXT or not row.get("rule"):
             continue
-        proposed = llm_principle(str(row["rule"]), [])
+        proposed = llm_rule(str(row["rule"]), [])
         if (why := why_refused(str(row["rule"]))) is not None:
             row["outcome"] = f"{NEW_TEXT}; refused: {why}"
             continue
         row["outcome"] = f"{NEW_TEXT}; held for a person"
         evidence = {"comments": [row["comment"]], "count": row.get("count", 1), "users": row.get("users", 1),
                     "new_text": True}  # fmt: skip
-        out.setdefault(proposed.text, Principle(proposed.text, "comment", proposed.check, evidence=evidence))
+        out.setdefault(proposed.text, Rule(proposed.text, Source.COMMENT, proposed.check, evidence=evidence))
     return list(out.values())
 
 
-def fitting_check(proposed: Principle | None, answers: Sequence[str],
+def fitting_check(proposed: Rule | None, answers: Sequence[str],
                   liked: Sequence[Example]) -> tuple[Check | None, str]:  # fmt: skip
     """The LLM's check as the liked answers write it, or None and why it does not fit."""
     if proposed is None or proposed.check is None:
@@ -238,8 +237,8 @@ async def translate_wishes(
     min_users: int,
     max_tokens: int,
     seed: int,
-) -> tuple[list[Principle], list[dict[str, Any]]]:
-    """Candidate principles (source `comment`) from the wishes, one per distinct check, and a
+) -> tuple[list[Rule], list[dict[str, Any]]]:
+    """Candidate rules (source `comment`) from the wishes, one per distinct check, and a
     report row per wish: the rule the LLM wrote and what became of it (`grounded`: the shared
     phrase that replaced a check that did not fit). `examples`: the training votes, whose answers
     bound the phrases a check may require."""
@@ -258,7 +257,7 @@ async def translate_wishes(
         row: dict[str, Any] = {"comment": wish.comment[:200], "count": len(wish.downs), "users": len(wish.voices)}
         report.append(row)
         rule = first_rule(reply)
-        proposed = llm_principle(rule, []) if rule else None
+        proposed = llm_rule(rule, []) if rule else None
         if rule:
             row["rule"] = rule
         check, misfit = fitting_check(proposed, answers, liked_answers)
@@ -273,7 +272,7 @@ async def translate_wishes(
         text = (rule_text(proposed, check, shown) if proposed
                 else check_text(check, display_phrase(check.arg, [e.response for e in shown])))  # fmt: skip
         by_check.setdefault(check, (text, []))[1].append(wish)
-    out: list[Principle] = []
+    out: list[Rule] = []
     for check, (text, asking) in by_check.items():
         downs = [e for w in asking for e in w.downs if not check.passes(e)]
         voices = {e.voice for e in downs}
@@ -284,5 +283,5 @@ async def translate_wishes(
             continue
         comments = list(dict.fromkeys(w.comment for w in asking))[:3]
         evidence = {"comments": comments, "count": len(downs), "users": len(voices), "translated": True}
-        out.append(Principle(text, "comment", check, evidence=evidence))
+        out.append(Rule(text, Source.COMMENT, check, evidence=evidence))
     return out, report

@@ -17,9 +17,8 @@ from compiler import checks
 from compiler.checks import KINDS, Check, check_of_comment, check_text, checks_from_text, stated
 from compiler.dataset import Example, Pair, Split
 from compiler.evidence import comment_principles, find_evidence
-from compiler.principle import Principle
+from compiler.principle import Rule, Source, llm_rule
 from compiler.prompts import CHECK_MENU
-from compiler.propose import llm_principle
 from compiler.synthesize import covers
 from compiler.validate import family
 from tests.fake_llm import QUESTIONS
@@ -89,7 +88,7 @@ def test_a_kind_round_trips_through_words_and_comments(kind: str) -> None:
     # the test tells the two answers apart
     assert check.test(said.passing) and not check.test(said.failing)
     # a spec that states the rule covers it; one that does not, does not
-    rule = Principle(words, "evidence", check)
+    rule = Rule(words, Source.EVIDENCE, check)
     assert covers(f"You are a helpful assistant. {words}", rule) and not covers("You are a helpful assistant.", rule)
 
 
@@ -191,6 +190,6 @@ def test_every_stage_learns_no_emoji_without_code_of_its_own() -> None:
     (asked,), _ = comment_principles(downs, min_users=2)
     assert asked.check == Check("no_emoji") and asked.text == "Never use emoji."
     # the LLM may attach it, the rule's words read back, and it is a family of its own
-    proposed = llm_principle("Keep it plain. [check: no_emoji]", [])
+    proposed = llm_rule("Keep it plain. [check: no_emoji]", [])
     assert proposed.check == Check("no_emoji") and proposed.check in checks_from_text(proposed.text)
     assert family(proposed) == "no_emoji"

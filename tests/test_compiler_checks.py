@@ -11,7 +11,7 @@ import pytest
 from compiler.checks import Check, CheckSyntaxError, checks_from_text, sentence_count
 from compiler.dataset import Example, Pair, Split
 from compiler.evidence import find_evidence
-from compiler.propose import llm_principle
+from compiler.principle import llm_rule
 from compiler.text import parse_rules
 from compiler.validate import family, select, validate
 from tests.fake_llm import QUESTIONS
@@ -60,16 +60,16 @@ def test_parse_rules_keeps_an_attached_check_with_its_rule() -> None:
 
 
 def test_an_attached_check_gives_the_rule_words_that_read_back() -> None:
-    p = llm_principle("Give an example. [check: contains_any:for example|for instance]", ["p1"])
+    p = llm_rule("Give an example. [check: contains_any:for example|for instance]", ["p1"])
     assert p.check == Check("contains_any", "for example|for instance")
     assert p.check in checks_from_text(p.text)  # the spec will state what was validated
     assert p.evidence["proposed_as"] == "Give an example."
-    kept = llm_principle('Never say "Certainly". [check: forbid:certainly]', [])
+    kept = llm_rule('Never say "Certainly". [check: forbid:certainly]', [])
     assert kept.text == 'Never say "Certainly".' and "proposed_as" not in kept.evidence
 
 
 def test_a_malformed_attached_check_is_reported_and_never_used() -> None:
-    p = llm_principle("Be warm. [check: import os; os.system('x')]", [])
+    p = llm_rule("Be warm. [check: import os; os.system('x')]", [])
     assert p.check is None and p.text == "Be warm."
     assert "unknown check kind" in p.evidence["check_error"]
 
@@ -112,12 +112,13 @@ def test_evidence_finds_numbered_steps() -> None:
 
 async def test_a_required_phrase_is_its_own_family_and_validates_on_held_out_pairs() -> None:
     heldout = _pairs("Yes. For instance, {q} is fine.", "Yes, {q} is fine.", n=6)
-    rule = llm_principle("Give an example. [check: contains_any:for example|for instance]", [])
-    numbered = llm_principle("Use steps. [check: numbered]", [])
-    await validate([rule, numbered], heldout, None, max_pairs=6)
-    assert (rule.method, rule.relevant, rule.support) == ("check", 6, 6)
+    rule = llm_rule("Give an example. [check: contains_any:for example|for instance]", [])
+    numbered = llm_rule("Use steps. [check: numbered]", [])
+    phrase, steps = await validate([rule, numbered], heldout, None, max_pairs=6)
+    assert (phrase.measured.method, phrase.measured.relevant, phrase.measured.support) == ("check", 6, 6)
     assert family(numbered) == "list" and family(rule) == str(rule.check)
-    assert select([rule, numbered], top_k=4, min_accuracy=0.55, min_prevalence=0.1).kept == [rule]
+    kept = select([phrase, steps], top_k=4, min_accuracy=0.55, min_prevalence=0.1).kept
+    assert [p.rule for p in kept] == [rule] and kept[0].status == "added"
 
 
 # -- checks scoped to the questions that mention a phrase (every kind: tests/test_check_kinds.py)
@@ -154,11 +155,11 @@ def test_a_proposed_check_requiring_a_phrase_no_answer_wrote_is_refused() -> Non
 
     answers = ["It depends. For example, rest helps.", "Sleep more."]
     copied = only_written_phrases(
-        llm_principle("Use clear wording. [check: contains_any:phrase one|phrase two]", []), answers
+        llm_rule("Use clear wording. [check: contains_any:phrase one|phrase two]", []), answers
     )
     assert copied.check is None and copied.text == "Use clear wording."
     assert "requires a phrase no answer has used" in copied.evidence["check_error"]
-    kept = only_written_phrases(llm_principle("Give an example. [check: contains:for example]", []), answers)
+    kept = only_written_phrases(llm_rule("Give an example. [check: contains:for example]", []), answers)
     assert kept.check == Check("contains", "for example") and "check_error" not in kept.evidence
-    avoid = only_written_phrases(llm_principle('Never say "Certainly". [check: forbid:certainly]', []), answers)
+    avoid = only_written_phrases(llm_rule('Never say "Certainly". [check: forbid:certainly]', []), answers)
     assert avoid.check == Check("forbid", "certainly")  # a phrase to avoid needs no answer to have used it

@@ -8,7 +8,6 @@ import pytest
 from compiler.checks import Check, check_of_comment, check_text, checks_from_text
 from compiler.dataset import Example, Pair, Split
 from compiler.evidence import comment_principles, find_evidence
-from compiler.principle import Principle
 from compiler.validate import select, validate
 
 ENGLISH = "The capital of Italy is Rome, and it is a very old city with a lot of history."
@@ -87,10 +86,10 @@ async def test_a_comment_principle_goes_through_the_same_validation() -> None:
         return Pair(f"p{i}", Example(f"c{i}", "q", chosen, 1.0), Example(f"r{i}", "q", rejected, -1.0), "thumbs")
 
     async def status(heldout: list[Pair]) -> str:
-        p = Principle(principle.text, principle.source, principle.check, evidence=principle.evidence)
-        await validate([p], heldout, None, max_pairs=4)
-        select([p], top_k=4, min_accuracy=0.55, min_prevalence=0.1)
-        return p.status
+        measured = await validate([principle], heldout, None, max_pairs=4)
+        (p,) = select(measured, top_k=4, min_accuracy=0.55, min_prevalence=0.1).candidates
+        assert p.rule is principle  # validation measures the rule, it does not rewrite it
+        return str(p.status)
 
     assert await status([pair(i, FRENCH, ENGLISH) for i in range(4)]) == "added"  # held-out users agree
     assert await status([pair(i, ENGLISH, FRENCH) for i in range(4)]) == "rejected"  # they disagree

@@ -11,7 +11,7 @@ from compiler.gate import independent, on_request, run_gate, unary_gate, vote_te
 from compiler.judge import PairwiseJudge
 from compiler.llm import LLMClient
 from compiler.pipeline import requested_by
-from compiler.principle import Principle
+from compiler.principle import Rule, Source
 from tests.fake_llm import FakeLLM
 
 SHORT = "Keep answers short: at most 12 words."
@@ -149,9 +149,9 @@ async def test_a_requested_rule_held_out_contrasts_cannot_yet_prove_ships_on_req
 
 
 def test_a_candidate_is_requested_only_when_every_rule_it_adds_was_asked_for() -> None:
-    def rule(source: str, users: int, check: str | None = "language:fr") -> Principle:
-        return Principle(f"{source} rule", source=source, check=Check.parse(check) if check else None,
-                         evidence={"users": users})  # fmt: skip
+    def rule(source: str, users: int, check: str | None = "language:fr") -> Rule:
+        return Rule(f"{source} rule", source=Source(source), check=Check.parse(check) if check else None,
+                    evidence={"users": users})  # fmt: skip
 
     assert requested_by([rule("current", 0), rule("comment", 3), rule("comment", 2, "max_words:25")]) == 2
     assert requested_by([rule("comment", 3), rule("evidence", 0, "forbid:here")]) == 0  # one nobody asked for

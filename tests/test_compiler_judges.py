@@ -132,8 +132,8 @@ async def test_the_round_uses_the_judge_model_that_passes_calibration(tmp_path: 
     assert blind.count("propose rules") > 0 and seeing.count("propose rules") == 0
     assert blind.count("judge by") == blind.count("check an answer") == 0  # the compiler's model never judged
     assert seeing.count("check an answer against a rule") > 0
-    judged = [p for p in result.candidates if p.method == "judge"]
-    assert judged and all(p.judge.startswith(f"{chosen}, calibration ") for p in judged)
+    judged = [p for p in result.candidates if p.measured.method == "judge"]
+    assert judged and all(p.measured.judge.startswith(f"{chosen}, calibration ") for p in judged)
     assert result.result == "published" and result.version is not None, result.reason
     meta = result.version.meta
     assert meta["gate"]["judge_calibration"]["chosen"]["judge"] == chosen
@@ -147,7 +147,7 @@ async def test_with_no_judge_passing_calibration_every_kind_was_tried(tmp_path: 
     await close(ctx)
     assert result.calibration is not None and not result.calibration["trusted"]
     assert [c["judge"] for c in result.calibration["tried"]] == ["m/pointwise+calibrated"]  # the model of the traffic
-    assert all(p.method != "judge" for p in result.candidates)
+    assert all(p.measured.method != "judge" for p in result.candidates)
 
 
 async def test_a_ledger_with_a_taste_still_publishes(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compiler.checks import Check
-from compiler.principle import Principle
+from compiler.principle import Principle, Rule, Source
 from compiler.proposals import contradicts, find_proposals
 from compiler.runner import compile_spec
 from proxy.registry.sections import split_spec
@@ -38,8 +38,8 @@ def test_contradiction_is_a_different_setting_or_the_negation() -> None:
 
 
 def test_find_proposals_pairs_a_rule_with_the_persons_sentence() -> None:
-    short = Principle("Answer in at most 20 words.", "evidence", Check("max_words", "20"))
-    kind = Principle("Be kind.", "llm")
+    short = Principle(Rule("Answer in at most 20 words.", Source.EVIDENCE, Check("max_words", "20")))
+    kind = Principle(Rule("Be kind.", Source.LLM))
     keep, proposals = find_proposals([short, kind], PROMPT)
     assert keep == [kind] and [(p.sentence, p.rule) for p in proposals] == [("Keep answers under 200 words.", short)]
     edited = proposals[0].apply(PROMPT)
@@ -116,6 +116,6 @@ def test_a_negated_list_instruction_in_the_persons_words_is_read_and_proposed_ag
     )
     assert checks_from_text(sentence) == [Check("no_list")]
     assert check_of_comment("never create bulleted lists") == (Check("no_list"), "")
-    bullets = Principle("Format answers as a bulleted list.", "evidence", Check("list"))
+    bullets = Principle(Rule("Format answers as a bulleted list.", Source.EVIDENCE, Check("list")))
     keep, proposals = find_proposals([bullets], f"# NewTelco\n\n- {sentence}\n")
     assert keep == [] and [p.sentence for p in proposals] == [sentence]

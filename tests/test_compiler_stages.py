@@ -12,7 +12,8 @@ from compiler.evidence import find_evidence, measure
 from compiler.gate import check_accuracy, run_gate
 from compiler.judge import PairwiseJudge, calibrate
 from compiler.llm import LLMClient
-from compiler.principle import Principle
+from compiler.outcomes import Mode
+from compiler.principle import Measurement, Method, Principle, Rule, Source
 from compiler.propose import current_principles, propose_llm
 from compiler.stats import wilson_lower
 from compiler.synthesize import MIN_WORDS, synthesize
@@ -127,13 +128,13 @@ async def test_propose_runs_passes_with_their_own_seed() -> None:
 
 async def test_compress_merges_near_duplicates_keeping_checks() -> None:
     ps = [
-        Principle("Keep answers short.", "llm"),
-        Principle("Keep answers short: at most 20 words.", "evidence", Check("max_words", "20")),
-        Principle("Keep your answers short.", "llm"),
-        Principle('Never use the phrase "I guess".', "llm"),
-        Principle('Never use the phrase "a grain".', "evidence", Check("forbid", "a grain")),
-        Principle("Be friendly and enthusiastic.", "llm"),
-        Principle("Be enthusiastic and friendly!", "llm"),
+        Rule("Keep answers short.", Source.LLM),
+        Rule("Keep answers short: at most 20 words.", Source.EVIDENCE, Check("max_words", "20")),
+        Rule("Keep your answers short.", Source.LLM),
+        Rule('Never use the phrase "I guess".', Source.LLM),
+        Rule('Never use the phrase "a grain".', Source.EVIDENCE, Check("forbid", "a grain")),
+        Rule("Be friendly and enthusiastic.", Source.LLM),
+        Rule("Be enthusiastic and friendly!", Source.LLM),
     ]
     fake = FakeLLM()
     out = await compress(ps, threshold=0.6, llm=llm(fake))
@@ -148,33 +149,34 @@ async def test_compress_merges_near_duplicates_keeping_checks() -> None:
 async def test_validate_measures_checks_and_judges_the_rest_in_both_orders() -> None:
     held = pairs(6, start=12)
     ps = [
-        Principle("Keep answers short: at most 20 words.", "evidence", Check("max_words", "20")),
-        Principle("Be thorough and give every detail.", "current"),  # the judge sees the opposite
-        Principle('Never use the phrase "I guess".', "llm"),
-        Principle("Be friendly and enthusiastic.", "llm"),  # the judge cannot tell: position bias
+        Rule("Keep answers short: at most 20 words.", Source.EVIDENCE, Check("max_words", "20")),
+        Rule("Be thorough and give every detail.", Source.CURRENT),  # the judge sees the opposite
+        Rule('Never use the phrase "I guess".', Source.LLM),
+        Rule("Be friendly and enthusiastic.", Source.LLM),  # the judge cannot tell: position bias
     ]
     fake = FakeLLM()
-    await validate(ps, held, PairwiseJudge(llm(fake)), max_pairs=4)
-    short, thorough, guess, friendly = ps
-    assert (short.method, short.n, short.relevant, short.support) == ("check", 6, 6, 6)
+    measured = await validate(ps, held, PairwiseJudge(llm(fake)), max_pairs=4, judge_name="fake/pairwise")
+    assert [p.rule for p in measured] == ps and all(p.status is None for p in measured)
+    short, thorough, guess, friendly = (p.measured for p in measured)
+    assert (short.method, short.n, short.relevant, short.support, short.judge) == ("check", 6, 6, 6, "")
     assert (thorough.method, thorough.n, thorough.relevant, thorough.support) == ("judge", 4, 4, 0)
+    assert thorough.judge == "fake/pairwise"
     assert (guess.relevant, guess.support) == (4, 4)
     assert friendly.relevant == 0  # always "A" in both orders = no opinion
     assert fake.count("judge by a rule") == 3 * 4 * 2
     orders = {c["messages"][0]["content"].split("Answer A: ")[1][:5] for c in fake.calls}
     assert len(orders) == 2  # both presentation orders were asked
 
-    sel = select(ps, top_k=2, min_accuracy=0.6, min_prevalence=0.1)
-    assert [p.text for p in sel.kept] == [short.text, guess.text]
-    assert [p.text for p in sel.dropped] == [thorough.text]  # contradicted current rule
-    assert friendly.status == "unvalidated"
+    sel = select(measured, top_k=2, min_accuracy=0.6, min_prevalence=0.1)
+    assert [p.text for p in sel.kept] == [ps[0].text, ps[2].text]
+    assert [p.text for p in sel.dropped] == [ps[1].text]  # contradicted current rule
+    assert [p.status for p in sel.candidates] == ["added", "dropped", "added", "unvalidated"]
+    assert all(p.status is None for p in measured)  # the verdict is a new value, not written into the old
 
 
 def test_select_keeps_one_rule_per_check_family() -> None:
     def measured(text: str, source: str, check: Check, relevant: int, support: int) -> Principle:
-        p = Principle(text, source, check)
-        p.method, p.n, p.relevant, p.support = "check", 10, relevant, support
-        return p
+        return Principle(Rule(text, Source(source), check), Measurement(Method.CHECK, 10, relevant, support))
 
     ps = [
         measured("Keep every answer to at most 50 words.", "current", Check("max_words", "50"), 6, 5),
@@ -189,9 +191,11 @@ def test_select_keeps_one_rule_per_check_family() -> None:
     ]
     sel = select(ps, top_k=5, min_accuracy=0.6, min_prevalence=0.1)
     assert [str(p.check) for p in sel.kept] == ["max_words:25", "forbid:i guess", "list", "forbid:here are"]
-    fifty, _, ten, fifteen, *_, prose = ps
+    fifty, _, ten, fifteen, *_, prose = sel.candidates
     assert fifty.status == ten.status == fifteen.status == prose.status == "superseded"
     assert fifty.evidence["superseded_by"] == ps[1].text and prose.evidence["superseded_by"] == ps[6].text
+    assert "superseded_by" not in ps[0].rule.evidence  # a note of the verdict, not written into the rule
+    assert fifty.to_meta()["evidence"] == {"superseded_by": ps[1].text}  # the front matter records it as before
     assert sel.dropped == [fifty, prose] and sel.rejected == [ten, fifteen]
 
 
@@ -202,10 +206,9 @@ def test_select_leaves_out_a_rule_the_kept_rules_already_explain() -> None:
     nothing of the next answer's language), and two rules the items cannot tell apart both stay."""
 
     def measured(text: str, check: Check, agrees: range, seen: range = range(10)) -> Principle:
-        p = Principle(text, "evidence", check)
-        p.method, p.n, p.relevant, p.support = "check", len(seen), len(agrees), len(agrees)
-        p.seen, p.agrees = {f"i{i}" for i in seen}, {f"i{i}" for i in agrees}
-        return p
+        ids = frozenset(f"i{i}" for i in seen), frozenset(f"i{i}" for i in agrees)
+        m = Measurement(Method.CHECK, len(seen), len(agrees), len(agrees), seen=ids[0], agrees=ids[1])
+        return Principle(Rule(text, Source.EVIDENCE, check), m)
 
     because = measured('Include the phrase "because" in every answer.', Check("contains", "because"), range(10))
     why = measured('Include the phrase "why" in every answer.', Check("contains", "why"), range(3))
@@ -214,7 +217,8 @@ def test_select_leaves_out_a_rule_the_kept_rules_already_explain() -> None:
     short = measured("Keep every answer to at most 50 words.", Check("max_words", "50"), range(9, 13), range(14))
     french = measured("Always answer in French.", Check("in_language", "fr"), range(4))
     sel = select([because, why, twin, prose, short, french], top_k=5, min_accuracy=0.6, min_prevalence=0.1)
-    assert sel.kept == [because, twin, prose, french]
+    assert [p.rule for p in sel.kept] == [p.rule for p in (because, twin, prose, french)]
+    why, short = sel.candidates[1], sel.candidates[4]
     assert why.status == short.status == "redundant"
     assert why.evidence["explained_by"] == [because.text, twin.text, prose.text, french.text]
     assert short.evidence["explained_by"] == [prose.text, french.text]
@@ -222,22 +226,20 @@ def test_select_leaves_out_a_rule_the_kept_rules_already_explain() -> None:
 
 def test_with_no_held_out_contrast_only_requested_rules_are_learned() -> None:
     def measured(text: str, source: str, check: Check) -> Principle:
-        p = Principle(text, source, check)
-        p.method, p.n, p.relevant, p.support = "check", 4, 2, 2
-        return p
+        return Principle(Rule(text, Source(source), check), Measurement(Method.CHECK, 4, 2, 2))
 
     asked = measured('Include the phrase "For example" in every answer.', "comment", Check("contains", "for example"))
     lucky = measured("Write answers as numbered steps (1., 2., 3.).", "evidence", Check("numbered"))
     written = measured("Keep every answer to at most 70 words.", "current", Check("max_words", "70"))
-    sel = select([asked, lucky, written], top_k=5, min_accuracy=0.6, min_prevalence=0.1, requested_only=True)
-    assert sel.kept == [asked, written] and lucky.status == "unrequested"
+    sel = select([asked, lucky, written], top_k=5, min_accuracy=0.6, min_prevalence=0.1, mode=Mode.COMMENTS)
+    assert [p.rule for p in sel.kept] == [asked.rule, written.rule] and sel.candidates[1].status == "unrequested"
     sel = select([asked, lucky, written], top_k=5, min_accuracy=0.6, min_prevalence=0.1)
-    assert lucky in sel.kept
+    assert lucky.rule in [p.rule for p in sel.kept]
 
 
 async def test_calibration_rejects_a_judge_that_cannot_see_checks() -> None:
     held = pairs(6)
-    ps = [Principle("Keep answers short: at most 20 words.", "evidence", Check("max_words", "20"))]
+    ps = [Rule("Keep answers short: at most 20 words.", Source.EVIDENCE, Check("max_words", "20"))]
     items = round_items(ps, held, 4)
     assert len(items) == 4 and {i.kind for i in items} == {"menu"}
     seeing = await calibrate(PairwiseJudge(llm(FakeLLM())), items, passes=lambda a, n: a == n)
@@ -249,7 +251,7 @@ async def test_calibration_rejects_a_judge_that_cannot_see_checks() -> None:
 
 # -- synthesize -------------------------------------------------------------------------------
 async def test_sections_keep_the_persons_text_byte_for_byte() -> None:
-    ps = [Principle("Be brief.", "llm"), Principle('Never use the phrase "I guess".', "llm")]
+    ps = [Rule("Be brief.", Source.LLM), Rule('Never use the phrase "I guess".', Source.LLM)]
     prompt = "# ACME support\n\n## Tone\n- Friendly.\n\n1. Greet.\n2. Answer.\n"
     out = await synthesize(prompt, ps, None)
     assert out.method == "sections" and out.text.startswith(prompt)
@@ -259,8 +261,8 @@ async def test_sections_keep_the_persons_text_byte_for_byte() -> None:
 
 
 async def test_persona_paragraph_sits_after_a_short_instruction() -> None:
-    ps = [Principle("Keep answers short: at most 20 words.", "evidence", Check("max_words", "20")),
-          Principle('Never use the phrase "I guess".', "llm")]  # fmt: skip
+    ps = [Rule("Keep answers short: at most 20 words.", Source.EVIDENCE, Check("max_words", "20")),
+          Rule('Never use the phrase "I guess".', Source.LLM)]  # fmt: skip
     out = await synthesize("You answer questions for ACME customers.", ps, llm(FakeLLM()), fmt="persona")
     human, paragraph = split_spec(out.text)
     assert out.method == "llm" and human == "You answer questions for ACME customers."
@@ -272,13 +274,13 @@ async def test_persona_paragraph_sits_after_a_short_instruction() -> None:
 
 
 async def test_persona_falls_back_to_the_list_when_the_paragraph_fails() -> None:
-    ps = [Principle("Keep answers short: at most 20 words.", "evidence", Check("max_words", "20"))]
+    ps = [Rule("Keep answers short: at most 20 words.", Source.EVIDENCE, Check("max_words", "20"))]
     varied = "You are helpful and kind. " + " ".join(f"item{a}{b}" for a in "abcdefgh" for b in "abcdefgh")
     sloppy = FakeLLM(persona=lambda rules: varied)
     out = await synthesize("Help.", ps, llm(sloppy), fmt="persona")
     assert out.method == "sections" and out.text == compose("Help.", "- Keep answers short: at most 20 words.")
     assert out.repairs == ["LLM paragraph lost: Keep answers short: at most 20 words."]
-    kind = Principle("Be kind to every customer.", "llm")  # no check: appended to the paragraph
+    kind = Rule("Be kind to every customer.", Source.LLM)  # no check: appended to the paragraph
     out = await synthesize("Help.", [kind], llm(sloppy), fmt="persona")
     assert out.method == "llm" and out.text == compose("Help.", f"{varied} {kind.text}")
     assert out.repairs == [f"appended: {kind.text}"]
@@ -286,8 +288,8 @@ async def test_persona_falls_back_to_the_list_when_the_paragraph_fails() -> None
     out = await synthesize("Help.", ps, llm(looping), fmt="persona")
     assert out.method == "sections" and out.repairs == ["LLM paragraph repeats itself"]
     # a paraphrase of a checkable rule is not the rule: the list states it in its words
-    closing = Principle(
-        'End every answer with the line "Hope this helps!".', "comment", Check("ends_with", "hope this helps")
+    closing = Rule(
+        'End every answer with the line "Hope this helps!".', Source.COMMENT, Check("ends_with", "hope this helps")
     )
     vague = FakeLLM(persona=lambda rules: varied + " You close warmly, hoping that your answer helps.")
     out = await synthesize("Help.", [closing], llm(vague), fmt="persona")
@@ -341,7 +343,7 @@ async def test_gate_regeneration_win_rate_with_wilson_bound() -> None:
 
 
 def test_llm_rules_that_state_a_checkable_property_carry_the_check() -> None:
-    from compiler.propose import checkable
+    from compiler.principle import checkable
 
     assert checkable("Keep answers under 50 words.") == Check("max_words", "50")
     assert checkable('Never say "I guess".') == Check("forbid", "i guess")

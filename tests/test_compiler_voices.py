@@ -11,9 +11,10 @@ import pytest
 
 from compiler import simulate
 from compiler.checks import Check
+from compiler.comments import flag_comment
 from compiler.dataset import ANONYMOUS, Example, Pair, build_dataset
-from compiler.evidence import comment_principles, flag_comment
-from compiler.principle import Principle
+from compiler.evidence import comment_principles
+from compiler.principle import Principle, Rule, Source
 from compiler.prompts import propose, quote_comment
 from compiler.report import summary
 from compiler.runner import compile_spec
@@ -99,25 +100,25 @@ def pairs(users: list[str | None]) -> list[Pair]:
 
 
 async def validated(heldout: list[Pair], source: str = "evidence", **kw: Any) -> Principle:
-    p = Principle("Keep every answer to at most 10 words.", source, Check("max_words", "10"))
-    await validate([p], heldout, None, max_pairs=8, **kw)
-    select([p], top_k=4, min_accuracy=0.55, min_prevalence=0.1, min_users=2)
+    rule = Rule("Keep every answer to at most 10 words.", Source(source), Check("max_words", "10"))
+    measured = await validate([rule], heldout, None, max_pairs=8, **kw)
+    (p,) = select(measured, top_k=4, min_accuracy=0.55, min_prevalence=0.1, min_users=2).candidates
     return p
 
 
 async def test_a_rule_backed_by_one_user_is_rejected_with_the_reason() -> None:
     p = await validated(pairs(["solo"] * 6))
-    assert (p.accuracy, p.users, p.status) == (1.0, 1, "rejected")
+    assert (p.measured.accuracy, p.measured.users, p.status) == (1.0, 1, "rejected")
     assert p.evidence["too_few_users"] == "backed by 1 distinct user(s) on held-out feedback, 2 needed"
     assert p.to_meta()["users"] == 1
     p = await validated(pairs(["solo"] * 5 + ["other"]))
-    assert (p.users, p.status) == (2, "added") and "too_few_users" not in p.evidence
+    assert (p.measured.users, p.status) == (2, "added") and "too_few_users" not in p.evidence
 
 
 async def test_anonymous_feedback_is_one_voice_and_sessions_count() -> None:
-    assert (await validated(pairs([None] * 8))).users == 1  # anonymous: one voice however many votes
+    assert (await validated(pairs([None] * 8))).measured.users == 1  # anonymous: one voice however many votes
     p = await validated(pairs(["session:a", "session:b", None]))
-    assert (p.users, p.status) == (3, "added")
+    assert (p.measured.users, p.status) == (3, "added")
     # where no user is known the proxy's X-Session-Id is the voice; the user wins over a session
     inf = lambda id_, **meta: InferenceRecord(id_, 0.0, "chat", "m", "s", 1, "h", chat_request(f"q {id_}"), SHORT,  # noqa: E731
                                               metadata=meta)  # fmt: skip
@@ -129,7 +130,7 @@ async def test_anonymous_feedback_is_one_voice_and_sessions_count() -> None:
 
 async def test_a_current_rule_keeps_its_treatment() -> None:
     p = await validated(pairs(["solo"] * 6), source="current")
-    assert (p.users, p.status) == (1, "kept")
+    assert (p.measured.users, p.status) == (1, "kept")
 
 
 async def test_a_voice_the_rule_mostly_contradicts_does_not_back_it() -> None:
@@ -145,13 +146,14 @@ async def test_a_voice_the_rule_mostly_contradicts_does_not_back_it() -> None:
 
 async def test_single_held_out_votes_of_one_user_are_one_voice() -> None:
     """The comment-only path validates on single votes: they too must come from several users."""
-    p = Principle(
-        'End every answer with the line "Hope this helps!".', "comment", Check("ends_with", "hope this helps")
+    rule = Rule(
+        'End every answer with the line "Hope this helps!".', Source.COMMENT, Check("ends_with", "hope this helps")
     )
     singles = [down(i, None, "solo") for i in range(6)]
-    await validate([p], [], None, max_pairs=4, singles=singles)
-    select([p], top_k=4, min_accuracy=0.55, min_prevalence=0.1, min_users=2)
-    assert (p.method, p.accuracy, p.users, p.status) == ("check-unary", 1.0, 1, "rejected")
+    measured = await validate([rule], [], None, max_pairs=4, singles=singles)
+    (p,) = select(measured, top_k=4, min_accuracy=0.55, min_prevalence=0.1, min_users=2).candidates
+    m = p.measured
+    assert (m.method, m.accuracy, m.users, p.status) == ("check-unary", 1.0, 1, "rejected")
 
 
 # -- a cap that binds everyone --------------------------------------------------------------------

@@ -14,8 +14,7 @@ import pytest
 from compiler import embed
 from compiler.compress import compress, semantic_similarity, similar, similarity
 from compiler.llm import EmbeddingEndpoint, LLMClient
-from compiler.principle import Principle
-from compiler.propose import checkable
+from compiler.principle import Rule, Source, checkable
 from compiler.settings import CompilerSettings
 
 PAIRS = [json.loads(line) for line in (Path(__file__).parent / "data" / "rule_pairs.jsonl").read_text().splitlines()]
@@ -81,8 +80,8 @@ def endpoint(vectors: dict[str, list[float]] | None, hits: list[str]) -> httpx.M
 
 
 EMBEDDER = EmbeddingEndpoint("http://fake/v1", "an-embedding-model")  # never the chat model's name
-RULES = [Principle("Keep answers short.", "evidence"), Principle("Be friendly.", "evidence"),
-         Principle("Use a warm tone.", "evidence")]  # fmt: skip
+RULES = [Rule("Keep answers short.", Source.EVIDENCE), Rule("Be friendly.", Source.EVIDENCE),
+         Rule("Use a warm tone.", Source.EVIDENCE)]  # fmt: skip
 
 
 async def test_the_endpoints_embeddings_decide_when_it_serves_them() -> None:
@@ -92,7 +91,7 @@ async def test_the_endpoints_embeddings_decide_when_it_serves_them() -> None:
         out = await compress(RULES, threshold=0.6, embed_threshold=0.9)
         assert len(out) == 3  # no client: lexical or the local model, neither merges these
         out = await compress(RULES, threshold=0.6, llm=llm, embed_threshold=0.9)
-    assert [p.text for p in out] == ["Keep answers short.", "Be friendly."] and out[1].merged == ["Use a warm tone."]
+    assert [p.text for p in out] == ["Keep answers short.", "Be friendly."] and out[1].merged == ("Use a warm tone.",)
     assert hits == ["/v1/embeddings"] and llm.budget.calls == 0  # not charged to the round's budget
 
 

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 from compiler import report
 from compiler.checks import Check
 from compiler.llm import LLMClient, estimate_tokens
-from compiler.principle import Principle
+from compiler.principle import Rule, Source
 from compiler.runner import compile_spec
 from compiler.synthesize import Synthesis, spec_tokens, synthesize, within_budget
 from proxy import metrics
@@ -20,9 +20,9 @@ from proxy.registry.specfile import parse
 from tests.fake_llm import FakeLLM, default_persona
 from tests.test_compiler_pipeline import INSTRUCTION, close, make_ctx
 
-RULES = [Principle("Answer in at most 20 words.", "evidence", Check("max_words", "20")),
-         Principle('Never use the phrase "I guess".', "llm"),
-         Principle("Be friendly and enthusiastic.", "llm")]  # fmt: skip
+RULES = [Rule("Answer in at most 20 words.", Source.EVIDENCE, Check("max_words", "20")),
+         Rule('Never use the phrase "I guess".', Source.LLM),
+         Rule("Be friendly and enthusiastic.", Source.LLM)]  # fmt: skip
 
 
 def test_a_spec_within_its_budget_is_kept() -> None:
