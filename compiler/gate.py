@@ -24,6 +24,11 @@ settle it at the effect seen, except for rules users asked for in words (on_requ
 ship on the comment-only criterion, which must not get harder with a little contrast).
 Optionally (`--gate-regenerate`) answers to held-out prompts are regenerated under both specs
 and the candidate must also win with a Wilson 95% lower bound above one half.
+
+A spec reaches the gate as a `Spec`: the text a judge reads and the checkable rules it states,
+held as data where the round has them (the candidate's rules, a compiled version's front
+matter) and read from the words only where it has not (the person's text, a hand-written
+version). `gate_in_mode` runs the gate the round's `Mode` calls for.
 """
 
 from __future__ import annotations
