@@ -6,6 +6,12 @@ another worker's) counts as known, so feedback may race ahead of its inference a
 A change is made in place, so the judgment is counted once, with its latest value; a retracted
 one is counted nowhere. A publishable (browser) key may change only what it created, and only by
 the id it was given back: server-made ids are random, and an id the page chooses must be long.
+
+While storage is unavailable (the database down or unreachable) every feedback write answers 503
+`storage_unavailable` with `Retry-After`, within seconds: nothing is acknowledged that is not
+stored. That holds for an inference whose row is still only in this worker's buffer too: the
+judgment cannot be stored, so it is refused like any other, and the same request (with its
+`feedback_id`, to be idempotent) succeeds once storage is back and the buffered row written.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from starlette.responses import Response
 
 from . import identity, metrics
 from .bodies import ID_RE, ID_RULE, read_json_object
-from .errors import InvalidRequest, MethodNotAllowed, NotFound, ProxyError, RateLimited
+from .errors import InvalidRequest, MethodNotAllowed, NotFound, ProxyError, RateLimited, ServiceUnavailable
 from .keys import bearer
 from .ledger import PAIR, SCORE, THUMB, FeedbackRecord, InferenceRecord
 from .ledger.base import KEEP
@@ -35,6 +41,9 @@ MAX_COMMENT = 8_000
 MAX_TAGS = 32
 MIN_BROWSER_ID = 16  # a feedback_id a page chooses is its proof of authorship: not a guessable one
 ITEM_METHODS = "PUT, DELETE, OPTIONS"
+# Retry-After of a 503 while storage is away: a restarting database is back in seconds, a failover
+# in tens; 5 s spaces a client's retries without making it wait long after the return.
+STORAGE_RETRY_AFTER = 5
 
 
 def parse_value(value: Any) -> tuple[str, float]:
@@ -167,6 +176,18 @@ def _judge(state: ProxyState, request: Request, body: dict[str, Any], owner: str
     return user
 
 
+def _refused(exc: ProxyError, cors: dict[str, str]) -> Response:
+    """The error in the OpenAI shape, counted; with `Retry-After` when waiting helps: a rate limit,
+    or storage away (then nothing was stored, and the same request may be sent again)."""
+    metrics.observe_request("feedback", "none", "none", exc.status, 0.0, 0.0)
+    headers = dict(cors)
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, ServiceUnavailable):
+        headers["Retry-After"] = str(STORAGE_RETRY_AFTER)
+    return error_response(exc, headers or None)
+
+
 async def wrong_method(request: Request) -> Response:
     """Ours, not the upstream's: any other method is a 405 here, never relayed."""
     wrong = MethodNotAllowed(
@@ -209,10 +230,7 @@ async def post_feedback(request: Request) -> Response:
             await _known(state, feedback.rejected_id, "rejected_id")
         stored, created = await state.ledger.add_feedback(feedback)
     except ProxyError as exc:
-        metrics.observe_request("feedback", "none", "none", exc.status, 0.0, 0.0)
-        if isinstance(exc, RateLimited):
-            cors = {**cors, "Retry-After": str(exc.retry_after)}
-        return error_response(exc, cors or None)
+        return _refused(exc, cors)
     if created:
         value = {PAIR: "pair", SCORE: "score"}.get(stored.kind) or ("up" if stored.value > 0 else "down")
         version = version_label(state.registry.snapshot, inference.spec_name, inference.spec_version)
@@ -242,10 +260,7 @@ async def _on_item(request: Request, action: Action, done: str, same: str) -> Re
         if result is None:  # unknown, or another key's: the same answer, so ids cannot be probed
             raise NotFound(f"no feedback with id {feedback_id!r}", param="feedback_id", code="feedback_not_found")
     except ProxyError as exc:
-        metrics.observe_request("feedback", "none", "none", exc.status, 0.0, 0.0)
-        if isinstance(exc, RateLimited):
-            cors = {**cors, "Retry-After": str(exc.retry_after)}
-        return error_response(exc, cors or None)
+        return _refused(exc, cors)
     stored, changed = result
     metrics.observe_request("feedback", "none", "none", 200, 0.0, 0.0)
     return json_response({"feedback_id": stored.id, "status": done if changed else same}, headers=cors or None)

@@ -52,10 +52,15 @@ UPSTREAM_ERRORS = Counter("speclearn_upstream_errors", "Upstream failures", ["ro
 # `outcome` ok (the answer used) | connect | reset | timeout | status_429 | status_5xx
 UPSTREAM_ATTEMPTS = Counter("speclearn_upstream_attempts", "Requests sent upstream, by outcome", ["route", "outcome"])
 FEEDBACK = Counter("speclearn_feedback", "Feedback accepted", ["spec", "version", "kind", "value"])
+# during a storage outage the depth is every row held in memory, the batch being retried included
 LEDGER_QUEUE_DEPTH = Gauge(
     "speclearn_ledger_queue_depth", "Inference rows waiting to be written", multiprocess_mode="livesum"
 )
-LEDGER_DROPPED = Counter("speclearn_ledger_dropped", "Inference rows dropped (queue full or write failed)")
+LEDGER_DROPPED = Counter(
+    "speclearn_ledger_dropped",
+    "Inference rows dropped: the queue full (a burst, a long storage outage), a write that kept failing, "
+    "or a stop while storage was away",
+)
 LEDGER_WRITTEN = Counter("speclearn_ledger_written", "Inference rows written")
 REGISTRY_RELOADS = Counter("speclearn_registry_reloads", "Spec registry snapshots loaded")
 SPEC_ACTIVE_VERSION = Gauge(

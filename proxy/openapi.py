@@ -305,7 +305,7 @@ def build() -> dict[str, Any]:
         "/readyz": {
             "get": {
                 "tags": ["ops"],
-                "summary": "Readiness: registry loaded, upstream configured, ledger queue not full",
+                "summary": "Readiness: registry loaded, upstream configured, ledger queue not full, database reachable",
                 "responses": {"200": _json({"type": "object"}, "Ready"), "503": _json({"type": "object"}, "Not ready")},
             }
         },

@@ -15,14 +15,29 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready when the registry is loaded, an upstream is set, the ledger's buffer has room and its
+    storage takes writes; else 503 with the reason of each failed check. Storage is asked each
+    time (PostgreSQL: a `SELECT 1`), so readiness returns by itself when the database does."""
     state: ProxyState = request.app.state.proxy
-    checks = {
-        "registry": state.ready,
-        "upstream": state.upstream is not None,
-        "ledger_queue": state.ledger.queue_depth < state.settings.ledger_queue_size,
+    ledger = state.ledger
+    storage = await ledger.storage_problem() if state.ready else None  # not open before start-up or after stop
+    size = state.settings.ledger_queue_size
+    reasons = {
+        "registry": None if state.ready else "the spec registry is not loaded yet",
+        "upstream": None if state.upstream is not None else "no upstream is configured",
+        "ledger_queue": None if ledger.queue_depth < size else f"the ledger's buffer is full ({size} rows)",
+        "database": storage,
     }
-    ok = all(checks.values())
-    return json_response({"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503)
+    failed = {name: why for name, why in reasons.items() if why is not None}
+    body: dict[str, object] = {
+        "status": "not ready" if failed else "ready",
+        "checks": {name: why is None for name, why in reasons.items()},
+        "ledger_buffered": ledger.buffered,
+    }
+    if failed:
+        body["reason"] = "; ".join(failed.values())
+        body["reasons"] = failed
+    return json_response(body, status=503 if failed else 200)
 
 
 async def prometheus(request: Request) -> Response:

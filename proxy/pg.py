@@ -11,6 +11,7 @@ The schema lives in the first schema of the connection's `search_path`, so sever
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -235,6 +236,11 @@ def with_search_path(dsn: str, schema: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
+#: Seconds a new connection may take (asyncpg waits 60): a reachable server connects in
+#: milliseconds, so a host that has not answered in 5 s is down or cut off, and a request waiting
+#: on it (feedback) gets its 503 in seconds, not after a minute.
+CONNECT_TIMEOUT = 5.0
+
 #: The server went away (restart, failover, killed backend): worth one retry on a fresh connection.
 #: asyncpg reports a connection killed while idle in the pool as an Interface/InternalClientError
 #: on its next use, depending on when the news arrives.
@@ -250,24 +256,35 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-async def with_retry(pool: asyncpg.Pool, op: Callable[[asyncpg.Connection], Awaitable[T]], what: str) -> T:
-    """Run an idempotent `op` on a pooled connection, once more if the connection was lost.
+async def with_retry(
+    pool: asyncpg.Pool,
+    op: Callable[[asyncpg.Connection], Awaitable[T]],
+    what: str,
+    timeout: float | None = None,  # noqa: ASYNC109 - a per-attempt bound that terminates the connection
+) -> T:
+    """Run an idempotent `op` on a pooled connection, once more if that connection was lost.
 
     After a database restart every pooled connection is dead; without the retry the first
-    request on each would fail. A second failure means the database is really away: the client
-    gets a retryable 503 (`ServiceUnavailable`), not a 500.
+    request on each would fail. A connection that cannot be opened at all is not retried: the
+    database is away, and the client gets a retryable 503 (`ServiceUnavailable`, code
+    `storage_unavailable`) at once rather than a 500 or a second wait. `timeout` bounds the wait
+    for a connection and then the op: a server that stopped answering (a partition, a frozen
+    host) ends the connection instead of holding the caller until TCP gives up.
     """
     for attempt in (1, 2):
+        connected = False
         try:
-            async with pool.acquire() as conn:
+            async with pool.acquire(timeout=timeout) as conn:
+                connected = True
                 try:
-                    return await op(conn)
+                    async with asyncio.timeout(timeout):
+                        return await op(conn)
                 except CONNECTION_ERRORS:
                     conn.terminate()  # the pool opens a fresh one instead of reusing this
                     raise
         except CONNECTION_ERRORS as exc:
-            if attempt == 2:
-                raise ServiceUnavailable(f"the database is unavailable ({what})") from exc
+            if attempt == 2 or not connected:
+                raise ServiceUnavailable(f"the database is unavailable ({what})", code="storage_unavailable") from exc
             log.warning("database connection lost during %s (%r); retrying once", what, exc)
     raise AssertionError("unreachable")
 
@@ -284,19 +301,25 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 async def connect(dsn: str) -> asyncpg.Connection:
     """One connection outside any pool (the registry's LISTEN connection)."""
-    conn = await asyncpg.connect(normalize_dsn(dsn))
+    conn = await asyncpg.connect(normalize_dsn(dsn), timeout=CONNECT_TIMEOUT)
     await _init_connection(conn)
     return conn
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
-    """A pool with the JSON codecs, after bringing the schema up to date."""
+async def create_pool(dsn: str, *, min_size: int = 0, max_size: int = 4) -> asyncpg.Pool:
+    """A pool with the JSON codecs, after bringing the schema up to date.
+
+    No floor by default: connections open on first use and stay while in use. asyncpg refills a
+    floor from a background task that, through a database outage, logs a traceback at every try;
+    the callers here retry (and say so once) themselves."""
     try:
         pool = await asyncpg.create_pool(
-            normalize_dsn(dsn), min_size=min_size, max_size=max_size, init=_init_connection
+            normalize_dsn(dsn), min_size=min_size, max_size=max_size, init=_init_connection, timeout=CONNECT_TIMEOUT
         )
     except CONNECTION_ERRORS as exc:
-        raise ServiceUnavailable(f"cannot reach the database at {describe(dsn)}: {exc}") from exc
+        raise ServiceUnavailable(
+            f"cannot reach the database at {describe(dsn)}: {exc}", code="storage_unavailable"
+        ) from exc
     try:
         async with pool.acquire() as conn:
             await migrate(conn)

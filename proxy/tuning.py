@@ -23,8 +23,11 @@ MAX_UPSTREAM_CONNECTIONS = 1000
 # (docs/operations.md, measured with two replicas on real PostgreSQL 15).
 LEDGER_FLUSH_INTERVAL = 0.05
 LEDGER_BATCH_SIZE = 512
-# Bursts queue in memory, full queues drop and count (`speclearn_ledger_dropped_total`): 10,000
-# rows are 50 s of the slowest redaction measured, ~200 rows/s of number-dense prompts (docs/data.md).
+# Bursts and database outages queue in memory, a full queue drops and counts
+# (`speclearn_ledger_dropped_total`): 10,000 rows are 50 s of the slowest redaction measured, ~200
+# rows/s of number-dense prompts (docs/data.md), and 200 s of a PostgreSQL outage at 50 requests/s
+# a worker, in ~40 MB (a 1.5 KB prompt and a 1 KB answer hold ~3.9 KB a row, tracemalloc), well
+# inside the 512 MiB a proxy pod may use (deploy/k8s).
 LEDGER_QUEUE_SIZE = 10_000
 # Feedback for an inference still queued (here or in another replica) waits for its row: 40 flush
 # intervals, then a 404 for an id that never existed.

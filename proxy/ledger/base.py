@@ -4,6 +4,11 @@ Inference rows go through a bounded in-memory queue written in batches by one ba
 so the response never waits on storage; when the queue is full the row is dropped and counted.
 Feedback is written before it is acknowledged.
 
+The queue is also the buffer that carries inference through a storage outage: while the backend
+says it is unavailable (`ServiceUnavailable`: the database down or unreachable) the writer holds
+its batch and retries it until storage is back, rows keep queueing behind it, and only the queue's
+bound drops any. Feedback meanwhile fails with that 503, so nothing unacknowledged is presumed saved.
+
 Data governance lives here too: the content policy (content.py) is applied to each row before it
 is stored, and to what is read back for the compiler and exports; the retention purge
 (proxy/retention.py) runs beside the writer; `forget_user` erases one end user.
@@ -22,7 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .. import identity, metrics
-from ..errors import Conflict, InvalidRequest
+from ..errors import Conflict, InvalidRequest, ServiceUnavailable
 from .content import ContentPolicy
 from .records import DecisionRecord, FeedbackEvent, FeedbackRecord, InferenceRecord, Outcome, ThumbTally
 
@@ -31,6 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RETRY_PAUSES = (0.1, 0.5, 2.0, 0.0)  # pause after each failed attempt; the last attempt gives up
+# storage away: the held batch is retried after 0.1, 0.2, 0.4 ... s, then every second, so rows are
+# written within about a second of its return; a refused connection a second costs nothing
+OUTAGE_FIRST_PAUSE, OUTAGE_MAX_PAUSE = 0.1, 1.0
 ADDRESS_KEY = "address_key"  # the ledger_secrets row: the key client addresses are hashed with
 KEEP = object()  # update_feedback: leave the comment as it is
 ERASED_MEMORY = 600.0  # seconds an erased user's still-queued rows are watched for
@@ -60,6 +68,8 @@ class Ledger(abc.ABC):
         self._purger: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()  # held while a batch is filtered and written
         self._erased: dict[str, float] = {}  # user -> when erased: their rows still queued are dropped
+        self._outage: _Outage | None = None  # set while the writer holds a batch storage refused
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -82,11 +92,13 @@ class Ledger(abc.ABC):
             self._purger = None
         if self._writer is not None:
             assert self._queue is not None
+            self._closing = True  # during an outage, what is still held is dropped, not waited on
             await self._queue.join()
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
+        self._closing, self._outage = False, None
         await self._close()
 
     # -- inference rows (hot path) ------------------------------------------------------------
@@ -97,6 +109,8 @@ class Ledger(abc.ABC):
             self._queue.put_nowait(rec)
         except asyncio.QueueFull:
             metrics.LEDGER_DROPPED.inc()
+            if self._outage is not None:
+                self._outage.dropped(self._queue_size)
             return False
         self._pending[rec.id] = rec
         return True
@@ -104,6 +118,16 @@ class Ledger(abc.ABC):
     @property
     def queue_depth(self) -> int:
         return self._queue.qsize() if self._queue else 0
+
+    @property
+    def buffered(self) -> int:
+        """Inference rows accepted here and not stored yet: queued, or in the batch being written."""
+        return len(self._pending)
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the writer is holding rows storage refused, None while writes go through."""
+        return self._outage.reason if self._outage is not None else None
 
     def is_pending(self, inference_id: str) -> bool:
         return inference_id in self._pending
@@ -119,10 +143,7 @@ class Ledger(abc.ABC):
                 batch.append(queue.get_nowait())
             metrics.LEDGER_QUEUE_DEPTH.set(queue.qsize())
             try:
-                async with self._write_lock:
-                    rows = await self._stored_form(batch)
-                    if rows:
-                        await self._write_with_retries(rows)
+                await self._write_batch(batch)
             finally:
                 for rec in batch:
                     if self._pending.get(rec.id) is rec:
@@ -150,21 +171,73 @@ class Ledger(abc.ABC):
         erased_at = self._erased.get(user) if isinstance(user, str) else None
         return erased_at is not None and rec.created_at <= erased_at
 
-    async def _write_with_retries(self, batch: list[InferenceRecord]) -> None:
-        """Ride out a short storage outage (a restarting database); rows keep arriving in the
-        queue meanwhile, and only its bound decides what is dropped."""
-        for attempt, pause in enumerate(RETRY_PAUSES):
-            try:
-                await self._write_inferences(batch)
-                metrics.LEDGER_WRITTEN.inc(len(batch))
-                return
-            except Exception:
-                if attempt == len(RETRY_PAUSES) - 1:
-                    log.exception("ledger write of %d inference rows failed; dropping them", len(batch))
-                    metrics.LEDGER_DROPPED.inc(len(batch))
+    async def _write_batch(self, batch: list[InferenceRecord]) -> None:
+        """Store one batch. A failing write is retried (`RETRY_PAUSES`), then dropped and counted;
+        a write storage refuses as unavailable is held and retried until storage is back, however
+        long, while rows keep arriving in the queue and only its bound decides what is dropped.
+        The write lock is let go between tries, so an erasure can run meanwhile: each try first
+        drops the rows of users erased since."""
+        rows: list[InferenceRecord] | None = None
+        failures = away = 0
+        while True:
+            async with self._write_lock:
+                rows = await self._stored_form(batch) if rows is None else [r for r in rows if not self._erased_row(r)]
+                if not rows:
                     return
-                log.warning("ledger write failed; retrying in %.1f s", pause, exc_info=True)
-                await asyncio.sleep(pause)
+                if self._closing and self._outage is not None:
+                    self._drop_on_close(len(rows))
+                    return
+                try:
+                    await self._write_inferences(rows)
+                except ServiceUnavailable as exc:
+                    if self._closing:
+                        self._drop_on_close(len(rows))
+                        return
+                    if self._outage is None:
+                        self._outage = _Outage(_why(exc))
+                        log.warning(
+                            "ledger storage unavailable (%s): holding inference rows in memory, up to %d, until "
+                            "it is back", self._outage.reason, self._queue_size,
+                        )  # fmt: skip
+                    pause = min(OUTAGE_FIRST_PAUSE * 2**away, OUTAGE_MAX_PAUSE)
+                    away += 1
+                except Exception:
+                    if failures == len(RETRY_PAUSES) - 1:
+                        log.exception("ledger write of %d inference rows failed; dropping them", len(rows))
+                        metrics.LEDGER_DROPPED.inc(len(rows))
+                        return
+                    pause = RETRY_PAUSES[failures]
+                    failures += 1
+                    log.warning("ledger write failed; retrying in %.1f s", pause, exc_info=True)
+                else:
+                    metrics.LEDGER_WRITTEN.inc(len(rows))
+                    if self._outage is not None:
+                        self._storage_back(len(rows))
+                    return
+            if self._outage is not None:  # the held batch counts too: it is not stored either
+                metrics.LEDGER_QUEUE_DEPTH.set(self.buffered)
+            await asyncio.sleep(pause)
+
+    def _storage_back(self, written: int) -> None:
+        assert self._outage is not None
+        outage, self._outage = self._outage, None
+        metrics.LEDGER_QUEUE_DEPTH.set(self.queue_depth)
+        log.warning(
+            "ledger storage is back after %.1f s: %d held inference rows written, %d more buffered to write; "
+            "%d were dropped while the buffer was full",
+            time.monotonic() - outage.since, written, self.buffered - written, outage.dropped_rows,
+        )  # fmt: skip
+
+    def _drop_on_close(self, n: int) -> None:
+        """Closing during an outage: nothing waits for storage to return (a stopping replica must
+        stop); the rows are counted lost, batch by batch without another try."""
+        metrics.LEDGER_DROPPED.inc(n)
+        log.error("ledger closing while storage is unavailable: %d inference rows dropped", n)
+
+    async def storage_problem(self) -> str | None:
+        """Why storage cannot take writes now, None when it can: for readiness. Here, the writer's
+        view (a batch held since storage refused it); a backend that can ask its server adds that."""
+        return self.unavailable
 
     # -- feedback ---------------------------------------------------------------------------
     async def lookup(self, inference_id: str) -> InferenceRecord | None:
@@ -382,6 +455,28 @@ class Ledger(abc.ABC):
     async def model_counts(self, spec: str | None, since: float | None = None) -> dict[str, int]:
         """Answered inference rows (status ok) per recorded model, of `spec` (None: every spec)
         since `since`: the model a spec's traffic uses, which the compiler asks by default."""
+
+
+def _why(exc: ServiceUnavailable) -> str:
+    """The message with the error under it, for operators: which call failed, and how."""
+    return f"{exc.message}: {exc.__cause__!r}" if exc.__cause__ is not None else exc.message
+
+
+@dataclasses.dataclass
+class _Outage:
+    """A storage outage as the writer sees it: since when, why, and the rows the full queue refused."""
+
+    reason: str
+    since: float = dataclasses.field(default_factory=time.monotonic)
+    dropped_rows: int = 0
+
+    def dropped(self, bound: int) -> None:
+        if not self.dropped_rows:  # once per outage, not once per row
+            log.error(
+                "ledger buffer full (%d inference rows) while storage is unavailable: dropping new rows, "
+                "counted in speclearn_ledger_dropped_total", bound,
+            )  # fmt: skip
+        self.dropped_rows += 1
 
 
 class _NotOwned(Exception):

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from .. import pg
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, ServiceUnavailable
 from .base import Change, Ledger
 from .records import (
     DECISION_COLUMNS,
@@ -31,6 +31,18 @@ from .records import (
     ThumbTally,
     total_tokens,
 )
+
+# Bounds on one statement, after which its connection is taken for lost (and the call retried once
+# on a fresh one, then a 503): a server that stops answering (a partition, a frozen host) otherwise
+# holds the caller until TCP gives up, many minutes.
+# A request's read or feedback commit takes ~2 ms (~770 commits/s measured, docs/operations.md):
+# 3 s is a server that stopped answering, and feedback gets its 503 in seconds.
+REQUEST_TIMEOUT = 3.0
+# One batch of 512 rows writes in ~25-40 ms (12-20k rows/s): 30 s never cuts a slow write short.
+WRITE_TIMEOUT = 30.0
+# GET /readyz asks `SELECT 1` at most twice (a pooled connection the restart killed, then a fresh
+# one) within the 2 s a readiness probe usually waits (deploy/k8s: timeoutSeconds 2).
+PROBE_TIMEOUT = 0.9
 
 INFERENCE_FIELDS: tuple[tuple[str, str], ...] = (
     ("id", "text"),
@@ -116,7 +128,7 @@ class PostgresLedger(Ledger):
     def __init__(self, database_url: str, pool_size: int = 4, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.database_url = database_url
-        self.pool_min_size, self.pool_max_size = 1, max(2, pool_size)
+        self.pool_min_size, self.pool_max_size = 0, max(2, pool_size)  # no floor: see pg.create_pool
         self._pool: asyncpg.Pool | None = None
 
     async def _open(self) -> None:
@@ -140,7 +152,16 @@ class PostgresLedger(Ledger):
                 await conn.execute("SET LOCAL synchronous_commit = off")
                 await conn.executemany(_UPSERT_INFERENCES, rows)
 
-        await pg.with_retry(self.pool, write, "writing inferences")  # an upsert: safe to repeat
+        await pg.with_retry(self.pool, write, "writing inferences", WRITE_TIMEOUT)  # an upsert: safe to repeat
+
+    async def storage_problem(self) -> str | None:
+        """The database's answer to `SELECT 1` (a quick one, for readiness), then the writer's view."""
+        try:
+            await pg.with_retry(self.pool, lambda c: c.fetchval("SELECT 1"), "checking readiness", PROBE_TIMEOUT)
+        except ServiceUnavailable as exc:
+            cause = f": {exc.__cause__!r}" if exc.__cause__ is not None else ""
+            return f"the database (PostgreSQL at {pg.describe(self.database_url)}) is unavailable{cause}"
+        return await super().storage_problem()
 
     async def _purge_batch(self, cutoff: float, limit: int) -> tuple[int, int]:
         # SKIP LOCKED: replicas purging at once take disjoint batches instead of waiting on each
@@ -187,11 +208,16 @@ class PostgresLedger(Ledger):
 
     async def inference_exists(self, inference_id: str) -> bool:
         sql = "SELECT EXISTS (SELECT 1 FROM inferences WHERE id = $1)"
-        return bool(await pg.with_retry(self.pool, lambda c: c.fetchval(sql, inference_id), "reading an inference"))
+        reading = pg.with_retry(
+            self.pool, lambda c: c.fetchval(sql, inference_id), "reading an inference", REQUEST_TIMEOUT
+        )
+        return bool(await reading)
 
     async def get_inference(self, inference_id: str) -> InferenceRecord | None:
         sql = f"SELECT {INFERENCE_COLUMNS} FROM inferences WHERE id = $1"
-        row = await pg.with_retry(self.pool, lambda c: c.fetchrow(sql, inference_id), "reading an inference")
+        row = await pg.with_retry(
+            self.pool, lambda c: c.fetchrow(sql, inference_id), "reading an inference", REQUEST_TIMEOUT
+        )
         return inference_from_row(row) if row else None
 
     def _normalize(self, fb: FeedbackRecord) -> FeedbackRecord:
@@ -221,14 +247,16 @@ class PostgresLedger(Ledger):
                 return feedback_from_row(row), False
 
         # Idempotent by id: if the connection died after the commit, the retry finds the row.
-        stored, created = await pg.with_retry(self.pool, insert, "storing feedback")
+        stored, created = await pg.with_retry(self.pool, insert, "storing feedback", REQUEST_TIMEOUT)
         return stored, created
 
     async def get_feedback(self, feedback_id: str) -> FeedbackRecord | None:
         if "\x00" in feedback_id:
             return None  # no stored id holds one
         sql = f"SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE id = $1"
-        row = await pg.with_retry(self.pool, lambda c: c.fetchrow(sql, feedback_id), "reading feedback")
+        row = await pg.with_retry(
+            self.pool, lambda c: c.fetchrow(sql, feedback_id), "reading feedback", REQUEST_TIMEOUT
+        )
         return feedback_from_row(row) if row else None
 
     async def _change_feedback(self, feedback_id: str, change: Change) -> tuple[FeedbackRecord, bool] | None:
@@ -254,7 +282,7 @@ class PostgresLedger(Ledger):
                 return new, True
 
         # Safe to retry after a lost connection: a change already committed reads back as unchanged.
-        return await pg.with_retry(self.pool, apply, "changing feedback")
+        return await pg.with_retry(self.pool, apply, "changing feedback", REQUEST_TIMEOUT)
 
     async def _secret(self, name: str, default: str) -> str:
         async def read(conn: asyncpg.Connection) -> str:

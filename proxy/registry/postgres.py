@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -66,6 +67,7 @@ class PostgresRegistry(Registry):
         self._listener: asyncpg.Connection | None = None
         self._listener_failed = False
         self._watcher: asyncio.Task[None] | None = None
+        self._unreachable_since: float | None = None  # the watcher's first failed reload of an outage
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -90,7 +92,7 @@ class PostgresRegistry(Registry):
         (the `speclearn specs` command only refreshes and writes; it follows no changes)."""
         async with self._pool_lock:
             if self._pool is None:
-                self._pool = await pg.create_pool(self.database_url, min_size=1, max_size=2)  # rare writes
+                self._pool = await pg.create_pool(self.database_url, max_size=2)  # rare writes
             return self._pool
 
     @property
@@ -107,8 +109,26 @@ class PostgresRegistry(Registry):
             try:
                 await self._ensure_listener()
                 await self.refresh()
-            except Exception:  # the database may be briefly away: keep serving the last snapshot
-                log.exception("spec registry reload failed")
+            except Exception as exc:  # noqa: BLE001 - logged once there; the last snapshot stays served
+                self._reload_failed(exc)
+            else:
+                self._reloaded()
+
+    def _reload_failed(self, exc: Exception) -> None:
+        """Said once per outage, not on every poll: the snapshot in memory keeps being served."""
+        if self._unreachable_since is not None:
+            return
+        self._unreachable_since = time.monotonic()
+        if isinstance(exc, ServiceUnavailable):
+            log.warning("spec registry unavailable (%s: %r): serving the last snapshot (generation %s) until it is "
+                        "back", exc.message, exc.__cause__, self._generation)  # fmt: skip
+        else:
+            log.error("spec registry reload failed: serving the last snapshot", exc_info=exc)
+
+    def _reloaded(self) -> None:
+        if self._unreachable_since is not None:
+            log.warning("spec registry reachable again after %.1f s", time.monotonic() - self._unreachable_since)
+            self._unreachable_since = None
 
     async def _ensure_listener(self) -> None:
         if self.listening:
@@ -117,7 +137,7 @@ class PostgresRegistry(Registry):
         try:
             conn = await pg.connect(self.database_url)
             await conn.add_listener(pg.REGISTRY_CHANNEL, self._on_notify)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (*pg.CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
             if not self._listener_failed:
                 log.warning("registry LISTEN unavailable (%s); polling every %.2fs", exc, self.poll_interval)
             self._listener_failed = True
