@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import metrics
+from .errors import InvalidRequest
 from .responses import json_response
 from .state import ProxyState
 
@@ -28,7 +29,12 @@ async def readyz(request: Request) -> Response:
         "ledger_queue": None if ledger.queue_depth < size else f"the ledger's buffer is full ({size} rows)",
         "database": storage,
     }
-    failed = {name: why for name, why in reasons.items() if why is not None}
+    # `?exclude=database&exclude=ledger_queue`, as Kubernetes components spell it: a replica that
+    # can still answer while the ledger's storage is down stays in service (docs/operations.md)
+    excluded = request.query_params.getlist("exclude")
+    if unknown := [name for name in excluded if name not in reasons]:
+        raise InvalidRequest(f"unknown readiness check {unknown[0]!r}; checks: {', '.join(reasons)}", param="exclude")
+    failed = {name: why for name, why in reasons.items() if why is not None and name not in excluded}
     body: dict[str, object] = {
         "status": "not ready" if failed else "ready",
         "checks": {name: why is None for name, why in reasons.items()},

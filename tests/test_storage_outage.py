@@ -267,6 +267,11 @@ async def test_inference_rides_out_a_postgres_outage_and_everything_recovers(
             assert body["status"] == "not ready" and body["checks"]["database"] is False
             assert f"PostgreSQL at 127.0.0.1:{cluster.port}/postgres" in body["reason"], body
             assert body["reasons"]["database"] == body["reason"]
+            # the probe the Kubernetes manifest uses: this replica still answers, so it stays in service
+            serving = await client.get(f"{proxy.root_url}/readyz?exclude=database&exclude=ledger_queue")
+            assert serving.status_code == 200 and serving.json()["checks"]["database"] is False, serving.text
+            typo = await client.get(f"{proxy.root_url}/readyz?exclude=databse")
+            assert typo.status_code == 400 and "databse" in typo.json()["error"]["message"]
 
             async def buffer_gauge_up() -> bool:
                 text = (await client.get(f"{proxy.root_url}/metrics")).text
