@@ -140,3 +140,23 @@ class Memory:
         for c in self.latest.values():
             out[c.verdict.value] = out.get(c.verdict.value, 0) + 1
         return out
+
+
+def served_rules(meta: Mapping[str, Any]) -> dict[str, str]:
+    """The rules a compiled version serves, by key, from its front matter (none for a person's)."""
+    out: dict[str, str] = {}
+    for p in meta.get("principles") or ():
+        if isinstance(p, Mapping) and p.get("text"):
+            out[rule_key(str(p["text"]), p.get("check") or None)] = str(p["text"])
+    return out
+
+
+def live_verdicts(
+    spec: str, *, candidate: int, candidate_meta: Mapping[str, Any], production_meta: Mapping[str, Any],
+    promoted: bool, reason: str, at: float, evidence: Mapping[str, Any],
+) -> list[Conclusion]:  # fmt: skip
+    """The live test's verdict on each rule the candidate served and production did not: the
+    thumbs of users who got it are evidence about exactly those rules."""
+    added = {k: t for k, t in served_rules(candidate_meta).items() if k not in served_rules(production_meta)}
+    verdict = Verdict.CONFIRMED_LIVE if promoted else Verdict.REFUSED_LIVE
+    return [Conclusion(spec, k, t, verdict, at, at, reason, candidate, evidence) for k, t in added.items()]

@@ -8,7 +8,8 @@ the error rate: promote when its p-value falls below `promote_alpha` with a posi
 back when it does with a negative one, else continue. Guardrails (guardrails.py) decide too: a
 candidate that errs, slows or costs beyond the limits is rolled back whatever its thumbs, and a
 promotion waits until they can judge. Every look, with its numbers, goes to the ledger's decision
-log (`speclearn specs experiments NAME`) and to the metrics.
+log (`speclearn specs experiments NAME`) and to the metrics; a promotion or a rollback is also
+the live verdict on each rule the candidate added (memory.py), which later rounds remember.
 
 Only rows the canary split assigned count (`arm` set): a client that pinned a version chose it,
 and is not part of the experiment. Thumbs are treated as independent draws; one prolific user
@@ -28,6 +29,7 @@ from proxy.registry import PRODUCTION
 
 from . import metrics
 from .guardrails import Guardrails, Limits, arm_stats, check
+from .memory import live_verdicts
 from .runner import Context
 from .sequential import msprt
 from .settings import CompilerSettings
@@ -151,6 +153,15 @@ async def review(ctx: Context, name: str) -> Decision | None:
         )
     )  # fmt: skip
     metrics.record_decision(name, d.action, d.p_value, d.lift)
+    if d.action != CONTINUE:
+        verdicts = live_verdicts(
+            name, candidate=cand, candidate_meta=state.versions[cand].meta,
+            production_meta=state.versions[prod].meta if prod in state.versions else {},
+            promoted=d.action == PROMOTE, reason=d.reason, at=time.time(),
+            evidence={"lift": d.lift, "p_value": d.p_value, "candidate": [d.candidate_ups, d.candidate_n],
+                      "production": [d.production_ups, d.production_n]},
+        )  # fmt: skip
+        await ctx.ledger.add_conclusions(name, [c.to_json() for c in verdicts])
     if d.action != CONTINUE:
         log.info("%s: %s %s@%d (%s)", name, d.action, name, cand, d.reason)
     return d

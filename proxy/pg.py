@@ -217,6 +217,20 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE inferences ADD COLUMN upstream TEXT;
         """,
     ),
+    (
+        9,
+        "rule conclusions",
+        # What compile rounds concluded about each rule (compiler/memory.py): one JSON record each.
+        """
+        CREATE TABLE rule_conclusions (
+            id BIGSERIAL PRIMARY KEY,
+            spec TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            record JSON NOT NULL
+        );
+        CREATE INDEX rule_conclusions_by_spec ON rule_conclusions (spec, id);
+        """,
+    ),
 ]
 
 

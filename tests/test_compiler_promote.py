@@ -9,6 +9,7 @@ from pathlib import Path
 from prometheus_client import REGISTRY
 
 from compiler.guardrails import ArmStats, Limits, arm_stats, check
+from compiler.memory import Conclusion, Verdict, rule_key
 from compiler.promote import Decision, Rule, decide, review
 from compiler.runner import Context
 from compiler.sequential import msprt
@@ -94,10 +95,11 @@ def test_guardrails_roll_back_whatever_the_thumbs_and_gate_promotion() -> None:
 async def ctx_with_traffic(
     tmp_path: Path, arms: dict[int, tuple[int, int]], *, tokens: dict[int, int] | None = None, pinned: int = 0
 ) -> Context:
-    """Versions 1 (production) and 2 (candidate); `arms` = {version: (ups, thumbs)} on canary rows."""
+    """Versions 1 (production) and 2 (candidate, adding one rule); `arms` = {version: (ups, thumbs)}
+    on canary rows."""
     registry = FileRegistry(tmp_path / "specs", poll_interval=0)
     await registry.publish("s", "v1", labels=["production"])
-    await registry.publish("s", "v2", labels=["candidate"], author="compiler")
+    await registry.publish("s", "v2", labels=["candidate"], author="compiler", meta={"principles": [ADDED]})
     ledger = SqliteLedger(tmp_path / "l.db")
     await ledger.start()
     t0 = 4_000_000_000.0  # after the candidate's created_at
@@ -123,6 +125,9 @@ async def ctx_with_traffic(
     return Context(settings, CompilerSettings(base_url="http://x/v1"), registry, ledger)
 
 
+ADDED = {"text": "Keep answers under 25 words.", "check": "max_words(25)", "status": "added", "source": "comment"}
+
+
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -142,6 +147,10 @@ async def test_a_better_candidate_is_promoted_and_every_look_is_logged(tmp_path:
     assert logged.details["guardrails"]["candidate"]["requests"] == 150  # the pinned rows are not counted
     assert metric("speclearn_experiment_decisions_total", spec="s", decision="promote") == before + 1
     assert metric("speclearn_experiment_p_value", spec="s") == d.p_value
+    # the live verdict on the rule the candidate added, for later rounds to remember
+    [remembered] = [Conclusion.from_json(c) for c in await ctx.ledger.conclusions("s")]
+    assert (remembered.verdict, remembered.version, remembered.text) == (Verdict.CONFIRMED_LIVE, 2, ADDED["text"])
+    assert remembered.evidence["candidate"] == [110, 150]
     await ctx.ledger.close()
 
 
@@ -151,6 +160,8 @@ async def test_a_worse_candidate_is_rolled_back(tmp_path: Path) -> None:
     assert d is not None and d.action == "rollback"
     assert ctx.registry.snapshot.get("s").labels == {"production": 1, "candidate": 1}
     assert ctx.ledger is not None
+    [remembered] = [Conclusion.from_json(c) for c in await ctx.ledger.conclusions("s")]
+    assert remembered.verdict is Verdict.REFUSED_LIVE and remembered.rule == rule_key(ADDED["text"], "max_words(25)")
     await ctx.ledger.close()
 
 
@@ -161,6 +172,7 @@ async def test_an_undecided_look_is_logged_as_continue(tmp_path: Path) -> None:
         d = await review(ctx, "s")
         assert d is not None and d.action == "continue"
     assert [x.decision for x in await ctx.ledger.decisions("s")] == ["continue", "continue"]
+    assert await ctx.ledger.conclusions("s") == []  # no verdict on the rule yet
     assert ctx.registry.snapshot.get("s").labels == {"production": 1, "candidate": 2}
     await ctx.ledger.close()
 

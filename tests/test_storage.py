@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client import REGISTRY
 
+from compiler.memory import Conclusion, Verdict
 from proxy.errors import Conflict, InvalidRequest, NotFound
 from proxy.ledger import PAIR, SCORE, THUMB, DecisionRecord, FeedbackRecord, InferenceRecord, Ledger
 from proxy.ledger.sqlite import SqliteLedger
@@ -419,6 +420,20 @@ async def test_decision_log_roundtrips_in_order(make_ledger: MakeLedger) -> None
     assert await ledger.decisions("nope") == []
     again = await make_ledger()  # another worker or the CLI reads the same log
     assert [d.decision for d in await again.decisions("other")] == ["rollback"]
+
+
+async def test_rule_conclusions_roundtrip_in_order_per_spec(make_ledger: MakeLedger) -> None:
+    ledger = await make_ledger()
+    refused = Conclusion("s", "check:max_words(25)", "Keep it short.", Verdict.REFUSED, 10.0, 9.0, "gate: p = 0.4",
+                         None, {"support": 3, "relevant": 5})  # fmt: skip
+    live = Conclusion("s", "check:list", "Use bullets.", Verdict.REFUSED_LIVE, 20.0, 20.0, "rolled back", 3,
+                      {"lift": -0.12, "candidate": [20, 60]})  # fmt: skip
+    await ledger.add_conclusions("s", [refused.to_json(), live.to_json()])
+    await ledger.add_conclusions("other", [Conclusion("other", "text:x", "X.", Verdict.KEPT, 5.0, 5.0).to_json()])
+    await ledger.add_conclusions("s", [])
+    again = await make_ledger()  # the next round may run in another process
+    assert [Conclusion.from_json(c) for c in await again.conclusions("s")] == [refused, live]
+    assert len(await again.conclusions("other")) == 1 and await again.conclusions("nope") == []
 
 
 async def test_a_ledger_written_by_an_older_version_gains_the_new_columns(ledger_store: tuple[str, Any]) -> None:

@@ -23,8 +23,8 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .. import identity, metrics
 from ..errors import Conflict, InvalidRequest, ServiceUnavailable
@@ -449,6 +449,15 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     async def decisions(self, spec: str, limit: int | None = None) -> list[DecisionRecord]:
         """`spec`'s decision log, oldest first; with `limit`, only the newest `limit` entries."""
+
+    # -- what compile rounds concluded about each rule (compiler/memory.py) ---------------------
+    @abc.abstractmethod
+    async def add_conclusions(self, spec: str, records: Sequence[dict[str, Any]]) -> None:
+        """Append conclusions (JSON objects with an `at` time), committed before returning."""
+
+    @abc.abstractmethod
+    async def conclusions(self, spec: str) -> list[dict[str, Any]]:
+        """`spec`'s conclusions, oldest first."""
 
     # -- the compiler's default model --------------------------------------------------------
     @abc.abstractmethod

@@ -11,6 +11,8 @@ judgment is on disk.
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -383,6 +385,20 @@ class PostgresLedger(Ledger):
         sql = f"SELECT {DECISION_COLUMNS} FROM experiment_decisions WHERE spec = $1 ORDER BY id DESC LIMIT $2"
         rows = await pg.with_retry(self.pool, lambda c: c.fetch(sql, spec, limit), "reading decisions")
         return [DecisionRecord.from_row(tuple(r), r[12]) for r in reversed(rows)]
+
+    async def add_conclusions(self, spec: str, records: Sequence[dict[str, Any]]) -> None:
+        rows = [(spec, float(r.get("at") or time.time()), r) for r in records]
+        if not rows:
+            return
+        sql = "INSERT INTO rule_conclusions (spec, created_at, record) VALUES ($1, $2, $3)"
+        # not retried: a batch committed before a lost connection must not be logged twice
+        async with self.pool.acquire() as conn:
+            await conn.executemany(sql, rows)
+
+    async def conclusions(self, spec: str) -> list[dict[str, Any]]:
+        sql = "SELECT record FROM rule_conclusions WHERE spec = $1 ORDER BY id"
+        rows = await pg.with_retry(self.pool, lambda c: c.fetch(sql, spec), "reading rule conclusions")
+        return [dict(r[0]) for r in rows]
 
     async def model_counts(self, spec: str | None, since: float | None = None) -> dict[str, int]:
         sql = (

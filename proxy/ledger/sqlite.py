@@ -11,7 +11,8 @@ import asyncio
 import dataclasses
 import sqlite3
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -113,6 +114,16 @@ MIGRATIONS: tuple[str, ...] = (
     # several upstreams: which one answered (proxy/upstreams.py)
     """
     ALTER TABLE inferences ADD COLUMN upstream TEXT;
+    """,
+    # what compile rounds concluded about each rule (compiler/memory.py): one JSON record each
+    """
+    CREATE TABLE rule_conclusions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        spec TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX rule_conclusions_by_spec ON rule_conclusions (spec, id);
     """,
 )
 _USER = "json_extract(metadata, '$.user')"  # the expression inferences_by_user indexes
@@ -417,6 +428,22 @@ class SqliteLedger(Ledger):
         sql = f"SELECT {DECISION_COLUMNS} FROM experiment_decisions WHERE spec = ? ORDER BY id DESC LIMIT ?"
         rows = await self._db.run(lambda c: c.execute(sql, (spec, -1 if limit is None else limit)).fetchall())
         return [DecisionRecord.from_row(row, _unjson(row[12])) for row in reversed(rows)]
+
+    async def add_conclusions(self, spec: str, records: Sequence[dict[str, Any]]) -> None:
+        rows = [(spec, float(r.get("at") or time.time()), _json(r)) for r in records]
+
+        def insert(c: sqlite3.Connection) -> None:
+            with c:
+                c.execute("BEGIN IMMEDIATE")
+                c.executemany("INSERT INTO rule_conclusions (spec, created_at, record) VALUES (?, ?, ?)", rows)
+
+        if rows:
+            await self._db.run(insert)
+
+    async def conclusions(self, spec: str) -> list[dict[str, Any]]:
+        sql = "SELECT record FROM rule_conclusions WHERE spec = ? ORDER BY id"
+        rows = await self._db.run(lambda c: c.execute(sql, (spec,)).fetchall())
+        return [_unjson(row[0]) for row in rows]
 
     async def model_counts(self, spec: str | None, since: float | None = None) -> dict[str, int]:
         sql = "SELECT model, count(*) FROM inferences WHERE status = 'ok' AND model IS NOT NULL AND created_at >= ?"
