@@ -21,6 +21,16 @@ from dataclasses import dataclass
 
 from scipy.stats import binomtest
 
+CANDIDATE = "candidate"  # the label the canary share is served (proxy/routing.py)
+
+
+@dataclass(frozen=True)
+class Canary:
+    """The operator's canary, as a round finds it."""
+
+    share: float  # SPECLEARN_CANARY_FRACTION: 0 means canaries are off
+    running: int | None = None  # the candidate version a live test is deciding, if any
+
 
 @dataclass(frozen=True)
 class AddedRule:
@@ -48,9 +58,8 @@ def sided_with_users(rule: AddedRule, tried: int) -> float:
 
 def decide(
     added: Sequence[AddedRule],
+    canary: Canary,
     *,
-    canary_share: float,
-    running: int | None,
     held_for_person: str,
     heldout_favours_current: bool,
     min_requesting: int,
@@ -58,12 +67,12 @@ def decide(
     tried: int,
 ) -> Exploration:
     """Whether to publish the undecided candidate to the canary share, and why (or why not)."""
-    if canary_share <= 0:
+    if canary.share <= 0:
         return Exploration(False, "canaries are off (SPECLEARN_CANARY_FRACTION = 0)")
     if held_for_person:
         return Exploration(False, "held for a person")
-    if running is not None:
-        return Exploration(False, f"a canary experiment on v{running} is still deciding")
+    if canary.running is not None:
+        return Exploration(False, f"a canary experiment on v{canary.running} is still deciding")
     if not added:
         return Exploration(False, "the candidate adds no rule")
     if heldout_favours_current:

@@ -8,10 +8,10 @@ validation or the gate (`refused`), published to the canary share for live traff
 remembers:
 
 - a rule refused (offline or live) is not proposed again on the same evidence: it comes back
-  only when at least `min_new` feedback items that bear on it arrived after the refusal (for a
-  rule with a check, contrasts where the check takes a side, and comments; for a rule only a
-  judge can read, any new contrast or comment), so a rolled-back canary is not re-tried on the
-  votes that rolled it back;
+  only when `RECONSIDER_AFTER` feedback items that bear on it arrived after the refusal (for a
+  rule with a check, contrasts where the check takes a side and comments on answers that break
+  it; for a rule only a judge can read, any new contrast or comment), so a rolled-back canary is
+  not re-tried on the votes that rolled it back;
 - feedback on a version that served a rule is evidence about that rule: answers of a canary that
   carried it enter the window like any other, and the live test's numbers (lift, always-valid p)
   are kept with the verdict and shown in the round report.
@@ -93,16 +93,23 @@ class Recalled:
                 "reason": c.reason, "new_items": self.new_items}  # fmt: skip
 
 
+# A refused rule is tried again once this many new feedback items bear on it: as many as the
+# smallest gate half that could reach significance (pipeline.MIN_GATE_ITEMS), so a rule is not
+# re-tried on a handful of votes that could not overturn the evidence that refused it.
+RECONSIDER_AFTER = 10
+
+
 def bearing(check: Check | None, pairs: Iterable[Pair], comments: Iterable[Example], since: float) -> int:
     """Feedback items newer than `since` that bear on a rule: contrasts where its check takes a
-    side (any contrast when it has none: only a judge could say), and comments."""
+    side, and comments on answers that break it (any new contrast or comment for a rule with no
+    check: only a judge could say which bear on it)."""
     n = 0
     for pair in pairs:
         if max(pair.chosen.at, pair.rejected.at) <= since:
             continue
         if check is None or check.passes(pair.chosen) != check.passes(pair.rejected):
             n += 1
-    return n + sum(1 for e in comments if e.comment and e.at > since)
+    return n + sum(1 for e in comments if e.comment and e.at > since and (check is None or not check.passes(e)))
 
 
 class Memory:
@@ -125,7 +132,7 @@ class Memory:
 
     def set_aside(
         self, key: str, text: str, check: Check | None, pairs: Sequence[Pair], comments: Sequence[Example], *,
-        min_new: int,
+        min_new: int = RECONSIDER_AFTER,
     ) -> Recalled | None:  # fmt: skip
         """The refusal this rule is still under (too little new evidence since), else None."""
         refused = self.refusal(key)

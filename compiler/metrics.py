@@ -6,8 +6,6 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
-RESULTS = ("published", "held", "gate_failed", "error", "skipped")  # held: awaits a person
-
 ROUNDS = Counter("speclearn_compiler_rounds", "Compile rounds by outcome", ["spec", "result"])
 ROUND_DURATION = Histogram(
     "speclearn_compiler_round_duration_seconds", "Wall time of one compile round", ["spec"],

@@ -15,6 +15,9 @@ class Mode(StrEnum):
     # no contrasts, only votes with comments: what users asked for in words is measured on the
     # held-out votes one by one, and only requested rules can be learned
     COMMENTS = "comments"
+    # too few held-out items for any test, canaries on: rules are validated on the training pairs
+    # and only live traffic can decide (explore.py)
+    EXPLORE = "explore"
 
 
 class Outcome(StrEnum):
@@ -22,6 +25,7 @@ class Outcome(StrEnum):
 
     PUBLISHED = "published"  # a new version serves under the label
     HELD = "held"  # published, held for a person to approve
+    EXPLORED = "explored"  # published as `candidate` for the canary share: live traffic decides
     GATE_FAILED = "gate_failed"  # the candidate does not beat the current spec
     SKIPPED = "skipped"  # nothing to do: too little feedback, nothing new, thin evidence, dry run
     ERROR = "error"  # the LLM failed or the budget ran out: nothing published

@@ -27,9 +27,11 @@ from .compress import compress, shortlist
 from .dataset import Dataset, Example, Pair
 from .errors import CompilerError, NotEnoughFeedback
 from .evidence import find_evidence
+from .explore import CANDIDATE, AddedRule, Canary, decide
 from .gate import GateResult, Spec, gate_in_mode
 from .judge import Calibration, Judge, PairwiseJudge, calibrate, make_judge, trusted
 from .llm import LLMClient, estimate_tokens
+from .memory import Conclusion, Memory, Recalled, Verdict, rule_key
 from .outcomes import Mode, Outcome
 from .principle import Principle, Rule, Source
 from .proposals import Proposal, find_proposals
@@ -98,6 +100,7 @@ class RoundResult:
     flagged_comments: list[dict[str, Any]] = field(default_factory=list)  # comments that tried to instruct
     window: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    conclusions: list[Conclusion] = field(default_factory=list)  # what the round concluded per rule (memory.py)
 
 
 def served(state: SpecState | None) -> SpecVersion | None:
@@ -203,6 +206,9 @@ class PreparedRound:
     hold_reason: str  # why the result is held for a person ("" to serve it)
     plan: Plan
     projection: Projection
+    memory: Memory  # what earlier rounds concluded about each rule
+    canary: Canary  # the operator's canary: where an undecided candidate may be explored
+    through: float  # the newest feedback in the window: later feedback is new evidence
 
     @property
     def current_text(self) -> str:
@@ -224,8 +230,11 @@ class Round:
         force: bool = False,
         progress: Progress | None = None,
         judge_llm: LLMClient | None = None,
+        memory: Memory | None = None,
+        canary: Canary | None = None,
     ) -> None:
         self.name, self.dataset, self.registry, self.llm, self.s = name, dataset, registry, llm, settings
+        self.memory, self.canary = memory or Memory(), canary or Canary(0.0)
         self.label = label or settings.publish_label
         self.instruction_override = instruction
         self.force = force
@@ -283,13 +292,18 @@ class Round:
             # per translated rule, after translation)
             wish_voices = {v for w in wishes for v in w.voices}
             readable = asked or len(wish_voices) >= min_users
-            if not s.unary_comments or not readable or len(singles) < 2 * s.min_heldout_pairs:
+            if s.unary_comments and readable and len(singles) >= 2 * s.min_heldout_pairs:
+                mode = Mode.COMMENTS
+                r.dataset["unary_heldout"] = len(singles)
+            elif train and self.canary.share > 0 and self.canary.running is None:
+                # no offline test possible, but the canary can decide: validate on the training
+                # pairs (explore.py asks them for significance, or users for the rule in words)
+                mode = Mode.EXPLORE
+            else:
                 raise NotEnoughFeedback(
                     f"need training pairs and >= {s.min_heldout_pairs} held-out pairs; "
                     f"have {len(train)} and {len(held)} (ups and downs pair up as contrasts). {r.voices}"
                 )
-            mode = Mode.COMMENTS
-            r.dataset["unary_heldout"] = len(singles)
         val_pairs, gate_pairs, r.dataset["validated_on"] = split_heldout(train, held)
         prepared = PreparedRound(
             mode=mode, current=current, human=human, instruction=context_of(human.strip()), train=tuple(train),
@@ -297,6 +311,8 @@ class Round:
             evidence_principles=tuple(evidence_principles), current_principles=tuple(current_principles(current)),
             complaints=complaints, min_users=min_users, min_requesting=1 if hold_reason else s.min_requesting_users,
             hold_reason=hold_reason, plan=Plan.from_settings(s), projection=Projection(0, 0, {}),
+            memory=self.memory, canary=self.canary,
+            through=max((e.at for e in ds.train.examples + ds.heldout.examples), default=0.0),
         )  # fmt: skip
         plan = self._fit(prepared, prepared.plan)
         r.plan, r.projection = plan, self.project(prepared, plan)
@@ -379,7 +395,7 @@ class Round:
 
     async def _run(self, pr: PreparedRound, pool: list[Rule], *, publish_result: bool) -> RoundResult:
         r = self.result
-        sel, judge = await self.validate(pr, await self.compress(pr, pool))
+        sel, judge = await self.validate(pr, self.recall(pr, await self.compress(pr, pool)))
         r.selection = sel
         if not sel.kept:
             return self._finish(Outcome.SKIPPED, "no principle validated on held-out feedback")
@@ -396,17 +412,92 @@ class Round:
         synth = await self.synthesize(pr, kept)
         if synth.rejected:
             return self._finish(Outcome.SKIPPED, synth.rejected)
+        if pr.mode == Mode.EXPLORE:  # no held-out item to test on: only the canary can decide
+            return await self.explore(pr, synth, sel, None, publish_result=publish_result)
         verdict = await self.gate(pr, judge, synth, sel)
         # what the gate's verdict makes of the candidate
         if not verdict.passed and not self.force:
-            # thin evidence is no verdict on the candidate: the next round, with more feedback, decides
-            return self._finish(Outcome.SKIPPED if verdict.not_enough else Outcome.GATE_FAILED, verdict.reason)
+            if verdict.not_enough:  # thin evidence is no verdict: live traffic, or the next round, decides
+                return await self.explore(pr, synth, sel, verdict, publish_result=publish_result)
+            return self._finish(Outcome.GATE_FAILED, verdict.reason)
         if not publish_result:
             return self._finish(Outcome.SKIPPED, "not published (--no-publish)")
         await self.publish(pr, synth.text, sel, verdict)
         if pr.hold_reason:
             return self._finish(Outcome.HELD, f"held for a person: {pr.hold_reason}")
         return self._finish(Outcome.PUBLISHED, "forced past the gate" if not verdict.passed else "")
+
+    async def explore(
+        self, pr: PreparedRound, synth: Synthesis, sel: Selection, verdict: GateResult | None, *, publish_result: bool
+    ) -> RoundResult:
+        """A candidate the held-out slice cannot decide: published as `candidate` for the canary
+        share when the offline evidence points its way (explore.py), else left for a later round."""
+        added = [AddedRule(p.text, p.measured.support, p.measured.relevant,
+                           int(p.evidence.get("users", 0)) if p.source == Source.COMMENT else 0)
+                 for p in sel.kept if p.source != Source.CURRENT]  # fmt: skip
+        tried = sum(p.source != Source.CURRENT for p in self.result.candidates)
+        favours_current = verdict is not None and verdict.candidate_accuracy < verdict.current_accuracy
+        found = decide(added, pr.canary, held_for_person=pr.hold_reason, heldout_favours_current=favours_current,
+                       min_requesting=pr.min_requesting, alpha=self.s.gate_alpha, tried=tried)  # fmt: skip
+        undecided = verdict.reason if verdict is not None else "no held-out item to test on"
+        if not found.explore:
+            why = f"{undecided}; not explored: {found.reason}" if pr.canary.share > 0 else undecided
+            return self._finish(Outcome.SKIPPED, why)
+        self.result.evidence["explore"] = found.reason
+        if not publish_result:
+            return self._finish(Outcome.SKIPPED, f"{undecided}; would be explored (--no-publish): {found.reason}")
+        await self.publish(pr, synth.text, sel, verdict, label=CANDIDATE, explore=found.reason)
+        return self._finish(Outcome.EXPLORED, f"{undecided}; published as {CANDIDATE} for the canary share "
+                                              f"({pr.canary.share:.0%} of users) to decide live: {found.reason}")  # fmt: skip
+
+    def recall(self, pr: PreparedRound, candidates: list[Rule]) -> list[Rule]:
+        """The candidates less the rules an earlier round refused on the evidence there still is."""
+        if not pr.memory:
+            return candidates
+        pairs = [*pr.train, *self.dataset.heldout.contrasts()]
+        comments = [e for e in self.dataset.train.examples + self.dataset.heldout.examples if e.comment and not e.up]
+        kept: list[Rule] = []
+        aside: list[Recalled] = []
+        for rule in candidates:
+            found = None
+            if rule.source != Source.CURRENT:
+                found = pr.memory.set_aside(rule_key(rule.text, rule.check), rule.text, rule.check, pairs, comments)
+            if found is None:
+                kept.append(rule)
+            else:
+                aside.append(found)
+                self.say(f"memory: {rule.text[:60]!r} not tried again: {found.conclusion.describe()}, "
+                         f"{found.new_items} new item(s) bear on it since")  # fmt: skip
+        if aside:
+            self.result.evidence["remembered"] = [a.to_meta() for a in aside]
+        return kept
+
+    def conclusions(self, pr: PreparedRound, now: float) -> list[Conclusion]:
+        """What this round concluded about each rule it measured, for the next rounds (memory.py)."""
+        r, sel = self.result, self.result.selection
+        if sel is None:
+            return []
+        version = r.version.version if r.version is not None else None
+
+        def conclude(p: Principle, verdict: Verdict, reason: str, at_version: int | None = None) -> Conclusion:
+            m = p.measured
+            return Conclusion(self.name, rule_key(p.text, p.check), p.text, verdict, now, pr.through, reason,
+                              at_version, {"support": m.support, "relevant": m.relevant, "users": m.users,
+                                           "method": str(m.method)})  # fmt: skip
+
+        added = [p for p in sel.kept if p.source != Source.CURRENT]
+        out: list[Conclusion] = []
+        if r.result in (Outcome.PUBLISHED, Outcome.HELD) and version is not None:
+            out += [conclude(p, Verdict.KEPT, f"published in v{version}", version) for p in added]
+            out += [conclude(p, Verdict.DROPPED, "held-out feedback contradicts it") for p in sel.dropped]
+        elif r.result == Outcome.EXPLORED:
+            out += [conclude(p, Verdict.EXPLORING, "on the canary share", version) for p in added]
+        elif r.result == Outcome.GATE_FAILED:
+            out += [conclude(p, Verdict.REFUSED, f"gate: {r.reason}") for p in added]
+        contradicted = [p for p in sel.rejected
+                        if p.measured.relevant >= 2 and (p.measured.accuracy or 0.0) < 0.5]  # fmt: skip
+        out += [conclude(p, Verdict.REFUSED, "held-out feedback sided against it") for p in contradicted]
+        return out
 
     async def propose(self, pr: PreparedRound) -> tuple[list[Rule], list[Rule]]:
         """The pool of candidate rules (current, measured, translated, proposed), and the wishes
@@ -536,26 +627,32 @@ class Round:
                  f"{basis} -> {outcome}")  # fmt: skip
         return result
 
-    async def publish(self, pr: PreparedRound, text: str, sel: Selection, gate: GateResult) -> None:
+    async def publish(
+        self, pr: PreparedRound, text: str, sel: Selection, gate: GateResult | None, *, label: str | None = None,
+        explore: str = "",
+    ) -> None:  # fmt: skip
         r, s = self.result, self.s
+        label = label or self.label
         r.cost = self.cost()
         assert r.synthesis is not None
         meta = build_meta(
             principles=sel.kept, dropped=sel.dropped, window=r.window, dataset=r.dataset,
-            gate=gate.to_meta(), cost=r.cost, seed=s.seed, model=self.llm.model,
+            gate=gate.to_meta() if gate is not None else {}, cost=r.cost, seed=s.seed, model=self.llm.model,
             synthesis={"method": r.synthesis.method, "format": s.spec_format, "repairs": r.synthesis.repairs},
             evidence={"contrasts": r.evidence.get("contrasts"), "comment_themes": r.evidence.get("comment_themes", {})},
-            forced=not gate.passed, flagged_comments=r.flagged_comments, spec_tokens=r.synthesis.tokens,
+            forced=gate is not None and not gate.passed, flagged_comments=r.flagged_comments, spec_tokens=r.synthesis.tokens,
             human=pr.human, learned_tokens=r.synthesis.learned_tokens,
             proposals=[{**p.to_meta(), "held_as": h.version} for p, h in zip(r.proposals, r.held, strict=False)],
         )  # fmt: skip
         meta["voices"] = r.voices
         if pr.hold_reason:
             meta["held_for"] = pr.hold_reason
+        if explore:  # why it is tried on the canary share instead of gated offline
+            meta["explore"] = explore
         parent = pr.current.version if pr.current else None
-        r.version = await publish(self.registry, self.name, text, meta, parent=parent, label=self.label)
+        r.version = await publish(self.registry, self.name, text, meta, parent=parent, label=label)
         held = f", held for a person ({pr.hold_reason})" if pr.hold_reason else ""
-        self.say(f"published {r.version.ref} as {self.label}{held}")
+        self.say(f"published {r.version.ref} as {label}{held}")
 
     async def hold_new_text(self, pr: PreparedRound, rules: list[Rule]) -> None:
         """What users asked for in words the served model has never written cannot be measured on
@@ -629,7 +726,9 @@ async def run_round(
             on_prepared(round_.result)
         if dry_run:
             return round_._finish(Outcome.SKIPPED, "dry run")
-        return await round_.run(prepared, publish_result=publish_result)
+        result = await round_.run(prepared, publish_result=publish_result)
+        result.conclusions = round_.conclusions(prepared, time.time())
+        return result
     except NotEnoughFeedback as exc:
         return round_.finish_error(Outcome.SKIPPED, exc)
     except CompilerError as exc:

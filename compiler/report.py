@@ -128,10 +128,23 @@ def proposals(result: RoundResult) -> str:
     return "\n".join(lines)
 
 
+def remembered(result: RoundResult) -> str:
+    """Rules an earlier round or live test refused, set aside until new evidence bears on them."""
+    aside = result.evidence.get("remembered") or []
+    if not aside:
+        return ""
+    lines = ["remembered (refused before; tried again once new feedback bears on them):"]
+    for r in aside:
+        where = f" v{r['version']}" if r.get("version") is not None else ""
+        lines.append(f"  {r['text']!r}: {r['verdict']}{where} ({r['reason']}); {r['new_items']} new item(s) since")
+    return "\n".join(lines)
+
+
 def summary(result: RoundResult) -> str:
     # which model and why, and how the endpoints made the round ask (once each)
     notes = "notes:\n" + "\n".join(f"  {n}" for n in result.cost.get("notes") or []) if result.cost.get("notes") else ""
-    parts = [notes, result.voices, principles(result), proposals(result), flagged(result), gate(result)]
+    parts = [notes, result.voices, remembered(result), principles(result), proposals(result), flagged(result),
+             gate(result)]  # fmt: skip
     if result.diff:
         parts.append("diff:\n" + result.diff.rstrip())
     elif result.candidate_text and result.current is None:
@@ -165,5 +178,7 @@ def record(result: RoundResult) -> dict[str, Any]:
         else {"method": result.synthesis.method, "repairs": result.synthesis.repairs},
         "proposals": [p.to_meta() for p in result.proposals],
         "held": [v.ref for v in result.held],
+        "remembered": result.evidence.get("remembered", []),
+        "explore": result.evidence.get("explore"),
         "voices": result.voices,
     }

@@ -12,14 +12,17 @@ from typing import Any
 import httpx
 
 from proxy.ledger import Ledger
-from proxy.registry import Registry
+from proxy.registry import PRODUCTION, Registry
 from proxy.settings import Settings
 from proxy.upstreams import route_table
 
 from . import metrics, served_model
 from .dataset import Dataset, build_dataset
 from .errors import CompilerError, no_llm
+from .explore import CANDIDATE, Canary
 from .llm import Budget, EmbeddingEndpoint, LLMClient
+from .memory import Conclusion, Memory
+from .outcomes import Outcome
 from .pipeline import Round, RoundResult, run_round
 from .quirks import Quirks
 from .served_model import ModelChoice
@@ -182,21 +185,46 @@ async def compile_spec(
             llm = ctx.llm(name, choice)
             llm.budget.note("model", choice.describe())
             judge = ctx.judge_llm(name, llm.budget, choice)
+        # what earlier rounds concluded, for a round on the spec's own feedback (not a pairs file)
+        remembers = dataset is None and ctx.ledger is not None
+        memory = await recall(ctx, name) if remembers else None
         try:
             round_ = Round(name, ds, registry=ctx.registry, llm=llm, settings=ctx.compiler, label=label,
-                           instruction=instruction, force=force, progress=progress, judge_llm=judge)  # fmt: skip
+                           instruction=instruction, force=force, progress=progress, judge_llm=judge,
+                           memory=memory, canary=await canary(ctx, name))  # fmt: skip
             result = await run_round(round_, dry_run=dry_run, publish_result=publish_result, on_prepared=on_prepared)
         finally:
             await llm.aclose()
             if judge is not None:
                 await judge.aclose()
+        if remembers and publish_result and not dry_run and result.conclusions:
+            assert ctx.ledger is not None
+            await ctx.ledger.add_conclusions(name, [c.to_json() for c in result.conclusions])
     if not dry_run:
         metrics.record_round(name, result.result, time.monotonic() - started, time.time())
         if result.version is not None:
-            metrics.PUBLISHES.labels(name, label or ctx.compiler.publish_label).inc()
+            published_as = CANDIDATE if result.result == Outcome.EXPLORED else label or ctx.compiler.publish_label
+            metrics.PUBLISHES.labels(name, published_as).inc()
         if record_state:
             _record(ctx, name, result)
     return result
+
+
+async def recall(ctx: Context, name: str) -> Memory:
+    """What earlier rounds and live tests concluded about `name`'s rules (memory.py)."""
+    assert ctx.ledger is not None
+    return Memory([Conclusion.from_json(c) for c in await ctx.ledger.conclusions(name)])
+
+
+async def canary(ctx: Context, name: str) -> Canary:
+    """The canary share users are split into, and the candidate a live test is deciding now."""
+    await ctx.registry.refresh()
+    state = ctx.registry.snapshot.specs.get(name)
+    labels = state.labels if state is not None else {}
+    running = labels.get(CANDIDATE)
+    return Canary(
+        ctx.settings.canary_fraction, running if running is not None and running != labels.get(PRODUCTION) else None
+    )
 
 
 def _offline_llm(ctx: Context) -> LLMClient:

@@ -312,16 +312,18 @@ def chat_request(q: str) -> dict:
 
 
 async def fill_ledger(path: Path, spec: str = "support", *, questions: list[str] | None = None,
-                      t0: float = 1_700_000_000.0, comments: bool = True, users: bool = True) -> list[str]:  # fmt: skip
+                      t0: float = 1_700_000_000.0, comments: bool = True, users: bool = True,
+                      prefix: str = "") -> list[str]:  # fmt: skip
     """Record an up and a down per question and return the inference ids (`users`: five users
-    take turns; else every request is anonymous, as from an app that sends no user ids)."""
+    take turns; else every request is anonymous, as from an app that sends no user ids; `prefix`
+    keeps the ids of a later batch apart)."""
     ledger = SqliteLedger(path)
     await ledger.start()
     ids = []
     for i, q in enumerate(questions or QUESTIONS):
         at = t0 + i * 60
         for kind, text in (("good", good_answer(q)), ("bad", bad_answer(q))):
-            inf_id = f"inf-{i}-{kind}"
+            inf_id = f"{prefix}inf-{i}-{kind}"
             ledger.record(InferenceRecord(inf_id, at, "chat", "m", spec, 1, "h", chat_request(q), text,
                                           metadata={"user": f"user{i % 5}"} if users else {}))  # fmt: skip
             ids.append(inf_id)
@@ -330,9 +332,11 @@ async def fill_ledger(path: Path, spec: str = "support", *, questions: list[str]
     await ledger.start()
     for i in range(len(questions or QUESTIONS)):
         at = t0 + i * 60 + 5
-        await ledger.add_feedback(FeedbackRecord(f"fb-{i}-up", f"inf-{i}-good", "thumb", 1.0, at))
+        await ledger.add_feedback(FeedbackRecord(f"{prefix}fb-{i}-up", f"{prefix}inf-{i}-good", "thumb", 1.0, at))
         comment = "too long and sounds reluctant" if comments and i % 3 == 0 else None
-        await ledger.add_feedback(FeedbackRecord(f"fb-{i}-down", f"inf-{i}-bad", "thumb", -1.0, at + 1, comment))
+        await ledger.add_feedback(
+            FeedbackRecord(f"{prefix}fb-{i}-down", f"{prefix}inf-{i}-bad", "thumb", -1.0, at + 1, comment)
+        )
     await ledger.close()
     return ids
 

@@ -6,7 +6,7 @@ import pytest
 
 from compiler.checks import Check
 from compiler.dataset import Example, Pair
-from compiler.explore import AddedRule, decide, sided_with_users
+from compiler.explore import AddedRule, Canary, decide, sided_with_users
 from compiler.memory import Conclusion, Memory, Verdict, bearing, rule_key
 
 SHORT = Check("max_words", "25")
@@ -41,8 +41,11 @@ def test_only_new_items_that_bear_on_the_rule_count_as_new_evidence() -> None:
     old = [contrast(i, at=50.0) for i in range(6)]
     new = [contrast(10 + i, at=150.0) for i in range(3)]
     neutral = Pair("n", example(90, "Short one.", True, 150.0), example(91, "Short two.", False, 150.0), "thumbs")
-    comments = [example(80, "x", False, 150.0, "too long"), example(81, "x", False, 50.0, "too long")]
-    # the check takes no side on `neutral`; the old comment predates the refusal
+    long = " ".join(["word"] * 40)
+    comments = [example(80, long, False, 150.0, "too long"), example(81, long, False, 50.0, "too long"),
+                example(82, "Short and fine.", False, 150.0, "wrong answer")]  # fmt: skip
+    # the check takes no side on `neutral`; the old comment predates the refusal; the last one is
+    # about an answer that keeps the rule
     assert bearing(SHORT, [*old, *new, neutral], comments, since=100.0) == 3 + 1
     # a rule without a check: any new contrast could bear on it
     assert bearing(None, [*old, *new, neutral], [], since=100.0) == 4
@@ -71,36 +74,36 @@ def test_the_latest_conclusion_counts_and_only_refusals_set_a_rule_aside() -> No
 ASKED = AddedRule("Answer in French.", support=0, relevant=0, requested_by=3)
 MEASURED = AddedRule("Keep it short.", support=12, relevant=12, requested_by=0)
 COIN = AddedRule("Keep it short.", support=6, relevant=11, requested_by=0)
-OPEN = {"canary_share": 0.1, "running": None, "held_for_person": "", "heldout_favours_current": False,
-        "min_requesting": 2, "alpha": 0.05, "tried": 3}  # fmt: skip
+CANARY = Canary(0.1)
+OPEN = {"held_for_person": "", "heldout_favours_current": False, "min_requesting": 2, "alpha": 0.05, "tried": 3}
 
 
 def test_a_rule_users_asked_for_or_one_significant_on_its_items_is_explored() -> None:
-    assert decide([ASKED], **OPEN).explore
-    found = decide([MEASURED], **OPEN)
+    assert decide([ASKED], CANARY, **OPEN).explore
+    found = decide([MEASURED], CANARY, **OPEN)
     assert found.explore and "12/12" in found.reason
 
 
 @pytest.mark.parametrize(
-    ("change", "why"),
+    ("canary", "change", "why"),
     [
-        ({"canary_share": 0.0}, "canaries are off"),
-        ({"running": 4}, "v4 is still deciding"),
-        ({"held_for_person": "one voice"}, "held for a person"),
-        ({"heldout_favours_current": True}, "favours the current spec"),
+        (Canary(0.0), {}, "canaries are off"),
+        (Canary(0.1, running=4), {}, "v4 is still deciding"),
+        (CANARY, {"held_for_person": "one voice"}, "held for a person"),
+        (CANARY, {"heldout_favours_current": True}, "favours the current spec"),
     ],
 )
 def test_no_exploring_without_canaries_beside_a_running_test_when_held_or_contradicted(
-    change: dict[str, object], why: str
+    canary: Canary, change: dict[str, object], why: str
 ) -> None:
-    found = decide([ASKED], **{**OPEN, **change})  # type: ignore[arg-type]
+    found = decide([ASKED], canary, **{**OPEN, **change})  # type: ignore[arg-type]
     assert not found.explore and why in found.reason
 
 
 def test_noise_earns_no_canary_and_the_correction_counts_the_rules_tried() -> None:
-    assert not decide([COIN], **OPEN).explore
-    assert not decide([], **OPEN).explore
+    assert not decide([COIN], CANARY, **OPEN).explore
+    assert not decide([], CANARY, **OPEN).explore
     # 7 of 7 sides with the users: p = 0.0078, significant alone, not among ten rules tried
     seven = AddedRule("Keep it short.", 7, 7, 0)
     assert sided_with_users(seven, 1) < 0.05 < sided_with_users(seven, 10)
-    assert not decide([ASKED, COIN], **OPEN).explore  # every added rule must earn it
+    assert not decide([ASKED, COIN], CANARY, **OPEN).explore  # every added rule must earn it

@@ -28,7 +28,7 @@ SHORT = Rule("Keep every answer to at most 50 words.", Source.EVIDENCE, Check("m
 
 
 def test_the_enums_are_the_words_the_front_matter_and_reports_keep() -> None:
-    assert [str(o) for o in Outcome] == ["published", "held", "gate_failed", "skipped", "error"]
+    assert [str(o) for o in Outcome] == ["published", "held", "explored", "gate_failed", "skipped", "error"]
     assert [str(s) for s in Source] == ["current", "evidence", "comment", "llm"]
     assert {"kept", "added", "dropped", "superseded", "redundant", "unrequested", "rejected", "unvalidated"} == {
         str(s) for s in Status

@@ -19,13 +19,15 @@ from proxy.registry import Registry
 
 from .. import report
 from ..dataset import governed
+from ..outcomes import Outcome
 from ..pairs_file import dataset_from_pairs
 from ..pipeline import RoundResult
 from ..runner import compile_spec
 from .common import add_llm_options, build_settings, context, run_cleanly, setup_logging
 from .endpoints import resolve_llms
 
-EXIT = {"published": 0, "held": 0, "skipped": 0, "gate_failed": 3, "error": 1}
+EXIT = {Outcome.PUBLISHED: 0, Outcome.HELD: 0, Outcome.EXPLORED: 0, Outcome.SKIPPED: 0, Outcome.GATE_FAILED: 3,
+        Outcome.ERROR: 1}  # fmt: skip
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
