@@ -120,7 +120,9 @@ class Settings(ConfiguredSettings, ProxyTuning):
     )
     canary_fraction: float = Field(
         0.0, ge=0.0, le=1.0, description="share (0–1) of users (else sessions, else requests) that name no "
-        "version served the `candidate` label, when it exists; sticky by a stable hash"
+        "version served the `candidate` label, when it exists; sticky by a stable hash. Above 0, a compile round "
+        "whose candidate held-out feedback cannot decide may publish it as `candidate` for live traffic to decide "
+        "(docs/compiler.md); 0.05–0.2 is usual"
     )  # fmt: skip
     routes: dict[str, Route] = Field(
         {}, description='model aliases, JSON: `{"alias": {"model": "...", "spec": "...", "injection": "...", '
