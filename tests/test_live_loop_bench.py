@@ -48,6 +48,12 @@ def test_exposure_is_the_share_served_by_versions_later_rolled_back() -> None:
     assert m.exposure(days, []) == 0.0 and m.exposure([], ["live@2"]) == 0.0
 
 
+def test_production_at_follows_promotions() -> None:
+    promotions = [(20.0, 3), (10.0, 2)]
+    assert [m.production_at(t, 1, promotions) for t in (5.0, 10.0, 15.0, 25.0)] == [1, 2, 2, 3]
+    assert m.production_at(5.0, 4, []) == 4
+
+
 def test_final_line_format() -> None:
     assert m.final_line("short", 120, 14.2, 0.031, 1, 0) == (
         "short: to_0.9 120 regret 14.2 exposure 0.03 promotions 1 rollbacks 0"
@@ -141,7 +147,10 @@ def test_quick_run_on_the_fake_llm(tmp_path: Path) -> None:
         assert d["day"] == i and d["events"] == 12 and d["events_so_far"] == 12 * (i + 1)
         assert {"served", "static", "oracle", "versions", "label_mix", "compile", "after"} <= d.keys()
         assert d["static"]["rate"] == 0.0 and d["oracle"]["rate"] == 1.0  # the fake model, as scripted
-        assert sum(d["versions"].values()) == 12 and d["compile"]["result"]  # the sidecar ran a round each day
+        assert sum(d["versions"].values()) == 12
+    # the sidecar's round after each day but the last (after it nothing more is served)
+    assert all(d["compile"]["result"] in ("published", "gate_failed", "skipped", "held") for d in run["days"][:-1])
+    assert run["days"][-1]["compile"]["result"].startswith("not awaited")
     assert run["days"][0]["versions"] == {"live@1": 12}
     assert run["compiler"]["llm_calls"] > 0
     # every arm asks through the cache: the static arm replays the answers served on the static spec

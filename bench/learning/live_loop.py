@@ -80,7 +80,7 @@ from proxy.config import write_tuning
 
 from . import live_metrics as m
 from .live_cache import AnswerCache, serve_cache
-from .live_worlds import AA, TEMPERATURE, WORLDS, Event, World, check_worlds
+from .live_worlds import AA, COMPLAINERS, QUESTIONS, TEMPERATURE, USERS, WORLDS, Event, World, check_worlds
 
 SPEC = "live"
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -95,7 +95,7 @@ PASS_TIMEOUT = 1800.0  # a sidecar pass that takes longer is a failure of the ru
 # A round every day replaces an undecided candidate, so one day must give both arms the test's
 # burn-in: 150 events put ~53 on production. Events are cheap (a version's answers are computed
 # once); days are not (a compile round each).
-FULL = {"days": 4, "events_per_day": 150, "aa_seeds": 3}
+FULL = {"days": 3, "events_per_day": 150, "aa_seeds": 3}
 QUICK = {"days": 3, "events_per_day": 12, "aa_seeds": 1, "worlds": ["short"]}
 
 
@@ -261,15 +261,19 @@ async def run_day(client: httpx.AsyncClient, world: World, day: int, proxy: str,
     return list(await asyncio.gather(*(one(e) for e in world.events(day, a.events_per_day))))
 
 
-async def arms_served(data: Path, specs: Path, since: float) -> tuple[dict[str, str | None], list[dict[str, Any]]]:
-    """From the ledger: the canary arm of each inference since `since`, and the decision log."""
+Served = dict[str, tuple[str | None, float]]  # inference id -> (canary arm, when)
+
+
+async def arms_served(data: Path, specs: Path, since: float) -> tuple[Served, list[dict[str, Any]]]:
+    """From the ledger: the canary arm and time of each inference since `since`, and the decision log."""
     from proxy.ledger import open_ledger
     from proxy.settings import Settings
 
     ledger = open_ledger(Settings(data_dir=data, specs_dir=specs, database_url=None))
     await ledger.start()
     try:
-        arms = {ev.inference.id: ev.inference.arm for ev in await ledger.feedback_events(spec=SPEC, since=since)}
+        arms = {ev.inference.id: (ev.inference.arm, ev.inference.created_at)
+                for ev in await ledger.feedback_events(spec=SPEC, since=since)}  # fmt: skip
         decisions = [d.to_dict() for d in await ledger.decisions(SPEC)]
     finally:
         await ledger.close()
@@ -323,13 +327,17 @@ async def run_world(world: World, ep: Endpoints, shim: str, a: argparse.Namespac
                     day_started, t0 = time.time(), time.monotonic()
                     rows = await run_day(client, world, day, root, shim, a)
                     day_end = time.time()
-                    crashes = len(CRASH.findall(tail(sidecar_log, 10**9)))
-                    state = await await_pass(data, sidecar_log, side, day_end, crashes)
+                    if day < a.days - 1:  # after the last day nothing more is served: no round to wait for
+                        crashes = len(CRASH.findall(tail(sidecar_log, 10**9)))
+                        state = await await_pass(data, sidecar_log, side, day_end, crashes)
+                    else:
+                        state = {"last_result": "not awaited (the last day)"}
                     arms, decisions = await arms_served(data, specs, day_started)
                     cost = compiler_cost(metrics_port)
                     so_far += len(rows)
                     days.append(day_record(world, day, rows, arms, decisions, day_started, state, so_far,
-                                           await labels(specs), cost, cost_before, time.monotonic() - t0))  # fmt: skip
+                                           await labels(specs), cost, cost_before, time.monotonic() - t0,
+                                           days))  # fmt: skip
                     cost_before = cost
                     d = days[-1]
                     say(f"day {day}: served {d['served']['rate']:.2f} static {d['static']['rate']:.2f} "
@@ -340,18 +348,21 @@ async def run_world(world: World, ep: Endpoints, shim: str, a: argparse.Namespac
     return summarize(world, days, decisions, time.monotonic() - started)
 
 
-def day_record(world: World, day: int, rows: list[dict[str, Any]], arms: Mapping[str, str | None],
+def day_record(world: World, day: int, rows: list[dict[str, Any]], arms: Served,
                decisions: list[dict[str, Any]], since: float, state: Mapping[str, Any], so_far: int,
                after: dict[str, Any], cost: dict[str, int], cost_before: dict[str, int],
-               seconds: float) -> dict[str, Any]:  # fmt: skip
+               seconds: float, days_before: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
     n = len(rows)
     versions: dict[str, int] = {}
     for r in rows:
         versions[r["version"]] = versions.get(r["version"], 0) + 1
-    # the canary arm with a version production's arm was not served that day (after a promotion
-    # or a rollback both labels name one version, and the canary share sees production)
-    production = {r["version"] for r in rows if arms.get(r["id"]) != "candidate"}
-    cand = sum(1 for r in rows if arms.get(r["id"]) == "candidate" and r["version"] not in production)
+    # the candidate's share: canary requests served a version that was not production then
+    # (after a promotion or a rollback both labels name one version)
+    promoted = [(d["created_at"], d["candidate"]) for d in decisions if d["decision"] == "promote"]
+    start = (days_before[-1]["after"].get("labels") or {}).get("production", 1) if days_before else 1
+    canary = [(int(r["version"].rpartition("@")[2]), arms[r["id"]][1]) for r in rows
+              if r["id"] in arms and arms[r["id"]][0] == "candidate" and r["version"].rpartition("@")[2].isdigit()]  # fmt: skip
+    cand = sum(1 for version, at in canary if version != m.production_at(at, start, promoted))
     taste = world.taste(day)
     return {
         "day": day, "taste": taste.name if taste else None, "events": n, "events_so_far": so_far,
@@ -361,6 +372,7 @@ def day_record(world: World, day: int, rows: list[dict[str, Any]], arms: Mapping
         "versions": versions,
         "label_mix": {"candidate": round(cand / n, 3) if n else 0.0,
                       "production": round(1 - cand / n, 3) if n else 0.0},
+        "canary_arm": round(sum(1 for r in rows if arms.get(r["id"], (None, 0))[0] == "candidate") / n, 3) if n else 0.0,
         "decisions": [{k: d[k] for k in ("decision", "candidate", "production", "reason", "p_value", "lift")}
                       for d in decisions if d["created_at"] >= since and d["decision"] != "continue"],
         "looks": sum(1 for d in decisions if d["created_at"] >= since),
@@ -455,6 +467,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="one world (short), 3 days of 12 events: a smoke run")
     p.add_argument("--days", type=int, help=f"simulated days per world (default {FULL['days']})")
     p.add_argument("--events-per-day", type=int, help=f"feedback events a day (default {FULL['events_per_day']})")
+    p.add_argument("--questions", type=int, default=QUESTIONS, help="questions users ask (the first N of PROMPTS)")
     p.add_argument("--seeds", type=int, default=1, help="seeds of every world but aa")
     p.add_argument("--aa-seeds", type=int, help=f"seeds of the aa world (default {FULL['aa_seeds']})")
     p.add_argument("--canary", type=float, default=CANARY, help="SPECLEARN_CANARY_FRACTION of the proxy")
@@ -490,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def write() -> None:
         report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
+                  "compiler_tuning": compiler_tuning(a), "users": len(USERS), "complainers": COMPLAINERS,
                   "runs": runs, "worlds": by_world(runs), "cache": cache_stats,
                   "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
         a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -501,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         with serve_cache(cache) as shim:
             for name in a.world:
                 for seed in range(a.aa_seeds if name == AA else a.seeds):
-                    runs.append(asyncio.run(run_world(World(name, a.days, seed), ep, shim, a)))
+                    world = World(name, a.days, seed, a.questions)
+                    runs.append(asyncio.run(run_world(world, ep, shim, a)))
                     cache_stats.update(hits=cache.hits, misses=cache.misses)
                     write()  # a partial report survives an interrupted run
 

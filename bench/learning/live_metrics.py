@@ -82,3 +82,12 @@ def pooled(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "seeds": len(runs),
         "seeds_with_promotion": sum(1 for r in runs if r["promotions"]),
     }
+
+
+def production_at(at: float, start: int, promotions: Sequence[tuple[float, int]]) -> int:
+    """The production version at time `at`: `start`, or the last version promoted by then."""
+    current = start
+    for when, version in sorted(promotions):
+        if when <= at:
+            current = version
+    return current

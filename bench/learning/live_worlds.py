@@ -1,8 +1,9 @@
 """The live loop's simulated users and the worlds they live in.
 
 Users are sticky ids (`u00`..`u39`: the canary split hashes them, so each keeps its arm while the
-labels stay put). Each day every event is one user asking one of compiler.simulate.PROMPTS with a
-sampling seed from SEEDS; the day's events are drawn from (world, seed, day) alone, so every arm
+labels stay put). Each day every event is one user asking one of the first QUESTIONS of
+compiler.simulate.PROMPTS with a sampling seed from SEEDS (so a version has at most 32 answers to
+compute; the cache replays the rest); the day's events are drawn from (world, seed, day) alone, so every arm
 and every rerun meets the same users and questions. A fixed share of users (COMPLAINERS) writes
 the taste's complaint on a down vote; the others only vote.
 
@@ -29,6 +30,7 @@ from compiler.simulate import PROMPTS, SEVEN, TASTES, Taste
 
 USERS = tuple(f"u{i:02d}" for i in range(40))
 COMPLAINERS = 0.5  # the share of users who write the taste's complaint on a down vote (every other one)
+QUESTIONS = 16
 SEEDS = (0, 1)  # sampling seeds: at temperature 0.8, each (spec, question) has at most two answers
 TEMPERATURE = 0.8
 DRIFT = ("bullets", "prose")
@@ -49,6 +51,7 @@ class World:
     name: str
     days: int
     seed: int = 0
+    questions: int = QUESTIONS
 
     def taste(self, day: int) -> Taste | None:
         """The taste in force on `day` (None: the coin world)."""
@@ -60,7 +63,10 @@ class World:
 
     def events(self, day: int, n: int) -> list[Event]:
         rng = random.Random(f"{self.name}/{self.seed}/{day}")
-        return [Event(rng.choice(USERS), rng.choice(PROMPTS), rng.choice(SEEDS), rng.random()) for _ in range(n)]
+        return [
+            Event(rng.choice(USERS), rng.choice(PROMPTS[: self.questions]), rng.choice(SEEDS), rng.random())
+            for _ in range(n)
+        ]
 
     def bias(self, user: str) -> float:
         """The `aa` world's per-user probability of a thumb up."""
