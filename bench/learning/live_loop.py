@@ -12,10 +12,11 @@ benchmark runs that loop as it ships, in compressed time:
 - simulated users (bench/learning/live_worlds.py: sticky ids, hidden tastes, half of them write
   the taste's complaint on a down vote) ask `--events-per-day` questions a day through the
   OpenAI HTTP API (path form /specs/live/v1, as an app would) and send a thumb on every answer;
-- a day ends when its feedback is on disk; then the sidecar's pass is awaited: its state file
-  records a round that started after the day's last feedback (or its log a crashed round), never
-  a fixed sleep; the ledger then says which version and arm served each request, and the decision
-  log what the review decided. Then the next day.
+- a day ends when its feedback is on disk; then the sidecar is awaited, never with a fixed sleep:
+  its state file records a round begun after the day's last feedback (or its log a crashed round)
+  and, by the sidecar's own test (compiler.sidecar.due), it is not due again; the ledger then says
+  which version and arm served each request, and the decision log what the review decided. Then
+  the next day. After the last day nothing more is served, so no round is awaited.
 
 Arms on the same day's events (same users, questions and sampling seeds): `speclearn` (what the
 proxy served), `static` (the starting prompt all along) and `oracle` (the taste stated outright,
@@ -175,18 +176,56 @@ def read_state(data: Path) -> dict[str, Any]:
 CRASH = re.compile(r"round crashed|compiler tick failed")
 
 
+async def still_due(data: Path, specs: Path, min_feedback: int) -> bool:
+    """The sidecar's own test (compiler.sidecar.due): would its next pass compile again?"""
+    from compiler.runner import Context
+    from compiler.settings import CompilerSettings
+    from compiler.sidecar import due
+    from proxy.ledger import open_ledger
+    from proxy.registry import FileRegistry
+    from proxy.settings import Settings
+
+    settings = Settings(data_dir=data, specs_dir=specs, database_url=None)
+    registry = FileRegistry(specs, poll_interval=0)
+    await registry.refresh()
+    ledger = open_ledger(settings)
+    await ledger.start()
+    try:
+        ctx = Context(settings, CompilerSettings(min_feedback=min_feedback), registry, ledger)
+        go, _ = await due(ctx, SPEC, time.time())
+    finally:
+        await ledger.close()
+    return go
+
+
 async def await_pass(
-    data: Path, log: Path, proc: subprocess.Popen[bytes], day_end: float, crashes: int
-) -> dict[str, Any]:
-    """Return the state once the sidecar records a round that began after `day_end` (a day's
-    feedback makes the spec due, so the pass after it compiles), or logs one more crash."""
+    data: Path, specs: Path, log: Path, proc: subprocess.Popen[bytes], day_end: float, min_feedback: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Wait until the sidecar is done with the day: it recorded a round begun after `day_end`
+    (the day's feedback made the spec due) and, by its own test, is not due again; or it logged
+    one more crash. Returns its state and the rounds it recorded meanwhile."""
     deadline = time.monotonic() + PASS_TIMEOUT
+    crashes = len(CRASH.findall(tail(log, 10**9)))
+    rounds: list[dict[str, Any]] = []
+    since, asked = day_end, time.monotonic()
     while True:
         state = read_state(data)
-        if float(state.get("last_round_at") or 0) > day_end:
-            return state
+        at = float(state.get("last_round_at") or 0)
+        if at > since:
+            rounds.append({"result": state.get("last_result"), "reason": str(state.get("last_reason") or ""),
+                           "published": state.get("last_published"), "at": at})  # fmt: skip
+            since = at
+            if not await still_due(data, specs, min_feedback):
+                return state, rounds
+        elif not rounds and time.monotonic() - asked > 2.0:  # not due at all (say, backing off): nothing to wait for
+            asked = time.monotonic()
+            if (
+                not await still_due(data, specs, min_feedback)
+                and float(read_state(data).get("last_round_at") or 0) <= since
+            ):
+                return {**state, "last_result": "not due", "last_reason": ""}, rounds
         if len(CRASH.findall(tail(log, 10**9))) > crashes:
-            return {**state, "last_result": "crashed", "last_reason": tail(log, 600)}
+            return {**state, "last_result": "crashed", "last_reason": tail(log, 600)}, rounds
         if proc.poll() is not None:
             raise RuntimeError(f"the sidecar exited {proc.returncode}:\n{tail(log)}")
         if time.monotonic() > deadline:
@@ -327,9 +366,9 @@ async def run_world(world: World, ep: Endpoints, shim: str, a: argparse.Namespac
                     day_started, t0 = time.time(), time.monotonic()
                     rows = await run_day(client, world, day, root, shim, a)
                     day_end = time.time()
+                    rounds: list[dict[str, Any]] = []
                     if day < a.days - 1:  # after the last day nothing more is served: no round to wait for
-                        crashes = len(CRASH.findall(tail(sidecar_log, 10**9)))
-                        state = await await_pass(data, sidecar_log, side, day_end, crashes)
+                        state, rounds = await await_pass(data, specs, sidecar_log, side, day_end, a.events_per_day)
                     else:
                         state = {"last_result": "not awaited (the last day)"}
                     arms, decisions = await arms_served(data, specs, day_started)
@@ -337,7 +376,7 @@ async def run_world(world: World, ep: Endpoints, shim: str, a: argparse.Namespac
                     so_far += len(rows)
                     days.append(day_record(world, day, rows, arms, decisions, day_started, state, so_far,
                                            await labels(specs), cost, cost_before, time.monotonic() - t0,
-                                           days))  # fmt: skip
+                                           days, rounds))  # fmt: skip
                     cost_before = cost
                     d = days[-1]
                     say(f"day {day}: served {d['served']['rate']:.2f} static {d['static']['rate']:.2f} "
@@ -351,7 +390,8 @@ async def run_world(world: World, ep: Endpoints, shim: str, a: argparse.Namespac
 def day_record(world: World, day: int, rows: list[dict[str, Any]], arms: Served,
                decisions: list[dict[str, Any]], since: float, state: Mapping[str, Any], so_far: int,
                after: dict[str, Any], cost: dict[str, int], cost_before: dict[str, int],
-               seconds: float, days_before: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+               seconds: float, days_before: list[dict[str, Any]],
+               rounds: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
     n = len(rows)
     versions: dict[str, int] = {}
     for r in rows:
@@ -378,6 +418,7 @@ def day_record(world: World, day: int, rows: list[dict[str, Any]], arms: Served,
         "looks": sum(1 for d in decisions if d["created_at"] >= since),
         "compile": {"result": state.get("last_result"), "reason": str(state.get("last_reason") or ""),
                     "published": state.get("last_published")},
+        "rounds": rounds,  # every round the sidecar ran before it was done with the day (usually one)
         "after": after,
         "compiler": {k: cost[k] - cost_before[k] for k in cost},
         "seconds": round(seconds, 1),
