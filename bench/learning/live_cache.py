@@ -77,15 +77,31 @@ class AnswerCache:
             return status, data
 
     def forward(self, path: str, body: dict[str, Any] | None, client: httpx.Client) -> tuple[int, bytes]:
+        """The upstream's answer; a connection the server dropped is retried once on a new one."""
         url = self.upstream.rstrip("/") + path
-        resp = client.get(url) if body is None else client.post(url, json=body)
-        return resp.status_code, resp.content
+        for attempt in (1, 2):
+            try:
+                resp = client.get(url) if body is None else client.post(url, json=body)
+                return resp.status_code, resp.content
+            except httpx.TransportError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager
 def serve_cache(cache: AnswerCache) -> Iterator[str]:
     """The shim on a free loopback port for the duration; yields its base URL (…/v1)."""
-    client = httpx.Client(timeout=cache.timeout)
+    # one client per handler thread: concurrent requests on one httpx.Client's pool to llama.cpp
+    # failed with EBADF, a connection closed under another thread's read
+    local = threading.local()
+    clients: list[httpx.Client] = []
+
+    def client_of_thread() -> httpx.Client:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(timeout=cache.timeout)
+            clients.append(local.client)
+        return local.client  # type: ignore[no-any-return]
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -102,16 +118,16 @@ def serve_cache(cache: AnswerCache) -> Iterator[str]:
             try:
                 body = json.loads(raw)
                 if self.path.rstrip("/").endswith("/chat/completions"):
-                    self._send(*cache.chat(body, client))
+                    self._send(*cache.chat(body, client_of_thread()))
                 else:
-                    self._send(*cache.forward(self.path.removeprefix("/v1"), body, client))
+                    self._send(*cache.forward(self.path.removeprefix("/v1"), body, client_of_thread()))
             except (ValueError, httpx.HTTPError) as exc:
                 err = {"error": {"message": f"live-loop cache: {exc}", "type": "server_error", "code": None}}
                 self._send(502, json.dumps(err).encode())
 
         def do_GET(self) -> None:
             try:
-                self._send(*cache.forward(self.path.removeprefix("/v1"), None, client))
+                self._send(*cache.forward(self.path.removeprefix("/v1"), None, client_of_thread()))
             except httpx.HTTPError as exc:
                 err = {"error": {"message": f"live-loop cache: {exc}", "type": "server_error", "code": None}}
                 self._send(502, json.dumps(err).encode())
@@ -127,4 +143,5 @@ def serve_cache(cache: AnswerCache) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-        client.close()
+        for client in clients:
+            client.close()

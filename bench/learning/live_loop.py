@@ -262,7 +262,11 @@ def served_text(text: str) -> str:
 
 
 async def answer(client: httpx.AsyncClient, url: str, payload: dict[str, Any]) -> httpx.Response:
-    resp = await client.post(url, json=payload)
+    """An answer, as an app asks it: a dropped connection is retried once, an error status raises."""
+    try:
+        resp = await client.post(url, json=payload)
+    except httpx.TransportError:
+        resp = await client.post(url, json=payload)
     resp.raise_for_status()
     return resp
 
