@@ -324,6 +324,10 @@ def decide(result: GateResult, *, holdout_fraction: float) -> GateResult:
     if not ahead:
         s.reason = (f"candidate {s.candidate_accuracy:.3f} does not beat current {s.current_accuracy:.3f} "
                     f"by more than {s.margin} ({s.metric})")  # fmt: skip
+        if lead > s.margin:  # ahead on the pairs, not in the test that decides: say which and by how much
+            s.reason += "; the deciding test does not find it ahead: " + "; ".join(
+                f"{t.name}: {t.wins} better vs {t.losses} worse" for t in s.deciding
+            )
         return s
     s.not_enough = True
     best = min(s.deciding, key=lambda t: t.p_value) if s.deciding else None

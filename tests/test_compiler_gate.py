@@ -7,7 +7,7 @@ import random
 
 from compiler.checks import Check
 from compiler.dataset import Example, Pair
-from compiler.gate import independent, on_request, run_gate, unary_gate, vote_test
+from compiler.gate import GateResult, Test, decide, independent, on_request, run_gate, unary_gate, vote_test
 from compiler.judge import PairwiseJudge
 from compiler.llm import LLMClient
 from compiler.pipeline import requested_by
@@ -169,3 +169,11 @@ async def test_the_deciding_test_is_chosen_before_the_outcome() -> None:
     assert len(by_checks.tests) == 2 and by_checks.passed
     words = await run_gate(judge, f"{BARE} Be concise.", BARE, pairs, margin=0.0)
     assert words.decisive == [words.tests[-1].name] and words.tests[-1].name.startswith("judge")
+
+
+def test_a_lead_on_the_pairs_that_the_deciding_test_does_not_share_is_said_plainly() -> None:
+    votes = Test("checks on held-out votes (Fisher exact)", 40, 10, 10, 1.0)  # a tie: worse would veto
+    result = GateResult(False, 1.0, 0.5, 0.0, 12, tests=[votes], metric="checks")
+    decide(result, holdout_fraction=0.3)
+    assert not result.passed and not result.not_enough
+    assert "does not find it ahead: checks on held-out votes (Fisher exact): 10 better vs 10 worse" in result.reason
