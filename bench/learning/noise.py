@@ -91,7 +91,7 @@ async def one_round(pool: list[dict[str, str]], scenario: str, seed: int, llm: d
         compiler = CompilerSettings(seed=seed, **llm["overrides"])
         ctx = Context(settings, compiler, registry, None, transport=llm.get("transport"), use_cache=llm["cache"])
         result = await compile_spec(ctx, "noise", dataset=ds, record_state=False)
-    return {"seed": seed, "result": result.result, "reason": result.reason[:300],
+    return {"seed": seed, "result": str(result.result), "reason": result.reason[:300],
             "spec": result.candidate_text if result.result == "published" else None,
             "p_value": None if result.gate is None else round(min(result.gate.p_value, 1.0), 5)}  # fmt: skip
 
