@@ -146,14 +146,19 @@ def proxy_process(upstream_url: str, specs_dir: Path, data_dir: Path, timeout: f
             time.sleep(0.2)
         yield root
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 10)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """Terminate a child, and kill it if it has not exited after `grace` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 async def ask_and_rate(

@@ -75,7 +75,7 @@ from typing import Any
 
 import httpx
 
-from compiler.simulate import ASSISTANT, EVAL_LLAMA_CPP, free_port
+from compiler.simulate import ASSISTANT, EVAL_LLAMA_CPP, free_port, stop
 from compiler.tuning import PROMOTE_ALPHA
 from proxy.config import write_tuning
 
@@ -115,12 +115,7 @@ def child(cmd: list[str], env: Mapping[str, str], log: Path) -> Iterator[subproc
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 15)
 
 
 def tail(log: Path, chars: int = 3000) -> str:
