@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from proxy.config import write_tuning
+from proxy.local_model.supervisor import terminate
 
 from .checks import Check
 
@@ -146,19 +147,7 @@ def proxy_process(upstream_url: str, specs_dir: Path, data_dir: Path, timeout: f
             time.sleep(0.2)
         yield root
     finally:
-        stop(proc, 10)
-        if proc.stderr is not None:
-            proc.stderr.close()
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """Terminate a child, and kill it if it has not exited after `grace` seconds."""
-    proc.terminate()
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        terminate(proc, 10)
 
 
 async def ask_and_rate(

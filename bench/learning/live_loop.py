@@ -75,9 +75,10 @@ from typing import Any
 
 import httpx
 
-from compiler.simulate import ASSISTANT, EVAL_LLAMA_CPP, free_port, stop
+from compiler.simulate import ASSISTANT, EVAL_LLAMA_CPP, free_port
 from compiler.tuning import PROMOTE_ALPHA
 from proxy.config import write_tuning
+from proxy.local_model.supervisor import terminate
 
 from . import live_metrics as m
 from .live_cache import AnswerCache, serve_cache
@@ -115,7 +116,7 @@ def child(cmd: list[str], env: Mapping[str, str], log: Path) -> Iterator[subproc
     try:
         yield proc
     finally:
-        stop(proc, 15)
+        terminate(proc, 15)
 
 
 def tail(log: Path, chars: int = 3000) -> str:

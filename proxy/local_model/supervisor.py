@@ -122,7 +122,7 @@ class LocalModelSupervisor:
         with self._lock:
             proc, self._proc = self._proc, None
         if proc is not None:
-            _terminate(proc, timeout)
+            terminate(proc, timeout)
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout)
 
@@ -152,7 +152,7 @@ class LocalModelSupervisor:
         threading.Thread(target=self._drain, args=(proc,), daemon=True).start()
         with self._lock:
             if self._stopping.is_set():
-                _terminate(proc, 5)
+                terminate(proc, 5)
                 return
             self._proc = proc
         deadline = time.monotonic() + timeout
@@ -167,7 +167,7 @@ class LocalModelSupervisor:
                 return
             time.sleep(0.1)
         if not self._stopping.is_set():
-            _terminate(proc, 5)
+            terminate(proc, 5)
             raise LocalModelError(f"local model server not ready after {timeout:.0f}s:\n{self.stderr_tail()}")
 
     def _drain(self, proc: subprocess.Popen[bytes]) -> None:
@@ -205,7 +205,8 @@ class LocalModelSupervisor:
                 delay = min(delay * 2, self.max_restart_delay)
 
 
-def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
+def terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Terminate a child (killed if it has not exited after `timeout` s) and close its pipes."""
     if proc.poll() is None:
         proc.terminate()
         try:
