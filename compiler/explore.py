@@ -29,7 +29,17 @@ class Canary:
     """The operator's canary, as a round finds it."""
 
     share: float  # SPECLEARN_CANARY_FRACTION: 0 means canaries are off
-    running: int | None = None  # the candidate version a live test is deciding, if any
+    running: int | None = None  # the version labelled `candidate` (and not production), if any
+
+    def waits(self, label: str) -> str:
+        """Why a round that would publish as `label` waits for the live test ("" when it need not):
+        a new candidate restarts the test, so rounds that each replaced the undecided one kept it
+        from ever deciding (bench.live_loop, drift over six days). One live test runs at a time;
+        promote.py ends one that stays undecided."""
+        if label != CANDIDATE or self.share <= 0 or self.running is None:
+            return ""
+        return (f"the live test of v{self.running} on the canary share is still deciding: the round waits "
+                "for its verdict (a new candidate would restart it)")  # fmt: skip
 
 
 @dataclass(frozen=True)

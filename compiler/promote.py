@@ -5,11 +5,13 @@ stable share of users (proxy/routing.py), and records the arm on each inference 
 of the sidecar compares the two arms' thumbs since the candidate was published with an always-
 valid two-sample test (sequential.py, the mSPRT), so looking every few minutes does not inflate
 the error rate: promote when its p-value falls below `promote_alpha` with a positive lift, roll
-back when it does with a negative one, else continue. Guardrails (guardrails.py) decide too: a
-candidate that errs, slows or costs beyond the limits is rolled back whatever its thumbs, and a
-promotion waits until they can judge. Every look, with its numbers, goes to the ledger's decision
-log (`speclearn specs experiments NAME`) and to the metrics; a promotion or a rollback is also
-the live verdict on each rule the candidate added (memory.py), which later rounds remember.
+back when it does with a negative one, else continue, until `promote_max_feedback` thumbs on each
+arm end an undecided test with production kept (rounds wait while a test decides, so it must
+end). Guardrails (guardrails.py) decide too: a candidate that errs, slows or costs beyond the
+limits is rolled back whatever its thumbs, and a promotion waits until they can judge. Every
+look, with its numbers, goes to the ledger's decision log (`speclearn specs experiments NAME`)
+and to the metrics; a promotion or a rollback is also the live verdict on each rule the
+candidate added (memory.py), which later rounds remember.
 
 Only rows the canary split assigned count (`arm` set): a client that pinned a version chose it,
 and is not part of the experiment. Thumbs are treated as independent draws; one prolific user
@@ -28,6 +30,7 @@ from proxy.ledger import THUMB, DecisionRecord
 from proxy.registry import PRODUCTION
 
 from . import metrics
+from .explore import CANDIDATE
 from .guardrails import Guardrails, Limits, arm_stats, check
 from .memory import live_verdicts
 from .runner import Context
@@ -35,7 +38,6 @@ from .sequential import msprt
 from .settings import CompilerSettings
 
 log = logging.getLogger("speclearn.compiler.promote")
-CANDIDATE = "candidate"
 PROMOTE, ROLLBACK, CONTINUE = "promote", "rollback", "continue"
 
 
@@ -44,10 +46,11 @@ class Rule:
     min_feedback: int = 50  # thumbs on each arm before the test looks (a burn-in for the normal approximation)
     alpha: float = 0.05
     mde: float = 0.05
+    max_feedback: int = 2000  # thumbs on each arm after which an undecided test ends (tuning.PROMOTE_MAX_FEEDBACK)
 
     @classmethod
     def from_settings(cls, s: CompilerSettings) -> Rule:
-        return cls(s.promote_min_feedback, s.promote_alpha, s.promote_mde)
+        return cls(s.promote_min_feedback, s.promote_alpha, s.promote_mde, s.promote_max_feedback)
 
 
 def limits(s: CompilerSettings) -> Limits:
@@ -72,7 +75,8 @@ class Decision:
 
 def decide(d: Decision, rule: Rule, guardrails: Guardrails | None = None) -> Decision:
     """Fill in the test's numbers and the action, from the counts (and guardrails) already in `d`."""
-    d.details = {"alpha": rule.alpha, "mde": rule.mde, "min_feedback": rule.min_feedback}
+    d.details = {"alpha": rule.alpha, "mde": rule.mde, "min_feedback": rule.min_feedback,
+                 "max_feedback": rule.max_feedback}  # fmt: skip
     if guardrails is not None:
         d.details["guardrails"] = guardrails.to_meta()
     if guardrails is not None and guardrails.violations:
@@ -87,7 +91,13 @@ def decide(d: Decision, rule: Rule, guardrails: Guardrails | None = None) -> Dec
     test = msprt(d.production_ups, d.production_n, d.candidate_ups, d.candidate_n, rule.mde)
     d.p_value, d.lift = test.p_value, test.lift
     numbers = f"lift {test.lift:+.3f}, always-valid p {test.p_value:.4f} (alpha {rule.alpha})"
-    if test.p_value >= rule.alpha:
+    if test.p_value >= rule.alpha and min(d.candidate_n, d.production_n) >= rule.max_feedback:
+        # a test that never ends would stop the loop: one live test runs at a time
+        d.action, d.reason = (
+            ROLLBACK,
+            f"{numbers}: undecided after {rule.max_feedback} thumbs per arm, production stays",
+        )
+    elif test.p_value >= rule.alpha:
         d.action, d.reason = CONTINUE, f"{numbers}: undecided"
     elif test.lift < 0:
         d.action, d.reason = ROLLBACK, f"{numbers}: candidate is worse"

@@ -140,10 +140,21 @@ def remembered(result: RoundResult) -> str:
     return "\n".join(lines)
 
 
+def turned(result: RoundResult) -> str:
+    """Served rules users turned against since a round last concluded about them (drift.py)."""
+    rules = result.window.get("turned") or []
+    if not rules:
+        return ""
+    lines = ["turned (users now side against a served rule: this round learns from the feedback after the turn):"]
+    lines += [f"  {r['text']!r}: {r['support']}/{r['relevant']} contrasts sided with users since, p = {r['p_against']:.4f}"
+              for r in rules]  # fmt: skip
+    return "\n".join(lines)
+
+
 def summary(result: RoundResult) -> str:
     # which model and why, and how the endpoints made the round ask (once each)
     notes = "notes:\n" + "\n".join(f"  {n}" for n in result.cost.get("notes") or []) if result.cost.get("notes") else ""
-    parts = [notes, result.voices, remembered(result), principles(result), proposals(result), flagged(result),
+    parts = [notes, result.voices, turned(result), remembered(result), principles(result), proposals(result), flagged(result),
              gate(result)]  # fmt: skip
     if result.diff:
         parts.append("diff:\n" + result.diff.rstrip())
@@ -179,6 +190,7 @@ def record(result: RoundResult) -> dict[str, Any]:
         "proposals": [p.to_meta() for p in result.proposals],
         "held": [v.ref for v in result.held],
         "remembered": result.evidence.get("remembered", []),
+        "turned": result.window.get("turned", []),
         "explore": result.evidence.get("explore"),
         "voices": result.voices,
     }

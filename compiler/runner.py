@@ -11,19 +11,20 @@ from typing import Any
 
 import httpx
 
-from proxy.ledger import Ledger
+from proxy.ledger import FeedbackEvent, Ledger
 from proxy.registry import PRODUCTION, Registry
 from proxy.settings import Settings
 from proxy.upstreams import route_table
 
 from . import metrics, served_model
 from .dataset import Dataset, build_dataset
+from .drift import Drift, retest
 from .errors import CompilerError, no_llm
 from .explore import CANDIDATE, Canary
 from .llm import Budget, EmbeddingEndpoint, LLMClient
 from .memory import Conclusion, Memory
 from .outcomes import Outcome
-from .pipeline import Round, RoundResult, run_round
+from .pipeline import Round, RoundResult, run_round, served, stated_rules
 from .quirks import Quirks
 from .served_model import ModelChoice
 from .settings import CompilerSettings
@@ -148,14 +149,34 @@ def _chosen(model: str | ModelChoice | None) -> tuple[str | None, ModelChoice | 
     return model, None
 
 
-async def ledger_dataset(ctx: Context, name: str, now: float | None = None) -> Dataset:
+async def ledger_events(ctx: Context, name: str, now: float | None = None) -> tuple[list[FeedbackEvent], float]:
+    """The spec's feedback in the window (`window_days` up to `now`), and where the window starts."""
     assert ctx.ledger is not None
     now = time.time() if now is None else now
     since = now - ctx.compiler.window_days * DAY
-    events = await ctx.ledger.feedback_events(spec=name, since=since, until=now)
+    return await ctx.ledger.feedback_events(spec=name, since=since, until=now), since
+
+
+def dataset_of(ctx: Context, events: list[FeedbackEvent], since: float) -> Dataset:
     ds = build_dataset(events, holdout_fraction=ctx.compiler.holdout_fraction, max_per_user=ctx.compiler.max_per_user)
     ds.window["window_start"] = since
     return ds
+
+
+async def ledger_dataset(ctx: Context, name: str, now: float | None = None) -> Dataset:
+    return dataset_of(ctx, *await ledger_events(ctx, name, now))
+
+
+def follow_drift(ctx: Context, name: str, events: list[FeedbackEvent], memory: Memory) -> Drift:
+    """The served version's checkable rules tested on the feedback since each was last concluded
+    about (drift.py)."""
+    current = served(ctx.registry.snapshot.specs.get(name))
+    if current is None:
+        return Drift()
+    until = (current.meta.get("feedback_window") or {}).get("until")
+    return retest(stated_rules(current) or [], memory, events, alpha=ctx.compiler.gate_alpha,
+                  served_since=float(until) if isinstance(until, (int, float)) else None,
+                  max_per_user=ctx.compiler.max_per_user)  # fmt: skip
 
 
 async def compile_spec(
@@ -175,7 +196,24 @@ async def compile_spec(
     """One locked round. Raises RoundBusy if another holds the spec's lock."""
     started = time.monotonic()
     async with round_lock(ctx.compiler.state_dir(ctx.settings), name, ctx.settings.database_url):
-        ds = dataset if dataset is not None else await ledger_dataset(ctx, name)
+        # what earlier rounds concluded, for a round on the spec's own feedback (not a pairs file)
+        remembers = dataset is None and ctx.ledger is not None
+        memory = await recall(ctx, name) if remembers else None
+        drift = Drift()
+        if dataset is not None:
+            ds = dataset
+        else:
+            events, since = await ledger_events(ctx, name)
+            if memory is not None:
+                await ctx.registry.refresh()
+                drift = follow_drift(ctx, name, events, memory)
+            if drift.since is not None:  # users turned against a served rule: learn from what came after
+                events, since = [ev for ev in events if ev.feedback.created_at > drift.since], drift.since
+            ds = dataset_of(ctx, events, since)
+            if drift.turned:
+                ds.window["turned"] = [s.to_meta() for s in drift.turned]
+                if progress is not None:
+                    progress(f"{drift.describe()}: the window restarts after the turn")
         if dry_run:
             llm, judge = _offline_llm(ctx), None
         else:
@@ -185,9 +223,6 @@ async def compile_spec(
             llm = ctx.llm(name, choice)
             llm.budget.note("model", choice.describe())
             judge = ctx.judge_llm(name, llm.budget, choice)
-        # what earlier rounds concluded, for a round on the spec's own feedback (not a pairs file)
-        remembers = dataset is None and ctx.ledger is not None
-        memory = await recall(ctx, name) if remembers else None
         try:
             round_ = Round(name, ds, registry=ctx.registry, llm=llm, settings=ctx.compiler, label=label,
                            instruction=instruction, force=force, progress=progress, judge_llm=judge,
@@ -197,6 +232,7 @@ async def compile_spec(
             await llm.aclose()
             if judge is not None:
                 await judge.aclose()
+        result.conclusions += drift.conclusions(name, time.time())
         if remembers and publish_result and not dry_run and result.conclusions:
             assert ctx.ledger is not None
             await ctx.ledger.add_conclusions(name, [c.to_json() for c in result.conclusions])

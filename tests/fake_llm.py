@@ -313,10 +313,11 @@ def chat_request(q: str) -> dict:
 
 async def fill_ledger(path: Path, spec: str = "support", *, questions: list[str] | None = None,
                       t0: float = 1_700_000_000.0, comments: bool = True, users: bool = True,
-                      prefix: str = "") -> list[str]:  # fmt: skip
+                      prefix: str = "", turned: bool = False) -> list[str]:  # fmt: skip
     """Record an up and a down per question and return the inference ids (`users`: five users
     take turns; else every request is anonymous, as from an app that sends no user ids; `prefix`
-    keeps the ids of a later batch apart)."""
+    keeps the ids of a later batch apart; `turned`: users who changed their minds up-vote the
+    rambling answer and down-vote the short one)."""
     ledger = SqliteLedger(path)
     await ledger.start()
     ids = []
@@ -332,10 +333,11 @@ async def fill_ledger(path: Path, spec: str = "support", *, questions: list[str]
     await ledger.start()
     for i in range(len(questions or QUESTIONS)):
         at = t0 + i * 60 + 5
-        await ledger.add_feedback(FeedbackRecord(f"{prefix}fb-{i}-up", f"{prefix}inf-{i}-good", "thumb", 1.0, at))
+        liked, disliked = ("bad", "good") if turned else ("good", "bad")
+        await ledger.add_feedback(FeedbackRecord(f"{prefix}fb-{i}-up", f"{prefix}inf-{i}-{liked}", "thumb", 1.0, at))
         comment = "too long and sounds reluctant" if comments and i % 3 == 0 else None
         await ledger.add_feedback(
-            FeedbackRecord(f"{prefix}fb-{i}-down", f"{prefix}inf-{i}-bad", "thumb", -1.0, at + 1, comment)
+            FeedbackRecord(f"{prefix}fb-{i}-down", f"{prefix}inf-{i}-{disliked}", "thumb", -1.0, at + 1, comment)
         )
     await ledger.close()
     return ids

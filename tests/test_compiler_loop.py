@@ -94,3 +94,41 @@ async def test_an_undecidable_candidate_waits_without_canaries_and_is_explored_w
     await close(ctx)
     assert after.result != "explored", after.reason
     assert {r["verdict"] for r in after.evidence["remembered"]} == {"refused_live"}
+
+
+async def test_a_round_learns_from_after_the_turn_when_users_turn_against_a_served_rule(tmp_path: Path) -> None:
+    ctx = await make_ctx(tmp_path, FakeLLM(), publish_label="production")
+    first = await compile_spec(ctx, "support")
+    assert first.version is not None and SHORT_KEY in {c.rule for c in first.conclusions}
+    through = first.conclusions[0].through
+    await close(ctx)
+
+    # users changed their minds: the rambling answers are up-voted now, the short ones down
+    await fill_ledger(tmp_path / "l.db", questions=QUESTIONS, t0=LATER, prefix="later-", turned=True)
+    ctx = await make_ctx(tmp_path, FakeLLM(), publish_label="production")
+    second = await compile_spec(ctx, "support")
+    concluded = await remembered(ctx)
+    await close(ctx)
+    turned = {t["text"] for t in second.window["turned"]}
+    assert "Answer in one short sentence of at most 20 words." in turned
+    # the round read only what came after the turn: the later batch, none of the votes that backed the rule
+    assert second.window["window_start"] == through and second.window["events"] == 2 * len(QUESTIONS)
+    assert "turned (users now side against a served rule" in report.summary(second)
+    assert second.result == "published" and second.version is not None, second.reason
+    assert SHORT_KEY not in {rule_key(str(p["text"]), p.get("check")) for p in second.version.meta["principles"]
+                             if p["status"] != "dropped"}  # fmt: skip
+    assert any(c.rule == SHORT_KEY and c.verdict is Verdict.DROPPED for c in concluded)
+
+
+async def test_a_served_rule_that_holds_is_recorded_and_the_window_stays_whole(tmp_path: Path) -> None:
+    ctx = await make_ctx(tmp_path, FakeLLM(), publish_label="production")
+    await compile_spec(ctx, "support")
+    await close(ctx)
+    await fill_ledger(tmp_path / "l.db", questions=QUESTIONS, t0=LATER, prefix="later-")  # the same taste
+    ctx = await make_ctx(tmp_path, FakeLLM(), publish_label="production")
+    second = await compile_spec(ctx, "support")
+    concluded = await remembered(ctx)
+    await close(ctx)
+    assert "turned" not in second.window and second.window["events"] == 4 * len(QUESTIONS)
+    held = [c for c in concluded if c.rule == SHORT_KEY and c.verdict is Verdict.KEPT and c.through > LATER]
+    assert held and "held on the" in held[-1].reason  # the next test reads only feedback after this

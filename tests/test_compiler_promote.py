@@ -44,6 +44,15 @@ def test_decide_on_fixed_counts() -> None:
     assert action(33, 50, 25, 50) == "continue"
 
 
+def test_an_undecided_test_ends_at_its_horizon_with_production_kept() -> None:
+    """Rounds wait while a live test decides, so a test that cannot decide must end."""
+    rule = Rule(min_feedback=50, alpha=0.05, mde=0.05, max_feedback=400)
+    ended = decide(Decision("continue", 2, 1, 205, 400, 200, 400), rule)
+    assert ended.action == "rollback" and "undecided after 400 thumbs per arm" in ended.reason
+    assert decide(Decision("continue", 2, 1, 205, 399, 200, 400), rule).action == "continue"  # one arm short
+    assert decide(Decision("continue", 2, 1, 300, 400, 200, 400), rule).action == "promote"  # decided: no horizon
+
+
 def test_identical_rates_never_promote_in_a_seeded_batch() -> None:
     """A/A, a look after every 10 thumbs per arm up to 1,000 each: the sequential test's
     false decisions stay under alpha over 300 runs (the old rule: ~40% promoted)."""

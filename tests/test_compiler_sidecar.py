@@ -229,3 +229,30 @@ async def test_in_approval_mode_a_compiled_round_is_held_not_served(tmp_path: Pa
     await ctx.registry.decide_hold("support", held, approve=True)
     assert ctx.registry.snapshot.get("support").resolve("candidate").version == held
     await close(ctx)
+
+
+async def test_rounds_wait_while_a_live_test_decides(tmp_path: Path) -> None:
+    """One live test at a time: with canaries on, neither the sidecar nor `speclearn compile`
+    replaces the candidate the test is deciding (a new one would restart it); after its verdict,
+    the feedback that came meanwhile makes the spec due at once."""
+    ctx = await make_ctx(tmp_path, FakeLLM(), min_feedback=20)
+    ctx.settings = ctx.settings.model_copy(update={"canary_fraction": 0.2})
+    [first] = await tick(ctx)
+    assert first.result == "published" and first.version is not None
+    assert ctx.registry.snapshot.get("support").labels == {"production": 1, "candidate": first.version.version}
+
+    await close(ctx)
+    await add_feedback(tmp_path / "l.db", 15, 1_700_300_000.0)  # 30 new events: due, but for the test
+    await ctx.ledger.start()  # type: ignore[union-attr]
+    go, why = await due(ctx, "support", time.time())
+    assert not go and f"live test of v{first.version.version}" in why
+    waited = await compile_spec(ctx, "support")
+    assert waited.result == "skipped" and "still deciding" in waited.reason
+    assert sorted(ctx.registry.snapshot.get("support").versions) == [1, first.version.version]
+
+    ctx.settings = ctx.settings.model_copy(update={"canary_fraction": 0.0})  # no canary: no test to wait for
+    assert (await due(ctx, "support", time.time()))[0]
+    ctx.settings = ctx.settings.model_copy(update={"canary_fraction": 0.2})
+    await ctx.registry.set_label("support", "candidate", 1)  # the verdict: rolled back
+    assert (await due(ctx, "support", time.time()))[0]
+    await close(ctx)

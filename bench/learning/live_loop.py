@@ -94,8 +94,8 @@ PROMOTE_MIN = 50  # thumbs per arm before the test looks: as shipped
 GUARDRAIL_MIN = 50  # requests per arm before the guardrails judge (shipped 100): a day's production arm
 GUARDRAIL_LATENCY = 1000.0  # replayed answers are instant: latency is no signal behind the cache
 PASS_TIMEOUT = 1800.0  # a sidecar pass that takes longer is a failure of the run
-# A round every day replaces an undecided candidate, so one day must give both arms the test's
-# burn-in: 150 events put ~53 on production. Events are cheap (a version's answers are computed
+# One day should give both arms the live test's burn-in (a round waits while a test decides):
+# 150 events put ~53 on production. Events are cheap (a version's answers are computed
 # once); days are not (a compile round each). Measured on 2 cores (2026-12-07): one world cold in
 # 6 min, every world (11 runs) in 36 min with the first world's answers and rounds cached.
 FULL = {"days": 3, "events_per_day": 150, "aa_seeds": 3}
@@ -173,8 +173,12 @@ def read_state(data: Path) -> dict[str, Any]:
 CRASH = re.compile(r"round crashed|compiler tick failed")
 
 
-async def still_due(data: Path, specs: Path, min_feedback: int) -> bool:
-    """The sidecar's own test (compiler.sidecar.due): would its next pass compile again?"""
+async def sidecar_view(
+    data: Path, specs: Path, min_feedback: int, canary: float, after: float
+) -> tuple[bool, str, bool]:
+    """What the sidecar's next pass would do: compile again or not, and why (its own test,
+    compiler.sidecar.due), and whether it reviewed the live test since `after` (True when no test
+    is running)."""
     from compiler.runner import Context
     from compiler.settings import CompilerSettings
     from compiler.sidecar import due
@@ -182,25 +186,29 @@ async def still_due(data: Path, specs: Path, min_feedback: int) -> bool:
     from proxy.registry import FileRegistry
     from proxy.settings import Settings
 
-    settings = Settings(data_dir=data, specs_dir=specs, database_url=None)
+    settings = Settings(data_dir=data, specs_dir=specs, database_url=None, canary_fraction=canary)
     registry = FileRegistry(specs, poll_interval=0)
     await registry.refresh()
+    state = registry.snapshot.specs.get(SPEC)
+    running = state is not None and state.labels.get("candidate") not in (None, state.labels.get("production"))
     ledger = open_ledger(settings)
     await ledger.start()
     try:
         ctx = Context(settings, CompilerSettings(min_feedback=min_feedback), registry, ledger)
-        go, _ = await due(ctx, SPEC, time.time())
+        go, why = await due(ctx, SPEC, time.time())
+        looked = not running or any(d.created_at > after for d in await ledger.decisions(SPEC, limit=1))
     finally:
         await ledger.close()
-    return go
+    return go, why, looked
 
 
 async def await_pass(
-    data: Path, specs: Path, log: Path, proc: subprocess.Popen[bytes], day_end: float, min_feedback: int
+    data: Path, specs: Path, log: Path, proc: subprocess.Popen[bytes], day_end: float, a: argparse.Namespace
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Wait until the sidecar is done with the day: it recorded a round begun after `day_end`
-    (the day's feedback made the spec due) and, by its own test, is not due again; or it logged
-    one more crash. Returns its state and the rounds it recorded meanwhile."""
+    """Wait until the sidecar is done with the day: it reviewed the live test on the day's thumbs
+    (a round waits while one decides), recorded a round begun after `day_end` (the day's feedback
+    made the spec due) and, by its own test, is not due again; or it logged one more crash.
+    Returns its state and the rounds it recorded meanwhile."""
     deadline = time.monotonic() + PASS_TIMEOUT
     crashes = len(CRASH.findall(tail(log, 10**9)))
     rounds: list[dict[str, Any]] = []
@@ -212,15 +220,14 @@ async def await_pass(
             rounds.append({"result": state.get("last_result"), "reason": str(state.get("last_reason") or ""),
                            "published": state.get("last_published"), "at": at})  # fmt: skip
             since = at
-            if not await still_due(data, specs, min_feedback):
+            go, _, _ = await sidecar_view(data, specs, a.events_per_day, a.canary, day_end)
+            if not go:
                 return state, rounds
         elif not rounds and time.monotonic() - asked > 2.0:  # not due at all (say, backing off): nothing to wait for
             asked = time.monotonic()
-            if (
-                not await still_due(data, specs, min_feedback)
-                and float(read_state(data).get("last_round_at") or 0) <= since
-            ):
-                return {**state, "last_result": "not due", "last_reason": ""}, rounds
+            go, why, looked = await sidecar_view(data, specs, a.events_per_day, a.canary, day_end)
+            if looked and not go and float(read_state(data).get("last_round_at") or 0) <= since:
+                return {**state, "last_result": "not due", "last_reason": why}, rounds
         if len(CRASH.findall(tail(log, 10**9))) > crashes:
             return {**state, "last_result": "crashed", "last_reason": tail(log, 600)}, rounds
         if proc.poll() is not None:
@@ -347,9 +354,12 @@ async def run_world(world: World, ep: Endpoints, shim: str, a: argparse.Namespac
         await registry.set_instruction(SPEC, ASSISTANT + "\n")
         await registry.publish(SPEC, ASSISTANT, labels=["production"])
         config = write_tuning(data / "config.toml", proxy={"registry_poll_interval": 0.2}, compiler=compiler_tuning(a))
-        common = {"SPECLEARN_SPECS_DIR": str(specs), "SPECLEARN_DATA_DIR": str(data), **config}
+        # both processes read the canary share, as from one deployment's configuration: the proxy
+        # splits users, the sidecar explores on it and waits while its live test decides
+        common = {"SPECLEARN_SPECS_DIR": str(specs), "SPECLEARN_DATA_DIR": str(data),
+                  "SPECLEARN_CANARY_FRACTION": str(a.canary), **config}  # fmt: skip
         port, metrics_port = free_port(), free_port()
-        proxy_env = clean_env({**common, "SPECLEARN_UPSTREAM_URL": shim, "SPECLEARN_CANARY_FRACTION": str(a.canary)})
+        proxy_env = clean_env({**common, "SPECLEARN_UPSTREAM_URL": shim})
         sidecar_env = clean_env({**common, **compiler_env(ep, a)})
         proxy_log, sidecar_log = data / "proxy.log", data / "sidecar.log"
         serve = [sys.executable, "-m", "proxy.cli", "serve", "--port", str(port), "--log-level", "warning"]
@@ -369,7 +379,7 @@ async def run_world(world: World, ep: Endpoints, shim: str, a: argparse.Namespac
                     day_end = time.time()
                     rounds: list[dict[str, Any]] = []
                     if day < a.days - 1:  # after the last day nothing more is served: no round to wait for
-                        state, rounds = await await_pass(data, specs, sidecar_log, side, day_end, a.events_per_day)
+                        state, rounds = await await_pass(data, specs, sidecar_log, side, day_end, a)
                     else:
                         state = {"last_result": "not awaited (the last day)"}
                     arms, decisions = await arms_served(data, specs, day_started)
