@@ -17,7 +17,7 @@ tested here: that would spend LLM calls before the round's budget is planned.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +66,10 @@ class Drift:
                            None, {"support": s.support, "relevant": s.relevant})
                 for s in self.held]  # fmt: skip
 
+    def among(self, keys: Collection[str]) -> tuple[Standing, ...]:
+        """The turned rules among `keys` (say, the rules a running candidate adds)."""
+        return tuple(s for s in self.turned if s.key in keys)
+
     def describe(self) -> str:
         return "; ".join(f"users turned against {s.text!r} ({s.support}/{s.relevant} contrasts since, "
                          f"p = {s.p_against:.4f})" for s in self.turned)  # fmt: skip
@@ -78,19 +82,20 @@ def contrasts_since(events: Sequence[FeedbackEvent], since: float, max_per_user:
 
 
 def retest(
-    rules: Sequence[Rule], memory: Memory, events: Sequence[FeedbackEvent], *, served_since: float | None,
-    alpha: float, max_per_user: int,
+    served: Sequence[tuple[Rule, float | None]], memory: Memory, events: Sequence[FeedbackEvent], *, alpha: float,
+    max_per_user: int,
 ) -> Drift:  # fmt: skip
-    """Each checkable rule on the feedback since its latest conclusion (else since the served
-    version's window ended, `served_since`; with neither, it is not tested)."""
+    """Each checkable rule, given with the end of the feedback window of the version that serves
+    it, on the feedback since its latest conclusion (else since that window ended; with neither,
+    it is not tested)."""
     starts: dict[str, tuple[Rule, float]] = {}
-    for rule in rules:
+    for rule, served_since in served:
         if rule.check is None:
             continue
         key = rule_key(rule.text, rule.check)
         latest = memory.latest.get(key)
         since = latest.through if latest is not None else served_since
-        if since is not None:
+        if since is not None and key not in starts:
             starts[key] = rule, since
     if not starts:
         return Drift()

@@ -254,8 +254,6 @@ class Round:
         state = self.registry.snapshot.specs.get(self.name)
         instruction = (self.instruction_override or (state.instruction if state else None) or "").strip()
         current = served(state)
-        if (waiting := self.canary.waits(self.label)) and not self.force:
-            raise NotEnoughFeedback(waiting)
         # the person's text, kept byte for byte; what the LLM reads of it is `instruction`
         human = instruction if self.instruction_override else human_part(current, instruction)
         r.current, r.window, r.dataset = current, ds.window, {**ds.summary()}

@@ -24,18 +24,20 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy.ledger import THUMB, DecisionRecord
-from proxy.registry import PRODUCTION
+from proxy.registry import PRODUCTION, SpecState
 
 from . import metrics
 from .explore import CANDIDATE
 from .guardrails import Guardrails, Limits, arm_stats, check
 from .memory import live_verdicts
-from .runner import Context
 from .sequential import msprt
 from .settings import CompilerSettings
+
+if TYPE_CHECKING:  # the runner starts rounds that may end a test (end_test): no import at run time
+    from .runner import Context
 
 log = logging.getLogger("speclearn.compiler.promote")
 PROMOTE, ROLLBACK, CONTINUE = "promote", "rollback", "continue"
@@ -120,6 +122,30 @@ def _timestamp(value: object) -> float | None:
 async def review(ctx: Context, name: str) -> Decision | None:
     """Compare the live traffic of `candidate` and `production` since the candidate was published
     (or approved); act on the decision and log it. None when there is no distinct candidate."""
+    test = await live_test(ctx, name)
+    if test is None:
+        return None
+    state, d, guardrails = test
+    decide(d, Rule.from_settings(ctx.compiler), guardrails)
+    await act(ctx, name, state, d)
+    return d
+
+
+async def end_test(ctx: Context, name: str, reason: str, evidence: dict[str, Any]) -> Decision | None:
+    """Roll the running candidate back for a reason outside the test (users turned against a
+    rule it adds: drift.py), with the test's counts so far logged beside it."""
+    test = await live_test(ctx, name)
+    if test is None:
+        return None
+    state, d, _ = test
+    d.action, d.reason, d.details = ROLLBACK, reason, {"evidence": evidence}
+    await act(ctx, name, state, d)
+    return d
+
+
+async def live_test(ctx: Context, name: str) -> tuple[SpecState, Decision, Guardrails] | None:
+    """The running test's counts since the candidate was published (or approved), and the
+    guardrails' verdict on its rows; None when there is no distinct candidate."""
     assert ctx.ledger is not None
     await ctx.registry.refresh()
     state = ctx.registry.snapshot.specs.get(name)
@@ -150,8 +176,13 @@ async def review(ctx: Context, name: str) -> Decision | None:
         arm_stats(r for r in rows if r.arm == PRODUCTION and r.spec_version == prod),
         limits(ctx.compiler),
     )
-    decide(d, Rule.from_settings(ctx.compiler), guardrails)
+    return state, d, guardrails
 
+
+async def act(ctx: Context, name: str, state: SpecState, d: Decision) -> None:
+    """Move the labels as `d` says, log the look, and remember a verdict on the candidate's rules."""
+    assert ctx.ledger is not None
+    cand, prod = d.candidate, d.production
     if d.action == PROMOTE:
         await ctx.registry.set_label(name, PRODUCTION, cand)
     elif d.action == ROLLBACK:
@@ -163,15 +194,14 @@ async def review(ctx: Context, name: str) -> Decision | None:
         )
     )  # fmt: skip
     metrics.record_decision(name, d.action, d.p_value, d.lift)
-    if d.action != CONTINUE:
-        verdicts = live_verdicts(
-            name, candidate=cand, candidate_meta=state.versions[cand].meta,
-            production_meta=state.versions[prod].meta if prod in state.versions else {},
-            promoted=d.action == PROMOTE, reason=d.reason, at=time.time(),
-            evidence={"lift": d.lift, "p_value": d.p_value, "candidate": [d.candidate_ups, d.candidate_n],
-                      "production": [d.production_ups, d.production_n]},
-        )  # fmt: skip
-        await ctx.ledger.add_conclusions(name, [c.to_json() for c in verdicts])
-    if d.action != CONTINUE:
-        log.info("%s: %s %s@%d (%s)", name, d.action, name, cand, d.reason)
-    return d
+    if d.action == CONTINUE:
+        return
+    verdicts = live_verdicts(
+        name, candidate=cand, candidate_meta=state.versions[cand].meta,
+        production_meta=state.versions[prod].meta if prod in state.versions else {},
+        promoted=d.action == PROMOTE, reason=d.reason, at=time.time(),
+        evidence={"lift": d.lift, "p_value": d.p_value, "candidate": [d.candidate_ups, d.candidate_n],
+                  "production": [d.production_ups, d.production_n]},
+    )  # fmt: skip
+    await ctx.ledger.add_conclusions(name, [c.to_json() for c in verdicts])
+    log.info("%s: %s %s@%d (%s)", name, d.action, name, cand, d.reason)

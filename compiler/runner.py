@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from proxy.ledger import FeedbackEvent, Ledger
-from proxy.registry import PRODUCTION, Registry
+from proxy.registry import PRODUCTION, Registry, SpecVersion
 from proxy.settings import Settings
 from proxy.upstreams import route_table
 
@@ -22,9 +22,10 @@ from .drift import Drift, retest
 from .errors import CompilerError, no_llm
 from .explore import CANDIDATE, Canary
 from .llm import Budget, EmbeddingEndpoint, LLMClient
-from .memory import Conclusion, Memory
+from .memory import Conclusion, Memory, served_rules
 from .outcomes import Outcome
 from .pipeline import Round, RoundResult, run_round, served, stated_rules
+from .promote import end_test
 from .quirks import Quirks
 from .served_model import ModelChoice
 from .settings import CompilerSettings
@@ -167,16 +168,52 @@ async def ledger_dataset(ctx: Context, name: str, now: float | None = None) -> D
     return dataset_of(ctx, *await ledger_events(ctx, name, now))
 
 
-def follow_drift(ctx: Context, name: str, events: list[FeedbackEvent], memory: Memory) -> Drift:
-    """The served version's checkable rules tested on the feedback since each was last concluded
-    about (drift.py)."""
-    current = served(ctx.registry.snapshot.specs.get(name))
-    if current is None:
-        return Drift()
-    until = (current.meta.get("feedback_window") or {}).get("until")
-    return retest(stated_rules(current) or [], memory, events, alpha=ctx.compiler.gate_alpha,
-                  served_since=float(until) if isinstance(until, (int, float)) else None,
-                  max_per_user=ctx.compiler.max_per_user)  # fmt: skip
+def window_end(version: SpecVersion) -> float | None:
+    until = (version.meta.get("feedback_window") or {}).get("until")
+    return float(until) if isinstance(until, (int, float)) else None
+
+
+def follow_drift(ctx: Context, name: str, events: list[FeedbackEvent], memory: Memory, live: Canary) -> Drift:
+    """The checkable rules served now (production's, and the candidate's while a live test runs)
+    tested on the feedback since each was last concluded about (drift.py)."""
+    state = ctx.registry.snapshot.specs.get(name)
+    versions = [served(state)]
+    if state is not None and live.share > 0 and live.running in state.versions:
+        versions.append(state.versions[live.running])
+    rules = [(rule, window_end(v)) for v in versions if v is not None for rule in stated_rules(v) or []]
+    return retest(rules, memory, events, alpha=ctx.compiler.gate_alpha, max_per_user=ctx.compiler.max_per_user)
+
+
+def added_by_candidate(ctx: Context, name: str, live: Canary) -> set[str]:
+    """The rules the running candidate serves and production does not: what its test is about."""
+    state = ctx.registry.snapshot.specs.get(name)
+    if state is None or live.running not in state.versions:
+        return set()
+    production = served(state)
+    return set(served_rules(state.versions[live.running].meta)) - set(
+        served_rules(production.meta if production else {})
+    )
+
+
+async def check_in(
+    ctx: Context, name: str, events: list[FeedbackEvent], memory: Memory | None, live: Canary, waiting: str,
+    *, act: bool,
+) -> tuple[Drift, str]:  # fmt: skip
+    """Re-test the served rules; while a live test decides, roll its candidate back when users
+    turned against a rule it adds (the test's premise is gone: thumbs from before and after the
+    turn would cancel out and keep it undecided). Returns the drift and why the round still
+    waits ("" when it need not)."""
+    if memory is None:
+        return Drift(), waiting
+    await ctx.registry.refresh()
+    drift = follow_drift(ctx, name, events, memory, live)
+    against = drift.among(added_by_candidate(ctx, name, live)) if waiting else ()
+    if against and act:
+        ended = await end_test(ctx, name, f"users turned against the rule(s) it adds: {Drift(turned=against).describe()}",
+                               {"turned": [s.to_meta() for s in against]})  # fmt: skip
+        if ended is not None:
+            return drift, ""
+    return drift, waiting
 
 
 async def compile_spec(
@@ -199,39 +236,30 @@ async def compile_spec(
         # what earlier rounds concluded, for a round on the spec's own feedback (not a pairs file)
         remembers = dataset is None and ctx.ledger is not None
         memory = await recall(ctx, name) if remembers else None
+        live = await canary(ctx, name)
+        # one live test at a time: a new candidate would restart the one deciding
+        waiting = "" if force else live.waits(label or ctx.compiler.publish_label)
         drift = Drift()
         if dataset is not None:
             ds = dataset
         else:
             events, since = await ledger_events(ctx, name)
-            if memory is not None:
-                await ctx.registry.refresh()
-                drift = follow_drift(ctx, name, events, memory)
-            if drift.since is not None:  # users turned against a served rule: learn from what came after
+            drift, waiting = await check_in(ctx, name, events, memory, live, waiting,
+                                            act=publish_result and not dry_run)  # fmt: skip
+            if (
+                drift.since is not None and not waiting
+            ):  # users turned against a served rule: learn from what came after
                 events, since = [ev for ev in events if ev.feedback.created_at > drift.since], drift.since
             ds = dataset_of(ctx, events, since)
             if drift.turned:
                 ds.window["turned"] = [s.to_meta() for s in drift.turned]
                 if progress is not None:
-                    progress(f"{drift.describe()}: the window restarts after the turn")
-        if dry_run:
-            llm, judge = _offline_llm(ctx), None
+                    progress(drift.describe() + ("" if waiting else ": the window restarts after the turn"))
+        if waiting:
+            result = RoundResult(name, Outcome.SKIPPED, waiting, window=ds.window)
         else:
-            choice = await ctx.choose_model(name)
-            if progress is not None:
-                progress(choice.describe())
-            llm = ctx.llm(name, choice)
-            llm.budget.note("model", choice.describe())
-            judge = ctx.judge_llm(name, llm.budget, choice)
-        try:
-            round_ = Round(name, ds, registry=ctx.registry, llm=llm, settings=ctx.compiler, label=label,
-                           instruction=instruction, force=force, progress=progress, judge_llm=judge,
-                           memory=memory, canary=await canary(ctx, name))  # fmt: skip
-            result = await run_round(round_, dry_run=dry_run, publish_result=publish_result, on_prepared=on_prepared)
-        finally:
-            await llm.aclose()
-            if judge is not None:
-                await judge.aclose()
+            result = await run_one(ctx, name, ds, memory, dry_run=dry_run, force=force, publish_result=publish_result,
+                                   label=label, instruction=instruction, progress=progress, on_prepared=on_prepared)  # fmt: skip
         result.conclusions += drift.conclusions(name, time.time())
         if remembers and publish_result and not dry_run and result.conclusions:
             assert ctx.ledger is not None
@@ -244,6 +272,32 @@ async def compile_spec(
         if record_state:
             _record(ctx, name, result)
     return result
+
+
+async def run_one(
+    ctx: Context, name: str, ds: Dataset, memory: Memory | None, *, dry_run: bool, force: bool, publish_result: bool,
+    label: str | None, instruction: str | None, progress: Callable[[str], None] | None,
+    on_prepared: Callable[[RoundResult], None] | None,
+) -> RoundResult:  # fmt: skip
+    """The round itself, with the compiler's LLM (and judge) for `name`, closed after."""
+    if dry_run:
+        llm, judge = _offline_llm(ctx), None
+    else:
+        choice = await ctx.choose_model(name)
+        if progress is not None:
+            progress(choice.describe())
+        llm = ctx.llm(name, choice)
+        llm.budget.note("model", choice.describe())
+        judge = ctx.judge_llm(name, llm.budget, choice)
+    try:
+        round_ = Round(name, ds, registry=ctx.registry, llm=llm, settings=ctx.compiler, label=label,
+                       instruction=instruction, force=force, progress=progress, judge_llm=judge,
+                       memory=memory, canary=await canary(ctx, name))  # fmt: skip
+        return await run_round(round_, dry_run=dry_run, publish_result=publish_result, on_prepared=on_prepared)
+    finally:
+        await llm.aclose()
+        if judge is not None:
+            await judge.aclose()
 
 
 async def recall(ctx: Context, name: str) -> Memory:

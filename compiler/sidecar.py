@@ -2,8 +2,9 @@
 
 A spec is due when at least `min_feedback` feedback events arrived after the end of its last
 round's feedback window (from the state file, or the window recorded in its latest compiled
-version), no error backoff is pending, and no live test on the canary share is still deciding
-(explore.Canary.waits). With `auto_promote`, each pass first reviews a spec's
+version), and no error backoff is pending. While a live test on the canary share decides, a due
+round is a check-in (runner.check_in): it publishes nothing, re-tests the served rules, and ends
+the test when users turned against a rule its candidate adds. With `auto_promote`, each pass first reviews a spec's
 canary candidate against production on live traffic (promote.py). Rounds run one at a time (2 shared cores), each under
 the spec's cross-process lock; an error never stops the loop, it only backs that spec off.
 """
@@ -20,7 +21,7 @@ from typing import Any
 from .errors import RoundBusy
 from .pipeline import RoundResult
 from .promote import review
-from .runner import Context, canary, compile_spec
+from .runner import Context, compile_spec
 
 log = logging.getLogger("speclearn.compiler.sidecar")
 
@@ -42,8 +43,6 @@ async def due(ctx: Context, name: str, now: float) -> tuple[bool, str]:
     state = ctx.state.get(name)
     if float(state.get("next_attempt") or 0) > now:
         return False, "backing off after an error"
-    if waiting := (await canary(ctx, name)).waits(ctx.compiler.publish_label):
-        return False, waiting  # the feedback meanwhile is counted once the verdict is in
     assert ctx.ledger is not None
     since = last_compiled_until(ctx, name, state)
     fresh = await ctx.ledger.count_feedback(name, after=since)

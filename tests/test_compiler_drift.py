@@ -36,18 +36,18 @@ def kept_at(through: float) -> Memory:
 
 def test_a_rule_users_turned_against_restarts_the_window_where_it_was_last_concluded() -> None:
     events = votes(20, 0, short_wins=True, prefix="before") + votes(20, 1000, short_wins=False, prefix="after")
-    drift = retest([RULE], kept_at(500), events, served_since=None, alpha=0.05, max_per_user=50)
+    drift = retest([(RULE, None)], kept_at(500), events, alpha=0.05, max_per_user=50)
     [turned] = drift.turned
     assert drift.since == 500 and not drift.held
     assert turned.relevant >= MIN_ITEMS and turned.support == 0 and turned.p_against < 0.05
     assert "users turned against 'Keep answers under 25 words.'" in drift.describe()
     # over the whole window the rule is still backed half the time: only the recent slice shows the turn
-    assert retest([RULE], kept_at(-1), events, served_since=None, alpha=0.05, max_per_user=50).turned == ()
+    assert retest([(RULE, None)], kept_at(-1), events, alpha=0.05, max_per_user=50).turned == ()
 
 
 def test_a_rule_that_held_is_recorded_so_the_next_test_reads_only_newer_feedback() -> None:
     events = votes(20, 0, short_wins=True, prefix="before") + votes(20, 1000, short_wins=True, prefix="after")
-    drift = retest([RULE], kept_at(500), events, served_since=None, alpha=0.05, max_per_user=50)
+    drift = retest([(RULE, None)], kept_at(500), events, alpha=0.05, max_per_user=50)
     assert drift.since is None and [s.key for s in drift.held] == [KEY]
     [kept] = drift.conclusions("s", now=2000.0)
     assert kept.verdict is Verdict.KEPT and kept.through == 1000 + 19 + 1  # the newest vote it read
@@ -56,22 +56,22 @@ def test_a_rule_that_held_is_recorded_so_the_next_test_reads_only_newer_feedback
 
 def test_too_few_new_items_decide_nothing_and_unknown_starts_are_not_tested() -> None:
     events = votes(20, 0, short_wins=True, prefix="before") + votes(MIN_ITEMS - 1, 1000, short_wins=False, prefix="a")
-    few = retest([RULE], kept_at(500), events, served_since=None, alpha=0.05, max_per_user=50)
+    few = retest([(RULE, None)], kept_at(500), events, alpha=0.05, max_per_user=50)
     assert few.turned == () and few.held == ()  # the slice keeps growing until it can decide
     # no conclusion about the rule: tested since the served version's window ended, else not at all
     more = votes(20, 1000, short_wins=False, prefix="after")
-    assert retest([RULE], Memory(), more, served_since=500, alpha=0.05, max_per_user=50).since == 500
-    assert retest([RULE], Memory(), more, served_since=None, alpha=0.05, max_per_user=50).turned == ()
+    assert retest([(RULE, 500)], Memory(), more, alpha=0.05, max_per_user=50).since == 500
+    assert retest([(RULE, None)], Memory(), more, alpha=0.05, max_per_user=50).turned == ()
     judged = Rule("Sound warm.", Source.CURRENT)  # no check: only a judge could test it, before any budget
-    assert retest([judged], Memory(), more, served_since=500, alpha=0.05, max_per_user=50).turned == ()
+    assert retest([(judged, 500)], Memory(), more, alpha=0.05, max_per_user=50).turned == ()
 
 
 def test_the_correction_counts_every_rule_tested() -> None:
     events = votes(20, 0, short_wins=True, prefix="before") + votes(12, 1000, short_wins=False, prefix="after")
-    alone = retest([RULE], kept_at(500), events, served_since=None, alpha=0.05, max_per_user=50)
+    alone = retest([(RULE, None)], kept_at(500), events, alpha=0.05, max_per_user=50)
     assert alone.turned[0].p_against == 0.5**12
     other = Rule("At most 30 words.", Source.CURRENT, Check("max_words", "30"))  # takes a side on them too
-    both = retest([RULE, other], kept_at(500), events, served_since=500, alpha=0.05, max_per_user=50)
+    both = retest([(RULE, None), (other, 500)], kept_at(500), events, alpha=0.05, max_per_user=50)
     assert sorted(s.p_against for s in both.turned) == [2 * 0.5**12] * 2
     emoji = Rule("Never use emoji.", Source.CURRENT, Check("no_emoji", ""))  # takes no side: not tested
-    assert retest([RULE, emoji], kept_at(500), events, served_since=500, alpha=0.05, max_per_user=50) == alone
+    assert retest([(RULE, None), (emoji, 500)], kept_at(500), events, alpha=0.05, max_per_user=50) == alone

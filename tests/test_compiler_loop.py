@@ -132,3 +132,31 @@ async def test_a_served_rule_that_holds_is_recorded_and_the_window_stays_whole(t
     assert "turned" not in second.window and second.window["events"] == 4 * len(QUESTIONS)
     held = [c for c in concluded if c.rule == SHORT_KEY and c.verdict is Verdict.KEPT and c.through > LATER]
     assert held and "held on the" in held[-1].reason  # the next test reads only feedback after this
+
+
+async def test_users_turning_against_a_rule_the_canary_adds_end_its_test_and_the_round_follows(
+    tmp_path: Path,
+) -> None:
+    """Thumbs from before and after a change of taste cancel out in the live test, which would stay
+    undecided: the check-in ends it, remembers the rule as refused live, and the round learns
+    from the feedback after the turn."""
+    ctx = with_canary(await make_ctx(tmp_path, FakeLLM()), 0.2)
+    first = await compile_spec(ctx, "support")
+    assert first.result == "published" and first.version is not None
+    candidate = first.version.version
+    await close(ctx)
+
+    await fill_ledger(tmp_path / "l.db", questions=QUESTIONS, t0=LATER, prefix="later-", turned=True)
+    ctx = with_canary(await make_ctx(tmp_path, FakeLLM()), 0.2)
+    second = await compile_spec(ctx, "support")
+    assert ctx.ledger is not None
+    [decision] = await ctx.ledger.decisions("support")
+    concluded = await remembered(ctx)
+    await close(ctx)
+    assert decision.decision == "rollback" and decision.candidate == candidate
+    assert "users turned against" in decision.reason and decision.details["evidence"]["turned"]
+    assert any(c.rule == SHORT_KEY and c.verdict is Verdict.REFUSED_LIVE and c.version == candidate
+               for c in concluded)  # fmt: skip
+    # the test ended, so the round ran, on the feedback after the turn
+    assert "still deciding" not in second.reason and second.window["events"] == 2 * len(QUESTIONS)
+    assert SHORT_KEY not in {rule_key(p.text, p.check) for p in second.candidates}, "refused live: set aside"

@@ -232,9 +232,8 @@ async def test_in_approval_mode_a_compiled_round_is_held_not_served(tmp_path: Pa
 
 
 async def test_rounds_wait_while_a_live_test_decides(tmp_path: Path) -> None:
-    """One live test at a time: with canaries on, neither the sidecar nor `speclearn compile`
-    replaces the candidate the test is deciding (a new one would restart it); after its verdict,
-    the feedback that came meanwhile makes the spec due at once."""
+    """One live test at a time: with canaries on, a due round is a check-in that publishes
+    nothing (a new candidate would restart the test), and its feedback is not read twice."""
     ctx = await make_ctx(tmp_path, FakeLLM(), min_feedback=20)
     ctx.settings = ctx.settings.model_copy(update={"canary_fraction": 0.2})
     [first] = await tick(ctx)
@@ -242,17 +241,17 @@ async def test_rounds_wait_while_a_live_test_decides(tmp_path: Path) -> None:
     assert ctx.registry.snapshot.get("support").labels == {"production": 1, "candidate": first.version.version}
 
     await close(ctx)
-    await add_feedback(tmp_path / "l.db", 15, 1_700_300_000.0)  # 30 new events: due, but for the test
+    await add_feedback(tmp_path / "l.db", 15, 1_700_300_000.0)  # 30 new events: due
     await ctx.ledger.start()  # type: ignore[union-attr]
-    go, why = await due(ctx, "support", time.time())
-    assert not go and f"live test of v{first.version.version}" in why
-    waited = await compile_spec(ctx, "support")
-    assert waited.result == "skipped" and "still deciding" in waited.reason
+    assert (await due(ctx, "support", time.time()))[0]
+    [waited] = await tick(ctx)
+    assert waited.result == "skipped" and f"live test of v{first.version.version}" in waited.reason
+    assert "still deciding" in waited.reason and waited.cost == {}  # no LLM call
     assert sorted(ctx.registry.snapshot.get("support").versions) == [1, first.version.version]
+    assert not (await due(ctx, "support", time.time()))[0]  # the check-in read that feedback
 
-    ctx.settings = ctx.settings.model_copy(update={"canary_fraction": 0.0})  # no canary: no test to wait for
-    assert (await due(ctx, "support", time.time()))[0]
-    ctx.settings = ctx.settings.model_copy(update={"canary_fraction": 0.2})
-    await ctx.registry.set_label("support", "candidate", 1)  # the verdict: rolled back
-    assert (await due(ctx, "support", time.time()))[0]
+    forced = await compile_spec(ctx, "support", force=True)  # a person may replace it on purpose
+    assert forced.result != "skipped" or "still deciding" not in forced.reason
+    ctx.settings = ctx.settings.model_copy(update={"canary_fraction": 0.0})  # no canary: nothing to wait for
+    assert "still deciding" not in (await compile_spec(ctx, "support")).reason
     await close(ctx)

@@ -148,15 +148,10 @@ def test_quick_run_on_the_fake_llm(tmp_path: Path) -> None:
         assert {"served", "static", "oracle", "versions", "label_mix", "compile", "after"} <= d.keys()
         assert d["static"]["rate"] == 0.0 and d["oracle"]["rate"] == 1.0  # the fake model, as scripted
         assert sum(d["versions"].values()) == 12
-    # the sidecar's round after each day but the last (after it nothing more is served), unless
-    # it waits for the live test of a candidate (12 thumbs a day never reach the test's burn-in)
+    # the sidecar's round after each day but the last (after it nothing more is served)
     for d in run["days"][:-1]:
-        if not d["rounds"]:
-            assert d["compile"]["result"] == "not due" and "still deciding" in d["compile"]["reason"], d["compile"]
-            continue
-        assert d["rounds"][-1]["result"] == d["compile"]["result"]
+        assert d["rounds"] and d["rounds"][-1]["result"] == d["compile"]["result"]
         assert d["compile"]["result"] in ("published", "explored", "gate_failed", "skipped", "held")
-    assert run["days"][0]["rounds"], "the first day's feedback makes the spec due"
     assert run["days"][-1]["compile"]["result"].startswith("not awaited")
     assert run["days"][0]["versions"] == {"live@1": 12}
     assert run["compiler"]["llm_calls"] > 0
