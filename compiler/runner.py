@@ -12,20 +12,20 @@ from typing import Any
 import httpx
 
 from proxy.ledger import FeedbackEvent, Ledger
-from proxy.registry import PRODUCTION, Registry, SpecVersion
+from proxy.registry import PRODUCTION, Registry
 from proxy.settings import Settings
 from proxy.upstreams import route_table
 
 from . import metrics, served_model
+from .checkin import check_in
 from .dataset import Dataset, build_dataset
-from .drift import Drift, retest
+from .drift import Drift
 from .errors import CompilerError, no_llm
 from .explore import CANDIDATE, Canary
 from .llm import Budget, EmbeddingEndpoint, LLMClient
-from .memory import Conclusion, Memory, served_rules
+from .memory import Conclusion, Memory
 from .outcomes import Outcome
-from .pipeline import Round, RoundResult, run_round, served, stated_rules
-from .promote import end_test
+from .pipeline import Round, RoundResult, run_round
 from .quirks import Quirks
 from .served_model import ModelChoice
 from .settings import CompilerSettings
@@ -168,54 +168,6 @@ async def ledger_dataset(ctx: Context, name: str, now: float | None = None) -> D
     return dataset_of(ctx, *await ledger_events(ctx, name, now))
 
 
-def window_end(version: SpecVersion) -> float | None:
-    until = (version.meta.get("feedback_window") or {}).get("until")
-    return float(until) if isinstance(until, (int, float)) else None
-
-
-def follow_drift(ctx: Context, name: str, events: list[FeedbackEvent], memory: Memory, live: Canary) -> Drift:
-    """The checkable rules served now (production's, and the candidate's while a live test runs)
-    tested on the feedback since each was last concluded about (drift.py)."""
-    state = ctx.registry.snapshot.specs.get(name)
-    versions = [served(state)]
-    if state is not None and live.share > 0 and live.running in state.versions:
-        versions.append(state.versions[live.running])
-    rules = [(rule, window_end(v)) for v in versions if v is not None for rule in stated_rules(v) or []]
-    return retest(rules, memory, events, alpha=ctx.compiler.gate_alpha, max_per_user=ctx.compiler.max_per_user)
-
-
-def added_by_candidate(ctx: Context, name: str, live: Canary) -> set[str]:
-    """The rules the running candidate serves and production does not: what its test is about."""
-    state = ctx.registry.snapshot.specs.get(name)
-    if state is None or live.running not in state.versions:
-        return set()
-    production = served(state)
-    return set(served_rules(state.versions[live.running].meta)) - set(
-        served_rules(production.meta if production else {})
-    )
-
-
-async def check_in(
-    ctx: Context, name: str, events: list[FeedbackEvent], memory: Memory | None, live: Canary, waiting: str,
-    *, act: bool,
-) -> tuple[Drift, str]:  # fmt: skip
-    """Re-test the served rules; while a live test decides, roll its candidate back when users
-    turned against a rule it adds (the test's premise is gone: thumbs from before and after the
-    turn would cancel out and keep it undecided). Returns the drift and why the round still
-    waits ("" when it need not)."""
-    if memory is None:
-        return Drift(), waiting
-    await ctx.registry.refresh()
-    drift = follow_drift(ctx, name, events, memory, live)
-    against = drift.among(added_by_candidate(ctx, name, live)) if waiting else ()
-    if against and act:
-        ended = await end_test(ctx, name, f"users turned against the rule(s) it adds: {Drift(turned=against).describe()}",
-                               {"turned": [s.to_meta() for s in against]})  # fmt: skip
-        if ended is not None:
-            return drift, ""
-    return drift, waiting
-
-
 async def compile_spec(
     ctx: Context,
     name: str,
@@ -246,9 +198,7 @@ async def compile_spec(
             events, since = await ledger_events(ctx, name)
             drift, waiting = await check_in(ctx, name, events, memory, live, waiting,
                                             act=publish_result and not dry_run)  # fmt: skip
-            if (
-                drift.since is not None and not waiting
-            ):  # users turned against a served rule: learn from what came after
+            if drift.since is not None and not waiting:  # users turned against a served rule: learn from after
                 events, since = [ev for ev in events if ev.feedback.created_at > drift.since], drift.since
             ds = dataset_of(ctx, events, since)
             if drift.turned:
