@@ -41,7 +41,7 @@ class Standing:
     since: float  # the feedback after this moment is what it was tested on
     support: int  # contrasts where it sided with the users
     relevant: int  # contrasts where its check takes a side
-    through: float  # the newest of them
+    through: float  # the newest feedback read: the next test reads only what comes after
     p_against: float  # corrected p-value of "it sides with the users at least as often as a coin"
 
     def to_meta(self) -> dict[str, Any]:
@@ -100,22 +100,22 @@ def retest(
     if not starts:
         return Drift()
     pairs = contrasts_since(events, min(since for _, since in starts.values()), max_per_user)
-    counts: list[tuple[str, Rule, float, int, int, float]] = []
+    through = max((ev.feedback.created_at for ev in events), default=0.0)
+    counts: list[tuple[str, Rule, float, int, int]] = []
     for key, (rule, since) in starts.items():
         assert rule.check is not None
-        check, support, relevant, through = rule.check, 0, 0, since
+        check, support, relevant = rule.check, 0, 0
         for pair in pairs:
             if min(pair.chosen.at, pair.rejected.at) <= since:
                 continue
             chosen, rejected = check.passes(pair.chosen), check.passes(pair.rejected)
             if chosen != rejected:
                 relevant, support = relevant + 1, support + chosen
-                through = max(through, pair.chosen.at, pair.rejected.at)
         if relevant >= MIN_ITEMS:
-            counts.append((key, rule, since, support, relevant, through))
+            counts.append((key, rule, since, support, relevant))
     held: list[Standing] = []
     turned: list[Standing] = []
-    for key, rule, since, support, relevant, through in counts:
+    for key, rule, since, support, relevant in counts:
         p = min(1.0, float(binomtest(support, relevant, 0.5, alternative="less").pvalue) * len(counts))
         standing = Standing(rule.text, key, since, support, relevant, through, p)
         (turned if p < alpha else held).append(standing)
