@@ -296,6 +296,7 @@ async def run_day(client: httpx.AsyncClient, world: World, day: int, proxy: str,
             if comment:
                 feedback["comment"] = comment
             (await client.post(f"{proxy}/v1/feedback", json=feedback)).raise_for_status()
+            fed_at = time.time()  # the day's last one makes the spec due: its round starts after it
             if taste is None:  # the coin: every arm gets the same thumb, whatever it answers
                 static = oracle = up
             else:
@@ -303,7 +304,7 @@ async def run_day(client: httpx.AsyncClient, world: World, day: int, proxy: str,
                 static = taste.likes(text_of(await answer(client, url, body(e, tokens, served_text(ASSISTANT)))))
                 oracle = taste.likes(text_of(await answer(client, url, body(e, tokens, served_text(taste.oracle)))))
             return {"id": resp.headers["x-inference-id"], "version": resp.headers.get("x-spec-version", "none"),
-                    "up": up, "static": static, "oracle": oracle, "comment": bool(comment)}  # fmt: skip
+                    "up": up, "static": static, "oracle": oracle, "comment": bool(comment), "fed_at": fed_at}  # fmt: skip
 
     return list(await asyncio.gather(*(one(e) for e in world.events(day, a.events_per_day))))
 
@@ -376,7 +377,8 @@ async def run_world(world: World, ep: Endpoints, shim: str, a: argparse.Namespac
                 for day in range(a.days):
                     day_started, t0 = time.time(), time.monotonic()
                     rows = await run_day(client, world, day, root, shim, a)
-                    day_end = time.time()
+                    # the last feedback, not the end of the arms: a cached round can finish before them
+                    day_end = max((r["fed_at"] for r in rows), default=time.time())
                     rounds: list[dict[str, Any]] = []
                     if day < a.days - 1:  # after the last day nothing more is served: no round to wait for
                         state, rounds = await await_pass(data, specs, sidecar_log, side, day_end, a)
