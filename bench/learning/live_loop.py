@@ -481,7 +481,8 @@ def by_world(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def plot(runs: list[dict[str, Any]], path: Path) -> str | None:
-    """One panel per world (its first seed): served with its Wilson band, static and oracle."""
+    """One panel per world: each seed's served rate with its Wilson band (the first seed's line
+    thicker), and the first seed's static and oracle rates."""
     try:
         import matplotlib
 
@@ -489,22 +490,28 @@ def plot(runs: list[dict[str, Any]], path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (pip install -e '.[bench]'): no plot"
-    firsts = list({r["world"]: r for r in reversed(runs)}.values())[::-1]
-    cols = min(3, len(firsts))
-    rows = -(-len(firsts) // cols)
+    worlds: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        worlds.setdefault(r["world"], []).append(r)
+    cols = min(3, len(worlds))
+    rows = -(-len(worlds) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True)
     panels: list[Any] = list(axes.flat)
-    for ax, r in zip(panels, firsts, strict=False):
-        x = [d["events_so_far"] for d in r["days"]]
-        ax.plot(x, [d["served"]["rate"] for d in r["days"]], "o-", label="speclearn (served)")
-        ax.fill_between(x, [d["served"]["wilson95"][0] for d in r["days"]],
-                        [d["served"]["wilson95"][1] for d in r["days"]], alpha=0.2)  # fmt: skip
-        ax.plot(x, [d["static"]["rate"] for d in r["days"]], "s--", label="static")
-        ax.plot(x, [d["oracle"]["rate"] for d in r["days"]], "^:", label="oracle")
-        ax.set_title(r["world"])
+    for ax, (world, seeds) in zip(panels, worlds.items(), strict=False):
+        for i, r in enumerate(seeds):
+            x = [d["events_so_far"] for d in r["days"]]
+            ax.plot(x, [d["served"]["rate"] for d in r["days"]], "o-", color="C0", linewidth=2 if i == 0 else 1,
+                    alpha=1 if i == 0 else 0.6, label="speclearn (served, each seed)" if i == 0 else None)  # fmt: skip
+            ax.fill_between(x, [d["served"]["wilson95"][0] for d in r["days"]],
+                            [d["served"]["wilson95"][1] for d in r["days"]], color="C0", alpha=0.15)  # fmt: skip
+        first = seeds[0]
+        x = [d["events_so_far"] for d in first["days"]]
+        ax.plot(x, [d["static"]["rate"] for d in first["days"]], "s--", color="C1", label="static")
+        ax.plot(x, [d["oracle"]["rate"] for d in first["days"]], "^:", color="C2", label="oracle")
+        ax.set_title(world if len(seeds) == 1 else f"{world} ({len(seeds)} seeds)")
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("feedback events")
-    for ax in panels[len(firsts) :]:
+    for ax in panels[len(worlds) :]:
         ax.axis("off")
     panels[0].set_ylabel("thumbs-up rate")
     panels[0].legend(fontsize=7)
