@@ -47,9 +47,8 @@ def added_by_candidate(ctx: Context, name: str, live: Canary) -> set[str]:
     if state is None or live.running not in state.versions:
         return set()
     production = served(state)
-    return set(served_rules(state.versions[live.running].meta)) - set(
-        served_rules(production.meta if production else {})
-    )
+    served_now = served_rules(production.meta) if production is not None else {}
+    return set(served_rules(state.versions[live.running].meta)) - set(served_now)
 
 
 async def check_in(
