@@ -35,7 +35,7 @@ class Canary:
         """Why a round that would publish as `label` waits for the live test ("" when it need not):
         a new candidate restarts the test, so rounds that each replaced the undecided one kept it
         from ever deciding (bench.live_loop, drift over six days). One live test runs at a time:
-        the round is a check-in meanwhile (runner.check_in), and promote.py ends a test that
+        the round is a check-in meanwhile (checkin.py), and promote.py ends a test that
         stays undecided."""
         if label != CANDIDATE or self.share <= 0 or self.running is None:
             return ""

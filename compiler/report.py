@@ -145,7 +145,7 @@ def turned(result: RoundResult) -> str:
     rules = result.window.get("turned") or []
     if not rules:
         return ""
-    lines = ["turned (users now side against a served rule: this round learns from the feedback after the turn):"]
+    lines = ["turned (users now side against a served rule: rounds learn from the feedback after the turn):"]
     lines += [f"  {r['text']!r}: {r['support']}/{r['relevant']} contrasts sided with users since, p = {r['p_against']:.4f}"
               for r in rules]  # fmt: skip
     return "\n".join(lines)

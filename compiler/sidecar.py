@@ -3,10 +3,11 @@
 A spec is due when at least `min_feedback` feedback events arrived after the end of its last
 round's feedback window (from the state file, or the window recorded in its latest compiled
 version), and no error backoff is pending. While a live test on the canary share decides, a due
-round is a check-in (runner.check_in): it publishes nothing, re-tests the served rules, and ends
-the test when users turned against a rule its candidate adds. With `auto_promote`, each pass first reviews a spec's
-canary candidate against production on live traffic (promote.py). Rounds run one at a time (2 shared cores), each under
-the spec's cross-process lock; an error never stops the loop, it only backs that spec off.
+round is a check-in (checkin.py): it publishes nothing, re-tests the served rules, and ends the
+test when users turned against a rule its candidate adds. With `auto_promote`, each pass first
+reviews a spec's canary candidate against production on live traffic (promote.py). Rounds run one
+at a time (2 shared cores), each under the spec's cross-process lock; an error never stops the
+loop, it only backs that spec off.
 """
 
 from __future__ import annotations
