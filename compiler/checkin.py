@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the runner calls in here
 
 
 def window_end(version: SpecVersion) -> float | None:
+    """The end of the feedback window a compiled version was learned from (None if it names none)."""
     until = (version.meta.get("feedback_window") or {}).get("until")
     return float(until) if isinstance(until, (int, float)) else None
 
@@ -57,10 +58,10 @@ async def check_in(
 ) -> tuple[Drift, str]:  # fmt: skip
     """Re-test the served rules and, while a live test decides (`waiting` says so), end it when
     users turned against a rule its candidate adds (`act`: False for a dry run). Returns the drift
-    and why the round still waits ("" when it need not)."""
+    and why the round still waits ("" when it need not). Reads the registry as `live` was read
+    (runner.canary refreshed it)."""
     if memory is None:
         return Drift(), waiting
-    await ctx.registry.refresh()
     drift = follow_drift(ctx, name, events, memory, live)
     against = drift.among(added_by_candidate(ctx, name, live)) if waiting else ()
     if against and act:

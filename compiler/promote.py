@@ -93,14 +93,14 @@ def decide(d: Decision, rule: Rule, guardrails: Guardrails | None = None) -> Dec
     test = msprt(d.production_ups, d.production_n, d.candidate_ups, d.candidate_n, rule.mde)
     d.p_value, d.lift = test.p_value, test.lift
     numbers = f"lift {test.lift:+.3f}, always-valid p {test.p_value:.4f} (alpha {rule.alpha})"
-    if test.p_value >= rule.alpha and min(d.candidate_n, d.production_n) >= rule.max_feedback:
-        # a test that never ends would stop the loop: one live test runs at a time
-        d.action, d.reason = (
-            ROLLBACK,
-            f"{numbers}: undecided after {rule.max_feedback} thumbs per arm, production stays",
-        )
-    elif test.p_value >= rule.alpha:
-        d.action, d.reason = CONTINUE, f"{numbers}: undecided"
+    if test.p_value >= rule.alpha:
+        if min(d.candidate_n, d.production_n) < rule.max_feedback:
+            d.action, d.reason = CONTINUE, f"{numbers}: undecided"
+        else:  # a test that never ends would stop the loop: one live test runs at a time
+            d.action, d.reason = (
+                ROLLBACK,
+                f"{numbers}: undecided after {rule.max_feedback} thumbs per arm, production stays",
+            )
     elif test.lift < 0:
         d.action, d.reason = ROLLBACK, f"{numbers}: candidate is worse"
     elif guardrails is not None and not guardrails.ready:

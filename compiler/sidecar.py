@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .checkin import window_end
 from .errors import RoundBusy
 from .pipeline import RoundResult
 from .promote import review
@@ -34,9 +35,9 @@ def last_compiled_until(ctx: Context, name: str, state: dict[str, Any]) -> float
     spec = ctx.registry.snapshot.specs.get(name)
     if spec is not None:
         for v in spec.versions.values():
-            until = (v.meta.get("feedback_window") or {}).get("until") if v.meta.get("author") == "compiler" else None
-            if isinstance(until, (int, float)):
-                candidates.append(float(until))
+            until = window_end(v) if v.meta.get("author") == "compiler" else None
+            if until is not None:
+                candidates.append(until)
     return max(candidates) if candidates else None
 
 

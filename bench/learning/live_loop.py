@@ -180,6 +180,7 @@ async def sidecar_view(
     compiler.sidecar.due), and whether it reviewed the live test since `after` (True when no test
     is running)."""
     from compiler.runner import Context
+    from compiler.runner import canary as live_test
     from compiler.settings import CompilerSettings
     from compiler.sidecar import due
     from proxy.ledger import open_ledger
@@ -188,13 +189,11 @@ async def sidecar_view(
 
     settings = Settings(data_dir=data, specs_dir=specs, database_url=None, canary_fraction=canary)
     registry = FileRegistry(specs, poll_interval=0)
-    await registry.refresh()
-    state = registry.snapshot.specs.get(SPEC)
-    running = state is not None and state.labels.get("candidate") not in (None, state.labels.get("production"))
     ledger = open_ledger(settings)
     await ledger.start()
     try:
         ctx = Context(settings, CompilerSettings(min_feedback=min_feedback), registry, ledger)
+        running = (await live_test(ctx, SPEC)).running is not None
         go, why = await due(ctx, SPEC, time.time())
         looked = not running or any(d.created_at > after for d in await ledger.decisions(SPEC, limit=1))
     finally:
